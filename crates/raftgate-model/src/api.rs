@@ -1,0 +1,106 @@
+//! Admin API bodies that are not resources themselves. The admin server, the CLI and the tests
+//! all use these types, so the three can never disagree on a field name.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::NodeId;
+
+/// Every admin API error has this body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`, `version_mismatch`, `no_leader`.
+    pub error: String,
+    /// What went wrong and what to do about it.
+    pub message: String,
+    /// The JSON field at fault, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Whether a member votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Counts towards the quorum.
+    Voter,
+    /// Receives the log but does not vote (a node catching up).
+    Learner,
+}
+
+/// One member of the cluster as `GET /cluster` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Member {
+    /// Node id.
+    pub id: NodeId,
+    /// gRPC address for Raft and forwarding.
+    pub cluster_addr: String,
+    /// Admin API address.
+    pub admin_addr: String,
+    /// Proxy address.
+    pub proxy_addr: String,
+    /// Voter or learner.
+    pub role: Role,
+    /// Last log index known to be replicated to (on the leader) or applied by (on itself) the
+    /// member; `None` when the answering node does not know.
+    pub applied_index: Option<u64>,
+}
+
+/// `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node_id: NodeId,
+    /// Current leader, if one is known.
+    pub leader_id: Option<NodeId>,
+    /// Current Raft term.
+    pub term: u64,
+    /// Last log index applied by the answering node.
+    pub applied_index: u64,
+    /// All members, voters and learners.
+    pub members: Vec<Member>,
+}
+
+/// `POST /cluster/members`: a node to add. It must already be running with these addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// Id of the new node; must not be in use.
+    pub id: NodeId,
+    /// Its gRPC address.
+    pub cluster_addr: String,
+    /// Its admin API address.
+    pub admin_addr: String,
+    /// Its proxy address.
+    pub proxy_addr: String,
+}
+
+/// `POST /consumers/{name}/keys`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// Key id, for listing and revoking.
+    pub id: String,
+    /// Owning consumer.
+    pub consumer: String,
+    /// The secret; store it now, it cannot be read again.
+    pub key: String,
+    /// First characters of the key.
+    pub prefix: String,
+    /// Version (log index) of the write.
+    pub version: u64,
+}
+
+/// A key as listed: everything but the secret and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyInfo {
+    /// Key id.
+    pub id: String,
+    /// Owning consumer.
+    pub consumer: String,
+    /// First characters of the key.
+    pub prefix: String,
+    /// Version (log index) of the write.
+    pub version: u64,
+    /// Creation time, Unix milliseconds.
+    pub created_at: u64,
+}

@@ -1,0 +1,131 @@
+//! The one place where replicated data becomes bytes.
+//!
+//! Every encoded value starts with a format-version byte followed by a bincode 2 body, so that a
+//! future change of format (or of codec) is made here and old data is still recognised.
+//! Decoding is bounded so that bytes from the network cannot make a node allocate without limit.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Version of the byte format written by this build.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Largest value [`decode`] accepts; larger input is refused rather than allocated.
+pub const MAX_DECODE_BYTES: usize = 256 << 20;
+
+/// Encoding or decoding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The value could not be encoded.
+    #[error("cannot encode value: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// The bytes are not a valid encoding of the expected type.
+    #[error(
+        "cannot decode stored or received data (corrupt, or written by an incompatible raftgate): {0}"
+    )]
+    Decode(#[from] bincode::error::DecodeError),
+    /// The bytes were written in a format this build does not know.
+    #[error(
+        "data has format version {found}, this raftgate reads version {FORMAT_VERSION}; upgrade raftgate"
+    )]
+    Version {
+        /// The version byte found.
+        found: u8,
+    },
+    /// Nothing to decode.
+    #[error("cannot decode an empty value")]
+    Empty,
+    /// Bytes left over after the value.
+    #[error("{0} unexpected bytes after the encoded value")]
+    Trailing(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
+}
+
+/// Encodes `value` with the current format version.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(64);
+    out.push(FORMAT_VERSION);
+    bincode::serde::encode_into_std_write(value, &mut out, config())?;
+    Ok(out)
+}
+
+/// Decodes bytes produced by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::Version { found: version });
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, config())?;
+    if used != body.len() {
+        return Err(CodecError::Trailing(body.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Kind, Proposal, Spec};
+    use crate::resource::{ServiceSpec, Target};
+
+    #[test]
+    fn roundtrip_and_errors() {
+        let p = Proposal {
+            request_id: u128::MAX - 7,
+            at_ms: 1_700_000_000_000,
+            command: Command::Put {
+                name: "svc".into(),
+                spec: Spec::Service(ServiceSpec {
+                    targets: vec![Target {
+                        url: "http://127.0.0.1:1".into(),
+                        weight: 3,
+                    }],
+                    lb: Default::default(),
+                }),
+                if_version: Some(4),
+            },
+        };
+        let bytes = encode(&p).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(decode::<Proposal>(&bytes).unwrap(), p);
+
+        let mut wrong = bytes.clone();
+        wrong[0] = 99;
+        assert!(matches!(
+            decode::<Proposal>(&wrong),
+            Err(CodecError::Version { found: 99 })
+        ));
+        assert!(matches!(decode::<Proposal>(&[]), Err(CodecError::Empty)));
+        assert!(decode::<Proposal>(&bytes[..bytes.len() - 2]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(
+            decode::<Proposal>(&long),
+            Err(CodecError::Trailing(1))
+        ));
+        let del = Command::Delete {
+            kind: Kind::Route,
+            name: "r".into(),
+            if_version: None,
+        };
+        assert_eq!(decode::<Command>(&encode(&del).unwrap()).unwrap(), del);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        for len in 0..200 {
+            let mut buf = vec![FORMAT_VERSION];
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                buf.push(seed as u8);
+            }
+            let _ = decode::<Proposal>(&buf);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The commands the Raft log carries: every change to the replicated state is one of these.
+//!
+//! A command is wrapped in a [`Proposal`] that adds what the state machine needs to stay
+//! deterministic and idempotent: the time stamped by the proposing node, and a request id so
+//! that a write retried after a timeout is applied once.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::resource::{ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey};
+
+/// The kinds of replicated resources; the first path segment of their admin URLs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Upstream services.
+    Service,
+    /// Routes to services.
+    Route,
+    /// API consumers.
+    Consumer,
+    /// Rate-limit policies.
+    RateLimit,
+    /// API keys of consumers.
+    Key,
+}
+
+impl Kind {
+    /// Singular name used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::Route => "route",
+            Kind::Consumer => "consumer",
+            Kind::RateLimit => "rate_limit",
+            Kind::Key => "key",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A resource spec of any kind, as carried by [`Command::Put`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Spec {
+    /// See [`ServiceSpec`].
+    Service(ServiceSpec),
+    /// See [`RouteSpec`].
+    Route(RouteSpec),
+    /// See [`ConsumerSpec`].
+    Consumer(ConsumerSpec),
+    /// See [`RateLimitSpec`].
+    RateLimit(RateLimitSpec),
+    /// See [`StoredKey`].
+    Key(StoredKey),
+}
+
+impl Spec {
+    /// The kind of resource this spec describes.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::Service(_) => Kind::Service,
+            Spec::Route(_) => Kind::Route,
+            Spec::Consumer(_) => Kind::Consumer,
+            Spec::RateLimit(_) => Kind::RateLimit,
+            Spec::Key(_) => Kind::Key,
+        }
+    }
+}
+
+/// A change to the replicated state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create or replace the resource `name`. With `if_version`, only if its stored version is
+    /// exactly that (0 means "must not exist yet").
+    Put {
+        /// Resource name.
+        name: String,
+        /// New contents.
+        spec: Spec,
+        /// Compare-and-set guard.
+        if_version: Option<u64>,
+    },
+    /// Remove the resource `name`, optionally guarded like `Put`.
+    Delete {
+        /// Resource kind.
+        kind: Kind,
+        /// Resource name.
+        name: String,
+        /// Compare-and-set guard.
+        if_version: Option<u64>,
+    },
+}
+
+/// What the Raft log stores: a command plus the data that keeps its application deterministic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Client-chosen unique id; a second proposal with the same id is not applied again and gets
+    /// the first one's outcome.
+    pub request_id: u128,
+    /// Wall-clock time at the proposing node, Unix milliseconds; used for `created_at`/`updated_at`.
+    pub at_ms: u64,
+    /// The change.
+    pub command: Command,
+}
+
+/// The successful result of applying a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Outcome {
+    /// Log index at which the command was applied (the new version of a written resource).
+    pub index: u64,
+    /// Version of the resource after the command; `None` after a delete.
+    pub version: Option<u64>,
+}
+
+/// Why the state machine refused a command. Refusals are deterministic: every node refuses the same
+/// command the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// The resource does not exist.
+    #[error("{kind} '{name}' does not exist")]
+    NotFound {
+        /// Kind of the missing resource.
+        kind: Kind,
+        /// Name of the missing resource.
+        name: String,
+    },
+    /// The `If-Match` version differs from the stored one.
+    #[error(
+        "{kind} '{name}' is at version {actual}, not {expected}; read it again and retry with the current version"
+    )]
+    VersionMismatch {
+        /// Kind of the resource.
+        kind: Kind,
+        /// Name of the resource.
+        name: String,
+        /// Version the client expected.
+        expected: u64,
+        /// Version actually stored (0: absent).
+        actual: u64,
+    },
+    /// The resource is referenced by others and cannot be removed.
+    #[error("{kind} '{name}' is still used by {by_kind} {by:?}; delete or change those first")]
+    InUse {
+        /// Kind of the resource.
+        kind: Kind,
+        /// Name of the resource.
+        name: String,
+        /// Kind of the referencing resources.
+        by_kind: Kind,
+        /// Names of the referencing resources.
+        by: Vec<String>,
+    },
+    /// The spec names a resource that does not exist.
+    #[error("{field} names {kind} '{name}', which does not exist; create it first")]
+    MissingReference {
+        /// JSON field holding the reference.
+        field: String,
+        /// Kind of the referenced resource.
+        kind: Kind,
+        /// Name that was referenced.
+        name: String,
+    },
+}
+
+/// The state machine's answer to one proposal, as Raft returns it to the proposer.
+pub type Applied = Result<Outcome, Rejection>;

@@ -1,0 +1,112 @@
+//! The replicated state: what the Raft state machine holds on every node.
+//!
+//! Tables are `Arc`ed maps so that a published [`State`] is an immutable snapshot: the proxy and
+//! the admin API read it without locks while the state machine prepares the next one, copying
+//! only the tables a change touched.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::command::{Kind, Spec};
+use crate::resource::{ConsumerSpec, Entity, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey};
+use crate::validate::{self, ValidationError};
+
+/// Resources of one kind, by name.
+pub type Table<T> = Arc<BTreeMap<String, Entity<T>>>;
+
+/// Everything the cluster replicates, as of one applied log index.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Upstream services.
+    pub services: Table<ServiceSpec>,
+    /// Routes.
+    pub routes: Table<RouteSpec>,
+    /// Consumers.
+    pub consumers: Table<ConsumerSpec>,
+    /// Rate-limit policies.
+    pub rate_limits: Table<RateLimitSpec>,
+    /// API keys, by key id.
+    pub keys: Table<StoredKey>,
+    /// Index of the last log entry applied to this state.
+    pub applied_index: u64,
+}
+
+impl State {
+    /// The stored version of a resource, 0 when it does not exist.
+    pub fn version_of(&self, kind: Kind, name: &str) -> u64 {
+        fn v<T>(t: &Table<T>, name: &str) -> u64 {
+            t.get(name).map_or(0, |e| e.version)
+        }
+        match kind {
+            Kind::Service => v(&self.services, name),
+            Kind::Route => v(&self.routes, name),
+            Kind::Consumer => v(&self.consumers, name),
+            Kind::RateLimit => v(&self.rate_limits, name),
+            Kind::Key => v(&self.keys, name),
+        }
+    }
+
+    /// Routes that send traffic to `service`.
+    pub fn routes_of_service(&self, service: &str) -> Vec<String> {
+        self.routes
+            .values()
+            .filter(|r| r.spec.service == service)
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// Key ids owned by `consumer`.
+    pub fn keys_of_consumer(&self, consumer: &str) -> Vec<String> {
+        self.keys
+            .values()
+            .filter(|k| k.spec.consumer == consumer)
+            .map(|k| k.name.clone())
+            .collect()
+    }
+}
+
+/// A kind of resource as seen by generic code (admin handlers, the CLI, the state machine).
+pub trait Resource:
+    Clone + Serialize + DeserializeOwned + ToSchema + Send + Sync + 'static
+{
+    /// The kind tag.
+    const KIND: Kind;
+    /// The table of this kind in a state.
+    fn table(state: &State) -> &Table<Self>;
+    /// The mutable table of this kind, for the state machine.
+    fn table_mut(state: &mut State) -> &mut Table<Self>;
+    /// Wraps the spec for a [`crate::Command::Put`].
+    fn into_spec(self) -> Spec;
+    /// Checks the spec on its own (references to other resources are checked on apply).
+    fn validate(&self) -> Result<(), ValidationError>;
+}
+
+macro_rules! resource {
+    ($ty:ty, $kind:ident, $field:ident, $validate:path) => {
+        impl Resource for $ty {
+            const KIND: Kind = Kind::$kind;
+            fn table(state: &State) -> &Table<Self> {
+                &state.$field
+            }
+            fn table_mut(state: &mut State) -> &mut Table<Self> {
+                &mut state.$field
+            }
+            fn into_spec(self) -> Spec {
+                Spec::$kind(self)
+            }
+            fn validate(&self) -> Result<(), ValidationError> {
+                $validate(self)
+            }
+        }
+    };
+}
+
+resource!(ServiceSpec, Service, services, validate::service);
+resource!(RouteSpec, Route, routes, validate::route);
+resource!(ConsumerSpec, Consumer, consumers, validate::consumer);
+resource!(RateLimitSpec, RateLimit, rate_limits, validate::rate_limit);
+resource!(StoredKey, Key, keys, validate::key);

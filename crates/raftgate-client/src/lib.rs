@@ -1,0 +1,515 @@
+//! A small typed client for the raftgate admin API.
+//!
+//! The CLI, the integration tests and the benchmarks all talk to nodes through [`AdminClient`], so
+//! the URL layout, the headers (`If-Match`, bearer token) and the error decoding live in one place
+//! and use the same body types as the server ([`raftgate_model::api`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), raftgate_client::ClientError> {
+//! use raftgate_client::AdminClient;
+//! use raftgate_model::{ServiceSpec, Target};
+//!
+//! let client = AdminClient::new("127.0.0.1:7001", None)?;
+//! let spec = ServiceSpec {
+//!     targets: vec![Target { url: "http://127.0.0.1:9000".into(), weight: 1 }],
+//!     lb: Default::default(),
+//! };
+//! let stored = client.put("svc", &spec, None).await?;
+//! println!("svc is at version {}", stored.version);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, IF_MATCH};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use raftgate_model::api::{AddMember, ClusterStatus, CreatedKey, ErrorBody, KeyInfo};
+use raftgate_model::state::Resource;
+use raftgate_model::{ConsumerSpec, Entity, Kind, NodeId, RateLimitSpec, RouteSpec, ServiceSpec};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// How long a request may take, connection included, unless [`AdminClient::with_timeout`] says
+/// otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an admin API call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The base address given to [`AdminClient::new`] (or a path built from it) is not usable.
+    #[error("invalid admin API address '{address}': {reason}; use host:port or http://host:port")]
+    InvalidUrl {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server answered with a non-success status; `body` is its [`ErrorBody`] (synthesized
+    /// from the status when the answer carried none).
+    #[error("admin API answered {status}: {} ({}{})", body.message, body.error,
+        body.field.as_deref().map(|f| format!(", field '{f}'")).unwrap_or_default())]
+    Api {
+        /// HTTP status of the answer.
+        status: StatusCode,
+        /// The decoded error body.
+        body: ErrorBody,
+    },
+    /// No answer: the connection failed, broke, or the request timed out.
+    #[error(
+        "no answer from the admin API at {url}: {reason}; check that the node is running and listening there"
+    )]
+    Transport {
+        /// The URL requested.
+        url: String,
+        /// What went wrong (connection refused, timeout, ...).
+        reason: String,
+    },
+    /// The server answered with success but the body is not what the API promises.
+    #[error(
+        "unexpected answer from {url}: {reason}; are client and server the same raftgate version?"
+    )]
+    Decode {
+        /// The URL requested.
+        url: String,
+        /// What could not be decoded.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status when the server answered with an error, so callers can branch on 404, 412...
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The resources that have their own admin URL collection (`/{SEGMENT}/{name}`); API keys do not,
+/// they live under their consumer (see [`AdminClient::create_key`]).
+pub trait AdminResource: Resource {
+    /// First path segment of the collection, e.g. `services`.
+    const SEGMENT: &'static str;
+}
+
+impl AdminResource for ServiceSpec {
+    const SEGMENT: &'static str = "services";
+}
+impl AdminResource for RouteSpec {
+    const SEGMENT: &'static str = "routes";
+}
+impl AdminResource for ConsumerSpec {
+    const SEGMENT: &'static str = "consumers";
+}
+impl AdminResource for RateLimitSpec {
+    const SEGMENT: &'static str = "rate-limits";
+}
+
+/// The URL collection of a kind chosen at run time (the CLI's `get KIND`); `None` for
+/// [`Kind::Key`], whose URLs are under `/consumers/{name}/keys`.
+pub fn collection(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Service => Some(ServiceSpec::SEGMENT),
+        Kind::Route => Some(RouteSpec::SEGMENT),
+        Kind::Consumer => Some(ConsumerSpec::SEGMENT),
+        Kind::RateLimit => Some(RateLimitSpec::SEGMENT),
+        Kind::Key => None,
+    }
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when the node serves requests.
+    pub status: String,
+    /// Id of the node that answered.
+    pub node_id: NodeId,
+}
+
+/// The `{"data": [...]}` envelope of list answers.
+#[derive(Deserialize)]
+struct Listing<T> {
+    data: Vec<T>,
+}
+
+/// Raw answer of [`AdminClient::request`]: status, headers and the whole body.
+pub type RawResponse = (StatusCode, HeaderMap, Bytes);
+
+/// A client for one node's admin API. Cheap to clone: clones share the keep-alive pool.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl AdminClient {
+    /// A client for the node whose admin API listens at `base` (`host:port` or `http://host:port`),
+    /// sending `Authorization: Bearer <token>` when a token is given.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let invalid = |reason: &str| ClientError::InvalidUrl {
+            address: base.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let trimmed = base.trim().trim_end_matches('/');
+        if trimmed.starts_with("https://") {
+            return Err(invalid("TLS is not supported by the admin API"));
+        }
+        let with_scheme = if trimmed.starts_with("http://") {
+            trimmed.to_owned()
+        } else {
+            format!("http://{trimmed}")
+        };
+        let uri: Uri = with_scheme
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(invalid("no host"));
+        }
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err(invalid("a path is not allowed"));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(DEFAULT_TIMEOUT));
+        let http = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(AdminClient {
+            base: with_scheme,
+            token,
+            timeout: DEFAULT_TIMEOUT,
+            http,
+        })
+    }
+
+    /// The same client with another per-request timeout (connection, request and whole body).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The base URL, `http://host:port`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends any request and returns the answer as is, whatever its status: for callers that need
+    /// headers or want to send malformed input. `path` includes the query string. The bearer token
+    /// is added unless `headers` already has an `Authorization`; `Content-Type: application/json`
+    /// is added to a body unless `headers` sets one.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: HeaderMap,
+    ) -> Result<RawResponse, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ClientError::InvalidUrl {
+                address: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let has_body = body.is_some();
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::InvalidUrl {
+                address: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let sent = request.headers_mut();
+        if let Some(token) = &self.token
+            && !headers.contains_key(AUTHORIZATION)
+        {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::InvalidUrl {
+                    address: url.clone(),
+                    reason: "the admin token contains characters not allowed in a header".into(),
+                }
+            })?;
+            sent.insert(AUTHORIZATION, value);
+        }
+        if has_body && !headers.contains_key(CONTENT_TYPE) {
+            sent.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        sent.extend(headers);
+
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| {
+                // The legacy client's own message is terse; its source says what really failed.
+                let reason = std::error::Error::source(&e)
+                    .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+                ClientError::Transport {
+                    url: url.clone(),
+                    reason,
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    reason: format!("reading the answer failed: {e}"),
+                })?
+                .to_bytes();
+            Ok((parts.status, parts.headers, bytes))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Transport {
+                url: url.clone(),
+                reason: format!("timed out after {:?}", self.timeout),
+            })?
+    }
+
+    /// Sends a request with an optional JSON body and decodes a successful JSON answer; an error
+    /// status becomes [`ClientError::Api`].
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        if_match: Option<u64>,
+    ) -> Result<T, ClientError> {
+        let bytes = self.send(method, path, body, if_match).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: format!("{}{}", self.base, path),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Like [`Self::call`] but returns the body undecoded (for answers without one, like 204).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        if_match: Option<u64>,
+    ) -> Result<Bytes, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Decode {
+                url: format!("{}{}", self.base, path),
+                reason: format!("cannot encode the request body: {e}"),
+            })?;
+        let mut headers = HeaderMap::new();
+        if let Some(version) = if_match {
+            headers.insert(IF_MATCH, HeaderValue::from(version));
+        }
+        let (status, _, bytes) = self.request(method, path, body, headers).await?;
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(api_error(status, &bytes))
+        }
+    }
+
+    /// Creates or replaces `name` (`PUT /{kind}/{name}`). With `if_match`, only if the stored
+    /// version is that one (0: only if it does not exist yet); otherwise the error has status 412.
+    pub async fn put<T: AdminResource>(
+        &self,
+        name: &str,
+        spec: &T,
+        if_match: Option<u64>,
+    ) -> Result<Entity<T>, ClientError> {
+        self.call(Method::PUT, &item_path::<T>(name), Some(spec), if_match)
+            .await
+    }
+
+    /// Reads `name` from the answering node's local copy, which may lag the leader slightly.
+    pub async fn get<T: AdminResource>(&self, name: &str) -> Result<Entity<T>, ClientError> {
+        self.call(Method::GET, &item_path::<T>(name), NO_BODY, None)
+            .await
+    }
+
+    /// Reads `name` linearizably: the answer reflects every write acknowledged before the call.
+    pub async fn get_consistent<T: AdminResource>(
+        &self,
+        name: &str,
+    ) -> Result<Entity<T>, ClientError> {
+        let path = format!("{}?consistent=true", item_path::<T>(name));
+        self.call(Method::GET, &path, NO_BODY, None).await
+    }
+
+    /// Lists every resource of a kind from the answering node's local copy.
+    pub async fn list<T: AdminResource>(&self) -> Result<Vec<Entity<T>>, ClientError> {
+        let path = format!("/{}", T::SEGMENT);
+        let listing: Listing<Entity<T>> = self.call(Method::GET, &path, NO_BODY, None).await?;
+        Ok(listing.data)
+    }
+
+    /// Lists every resource of a kind linearizably.
+    pub async fn list_consistent<T: AdminResource>(&self) -> Result<Vec<Entity<T>>, ClientError> {
+        let path = format!("/{}?consistent=true", T::SEGMENT);
+        let listing: Listing<Entity<T>> = self.call(Method::GET, &path, NO_BODY, None).await?;
+        Ok(listing.data)
+    }
+
+    /// Deletes `name`, optionally only if it is at version `if_match`.
+    pub async fn delete<T: AdminResource>(
+        &self,
+        name: &str,
+        if_match: Option<u64>,
+    ) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &item_path::<T>(name), NO_BODY, if_match)
+            .await
+            .map(drop)
+    }
+
+    /// Creates an API key for `consumer`; the answer holds the secret, which cannot be read again.
+    pub async fn create_key(&self, consumer: &str) -> Result<CreatedKey, ClientError> {
+        self.call(Method::POST, &keys_path(consumer), NO_BODY, None)
+            .await
+    }
+
+    /// Lists the keys of `consumer` (without secrets).
+    pub async fn list_keys(&self, consumer: &str) -> Result<Vec<KeyInfo>, ClientError> {
+        let listing: Listing<KeyInfo> = self
+            .call(Method::GET, &keys_path(consumer), NO_BODY, None)
+            .await?;
+        Ok(listing.data)
+    }
+
+    /// Revokes key `id` of `consumer`.
+    pub async fn delete_key(&self, consumer: &str, id: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", keys_path(consumer), encode_segment(id));
+        self.send(Method::DELETE, &path, NO_BODY, None)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /cluster`: leader, term and members as the answering node sees them.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.call(Method::GET, "/cluster", NO_BODY, None).await
+    }
+
+    /// Adds a running node to the cluster (it catches up as a learner, then votes).
+    pub async fn add_member(&self, member: &AddMember) -> Result<ClusterStatus, ClientError> {
+        self.call(Method::POST, "/cluster/members", Some(member), None)
+            .await
+    }
+
+    /// Removes node `id` from the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<ClusterStatus, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/cluster/members/{id}"),
+            NO_BODY,
+            None,
+        )
+        .await
+    }
+
+    /// Makes the answering node take a snapshot and purge its log up to it
+    /// (`POST /cluster/snapshot`); new members are then brought up to date by snapshot.
+    pub async fn trigger_snapshot(&self) -> Result<(), ClientError> {
+        self.send(Method::POST, "/cluster/snapshot", NO_BODY, None)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /health`: whether the node serves requests, and its id.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, "/health", NO_BODY, None).await
+    }
+}
+
+/// The `body` argument of a call without a body.
+const NO_BODY: Option<&()> = None;
+
+fn item_path<T: AdminResource>(name: &str) -> String {
+    format!("/{}/{}", T::SEGMENT, encode_segment(name))
+}
+
+fn keys_path(consumer: &str) -> String {
+    format!(
+        "/{}/{}/keys",
+        ConsumerSpec::SEGMENT,
+        encode_segment(consumer)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so that any name reaches the
+/// server intact and the server, not the URL parser, judges whether it is valid.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes an error answer; a body that is not an [`ErrorBody`] is kept as the message.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let body = serde_json::from_slice::<ErrorBody>(bytes).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(bytes).trim().to_owned();
+        ErrorBody {
+            error: format!("http_{}", status.as_u16()),
+            message: if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_owned()
+            } else {
+                text
+            },
+            field: None,
+        }
+    });
+    ClientError::Api { status, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_addresses() {
+        let plain = AdminClient::new("127.0.0.1:7001", None).unwrap();
+        assert_eq!(plain.base(), "http://127.0.0.1:7001");
+        let full = AdminClient::new("http://localhost:7001/", None).unwrap();
+        assert_eq!(full.base(), "http://localhost:7001");
+        assert!(matches!(
+            AdminClient::new("https://x:1", None),
+            Err(ClientError::InvalidUrl { .. })
+        ));
+        assert!(AdminClient::new("http://x:1/admin", None).is_err());
+        assert!(AdminClient::new("not a url", None).is_err());
+    }
+
+    #[test]
+    fn paths_and_errors() {
+        assert_eq!(
+            item_path::<RateLimitSpec>("a b/c"),
+            "/rate-limits/a%20b%2Fc"
+        );
+        assert_eq!(keys_path("app"), "/consumers/app/keys");
+        assert_eq!(collection(Kind::Key), None);
+        assert_eq!(collection(Kind::Route), Some("routes"));
+
+        let decoded = api_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid","message":"bad","field":"paths"}"#,
+        );
+        assert_eq!(decoded.status(), Some(StatusCode::BAD_REQUEST));
+        assert!(decoded.to_string().contains("field 'paths'"));
+        let ClientError::Api { body, .. } = api_error(StatusCode::METHOD_NOT_ALLOWED, b"") else {
+            panic!("expected an API error");
+        };
+        assert_eq!(body.error, "http_405");
+        assert_eq!(body.message, "Method Not Allowed");
+    }
+}

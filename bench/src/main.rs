@@ -1,0 +1,130 @@
+//! `raftgate-bench`: the cluster benchmark's load generator.
+//!
+//! It drives raftgate and etcd with the same code (one HTTP/1.1 keep-alive connection per worker,
+//! same key pattern and value size) so that their ratio, not an absolute number from a shared
+//! machine, is what the benchmark reports. `bench/cluster` starts both clusters and calls it;
+//! each measuring mode prints one JSON line, and `report` turns those lines into the table.
+
+mod conn;
+mod error;
+mod failover;
+mod report;
+mod stats;
+mod system;
+mod writes;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::BenchError;
+use crate::report::Record;
+use crate::system::{System, Workload};
+
+/// Command line of `raftgate-bench`.
+#[derive(Debug, Parser)]
+#[command(about = "Load generator of raftgate's cluster benchmark (raftgate vs etcd).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Concurrent puts for a fixed time; prints one JSON line (ops/s, p50, p99, max, errors).
+    Writes(writes::WritesArgs),
+    /// SIGKILL the leader while writing; prints one JSON line with the unavailability in ms.
+    Failover(failover::FailoverArgs),
+    /// Prints the index (0-based, in --endpoints order) of the current leader; fails if none.
+    Leader {
+        /// The system behind the endpoints.
+        #[arg(long, value_enum)]
+        system: System,
+        /// Comma-separated `host:port` list.
+        #[arg(long, value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+    },
+    /// Prints the comparison table of one or more JSON-lines results files.
+    Report {
+        /// Results files written from this tool's output.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Prints `count` currently free loopback TCP ports, space-separated.
+    FreePorts {
+        /// How many ports.
+        count: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("raftgate-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<String, BenchError> {
+    let runtime = || {
+        // One thread: the load generator shares two cores with six servers, and one thread is
+        // enough for tens of thousands of requests per second (see client_cpu_us_per_op).
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| BenchError::Io {
+                what: "start the tokio runtime".into(),
+                source,
+            })
+    };
+    match command {
+        Command::Writes(args) => {
+            let report = runtime()?.block_on(writes::run(args))?;
+            Ok(json_line(&Record::Writes(report)))
+        }
+        Command::Failover(args) => {
+            let report = runtime()?.block_on(failover::run(args))?;
+            Ok(json_line(&Record::Failover(report)))
+        }
+        Command::Leader { system, endpoints } => {
+            let workload = Workload::new(system, 1);
+            let index =
+                runtime()?.block_on(workload.leader_index(&endpoints, Duration::from_secs(2)))?;
+            Ok(index.to_string())
+        }
+        Command::Report { files } => Ok(report::table(&report::read(&files)?)),
+        Command::FreePorts { count } => free_ports(count),
+    }
+}
+
+fn json_line(record: &Record) -> String {
+    // Plain data with string keys: serialization cannot fail.
+    serde_json::to_string(record).unwrap_or_default()
+}
+
+/// Binds `count` listeners at once (so the ports are distinct), reports their ports and closes
+/// them; a server started right after can bind them.
+fn free_ports(count: usize) -> Result<String, BenchError> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|ls| {
+            ls.iter()
+                .map(|l| l.local_addr())
+                .collect::<Result<Vec<_>, _>>()
+        });
+    let addrs = listeners.map_err(|source| BenchError::Io {
+        what: "bind a free loopback port".into(),
+        source,
+    })?;
+    let ports: Vec<String> = addrs.iter().map(|a| a.port().to_string()).collect();
+    Ok(ports.join(" "))
+}

@@ -1,0 +1,235 @@
+//! `report` mode: reads the JSON lines of a benchmark run and prints the comparison table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BenchError;
+use crate::failover::FailoverReport;
+use crate::system::System;
+use crate::writes::WritesReport;
+
+/// One line of a results file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Record {
+    /// A `writes` run.
+    Writes(WritesReport),
+    /// A `failover` run.
+    Failover(FailoverReport),
+}
+
+/// Reads every record of the given JSON-lines files.
+pub fn read(paths: &[std::path::PathBuf]) -> Result<Vec<Record>, BenchError> {
+    let mut records = Vec::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+            what: format!("read {shown}"),
+            source,
+        })?;
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let record = serde_json::from_str(line).map_err(|source| BenchError::Record {
+                path: shown.clone(),
+                line: n + 1,
+                source,
+            })?;
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+/// The comparison table: writes per system and concurrency (runs averaged), failover times, and
+/// raftgate/etcd ratios against the targets.
+pub fn table(records: &[Record]) -> String {
+    let mut writes: BTreeMap<(usize, &'static str), Vec<&WritesReport>> = BTreeMap::new();
+    let mut failovers: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    for record in records {
+        match record {
+            Record::Writes(w) => writes
+                .entry((w.concurrency, w.system.name()))
+                .or_default()
+                .push(w),
+            Record::Failover(f) => failovers
+                .entry(f.system.name())
+                .or_default()
+                .push(f.unavailable_ms),
+        }
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<9} {:>4} {:>4} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>10}",
+        "system",
+        "conc",
+        "runs",
+        "writes/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "srv us/op",
+        "cli us/op"
+    );
+    for ((concurrency, system), runs) in &writes {
+        let fmt_opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            out,
+            "{:<9} {:>4} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>10} {:>10}",
+            system,
+            concurrency,
+            runs.len(),
+            mean(runs.iter().map(|r| r.ops_per_s)),
+            median(runs.iter().map(|r| r.p50_ms)),
+            median(runs.iter().map(|r| r.p99_ms)),
+            runs.iter().map(|r| r.max_ms).fold(0.0, f64::max),
+            runs.iter().map(|r| r.errors).sum::<u64>(),
+            fmt_opt(mean_opt(runs.iter().map(|r| r.server_cpu_us_per_op))),
+            fmt_opt(mean_opt(runs.iter().map(|r| r.client_cpu_us_per_op))),
+        );
+    }
+    let concurrencies: Vec<usize> = {
+        let mut c: Vec<usize> = writes.keys().map(|(c, _)| *c).collect();
+        c.dedup();
+        c
+    };
+    for concurrency in concurrencies {
+        let rate = |system: System| {
+            writes
+                .get(&(concurrency, system.name()))
+                .map(|runs| mean(runs.iter().map(|r| r.ops_per_s)))
+        };
+        if let (Some(raftgate), Some(etcd)) = (rate(System::Raftgate), rate(System::Etcd)) {
+            let ratio = raftgate / etcd;
+            let target = if concurrency == 32 {
+                verdict(ratio >= 1.0, "target >= 1.00")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "ratio raftgate/etcd writes/s at concurrency {concurrency}: {ratio:.2}{target}"
+            );
+        }
+    }
+
+    if !failovers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nfailover: leader SIGKILL -> first successful write, ms"
+        );
+        let _ = writeln!(
+            out,
+            "{:<9} {:>4} {:>8} {:>8} {:>8}  all",
+            "system", "runs", "min", "median", "max"
+        );
+        for (system, times) in &failovers {
+            let all: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
+            let _ = writeln!(
+                out,
+                "{:<9} {:>4} {:>8.0} {:>8.0} {:>8.0}  {}",
+                system,
+                times.len(),
+                times.iter().copied().fold(f64::INFINITY, f64::min),
+                median(times.iter().copied()),
+                times.iter().copied().fold(0.0, f64::max),
+                all.join(" ")
+            );
+        }
+        let med = |system: System| {
+            failovers
+                .get(system.name())
+                .map(|t| median(t.iter().copied()))
+        };
+        if let (Some(raftgate), Some(etcd)) = (med(System::Raftgate), med(System::Etcd)) {
+            let ratio = raftgate / etcd;
+            let _ = writeln!(
+                out,
+                "ratio raftgate/etcd median failover time: {ratio:.2}{}",
+                verdict(ratio <= 1.0, "target <= 1.00")
+            );
+        }
+    }
+    out
+}
+
+fn verdict(met: bool, target: &str) -> String {
+    format!(" ({target}: {})", if met { "met" } else { "NOT met" })
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+fn mean_opt(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let values: Option<Vec<f64>> = values.collect();
+    values
+        .filter(|v| !v.is_empty())
+        .map(|v| mean(v.into_iter()))
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes_line(system: &str, concurrency: usize, ops_per_s: f64) -> String {
+        format!(
+            r#"{{"mode":"writes","system":"{system}","concurrency":{concurrency},"duration_s":10.0,
+            "value_size":100,"ops":1,"ops_per_s":{ops_per_s},"p50_ms":1.0,"p99_ms":2.0,
+            "max_ms":3.0,"errors":0,"first_error":null,"server_cpu_us_per_op":null,
+            "client_cpu_us_per_op":10.0}}"#
+        )
+        .replace('\n', "")
+    }
+
+    #[test]
+    fn table_shows_ratios_and_verdicts() {
+        let lines = [
+            writes_line("raftgate", 32, 3000.0),
+            writes_line("etcd", 32, 2000.0),
+            writes_line("raftgate", 1, 500.0),
+            writes_line("etcd", 1, 1000.0),
+            r#"{"mode":"failover","system":"raftgate","killed_index":0,"killed_endpoint":"a","killed_pid":1,"unavailable_ms":400.0,"failures":{},"writes_before_kill":5}"#.into(),
+            r#"{"mode":"failover","system":"etcd","killed_index":0,"killed_endpoint":"a","killed_pid":1,"unavailable_ms":1600.0,"failures":{"timeout":3},"writes_before_kill":5}"#.into(),
+        ];
+        let records: Vec<Record> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let table = table(&records);
+        assert!(table.contains("at concurrency 1: 0.50\n"), "{table}");
+        assert!(
+            table.contains("at concurrency 32: 1.50 (target >= 1.00: met)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("median failover time: 0.25 (target <= 1.00: met)"),
+            "{table}"
+        );
+    }
+}

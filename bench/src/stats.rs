@@ -1,0 +1,93 @@
+//! Latency percentiles and process CPU time, the figures every run reports.
+
+use std::time::Duration;
+
+use crate::error::BenchError;
+
+/// Latency summary of the successful requests of a run, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest request.
+    pub max_ms: f64,
+}
+
+/// Summarizes latencies given in microseconds (sorted in place); all zero when there are none.
+pub fn summarize(latencies_us: &mut [u32]) -> Summary {
+    latencies_us.sort_unstable();
+    let at = |q: f64| {
+        if latencies_us.is_empty() {
+            return 0.0;
+        }
+        // Nearest-rank percentile: the smallest value with at least q of the samples at or below.
+        let rank = (q * latencies_us.len() as f64).ceil() as usize;
+        f64::from(latencies_us[rank.clamp(1, latencies_us.len()) - 1]) / 1000.0
+    };
+    Summary {
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: at(1.0),
+    }
+}
+
+/// Microseconds of `elapsed`, saturating (a request never takes 70 minutes).
+pub fn micros(elapsed: Duration) -> u32 {
+    u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// Linux reports process times in clock ticks of `USER_HZ`, which is 100 on every Linux ABI.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU seconds consumed so far by process `pid` ("self" for this process).
+pub fn cpu_seconds(pid: &str) -> Result<f64, BenchError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+        what: format!("read {path}"),
+        source,
+    })?;
+    // The command name (field 2) may contain spaces; the fields after its closing ')' are fixed:
+    // state is field 3, utime field 14 and stime field 15.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(utime), Some(stime)) => Ok((utime + stime) as f64 / TICKS_PER_SECOND),
+        _ => Err(BenchError::Io {
+            what: format!("parse {path}"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected format"),
+        }),
+    }
+}
+
+/// Total CPU seconds of several processes.
+pub fn total_cpu_seconds(pids: &[u32]) -> Result<f64, BenchError> {
+    pids.iter().map(|pid| cpu_seconds(&pid.to_string())).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut samples: Vec<u32> = (1..=100).rev().map(|ms| ms * 1000).collect();
+        let summary = summarize(&mut samples);
+        assert_eq!(summary.p50_ms, 50.0);
+        assert_eq!(summary.p99_ms, 99.0);
+        assert_eq!(summary.max_ms, 100.0);
+        assert_eq!(summarize(&mut []).max_ms, 0.0);
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(cpu_seconds("self").unwrap() > 0.0);
+    }
+}

@@ -1,0 +1,261 @@
+//! How each [`Command`] changes the [`State`]: the deterministic heart of the state machine.
+//!
+//! Every node runs exactly this code on exactly the same log, so it must not read clocks,
+//! randomness or anything local: time comes from the proposal, versions from the log index.
+
+use std::sync::Arc;
+
+use raftgate_model::command::Applied;
+use raftgate_model::state::Resource;
+use raftgate_model::{
+    Command, ConsumerSpec, Entity, Kind, Outcome, Proposal, RateLimitSpec, Rejection, RouteSpec,
+    ServiceSpec, Spec, State, StoredKey,
+};
+
+/// Resources changed by a batch of commands, to be written to disk.
+pub type Dirty = Vec<(Kind, String)>;
+
+/// Applies one proposal at log `index`, recording the resources it changed in `dirty`.
+pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dirty) -> Applied {
+    let at = proposal.at_ms;
+    match &proposal.command {
+        Command::Put {
+            name,
+            spec,
+            if_version,
+        } => {
+            check_version(state, spec.kind(), name, *if_version)?;
+            match spec {
+                Spec::Service(s) => put(state, name, s.clone(), index, at, dirty),
+                Spec::Route(r) => {
+                    if !state.services.contains_key(&r.service) {
+                        return Err(Rejection::MissingReference {
+                            field: "service".into(),
+                            kind: Kind::Service,
+                            name: r.service.clone(),
+                        });
+                    }
+                    put(state, name, r.clone(), index, at, dirty)
+                }
+                Spec::Consumer(c) => put(state, name, c.clone(), index, at, dirty),
+                Spec::RateLimit(l) => put(state, name, l.clone(), index, at, dirty),
+                Spec::Key(k) => {
+                    if !state.consumers.contains_key(&k.consumer) {
+                        return Err(Rejection::MissingReference {
+                            field: "consumer".into(),
+                            kind: Kind::Consumer,
+                            name: k.consumer.clone(),
+                        });
+                    }
+                    put(state, name, k.clone(), index, at, dirty)
+                }
+            }
+        }
+        Command::Delete {
+            kind,
+            name,
+            if_version,
+        } => {
+            if state.version_of(*kind, name) == 0 {
+                return Err(Rejection::NotFound {
+                    kind: *kind,
+                    name: name.clone(),
+                });
+            }
+            check_version(state, *kind, name, *if_version)?;
+            match kind {
+                Kind::Service => {
+                    let by = state.routes_of_service(name);
+                    if !by.is_empty() {
+                        return Err(Rejection::InUse {
+                            kind: Kind::Service,
+                            name: name.clone(),
+                            by_kind: Kind::Route,
+                            by,
+                        });
+                    }
+                    remove::<ServiceSpec>(state, name, dirty);
+                }
+                Kind::Route => remove::<RouteSpec>(state, name, dirty),
+                Kind::Consumer => {
+                    // A consumer's credentials go with it.
+                    for key in state.keys_of_consumer(name) {
+                        remove::<StoredKey>(state, &key, dirty);
+                    }
+                    remove::<ConsumerSpec>(state, name, dirty);
+                }
+                Kind::RateLimit => remove::<RateLimitSpec>(state, name, dirty),
+                Kind::Key => remove::<StoredKey>(state, name, dirty),
+            }
+            Ok(Outcome {
+                index,
+                version: None,
+            })
+        }
+    }
+}
+
+fn check_version(
+    state: &State,
+    kind: Kind,
+    name: &str,
+    expected: Option<u64>,
+) -> Result<(), Rejection> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let actual = state.version_of(kind, name);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Rejection::VersionMismatch {
+            kind,
+            name: name.to_string(),
+            expected,
+            actual,
+        })
+    }
+}
+
+fn put<R: Resource>(
+    state: &mut State,
+    name: &str,
+    spec: R,
+    index: u64,
+    at: u64,
+    dirty: &mut Dirty,
+) -> Applied {
+    let table = Arc::make_mut(R::table_mut(state));
+    let created_at = table.get(name).map_or(at, |e| e.created_at);
+    table.insert(
+        name.to_string(),
+        Entity {
+            name: name.to_string(),
+            version: index,
+            created_at,
+            updated_at: at,
+            spec,
+        },
+    );
+    dirty.push((R::KIND, name.to_string()));
+    Ok(Outcome {
+        index,
+        version: Some(index),
+    })
+}
+
+fn remove<R: Resource>(state: &mut State, name: &str, dirty: &mut Dirty) {
+    Arc::make_mut(R::table_mut(state)).remove(name);
+    dirty.push((R::KIND, name.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftgate_model::Target;
+
+    fn proposal(command: Command) -> Proposal {
+        Proposal {
+            request_id: 1,
+            at_ms: 1000,
+            command,
+        }
+    }
+
+    fn put_cmd(name: &str, spec: Spec, if_version: Option<u64>) -> Proposal {
+        proposal(Command::Put {
+            name: name.into(),
+            spec,
+            if_version,
+        })
+    }
+
+    fn service() -> Spec {
+        Spec::Service(ServiceSpec {
+            targets: vec![Target {
+                url: "http://127.0.0.1:1".into(),
+                weight: 1,
+            }],
+            lb: Default::default(),
+        })
+    }
+
+    fn route(service: &str) -> Spec {
+        Spec::Route(RouteSpec {
+            service: service.into(),
+            paths: vec!["/".into()],
+            hosts: vec![],
+            methods: vec![],
+            strip_path: false,
+        })
+    }
+
+    #[test]
+    fn versions_references_and_cascades() {
+        let mut s = State::default();
+        let mut d = Dirty::new();
+        // A route needs its service.
+        assert!(matches!(
+            apply(&mut s, 1, &put_cmd("r", route("svc"), None), &mut d),
+            Err(Rejection::MissingReference { .. })
+        ));
+        assert_eq!(
+            apply(&mut s, 2, &put_cmd("svc", service(), Some(0)), &mut d)
+                .unwrap()
+                .version,
+            Some(2)
+        );
+        // If-Match 0 on an existing resource fails; the right version succeeds and keeps created_at.
+        assert!(matches!(
+            apply(&mut s, 3, &put_cmd("svc", service(), Some(0)), &mut d),
+            Err(Rejection::VersionMismatch { actual: 2, .. })
+        ));
+        let mut later = put_cmd("svc", service(), Some(2));
+        later.at_ms = 5000;
+        apply(&mut s, 4, &later, &mut d).unwrap();
+        let e = &s.services["svc"];
+        assert_eq!((e.version, e.created_at, e.updated_at), (4, 1000, 5000));
+        apply(&mut s, 5, &put_cmd("r", route("svc"), None), &mut d).unwrap();
+        // A service in use cannot go.
+        let del = proposal(Command::Delete {
+            kind: Kind::Service,
+            name: "svc".into(),
+            if_version: None,
+        });
+        assert!(matches!(
+            apply(&mut s, 6, &del, &mut d),
+            Err(Rejection::InUse { .. })
+        ));
+        // Deleting a consumer removes its keys.
+        apply(
+            &mut s,
+            7,
+            &put_cmd("c", Spec::Consumer(ConsumerSpec::default()), None),
+            &mut d,
+        )
+        .unwrap();
+        let key = StoredKey {
+            consumer: "c".into(),
+            prefix: "rg_ab".into(),
+            hash: "0".repeat(64),
+        };
+        apply(&mut s, 8, &put_cmd("k1", Spec::Key(key), None), &mut d).unwrap();
+        let del_c = proposal(Command::Delete {
+            kind: Kind::Consumer,
+            name: "c".into(),
+            if_version: None,
+        });
+        apply(&mut s, 9, &del_c, &mut d).unwrap();
+        assert!(s.keys.is_empty() && s.consumers.is_empty());
+        assert!(d.contains(&(Kind::Key, "k1".into())));
+        let missing = proposal(Command::Delete {
+            kind: Kind::Route,
+            name: "nope".into(),
+            if_version: None,
+        });
+        assert!(matches!(
+            apply(&mut s, 10, &missing, &mut d),
+            Err(Rejection::NotFound { .. })
+        ));
+    }
+}

@@ -1,0 +1,61 @@
+//! Durable Raft storage for raftgate, in one sled database per node.
+//!
+//! - [`log_store`]: the Raft log and vote (openraft's `RaftLogStorage`). Nothing is acknowledged
+//!   to Raft before it is on disk: sled's flush is followed by an `fdatasync` (see [`durable`]).
+//! - [`state_machine`]: applies [`raftgate_model::Command`]s to the replicated
+//!   [`raftgate_model::State`], persists it, builds and installs snapshots, and publishes every new
+//!   state to the proxy and the admin API.
+//! - [`types`]: the openraft type configuration shared by the cluster crate.
+
+mod apply;
+pub mod durable;
+pub mod log_store;
+pub mod state_machine;
+pub mod types;
+
+use std::path::Path;
+
+pub use log_store::LogStore;
+pub use state_machine::StateMachineStore;
+pub use types::TypeConfig;
+
+/// Opening or using the on-disk store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error.
+    #[error(
+        "storage error in {path}: {source}; check that the data directory is writable and not used by another raftgate process"
+    )]
+    Sled {
+        /// The database directory.
+        path: String,
+        /// The underlying error.
+        source: sled::Error,
+    },
+    /// Stored data could not be decoded.
+    #[error(
+        "stored data in {path} is unreadable: {source}; restore the data directory from a backup or wipe it and re-add the node"
+    )]
+    Codec {
+        /// The database directory.
+        path: String,
+        /// The underlying error.
+        source: raftgate_model::codec::CodecError,
+    },
+    /// A file operation failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Opens (or creates) the node's database under `dir` and returns its two halves.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let db = durable::Durable::open(dir)?;
+    let log = LogStore::new(db.clone())?;
+    let sm = StateMachineStore::new(db)?;
+    Ok((log, sm))
+}

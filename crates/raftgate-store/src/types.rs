@@ -1,0 +1,31 @@
+//! The openraft type configuration: what the log carries and how nodes are addressed.
+
+use std::io::Cursor;
+
+use raftgate_model::command::Applied;
+use raftgate_model::{NodeInfo, Proposal};
+
+openraft::declare_raft_types!(
+    /// raftgate's Raft types: proposals in, apply results out, nodes addressed by [`NodeInfo`].
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A log id of this configuration.
+pub type LogId = openraft::LogId<u64>;
+/// A stored membership of this configuration.
+pub type StoredMembership = openraft::StoredMembership<u64, NodeInfo>;
+/// A storage error of this configuration.
+pub type StorageError = openraft::StorageError<u64>;
+/// A snapshot of this configuration.
+pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
+/// Snapshot metadata of this configuration.
+pub type SnapshotMeta = openraft::SnapshotMeta<u64, NodeInfo>;
+/// A log entry of this configuration.
+pub type Entry = openraft::Entry<TypeConfig>;

@@ -1,0 +1,495 @@
+//! Shared harness of the integration tests: real `raftgate serve` processes on loopback with
+//! ephemeral ports, each with its own data directory and log file, plus a tiny real upstream.
+//!
+//! Every test builds its own [`Cluster`]; dropping it kills the processes, and when the test is
+//! failing it prints the tail of every node's log so the failure can be understood from CI output.
+
+// Each test binary compiles its own copy of this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use raftgate_client::AdminClient;
+use raftgate_model::api::{AddMember, ClusterStatus};
+use raftgate_model::{NodeId, RouteSpec, ServiceSpec, Target};
+
+/// The binary under test, built by cargo for this integration test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_raftgate");
+
+/// How long a node may take to start answering `/health`, or a cluster to agree on a leader.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Lines of each node's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 150;
+
+/// `n` distinct free loopback ports. The listeners are held together so no port is handed out
+/// twice, then released for the node to bind.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+/// The three listening addresses of a node.
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    /// gRPC: Raft traffic and forwarding.
+    pub cluster: SocketAddr,
+    /// Admin HTTP API.
+    pub admin: SocketAddr,
+    /// Proxy.
+    pub proxy: SocketAddr,
+}
+
+impl Addrs {
+    fn allocate() -> Addrs {
+        let ports = free_ports(3);
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        Addrs {
+            cluster: at(ports[0]),
+            admin: at(ports[1]),
+            proxy: at(ports[2]),
+        }
+    }
+}
+
+/// One node: its addresses, data directory, log file and (while running) its process.
+pub struct Node {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Listening addresses.
+    pub addrs: Addrs,
+    /// Admin client for this node (with the cluster's token, if any).
+    pub client: AdminClient,
+    data_dir: PathBuf,
+    log: PathBuf,
+    peers: Vec<(NodeId, SocketAddr)>,
+    child: Option<Child>,
+    starts: usize,
+}
+
+/// A set of raftgate processes sharing one temporary directory.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    nodes: BTreeMap<NodeId, Node>,
+    token: Option<String>,
+}
+
+impl Cluster {
+    /// Plans nodes `ids` (addresses, data dirs, each knowing all of them as peers) without
+    /// starting any; `token` is passed as `--admin-token` and used by every node's client.
+    pub fn new(ids: &[NodeId], token: Option<&str>) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("raftgate-test-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let mut cluster = Cluster {
+            dir,
+            nodes: BTreeMap::new(),
+            token: token.map(str::to_owned),
+        };
+        let planned: Vec<(NodeId, Addrs)> = ids.iter().map(|&id| (id, Addrs::allocate())).collect();
+        let peers: Vec<(NodeId, SocketAddr)> =
+            planned.iter().map(|(id, a)| (*id, a.cluster)).collect();
+        for (id, addrs) in planned {
+            cluster.plan(id, addrs, peers.clone());
+        }
+        cluster
+    }
+
+    /// Starts nodes `ids` in the given order and waits until they agree on a leader, which it
+    /// returns.
+    pub async fn start(ids: &[NodeId], token: Option<&str>) -> (Cluster, NodeId) {
+        let mut cluster = Cluster::new(ids, token);
+        for &id in ids {
+            cluster.spawn(id);
+        }
+        for &id in ids {
+            cluster.wait_healthy(id).await;
+        }
+        let leader = cluster.wait_for_leader(ids).await;
+        (cluster, leader)
+    }
+
+    fn plan(&mut self, id: NodeId, addrs: Addrs, peers: Vec<(NodeId, SocketAddr)>) {
+        let data_dir = self.dir.path().join(format!("node-{id}"));
+        let log = self.dir.path().join(format!("node-{id}.log"));
+        let client = AdminClient::new(&addrs.admin.to_string(), self.token.clone())
+            .expect("loopback address is a valid admin address")
+            .with_timeout(Duration::from_secs(5));
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                addrs,
+                client,
+                data_dir,
+                log,
+                peers,
+                child: None,
+                starts: 0,
+            },
+        );
+    }
+
+    /// Plans a node that is not a member yet, knowing the current nodes as peers, and starts it.
+    pub fn spawn_joiner(&mut self, id: NodeId) {
+        let peers: Vec<(NodeId, SocketAddr)> = self
+            .nodes
+            .values()
+            .map(|n| (n.id, n.addrs.cluster))
+            .collect();
+        self.plan(id, Addrs::allocate(), peers);
+        self.spawn(id);
+    }
+
+    /// Starts (or restarts, with the same data dir and addresses) node `id`; its stdout and
+    /// stderr are appended to its log file.
+    pub fn spawn(&mut self, id: NodeId) {
+        let token = self.token.clone();
+        let node = self.node_mut(id);
+        assert!(node.child.is_none(), "node {id} is already running");
+        node.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open the node's log file");
+        writeln!(log, "===== start #{} of node {id} =====", node.starts).expect("write log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--cluster-addr")
+            .arg(node.addrs.cluster.to_string())
+            .arg("--admin-addr")
+            .arg(node.addrs.admin.to_string())
+            .arg("--proxy-addr")
+            .arg(node.addrs.proxy.to_string());
+        for (peer, addr) in &node.peers {
+            cmd.arg("--peer").arg(format!("{peer}={addr}"));
+        }
+        if let Some(token) = token {
+            cmd.arg("--admin-token").arg(token);
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let stderr = log.try_clone().expect("clone the log file handle");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr));
+        node.child = Some(cmd.spawn().expect("spawn raftgate serve"));
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&mut self, id: NodeId) {
+        let node = self.node_mut(id);
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        // An error here means the process already exited, which `wait` reports below.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// SIGKILLs every running node before reaping any, so that none outlives the others by more
+    /// than a few microseconds.
+    pub fn kill_all(&mut self) {
+        let mut children: Vec<Child> = self
+            .nodes
+            .values_mut()
+            .filter_map(|n| n.child.take())
+            .collect();
+        for child in &mut children {
+            let _ = child.kill();
+        }
+        for child in &mut children {
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts a killed node from its data directory and waits until it answers `/health`.
+    pub async fn restart(&mut self, id: NodeId) {
+        self.spawn(id);
+        self.wait_healthy(id).await;
+    }
+
+    /// The node `id`.
+    pub fn node(&self, id: NodeId) -> &Node {
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    /// The admin client of node `id`.
+    pub fn client(&self, id: NodeId) -> &AdminClient {
+        &self.node(id).client
+    }
+
+    /// Ids of the nodes whose process is running.
+    pub fn running(&self) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The body of `POST /cluster/members` for node `id`.
+    pub fn add_member_body(&self, id: NodeId) -> AddMember {
+        let a = &self.node(id).addrs;
+        AddMember {
+            id,
+            cluster_addr: a.cluster.to_string(),
+            admin_addr: a.admin.to_string(),
+            proxy_addr: a.proxy.to_string(),
+        }
+    }
+
+    /// Waits until node `id` answers `/health` with its own id; fails early if the process exits.
+    pub async fn wait_healthy(&mut self, id: NodeId) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let node = self.node_mut(id);
+            if let Some(child) = node.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                node.child = None;
+                panic!("node {id} exited during startup with {status}");
+            }
+            match node.client.health().await {
+                Ok(h) if h.node_id == id && h.status == "ok" => return,
+                Ok(h) => panic!("node {id} answered /health with {h:?}"),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("node {id} not healthy after {STARTUP_TIMEOUT:?}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Waits until every node in `ids` reports the same leader, itself one of `ids`.
+    pub async fn wait_for_leader(&self, ids: &[NodeId]) -> NodeId {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let mut seen = Vec::new();
+            for &id in ids {
+                seen.push(match self.client(id).cluster_status().await {
+                    Ok(s) => Ok(s.leader_id),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+            if let Some(Ok(Some(first))) = seen.first()
+                && ids.contains(first)
+                && seen.iter().all(|s| matches!(s, Ok(Some(l)) if l == first))
+            {
+                return *first;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among nodes {ids:?} after {STARTUP_TIMEOUT:?}; they report {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET /cluster` on node `id`.
+    pub async fn status(&self, id: NodeId) -> ClusterStatus {
+        self.client(id)
+            .cluster_status()
+            .await
+            .unwrap_or_else(|e| panic!("GET /cluster on node {id}: {e}"))
+    }
+
+    fn dump_logs(&self) {
+        for node in self.nodes.values() {
+            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+            eprintln!(
+                "----- node {} log ({}), last {} of {} lines -----",
+                node.id,
+                node.log.display(),
+                lines.len() - from,
+                lines.len()
+            );
+            for line in &lines[from..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or gives up after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A real HTTP upstream that answers every request with its own name; stops when dropped.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it answers.
+    pub name: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts an upstream on an ephemeral loopback port.
+    pub async fn start(name: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let body = Bytes::from(name.to_owned());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req: Request<Incoming>| {
+                        let body = body.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                        }
+                    });
+                    // A client hanging up mid-request is not the upstream's problem.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            name: name.to_owned(),
+            task,
+        }
+    }
+
+    /// `http://addr`, for a service target.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sends plain requests through a node's proxy listener.
+#[derive(Clone)]
+pub struct ProxyClient {
+    http: Client<HttpConnector, Empty<Bytes>>,
+    timeout: Duration,
+}
+
+impl ProxyClient {
+    /// A keep-alive client whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> ProxyClient {
+        ProxyClient {
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            timeout,
+        }
+    }
+
+    /// `GET http://{proxy}{path}`: the status and body, or why there was no answer.
+    pub async fn get(&self, proxy: SocketAddr, path: &str) -> Result<(StatusCode, String), String> {
+        let uri = format!("http://{proxy}{path}");
+        let exchange = async {
+            let response = self
+                .http
+                .get(uri.parse().map_err(|e| format!("bad uri {uri}: {e}"))?)
+                .await
+                .map_err(|e| format!("GET {uri}: {e:?}"))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("GET {uri} body: {e}"))?
+                .to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("GET {uri}: no answer within {:?}", self.timeout)))
+    }
+}
+
+/// A one-target service spec.
+pub fn service(url: &str) -> ServiceSpec {
+    ServiceSpec {
+        targets: vec![Target {
+            url: url.to_owned(),
+            weight: 1,
+        }],
+        lb: Default::default(),
+    }
+}
+
+/// A route spec sending `path` (a prefix) to `service`.
+pub fn route(service: &str, path: &str) -> RouteSpec {
+    RouteSpec {
+        service: service.to_owned(),
+        paths: vec![path.to_owned()],
+        hosts: vec![],
+        methods: vec![],
+        strip_path: false,
+    }
+}

@@ -117,6 +117,8 @@ pub struct Outcome {
     pub index: u64,
     /// Version of the resource after the command; `None` after a delete.
     pub version: Option<u64>,
+    /// Whether a put created the resource (rather than replacing it).
+    pub created: bool,
 }
 
 /// Why the state machine refused a command. Refusals are deterministic: every node refuses the same

@@ -90,6 +90,7 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
             Ok(Outcome {
                 index,
                 version: None,
+                created: false,
             })
         }
     }
@@ -126,7 +127,8 @@ fn put<R: Resource>(
     dirty: &mut Dirty,
 ) -> Applied {
     let table = Arc::make_mut(R::table_mut(state));
-    let created_at = table.get(name).map_or(at, |e| e.created_at);
+    let existing = table.get(name).map(|e| e.created_at);
+    let created_at = existing.unwrap_or(at);
     table.insert(
         name.to_string(),
         Entity {
@@ -141,6 +143,7 @@ fn put<R: Resource>(
     Ok(Outcome {
         index,
         version: Some(index),
+        created: existing.is_none(),
     })
 }
 

@@ -1,0 +1,42 @@
+//! Requests a follower forwards to the leader on behalf of its clients, so that a client may talk
+//! to any node. They travel codec-encoded in the `Forward` RPC.
+
+use raftgate_model::api::AddMember;
+use raftgate_model::command::Applied;
+use raftgate_model::{NodeId, NodeInfo, Proposal};
+use serde::{Deserialize, Serialize};
+
+/// What the follower asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    /// Propose this write (the request id makes a retry safe).
+    Write(Proposal),
+    /// Confirm leadership and return the index a linearizable read must wait for.
+    ReadIndex,
+    /// Add a node as learner, wait for it to catch up, then make it a voter.
+    AddMember(AddMember),
+    /// Remove a node from the membership.
+    RemoveMember(NodeId),
+}
+
+/// The leader's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardResponse {
+    /// The write's outcome.
+    Written(Applied),
+    /// The read index.
+    ReadIndex(u64),
+    /// The membership change is committed.
+    MembershipChanged,
+}
+
+/// Why the leader could not serve it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// The receiver is not (or no longer) the leader; it names the leader it knows.
+    NotLeader(Option<(NodeId, NodeInfo)>),
+    /// The request was invalid.
+    Invalid(String),
+    /// Raft stopped on the receiver.
+    Stopped(String),
+}

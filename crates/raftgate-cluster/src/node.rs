@@ -1,0 +1,553 @@
+//! A running raftgate node: its Raft instance, its peer-facing gRPC server, and the operations the
+//! admin API needs.
+//!
+//! Every operation that only the leader can do goes through [`Node::leader_call`]: try locally; if
+//! this node is not the leader, forward to the leader it knows; if none is known yet (an election
+//! is under way), wait and retry until [`LEADER_WAIT`] is spent. Writes carry a request id chosen
+//! once, so a retry after a timeout is applied at most once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, SnapshotPolicy};
+use raftgate_model::api::{AddMember, ClusterStatus, Member, Role};
+use raftgate_model::{Command, NodeId, NodeInfo, Outcome, Proposal, State, codec};
+use tokio::sync::{Mutex, oneshot, watch};
+use tonic::transport::server::TcpIncoming;
+
+use crate::Raft;
+use crate::error::{StartError, WriteError};
+use crate::forward::{ForwardError, ForwardRequest, ForwardResponse};
+use crate::network::{Network, request};
+use crate::pb::InfoRequest;
+use crate::pb::cluster_server::ClusterServer;
+use crate::server::{ClusterService, MAX_MESSAGE};
+
+/// How long a request waits for a leader before the client is told to retry (503).
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// Deadline of one forwarded request; it is retried (with the same request id) after this.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a new learner may take to catch up before it is promoted.
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+/// Deadline of the `Info` call `status` makes to each member.
+const INFO_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Raft timing and snapshot settings.
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    /// Leader heartbeat period. Keep it at least 3× the p99 of an append including fsync.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_max_ms: u64,
+    /// Build a snapshot (and purge the log behind it) every this many entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 50,
+            election_min_ms: 250,
+            election_max_ms: 500,
+            snapshot_every: 5000,
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id; unique and stable.
+    pub id: NodeId,
+    /// Directory of the node's database.
+    pub data_dir: PathBuf,
+    /// Where the cluster gRPC server listens.
+    pub cluster_listen: SocketAddr,
+    /// The addresses other nodes and clients should use for this node.
+    pub info: NodeInfo,
+    /// Initial peers (id → cluster address), this node included or not. The lowest id among them
+    /// and this node initializes the cluster on first start.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Raft timing.
+    pub tuning: RaftTuning,
+}
+
+/// A running node. Cheap to clone; clones share the node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    info: NodeInfo,
+    raft: Raft,
+    states: watch::Receiver<Arc<State>>,
+    network: Network,
+    /// Membership changes run one at a time.
+    membership: Mutex<()>,
+    stop_server: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Node {
+    /// Opens the store, starts Raft and the cluster server, and bootstraps the cluster if this
+    /// node is the designated initializer and nothing is initialized yet.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, StartError> {
+        let (log, sm) = raftgate_store::open(&cfg.data_dir)?;
+        let states = sm.subscribe();
+        let config = openraft::Config {
+            cluster_name: "raftgate".into(),
+            heartbeat_interval: cfg.tuning.heartbeat_ms,
+            election_timeout_min: cfg.tuning.election_min_ms,
+            election_timeout_max: cfg.tuning.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.tuning.snapshot_every),
+            snapshot_max_chunk_size: 1 << 20,
+            install_snapshot_timeout: 2000,
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let network = Network::default();
+        let raft = Raft::new(cfg.id, Arc::new(config), network.clone(), log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(cfg.cluster_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.cluster_listen.to_string(),
+                source,
+            })?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let node = Node {
+            inner: Arc::new(Inner {
+                id: cfg.id,
+                info: cfg.info.clone(),
+                raft,
+                states,
+                network,
+                membership: Mutex::new(()),
+                stop_server: std::sync::Mutex::new(Some(stop_tx)),
+            }),
+        };
+        let service = ClusterServer::new(ClusterService::new(node.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "cluster gRPC server stopped");
+            }
+        });
+        tracing::info!(id = cfg.id, addr = %cfg.cluster_listen, "cluster server listening");
+        node.bootstrap(&cfg.peers).await?;
+        Ok(node)
+    }
+
+    async fn bootstrap(&self, peers: &BTreeMap<NodeId, String>) -> Result<(), StartError> {
+        let id = self.inner.id;
+        let lowest = peers.keys().copied().chain([id]).min().unwrap_or(id);
+        let raft = &self.inner.raft;
+        if lowest != id || peers.is_empty() {
+            return Ok(());
+        }
+        if raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?
+        {
+            return Ok(());
+        }
+        let mut members: BTreeMap<NodeId, NodeInfo> = peers
+            .iter()
+            .map(|(pid, addr)| {
+                (
+                    *pid,
+                    NodeInfo {
+                        cluster_addr: addr.clone(),
+                        ..NodeInfo::default()
+                    },
+                )
+            })
+            .collect();
+        members.insert(id, self.inner.info.clone());
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(id, "initialized a new cluster"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(StartError::Raft(e.to_string())),
+        }
+        Ok(())
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The addresses this node advertises.
+    pub fn info(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    /// The Raft instance (for the peer-facing server).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The local copy of the replicated state; may lag the leader by a few milliseconds.
+    pub fn state(&self) -> Arc<State> {
+        self.inner.states.borrow().clone()
+    }
+
+    /// Receives every new local state; the proxy recompiles its router from it.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<State>> {
+        self.inner.states.clone()
+    }
+
+    /// Proposes `command` through the leader and returns its outcome once applied here too, so a
+    /// client reading the same node right after sees its own write.
+    pub async fn write(&self, command: Command) -> Result<Outcome, WriteError> {
+        let proposal = Proposal {
+            request_id: rand::random(),
+            at_ms: now_ms(),
+            command,
+        };
+        match self.leader_call(ForwardRequest::Write(proposal)).await? {
+            ForwardResponse::Written(applied) => {
+                let outcome = applied?;
+                self.wait_applied(outcome.index).await?;
+                Ok(outcome)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The local state once it includes every write committed before this call (read index via
+    /// the leader).
+    pub async fn linearizable_state(&self) -> Result<Arc<State>, WriteError> {
+        match self.leader_call(ForwardRequest::ReadIndex).await? {
+            ForwardResponse::ReadIndex(index) => self.wait_applied(index).await,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<Arc<State>, WriteError> {
+        let mut rx = self.inner.states.clone();
+        let waited =
+            tokio::time::timeout(LEADER_WAIT, rx.wait_for(|s| s.applied_index >= index)).await;
+        match waited {
+            Ok(Ok(state)) => Ok(state.clone()),
+            Ok(Err(_)) => Err(WriteError::Stopped("state machine closed".into())),
+            Err(_) => Err(WriteError::NoLeader {
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// Adds a node: as a learner first, then, once it has caught up, as a voter.
+    pub async fn add_member(&self, member: AddMember) -> Result<ClusterStatus, WriteError> {
+        self.leader_call(ForwardRequest::AddMember(member)).await?;
+        self.status().await
+    }
+
+    /// Removes a node from the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<ClusterStatus, WriteError> {
+        self.leader_call(ForwardRequest::RemoveMember(id)).await?;
+        self.status().await
+    }
+
+    /// Builds a snapshot on this node now and purges the log it covers; returns its last index.
+    pub async fn snapshot(&self) -> Result<u64, WriteError> {
+        let raft = &self.inner.raft;
+        let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        raft.trigger().snapshot().await.map_err(stopped)?;
+        let metrics = raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| WriteError::Invalid(format!("snapshot not built in time: {e}")))?;
+        let index = metrics.snapshot.map_or(0, |s| s.index);
+        raft.trigger().purge_log(index).await.map_err(stopped)?;
+        Ok(index)
+    }
+
+    /// The cluster as this node sees it, with each member's own report of its progress.
+    pub async fn status(&self) -> Result<ClusterStatus, WriteError> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: Vec<(NodeId, NodeInfo)> =
+            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let reports =
+            futures_util::future::join_all(nodes.iter().map(|(id, n)| self.member_report(*id, n)))
+                .await;
+        let members = nodes
+            .into_iter()
+            .zip(reports)
+            .map(|((id, known), report)| {
+                let (info, applied_index) = report.unwrap_or((known, None));
+                Member {
+                    id,
+                    cluster_addr: info.cluster_addr,
+                    admin_addr: info.admin_addr,
+                    proxy_addr: info.proxy_addr,
+                    role: if voters.contains(&id) {
+                        Role::Voter
+                    } else {
+                        Role::Learner
+                    },
+                    applied_index,
+                }
+            })
+            .collect();
+        Ok(ClusterStatus {
+            node_id: self.inner.id,
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            members,
+        })
+    }
+
+    /// Asks a member for its addresses and applied index; `None` if it does not answer quickly.
+    async fn member_report(&self, id: NodeId, known: &NodeInfo) -> Option<(NodeInfo, Option<u64>)> {
+        if id == self.inner.id {
+            let applied = self
+                .inner
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map(|l| l.index);
+            return Some((self.inner.info.clone(), applied));
+        }
+        let mut client = self.inner.network.client(id, &known.cluster_addr).ok()?;
+        let mut req = tonic::Request::new(InfoRequest {});
+        req.set_timeout(INFO_TIMEOUT);
+        let status = tokio::time::timeout(INFO_TIMEOUT, client.info(req))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        Some((
+            NodeInfo {
+                cluster_addr: known.cluster_addr.clone(),
+                admin_addr: status.admin_addr,
+                proxy_addr: status.proxy_addr,
+            },
+            Some(status.applied_index),
+        ))
+    }
+
+    /// Runs `req` on the leader, wherever it is, retrying through elections until [`LEADER_WAIT`].
+    async fn leader_call(&self, req: ForwardRequest) -> Result<ForwardResponse, WriteError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let attempt = match self.serve_forwarded(req.clone()).await {
+                Err(ForwardError::NotLeader(Some((leader, info)))) if leader != self.inner.id => {
+                    self.forward_to(leader, &info, &req).await
+                }
+                other => other,
+            };
+            match attempt {
+                Ok(resp) => return Ok(resp),
+                Err(ForwardError::Invalid(msg)) => return Err(WriteError::Invalid(msg)),
+                Err(ForwardError::Stopped(msg)) => return Err(WriteError::Stopped(msg)),
+                Err(ForwardError::NotLeader(_)) => {}
+            }
+            if Instant::now() + pause >= deadline {
+                return Err(WriteError::NoLeader {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends `req` to the leader; transport failures read as "no leader" so the caller retries.
+    async fn forward_to(
+        &self,
+        leader: NodeId,
+        info: &NodeInfo,
+        req: &ForwardRequest,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let retry = |why: String| {
+            tracing::debug!(leader, %why, "forwarding to the leader failed; will retry");
+            ForwardError::NotLeader(None)
+        };
+        let mut client = self
+            .inner
+            .network
+            .client(leader, &info.cluster_addr)
+            .map_err(|e| retry(e.to_string()))?;
+        let request = request(req, Some(FORWARD_TIMEOUT)).map_err(|e| retry(e.to_string()))?;
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request))
+            .await
+            .map_err(|_| retry("timed out".into()))?
+            .map_err(|s| retry(s.to_string()))?;
+        codec::decode::<Result<ForwardResponse, ForwardError>>(&reply.into_inner().data)
+            .map_err(|e| retry(e.to_string()))?
+    }
+
+    /// Serves a leader-only request here; answers `NotLeader` when this node is not the leader.
+    pub(crate) async fn serve_forwarded(
+        &self,
+        req: ForwardRequest,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let raft = &self.inner.raft;
+        match req {
+            ForwardRequest::Write(proposal) => match raft.client_write(proposal).await {
+                Ok(resp) => Ok(ForwardResponse::Written(resp.data)),
+                Err(e) => Err(write_error(e)),
+            },
+            ForwardRequest::ReadIndex => match raft.ensure_linearizable().await {
+                Ok(log_id) => Ok(ForwardResponse::ReadIndex(log_id.map_or(0, |l| l.index))),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    Err(ForwardError::NotLeader(f.leader_id.zip(f.leader_node)))
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                    Err(ForwardError::NotLeader(None))
+                }
+                Err(RaftError::Fatal(f)) => Err(ForwardError::Stopped(f.to_string())),
+            },
+            ForwardRequest::AddMember(m) => self.add_member_here(m).await,
+            ForwardRequest::RemoveMember(id) => self.remove_member_here(id).await,
+        }
+    }
+
+    async fn add_member_here(&self, m: AddMember) -> Result<ForwardResponse, ForwardError> {
+        let _one_at_a_time = self.inner.membership.lock().await;
+        let raft = &self.inner.raft;
+        let existing = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&m.id)
+            .cloned();
+        if existing.is_some_and(|n| n.cluster_addr != m.cluster_addr) {
+            return Err(ForwardError::Invalid(format!(
+                "node {} is already a member with another address; remove it first",
+                m.id
+            )));
+        }
+        let node = NodeInfo {
+            cluster_addr: m.cluster_addr,
+            admin_addr: m.admin_addr,
+            proxy_addr: m.proxy_addr,
+        };
+        raft.add_learner(m.id, node, true)
+            .await
+            .map_err(write_error)?;
+        // add_learner returns before the learner has the log: wait until it has what we have.
+        let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let id = m.id;
+        raft.wait(Some(CATCH_UP_WAIT))
+            .metrics(
+                |x| {
+                    x.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).copied().flatten())
+                        .is_some_and(|l| l.index >= target)
+                },
+                "learner caught up",
+            )
+            .await
+            .map_err(|e| {
+                ForwardError::Invalid(format!(
+                    "node {id} did not catch up: {e}; is it running and reachable?"
+                ))
+            })?;
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_error)?;
+        tracing::info!(id, "node added as voter");
+        Ok(ForwardResponse::MembershipChanged)
+    }
+
+    async fn remove_member_here(&self, id: NodeId) -> Result<ForwardResponse, ForwardError> {
+        let _one_at_a_time = self.inner.membership.lock().await;
+        let raft = &self.inner.raft;
+        let (is_voter, is_member) = {
+            let m = raft.metrics().borrow().membership_config.clone();
+            (
+                m.membership().voter_ids().any(|v| v == id),
+                m.membership().get_node(&id).is_some(),
+            )
+        };
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if is_member {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(ForwardError::Invalid(format!("node {id} is not a member")));
+        };
+        raft.change_membership(change, false)
+            .await
+            .map_err(write_error)?;
+        tracing::info!(id, "node removed");
+        Ok(ForwardResponse::MembershipChanged)
+    }
+
+    /// Stops Raft and the cluster server.
+    pub async fn shutdown(&self) {
+        if let Some(stop) = self
+            .inner
+            .stop_server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = stop.send(());
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ForwardError::NotLeader(f.leader_id.zip(f.leader_node))
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ForwardError::Invalid(e.to_string())
+        }
+        RaftError::Fatal(f) => ForwardError::Stopped(f.to_string()),
+    }
+}
+
+fn stopped(e: openraft::error::Fatal<NodeId>) -> WriteError {
+    WriteError::Stopped(e.to_string())
+}
+
+fn unexpected(resp: &ForwardResponse) -> WriteError {
+    WriteError::Stopped(format!(
+        "leader answered {resp:?} to another request; nodes run different raftgate versions?"
+    ))
+}

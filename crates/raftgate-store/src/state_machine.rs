@@ -351,6 +351,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => Ok(Outcome {
                     index,
                     version: None,
+                    created: false,
                 }),
                 EntryPayload::Membership(mem) => {
                     m.membership = StoredMembership::new(Some(entry.log_id), mem);
@@ -361,6 +362,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     Ok(Outcome {
                         index,
                         version: None,
+                        created: false,
                     })
                 }
                 EntryPayload::Normal(proposal) => match m.recent.get(proposal.request_id) {

@@ -49,24 +49,21 @@ pub fn read(paths: &[std::path::PathBuf]) -> Result<Vec<Record>, BenchError> {
 /// raftgate/etcd ratios against the targets.
 pub fn table(records: &[Record]) -> String {
     let mut writes: BTreeMap<(usize, &'static str), Vec<&WritesReport>> = BTreeMap::new();
-    let mut failovers: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    let mut failovers: BTreeMap<&'static str, Vec<&FailoverReport>> = BTreeMap::new();
     for record in records {
         match record {
             Record::Writes(w) => writes
                 .entry((w.concurrency, w.system.name()))
                 .or_default()
                 .push(w),
-            Record::Failover(f) => failovers
-                .entry(f.system.name())
-                .or_default()
-                .push(f.unavailable_ms),
+            Record::Failover(f) => failovers.entry(f.system.name()).or_default().push(f),
         }
     }
 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<9} {:>4} {:>4} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>10}",
+        "{:<9} {:>4} {:>4} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>10} {:>12}",
         "system",
         "conc",
         "runs",
@@ -76,13 +73,16 @@ pub fn table(records: &[Record]) -> String {
         "max ms",
         "errors",
         "srv us/op",
-        "cli us/op"
+        "cli us/op",
+        "other cores"
     );
     for ((concurrency, system), runs) in &writes {
-        let fmt_opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        let fmt_opt = |v: Option<f64>, decimals: usize| {
+            v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
+        };
         let _ = writeln!(
             out,
-            "{:<9} {:>4} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>10} {:>10}",
+            "{:<9} {:>4} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>10} {:>10} {:>12}",
             system,
             concurrency,
             runs.len(),
@@ -91,8 +91,9 @@ pub fn table(records: &[Record]) -> String {
             median(runs.iter().map(|r| r.p99_ms)),
             runs.iter().map(|r| r.max_ms).fold(0.0, f64::max),
             runs.iter().map(|r| r.errors).sum::<u64>(),
-            fmt_opt(mean_opt(runs.iter().map(|r| r.server_cpu_us_per_op))),
-            fmt_opt(mean_opt(runs.iter().map(|r| r.client_cpu_us_per_op))),
+            fmt_opt(mean_opt(runs.iter().map(|r| r.server_cpu_us_per_op)), 0),
+            fmt_opt(mean_opt(runs.iter().map(|r| r.client_cpu_us_per_op)), 0),
+            fmt_opt(mean_opt(runs.iter().map(|r| r.other_cpu_cores)), 2),
         );
     }
     let concurrencies: Vec<usize> = {
@@ -127,26 +128,30 @@ pub fn table(records: &[Record]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<9} {:>4} {:>8} {:>8} {:>8}  all",
+            "{:<9} {:>4} {:>8} {:>8} {:>8}  all (writable between last failure and first success)",
             "system", "runs", "min", "median", "max"
         );
-        for (system, times) in &failovers {
-            let all: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
+        for (system, runs) in &failovers {
+            let times = || runs.iter().map(|r| r.unavailable_ms);
+            let all: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.0}..{:.0}", r.last_failed_attempt_ms, r.unavailable_ms))
+                .collect();
             let _ = writeln!(
                 out,
                 "{:<9} {:>4} {:>8.0} {:>8.0} {:>8.0}  {}",
                 system,
-                times.len(),
-                times.iter().copied().fold(f64::INFINITY, f64::min),
-                median(times.iter().copied()),
-                times.iter().copied().fold(0.0, f64::max),
+                runs.len(),
+                times().fold(f64::INFINITY, f64::min),
+                median(times()),
+                times().fold(0.0, f64::max),
                 all.join(" ")
             );
         }
         let med = |system: System| {
             failovers
                 .get(system.name())
-                .map(|t| median(t.iter().copied()))
+                .map(|runs| median(runs.iter().map(|r| r.unavailable_ms)))
         };
         if let (Some(raftgate), Some(etcd)) = (med(System::Raftgate), med(System::Etcd)) {
             let ratio = raftgate / etcd;
@@ -202,7 +207,7 @@ mod tests {
             r#"{{"mode":"writes","system":"{system}","concurrency":{concurrency},"duration_s":10.0,
             "value_size":100,"ops":1,"ops_per_s":{ops_per_s},"p50_ms":1.0,"p99_ms":2.0,
             "max_ms":3.0,"errors":0,"first_error":null,"server_cpu_us_per_op":null,
-            "client_cpu_us_per_op":10.0}}"#
+            "client_cpu_us_per_op":10.0,"other_cpu_cores":0.1}}"#
         )
         .replace('\n', "")
     }
@@ -214,8 +219,8 @@ mod tests {
             writes_line("etcd", 32, 2000.0),
             writes_line("raftgate", 1, 500.0),
             writes_line("etcd", 1, 1000.0),
-            r#"{"mode":"failover","system":"raftgate","killed_index":0,"killed_endpoint":"a","killed_pid":1,"unavailable_ms":400.0,"failures":{},"writes_before_kill":5}"#.into(),
-            r#"{"mode":"failover","system":"etcd","killed_index":0,"killed_endpoint":"a","killed_pid":1,"unavailable_ms":1600.0,"failures":{"timeout":3},"writes_before_kill":5}"#.into(),
+            r#"{"mode":"failover","system":"raftgate","killed_index":0,"killed_endpoint":"a","killed_pid":1,"unavailable_ms":400.0,"last_failed_attempt_ms":350.0,"timeout_ms":100,"failures":{},"writes_before_kill":5}"#.into(),
+            r#"{"mode":"failover","system":"etcd","killed_index":0,"killed_endpoint":"a","killed_pid":1,"unavailable_ms":1600.0,"last_failed_attempt_ms":1500.0,"timeout_ms":100,"failures":{"timeout":3},"writes_before_kill":5}"#.into(),
         ];
         let records: Vec<Record> = lines
             .iter()
@@ -227,6 +232,7 @@ mod tests {
             table.contains("at concurrency 32: 1.50 (target >= 1.00: met)"),
             "{table}"
         );
+        assert!(table.contains("1500..1600"), "{table}");
         assert!(
             table.contains("median failover time: 0.25 (target <= 1.00: met)"),
             "{table}"

@@ -62,6 +62,32 @@ pub fn cpu_seconds(pid: &str) -> Result<f64, BenchError> {
     }
 }
 
+/// CPU seconds the whole machine has spent busy (all cores, neither idle nor waiting for I/O).
+pub fn machine_busy_seconds() -> Result<f64, BenchError> {
+    let path = "/proc/stat";
+    let stat = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+        what: format!("read {path}"),
+        source,
+    })?;
+    // First line: "cpu user nice system idle iowait irq softirq steal ...", in ticks.
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    if ticks.len() < 5 {
+        return Err(BenchError::Io {
+            what: format!("parse {path}"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected format"),
+        });
+    }
+    let idle = ticks[3] + ticks[4];
+    Ok((ticks.iter().sum::<u64>() - idle) as f64 / TICKS_PER_SECOND)
+}
+
 /// Total CPU seconds of several processes.
 pub fn total_cpu_seconds(pids: &[u32]) -> Result<f64, BenchError> {
     pids.iter().map(|pid| cpu_seconds(&pid.to_string())).sum()
@@ -89,5 +115,6 @@ mod tests {
         }
         assert!(x != 1);
         assert!(cpu_seconds("self").unwrap() > 0.0);
+        assert!(machine_busy_seconds().unwrap() >= cpu_seconds("self").unwrap());
     }
 }

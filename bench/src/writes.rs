@@ -70,6 +70,9 @@ pub struct WritesReport {
     pub server_cpu_us_per_op: Option<f64>,
     /// This load generator's own CPU per successful write, in microseconds.
     pub client_cpu_us_per_op: Option<f64>,
+    /// Cores used on average by everything else on the machine during the measurement (other
+    /// builds, the idle cluster): a run with a high value was disturbed and should be repeated.
+    pub other_cpu_cores: Option<f64>,
 }
 
 /// What one worker measured.
@@ -120,10 +123,22 @@ pub async fn run(args: WritesArgs) -> Result<WritesReport, BenchError> {
 
     let ops = all.latencies_us.len() as u64;
     let summary = stats::summarize(&mut all.latencies_us);
-    let per_op = |cpu: Option<(f64, f64)>| {
-        cpu.filter(|_| ops > 0)
-            .map(|(before, after)| (after - before) * 1e6 / ops as f64)
+    // CPU seconds spent during the measured window, per source.
+    let server = cpu_before.server.zip(cpu_after.server).map(|(b, a)| a - b);
+    let client = cpu_before.client.zip(cpu_after.client).map(|(b, a)| a - b);
+    let machine = cpu_before
+        .machine
+        .zip(cpu_after.machine)
+        .map(|(b, a)| a - b);
+    let per_op = |seconds: Option<f64>| {
+        seconds
+            .filter(|_| ops > 0)
+            .map(|seconds| seconds * 1e6 / ops as f64)
     };
+    let other_cpu_cores = machine.map(|machine| {
+        let ours = server.unwrap_or(0.0) + client.unwrap_or(0.0);
+        ((machine - ours) / args.duration).max(0.0)
+    });
     Ok(WritesReport {
         system: args.system,
         concurrency: args.concurrency,
@@ -136,8 +151,9 @@ pub async fn run(args: WritesArgs) -> Result<WritesReport, BenchError> {
         max_ms: summary.max_ms,
         errors: all.errors,
         first_error: all.first_error,
-        server_cpu_us_per_op: per_op(cpu_before.server.zip(cpu_after.server)),
-        client_cpu_us_per_op: per_op(cpu_before.client.zip(cpu_after.client)),
+        server_cpu_us_per_op: per_op(server),
+        client_cpu_us_per_op: per_op(client),
+        other_cpu_cores,
     })
 }
 
@@ -145,6 +161,7 @@ pub async fn run(args: WritesArgs) -> Result<WritesReport, BenchError> {
 struct CpuSnapshot {
     server: Option<f64>,
     client: Option<f64>,
+    machine: Option<f64>,
 }
 
 fn cpu_snapshot(pids: &[u32]) -> CpuSnapshot {
@@ -153,6 +170,7 @@ fn cpu_snapshot(pids: &[u32]) -> CpuSnapshot {
             .then(|| stats::total_cpu_seconds(pids).ok())
             .flatten(),
         client: stats::cpu_seconds("self").ok(),
+        machine: stats::machine_busy_seconds().ok(),
     }
 }
 

@@ -40,6 +40,19 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The admin API collection path segment, e.g. `services` in `/services/{name}`.
+    pub fn collection(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::Route => "routes",
+            Kind::Consumer => "consumers",
+            Kind::RateLimit => "rate-limits",
+            Kind::Key => "keys",
+        }
+    }
+}
+
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -1,0 +1,109 @@
+//! The one place where failures become HTTP answers: every admin error is an [`ApiError`], and
+//! every [`ApiError`] becomes a JSON [`ErrorBody`] with the right status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use raftgate_cluster::WriteError;
+use raftgate_model::api::ErrorBody;
+use raftgate_model::{Rejection, ValidationError};
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body or a parameter is not acceptable.
+    #[error("{message}")]
+    BadRequest {
+        /// The field at fault, if any.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The body is larger than the admin API accepts.
+    #[error("request body is larger than {0} bytes; send less")]
+    TooLarge(usize),
+    /// No such resource or endpoint.
+    #[error("{0}")]
+    NotFound(String),
+    /// The method is not supported on this path.
+    #[error("method not allowed on this path; see /openapi.json for the supported ones")]
+    MethodNotAllowed,
+    /// Missing or wrong admin token.
+    #[error("missing or invalid admin token; send 'Authorization: Bearer <token>'")]
+    Unauthorized,
+    /// The cluster could not carry out the request.
+    #[error(transparent)]
+    Cluster(#[from] WriteError),
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::BadRequest {
+            field: Some(e.field),
+            message: e.message,
+        }
+    }
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
+        match self {
+            ApiError::BadRequest { field, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request", field.clone())
+            }
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Cluster(e) => match e {
+                WriteError::Rejected(r) => match r {
+                    Rejection::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
+                    Rejection::VersionMismatch { .. } => {
+                        (StatusCode::PRECONDITION_FAILED, "version_mismatch", None)
+                    }
+                    Rejection::InUse { .. } => (StatusCode::CONFLICT, "in_use", None),
+                    Rejection::MissingReference { field, .. } => (
+                        StatusCode::BAD_REQUEST,
+                        "missing_reference",
+                        Some(field.clone()),
+                    ),
+                },
+                WriteError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader", None),
+                WriteError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request", None),
+                WriteError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_stopped", None),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = self.parts();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "admin request failed");
+        }
+        let body = ErrorBody {
+            error: code.to_string(),
+            message: self.to_string(),
+            field,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        match &self {
+            ApiError::Cluster(WriteError::NoLeader { retry_after }) => {
+                let secs = retry_after.as_secs().max(1).to_string();
+                if let Ok(v) = HeaderValue::from_str(&secs) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"raftgate-admin\""),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}

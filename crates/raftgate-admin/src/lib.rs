@@ -1,0 +1,74 @@
+//! The admin API of a raftgate node: HTTP/JSON, the same on every node.
+//!
+//! Reads are answered from the node's local replicated state (or, with `?consistent=true`, after a
+//! read-index round through the leader); writes go through [`raftgate_cluster::Node::write`], which
+//! forwards them to the leader, so a client may use any node. The API is described by the
+//! OpenAPI document served at `/openapi.json`, generated from these handlers' types
+//! ([`openapi`]).
+
+mod auth;
+mod cluster;
+pub mod error;
+mod extract;
+mod keys;
+pub mod openapi;
+mod resources;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use raftgate_cluster::Node;
+use raftgate_model::{ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
+
+pub use error::ApiError;
+
+/// Largest request body the admin API accepts.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What every handler can reach.
+struct AdminState {
+    node: Node,
+    token: Option<auth::TokenHash>,
+}
+
+type Shared = Arc<AdminState>;
+
+/// Builds the admin API for `node`. With `token`, every request but `GET /health` must carry
+/// `Authorization: Bearer <token>`.
+pub fn router(node: Node, token: Option<&str>) -> Router {
+    let state = Arc::new(AdminState {
+        node,
+        token: token.map(auth::TokenHash::new),
+    });
+    Router::new()
+        .route("/openapi.json", get(openapi::serve))
+        .route("/health", get(cluster::health))
+        .merge(resources::routes::<ServiceSpec>())
+        .merge(resources::routes::<RouteSpec>())
+        .merge(resources::routes::<ConsumerSpec>())
+        .merge(resources::routes::<RateLimitSpec>())
+        .merge(keys::routes())
+        .merge(cluster::routes())
+        .fallback(extract::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Node,
+    token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node, token.as_deref()))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

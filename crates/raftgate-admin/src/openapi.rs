@@ -1,0 +1,280 @@
+//! The OpenAPI 3 document of the admin API, built from the same Rust types the handlers use, so
+//! the document cannot drift from the code. Resource kinds share one generic description, as they
+//! share one generic implementation.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use raftgate_model::api::{AddMember, ClusterStatus, CreatedKey, ErrorBody, KeyInfo, Member, Role};
+use raftgate_model::state::Resource;
+use raftgate_model::{
+    ConsumerSpec, Entity, LbPolicy, RateLimitSpec, RateWindow, RouteSpec, ServiceSpec, Target,
+};
+use utoipa::PartialSchema;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ArrayBuilder, ComponentsBuilder, ObjectBuilder};
+use utoipa::openapi::{
+    ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr, Required,
+    ResponseBuilder, Schema,
+};
+
+use crate::cluster::{Health, SnapshotTaken};
+
+fn json(schema: impl Into<RefOr<Schema>>) -> utoipa::openapi::Content {
+    ContentBuilder::new().schema(Some(schema)).build()
+}
+
+fn list_of(item: impl Into<RefOr<Schema>>) -> Schema {
+    ObjectBuilder::new()
+        .property("data", ArrayBuilder::new().items(item.into()))
+        .required("data")
+        .into()
+}
+
+fn ok(description: &str, schema: impl Into<RefOr<Schema>>) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", json(schema))
+        .build()
+}
+
+fn error(description: &str) -> utoipa::openapi::Response {
+    ok(description, Ref::from_schema_name("ErrorBody"))
+}
+
+fn param(name: &str, place: ParameterIn, description: &str) -> utoipa::openapi::path::Parameter {
+    let required = if place == ParameterIn::Path {
+        Required::True
+    } else {
+        Required::False
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(place)
+        .required(required)
+        .description(Some(description))
+        .build()
+}
+
+fn consistent() -> utoipa::openapi::path::Parameter {
+    param(
+        "consistent",
+        ParameterIn::Query,
+        "true: linearizable read through the leader's read index",
+    )
+}
+
+fn op(tag: &str, summary: &str) -> OperationBuilder {
+    OperationBuilder::new()
+        .tag(tag)
+        .summary(Some(summary))
+        .response("400", error("Invalid input; `field` names the culprit"))
+        .response("401", error("Missing or wrong admin token"))
+        .response(
+            "503",
+            error("No leader reachable; retry after Retry-After seconds"),
+        )
+}
+
+fn resource_paths<R: Resource>(paths: &mut Paths) {
+    let kind = R::KIND;
+    let tag = kind.collection();
+    let entity = <Entity<R> as PartialSchema>::schema();
+    let body = RequestBodyBuilder::new()
+        .content("application/json", json(R::schema()))
+        .required(Some(Required::True))
+        .build();
+    let name = || {
+        param(
+            "name",
+            ParameterIn::Path,
+            "resource name: letters, digits, - _ . ~",
+        )
+    };
+    let if_match = || {
+        param(
+            "If-Match",
+            ParameterIn::Header,
+            "expected version (0: must not exist); 412 if it differs",
+        )
+    };
+    let collection = format!("/{tag}");
+    paths.add_path_operation(
+        &collection,
+        vec![HttpMethod::Get],
+        op(tag, &format!("List {tag}"))
+            .parameter(consistent())
+            .response("200", ok("All of them", list_of(entity.clone()))),
+    );
+    let item = format!("/{tag}/{{name}}");
+    paths.add_path_operation(
+        &item,
+        vec![HttpMethod::Get],
+        op(tag, &format!("Read a {kind}"))
+            .parameter(name())
+            .parameter(consistent())
+            .response(
+                "200",
+                ok("The resource; ETag is its version", entity.clone()),
+            )
+            .response("404", error("No such resource")),
+    );
+    paths.add_path_operation(
+        &item,
+        vec![HttpMethod::Put],
+        op(tag, &format!("Create or replace a {kind}"))
+            .parameter(name())
+            .parameter(if_match())
+            .request_body(Some(body))
+            .response("200", ok("Replaced", entity.clone()))
+            .response("201", ok("Created", entity))
+            .response("412", error("If-Match version differs")),
+    );
+    paths.add_path_operation(
+        &item,
+        vec![HttpMethod::Delete],
+        op(tag, &format!("Delete a {kind}"))
+            .parameter(name())
+            .parameter(if_match())
+            .response("204", ResponseBuilder::new().description("Deleted").build())
+            .response("404", error("No such resource"))
+            .response("409", error("Still referenced by another resource"))
+            .response("412", error("If-Match version differs")),
+    );
+}
+
+fn build() -> OpenApi {
+    let mut paths = Paths::new();
+    resource_paths::<ServiceSpec>(&mut paths);
+    resource_paths::<RouteSpec>(&mut paths);
+    resource_paths::<ConsumerSpec>(&mut paths);
+    resource_paths::<RateLimitSpec>(&mut paths);
+    let consumer = || param("name", ParameterIn::Path, "consumer name");
+    paths.add_path_operation(
+        "/consumers/{name}/keys",
+        vec![HttpMethod::Post],
+        op("keys", "Create an API key; the secret is returned only now")
+            .parameter(consumer())
+            .response(
+                "201",
+                ok("The new key", Ref::from_schema_name("CreatedKey")),
+            )
+            .response("404", error("No such consumer")),
+    );
+    paths.add_path_operation(
+        "/consumers/{name}/keys",
+        vec![HttpMethod::Get],
+        op("keys", "List a consumer's keys (ids and prefixes only)")
+            .parameter(consumer())
+            .parameter(consistent())
+            .response(
+                "200",
+                ok("The keys", list_of(Ref::from_schema_name("KeyInfo"))),
+            ),
+    );
+    paths.add_path_operation(
+        "/consumers/{name}/keys/{id}",
+        vec![HttpMethod::Delete],
+        op("keys", "Revoke a key")
+            .parameter(consumer())
+            .parameter(param("id", ParameterIn::Path, "key id"))
+            .response("204", ResponseBuilder::new().description("Revoked").build())
+            .response("404", error("No such key")),
+    );
+    let status = || {
+        ok(
+            "The cluster as seen by the answering node",
+            Ref::from_schema_name("ClusterStatus"),
+        )
+    };
+    paths.add_path_operation(
+        "/cluster",
+        vec![HttpMethod::Get],
+        op("cluster", "Leader, term and members").response("200", status()),
+    );
+    paths.add_path_operation(
+        "/cluster/members",
+        vec![HttpMethod::Post],
+        op(
+            "cluster",
+            "Add a running node: as learner, then as voter once caught up",
+        )
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .content("application/json", json(Ref::from_schema_name("AddMember")))
+                .required(Some(Required::True))
+                .build(),
+        ))
+        .response("200", status()),
+    );
+    paths.add_path_operation(
+        "/cluster/members/{id}",
+        vec![HttpMethod::Delete],
+        op("cluster", "Remove a node from the cluster")
+            .parameter(param("id", ParameterIn::Path, "node id"))
+            .response("200", status()),
+    );
+    paths.add_path_operation(
+        "/cluster/snapshot",
+        vec![HttpMethod::Post],
+        op(
+            "cluster",
+            "Build a snapshot on the answering node and purge the log it covers",
+        )
+        .response("200", ok("Snapshot built", SnapshotTaken::schema())),
+    );
+    paths.add_path_operation(
+        "/health",
+        vec![HttpMethod::Get],
+        OperationBuilder::new()
+            .tag("cluster")
+            .summary(Some("Liveness; never needs a token"))
+            .response("200", ok("The node answers", Health::schema())),
+    );
+    let components = ComponentsBuilder::new()
+        .schema_from::<ErrorBody>()
+        .schema_from::<ServiceSpec>()
+        .schema_from::<Target>()
+        .schema_from::<LbPolicy>()
+        .schema_from::<RouteSpec>()
+        .schema_from::<ConsumerSpec>()
+        .schema_from::<RateLimitSpec>()
+        .schema_from::<RateWindow>()
+        .schema_from::<CreatedKey>()
+        .schema_from::<KeyInfo>()
+        .schema_from::<ClusterStatus>()
+        .schema_from::<Member>()
+        .schema_from::<Role>()
+        .schema_from::<AddMember>()
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("raftgate admin API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Configuration of a raftgate cluster. Every node answers; writes are forwarded to the Raft leader.",
+                ))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(components))
+        .build()
+}
+
+/// The document as JSON, built once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        build()
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    })
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document())
+}

@@ -1,0 +1,123 @@
+//! CRUD for every replicated resource kind, written once over [`Resource`].
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use raftgate_model::state::Resource;
+use raftgate_model::{Command, Entity, validate};
+use serde::Serialize;
+
+use crate::extract::{ReadQuery, if_match, json_body, read_query};
+use crate::{ApiError, Shared};
+
+/// A list answer: `{"data": [...]}`.
+#[derive(Serialize)]
+pub struct List<T> {
+    /// The items, by name.
+    pub data: Vec<T>,
+}
+
+/// The routes of one kind: `/{kind}` and `/{kind}/{name}`.
+pub fn routes<R: Resource>() -> Router<Shared> {
+    let collection = format!("/{}", R::KIND.collection());
+    let item = format!("{collection}/{{name}}");
+    Router::new()
+        .route(&collection, get(list::<R>))
+        .route(&item, get(read::<R>).put(put::<R>).delete(delete::<R>))
+}
+
+/// The state to read from: local, or linearizable on request.
+pub async fn state_for(
+    s: &Shared,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<std::sync::Arc<raftgate_model::State>, ApiError> {
+    if read_query(q)?.consistent {
+        Ok(s.node.linearizable_state().await?)
+    } else {
+        Ok(s.node.state())
+    }
+}
+
+async fn list<R: Resource>(
+    State(s): State<Shared>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<axum::Json<List<Entity<R>>>, ApiError> {
+    let state = state_for(&s, q).await?;
+    Ok(axum::Json(List {
+        data: R::table(&state).values().cloned().collect(),
+    }))
+}
+
+fn not_found<R: Resource>(name: &str) -> ApiError {
+    ApiError::NotFound(format!("{} '{name}' does not exist", R::KIND))
+}
+
+fn with_etag(status: StatusCode, entity: impl Serialize, version: u64) -> Response {
+    let mut response = (status, axum::Json(entity)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+async fn read<R: Resource>(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let state = state_for(&s, q).await?;
+    let entity = R::table(&state)
+        .get(&name)
+        .ok_or_else(|| not_found::<R>(&name))?;
+    Ok(with_etag(StatusCode::OK, entity, entity.version))
+}
+
+async fn put<R: Resource>(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    validate::name("name", &name)?;
+    let if_version = if_match(&headers)?;
+    let spec: R = json_body(body)?;
+    spec.validate()?;
+    let outcome = s
+        .node
+        .write(Command::Put {
+            name: name.clone(),
+            spec: spec.into_spec(),
+            if_version,
+        })
+        .await?;
+    let state = s.node.state();
+    let entity = R::table(&state)
+        .get(&name)
+        .ok_or_else(|| not_found::<R>(&name))?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_etag(status, entity, entity.version))
+}
+
+async fn delete<R: Resource>(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let if_version = if_match(&headers)?;
+    s.node
+        .write(Command::Delete {
+            kind: R::KIND,
+            name,
+            if_version,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,97 @@
+//! `raftgate`: run a node (`serve`), a local three-node cluster (`dev`), or talk to a cluster's
+//! admin API (`cluster`, `get`, `put`, `delete`).
+
+mod admin_cli;
+mod dev;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "raftgate",
+    version,
+    about = "An API gateway whose nodes replicate their configuration by Raft"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a cluster.
+    Serve(Box<serve::ServeArgs>),
+    /// Run a local three-node cluster on loopback with an example upstream and route.
+    Dev(dev::DevArgs),
+    /// Inspect or change the cluster membership.
+    Cluster(admin_cli::ClusterArgs),
+    /// Show one resource, or list a kind (services, routes, consumers, rate-limits).
+    Get(admin_cli::GetArgs),
+    /// Create or replace a resource from JSON.
+    Put(admin_cli::PutArgs),
+    /// Delete a resource.
+    Delete(admin_cli::DeleteArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(*args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Cluster(args) => admin_cli::cluster(args).await,
+            Command::Get(args) => admin_cli::get(args).await,
+            Command::Put(args) => admin_cli::put(args).await,
+            Command::Delete(args) => admin_cli::delete(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Anything a command can fail with; printed as `raftgate: <message>`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad settings.
+    #[error("{0}")]
+    Config(String),
+    /// The node could not start.
+    #[error(transparent)]
+    Start(#[from] raftgate_cluster::StartError),
+    /// An admin API call failed.
+    #[error(transparent)]
+    Client(#[from] raftgate_client::ClientError),
+    /// I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
+        let context = context.into();
+        move |source| CliError::Io { context, source }
+    }
+}

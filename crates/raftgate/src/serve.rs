@@ -1,0 +1,231 @@
+//! `raftgate serve`: one node — Raft, the admin API and the proxy — from flags or a TOML file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use raftgate_cluster::{Node, NodeConfig, RaftTuning};
+use raftgate_model::{NodeId, NodeInfo};
+use serde::Deserialize;
+
+use crate::CliError;
+
+/// Settings of a node. Every flag may also be given in the `--config` TOML file under the same
+/// name (with `_` for `-`); flags win over the file.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with the same settings as the flags.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This node's id: a positive integer, unique in the cluster and stable across restarts.
+    #[arg(long)]
+    pub id: Option<NodeId>,
+    /// Directory for the node's Raft log and state.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// host:port for Raft traffic between nodes.
+    #[arg(long)]
+    pub cluster_addr: Option<SocketAddr>,
+    /// host:port of the admin API.
+    #[arg(long)]
+    pub admin_addr: Option<SocketAddr>,
+    /// host:port of the proxy.
+    #[arg(long)]
+    pub proxy_addr: Option<SocketAddr>,
+    /// Host name or IP other nodes and clients use to reach this node, when the listen addresses
+    /// are wildcards (0.0.0.0), e.g. in containers.
+    #[arg(long)]
+    pub advertise_host: Option<String>,
+    /// An initial peer, `ID=HOST:PORT` (its cluster address); repeat for each. Give the same list
+    /// to every node; the lowest id initializes the cluster on first start.
+    #[arg(long = "peer")]
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Require `Authorization: Bearer <token>` on the admin API. Without it the admin API only
+    /// binds to loopback.
+    #[arg(long, env = "RAFTGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Raft heartbeat period in milliseconds.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Raft election timeout range in milliseconds, `MIN-MAX`.
+    #[arg(long)]
+    pub election_ms: Option<String>,
+    /// Build a snapshot every this many log entries.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Log filter (tracing syntax), e.g. `info` or `raftgate=debug,openraft=info`.
+    #[arg(long, env = "RAFTGATE_LOG")]
+    pub log: Option<String>,
+}
+
+fn or<T>(flag: Option<T>, file: Option<T>, name: &str) -> Result<T, CliError> {
+    flag.or(file).ok_or_else(|| {
+        CliError::Config(format!(
+            "--{name} is required (as a flag or in the --config file)"
+        ))
+    })
+}
+
+fn parse_peer(s: &str) -> Result<(NodeId, String), CliError> {
+    let bad = || CliError::Config(format!("--peer '{s}' must look like 2=10.0.0.2:7000"));
+    let (id, addr) = s.split_once('=').ok_or_else(bad)?;
+    let id = id.trim().parse::<NodeId>().map_err(|_| bad())?;
+    let addr = addr.trim();
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err(bad());
+    }
+    Ok((id, addr.to_string()))
+}
+
+fn advertised(addr: SocketAddr, host: Option<&str>) -> String {
+    match host {
+        Some(h) => format!("{h}:{}", addr.port()),
+        None => addr.to_string(),
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
+    let file: ServeArgs = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(CliError::io(format!("reading {}", path.display())))?;
+            toml::from_str(&text)
+                .map_err(|e| CliError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => ServeArgs::default(),
+    };
+    let filter = flags
+        .log
+        .clone()
+        .or(file.log.clone())
+        .unwrap_or_else(|| "info,openraft=warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .map_err(|e| CliError::Config(format!("--log: {e}")))?,
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let id = or(flags.id, file.id, "id")?;
+    if id == 0 {
+        return Err(CliError::Config("--id must be a positive integer".into()));
+    }
+    let data_dir = or(flags.data_dir, file.data_dir, "data-dir")?;
+    let cluster_addr = or(flags.cluster_addr, file.cluster_addr, "cluster-addr")?;
+    let admin_addr = or(flags.admin_addr, file.admin_addr, "admin-addr")?;
+    let proxy_addr = or(flags.proxy_addr, file.proxy_addr, "proxy-addr")?;
+    let token = flags.admin_token.or(file.admin_token);
+    if token.is_none() && !admin_addr.ip().is_loopback() {
+        return Err(CliError::Config(format!(
+            "refusing to serve the admin API on {admin_addr} without a token: set --admin-token (or RAFTGATE_ADMIN_TOKEN), or bind it to 127.0.0.1"
+        )));
+    }
+    let host = flags.advertise_host.or(file.advertise_host);
+    let peer_specs = if flags.peers.is_empty() {
+        file.peers
+    } else {
+        flags.peers
+    };
+    let peers: BTreeMap<NodeId, String> = peer_specs
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<Result<_, _>>()?;
+    let mut tuning = RaftTuning::default();
+    if let Some(h) = flags.heartbeat_ms.or(file.heartbeat_ms) {
+        tuning.heartbeat_ms = h;
+    }
+    if let Some(range) = flags.election_ms.or(file.election_ms) {
+        let parsed = range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        let (min, max) = parsed.ok_or_else(|| {
+            CliError::Config(format!("--election-ms '{range}' must look like 250-500"))
+        })?;
+        tuning.election_min_ms = min;
+        tuning.election_max_ms = max;
+    }
+    if let Some(n) = flags.snapshot_every.or(file.snapshot_every) {
+        tuning.snapshot_every = n;
+    }
+
+    let info = NodeInfo {
+        cluster_addr: advertised(cluster_addr, host.as_deref()),
+        admin_addr: advertised(admin_addr, host.as_deref()),
+        proxy_addr: advertised(proxy_addr, host.as_deref()),
+    };
+    // Bind the client-facing ports first, so a port conflict is reported before joining Raft.
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .map_err(CliError::io(format!(
+            "cannot listen on admin address {admin_addr}"
+        )))?;
+    let proxy_listener = tokio::net::TcpListener::bind(proxy_addr)
+        .await
+        .map_err(CliError::io(format!(
+            "cannot listen on proxy address {proxy_addr}"
+        )))?;
+    let node = Node::start(NodeConfig {
+        id,
+        data_dir,
+        cluster_listen: cluster_addr,
+        info,
+        peers,
+        tuning,
+    })
+    .await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let proxy =
+        raftgate_proxy::Proxy::new(node.subscribe(), raftgate_proxy::ProxyConfig::default());
+    let proxy_task = tokio::spawn(proxy.serve(proxy_listener, stopped()));
+    let admin_task = tokio::spawn(raftgate_admin::serve(
+        admin_listener,
+        node.clone(),
+        token.clone(),
+        stopped(),
+    ));
+    tracing::info!(id, %admin_addr, %proxy_addr, %cluster_addr, "admin API listening");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Ok(Err(e)) = proxy_task.await {
+        tracing::warn!(error = %e, "proxy stopped with an error");
+    }
+    if let Ok(Err(e)) = admin_task.await {
+        tracing::warn!(error = %e, "admin API stopped with an error");
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -27,6 +27,8 @@
 //! closed early), 504 `upstream_timeout` (no response head within
 //! [`ProxyConfig::upstream_timeout`]), 503 `no_upstream`, 400 `bad_request`.
 
+#![warn(missing_docs)]
+
 mod forward;
 mod request_id;
 pub mod router;

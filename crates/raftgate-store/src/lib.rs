@@ -7,6 +7,9 @@
 //!   state to the proxy and the admin API.
 //! - [`types`]: the openraft type configuration shared by the cluster crate.
 
+// openraft dictates `StorageError` (224 bytes) as the error type of its storage traits.
+#![allow(clippy::result_large_err)]
+
 mod apply;
 pub mod durable;
 pub mod log_store;

@@ -23,6 +23,11 @@ pub struct ServeArgs {
     /// This node's id: a positive integer, unique in the cluster and stable across restarts.
     #[arg(long)]
     pub id: Option<NodeId>,
+    /// Take the id from the host name's trailing ordinal plus one (`raftgate-0` is node 1), as
+    /// Kubernetes StatefulSet pods are named.
+    #[arg(long)]
+    #[serde(default)]
+    pub id_from_hostname: bool,
     /// Directory for the node's Raft log and state.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -36,7 +41,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub proxy_addr: Option<SocketAddr>,
     /// Host name or IP other nodes and clients use to reach this node, when the listen addresses
-    /// are wildcards (0.0.0.0), e.g. in containers.
+    /// are wildcards (0.0.0.0), e.g. in containers. `{hostname}` is replaced by the host name.
     #[arg(long)]
     pub advertise_host: Option<String>,
     /// An initial peer, `ID=HOST:PORT` (its cluster address); repeat for each. Give the same list
@@ -84,6 +89,29 @@ fn parse_peer(s: &str) -> Result<(NodeId, String), CliError> {
     Ok((id, addr.to_string()))
 }
 
+fn hostname() -> Result<String, CliError> {
+    if let Ok(h) = std::env::var("HOSTNAME")
+        && !h.is_empty()
+    {
+        return Ok(h);
+    }
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .map_err(CliError::io("reading the host name (set HOSTNAME)"))
+}
+
+/// `raftgate-2` → 3.
+fn id_from_hostname(host: &str) -> Result<NodeId, CliError> {
+    host.rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<NodeId>().ok())
+        .map(|n| n + 1)
+        .ok_or_else(|| {
+            CliError::Config(format!(
+                "--id-from-hostname: host name '{host}' does not end in -<ordinal>"
+            ))
+        })
+}
+
 fn advertised(addr: SocketAddr, host: Option<&str>) -> String {
     match host {
         Some(h) => format!("{h}:{}", addr.port()),
@@ -116,7 +144,11 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let id = or(flags.id, file.id, "id")?;
+    let id = if flags.id_from_hostname || file.id_from_hostname {
+        id_from_hostname(&hostname()?)?
+    } else {
+        or(flags.id, file.id, "id")?
+    };
     if id == 0 {
         return Err(CliError::Config("--id must be a positive integer".into()));
     }
@@ -130,7 +162,10 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
             "refusing to serve the admin API on {admin_addr} without a token: set --admin-token (or RAFTGATE_ADMIN_TOKEN), or bind it to 127.0.0.1"
         )));
     }
-    let host = flags.advertise_host.or(file.advertise_host);
+    let host = match flags.advertise_host.or(file.advertise_host) {
+        Some(h) if h.contains("{hostname}") => Some(h.replace("{hostname}", &hostname()?)),
+        other => other,
+    };
     let peer_specs = if flags.peers.is_empty() {
         file.peers
     } else {
@@ -228,4 +263,40 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_and_ordinals() {
+        assert_eq!(parse_peer("2=10.0.0.2:7000").unwrap(), (2, "10.0.0.2:7000".into()));
+        assert_eq!(parse_peer("3=node3:7000").unwrap(), (3, "node3:7000".into()));
+        assert!(parse_peer("x=1.2.3.4:5").is_err());
+        assert!(parse_peer("2=10.0.0.2").is_err());
+        assert!(parse_peer("2=:7000").is_err());
+        assert_eq!(id_from_hostname("raftgate-0").unwrap(), 1);
+        assert_eq!(id_from_hostname("my-gw-12").unwrap(), 13);
+        assert!(id_from_hostname("raftgate").is_err());
+    }
+
+    #[test]
+    fn config_file_uses_flag_names() {
+        let file: ServeArgs = toml::from_str(
+            r#"
+            id = 2
+            data_dir = "/var/lib/raftgate"
+            cluster_addr = "127.0.0.1:7000"
+            admin_addr = "127.0.0.1:9000"
+            proxy_addr = "127.0.0.1:8000"
+            peers = ["1=127.0.0.1:7000"]
+            election_ms = "300-600"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(file.id, Some(2));
+        assert_eq!(file.peers.len(), 1);
+        assert!(toml::from_str::<ServeArgs>("idd = 2").is_err());
+    }
 }

@@ -70,6 +70,7 @@ impl ApiError {
                     ),
                 },
                 WriteError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader", None),
+                WriteError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
                 WriteError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request", None),
                 WriteError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_stopped", None),
             },
@@ -90,7 +91,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         match &self {
-            ApiError::Cluster(WriteError::NoLeader { retry_after }) => {
+            ApiError::Cluster(
+                WriteError::NoLeader { retry_after } | WriteError::Timeout { retry_after },
+            ) => {
                 let secs = retry_after.as_secs().max(1).to_string();
                 if let Ok(v) = HeaderValue::from_str(&secs) {
                     response.headers_mut().insert(header::RETRY_AFTER, v);

@@ -42,6 +42,14 @@ pub enum WriteError {
         /// Suggested wait before retrying.
         retry_after: Duration,
     },
+    /// The request reached a leader but did not complete in time: it may or may not take effect.
+    #[error(
+        "the request timed out; it may still take effect: read the resource back before retrying (retry after {retry_after:?})"
+    )]
+    Timeout {
+        /// Suggested wait before retrying.
+        retry_after: Duration,
+    },
     /// The request is not acceptable (for example, a membership change that makes no sense).
     #[error("{0}")]
     Invalid(String),

@@ -1,6 +1,8 @@
 //! Requests a follower forwards to the leader on behalf of its clients, so that a client may talk
 //! to any node. They travel codec-encoded in the `Forward` RPC.
 
+use std::time::Duration;
+
 use raftgate_model::api::AddMember;
 use raftgate_model::command::Applied;
 use raftgate_model::{NodeId, NodeInfo, Proposal};
@@ -17,6 +19,21 @@ pub enum ForwardRequest {
     AddMember(AddMember),
     /// Remove a node from the membership.
     RemoveMember(NodeId),
+}
+
+/// Deadline of one forwarded write or read; it is retried (with the same request id) after this.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a new learner may take to catch up before it is promoted.
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+
+impl ForwardRequest {
+    /// How long one attempt may take before the caller gives up on it (and maybe retries).
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ForwardRequest::AddMember(_) => CATCH_UP_WAIT + FORWARD_TIMEOUT,
+            _ => FORWARD_TIMEOUT,
+        }
+    }
 }
 
 /// The leader's answer.
@@ -39,4 +56,6 @@ pub enum ForwardError {
     Invalid(String),
     /// Raft stopped on the receiver.
     Stopped(String),
+    /// The attempt did not finish in time; it may still take effect.
+    TimedOut,
 }

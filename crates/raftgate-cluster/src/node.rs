@@ -21,7 +21,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::Raft;
 use crate::error::{StartError, WriteError};
-use crate::forward::{ForwardError, ForwardRequest, ForwardResponse};
+use crate::forward::{CATCH_UP_WAIT, ForwardError, ForwardRequest, ForwardResponse};
 use crate::network::{Network, request};
 use crate::pb::InfoRequest;
 use crate::pb::cluster_server::ClusterServer;
@@ -29,10 +29,6 @@ use crate::server::{ClusterService, MAX_MESSAGE};
 
 /// How long a request waits for a leader before the client is told to retry (503).
 pub const LEADER_WAIT: Duration = Duration::from_secs(5);
-/// Deadline of one forwarded request; it is retried (with the same request id) after this.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a new learner may take to catch up before it is promoted.
-pub const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
 /// Deadline of the `Info` call `status` makes to each member.
 const INFO_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -362,25 +358,37 @@ impl Node {
     }
 
     /// Runs `req` on the leader, wherever it is, retrying through elections until [`LEADER_WAIT`].
+    /// Every attempt is bounded by the request's own deadline, so a leader that lost its quorum
+    /// cannot hold a client forever.
     async fn leader_call(&self, req: ForwardRequest) -> Result<ForwardResponse, WriteError> {
         let deadline = Instant::now() + LEADER_WAIT;
         let mut pause = Duration::from_millis(20);
+        let mut timed_out = false;
         loop {
-            let attempt = match self.serve_forwarded(req.clone()).await {
-                Err(ForwardError::NotLeader(Some((leader, info)))) if leader != self.inner.id => {
+            let local =
+                tokio::time::timeout(req.timeout(), self.serve_forwarded(req.clone())).await;
+            let attempt = match local {
+                Err(_) => Err(ForwardError::TimedOut),
+                Ok(Err(ForwardError::NotLeader(Some((leader, info)))))
+                    if leader != self.inner.id =>
+                {
                     self.forward_to(leader, &info, &req).await
                 }
-                other => other,
+                Ok(other) => other,
             };
             match attempt {
                 Ok(resp) => return Ok(resp),
                 Err(ForwardError::Invalid(msg)) => return Err(WriteError::Invalid(msg)),
                 Err(ForwardError::Stopped(msg)) => return Err(WriteError::Stopped(msg)),
+                Err(ForwardError::TimedOut) => timed_out = true,
                 Err(ForwardError::NotLeader(_)) => {}
             }
             if Instant::now() + pause >= deadline {
-                return Err(WriteError::NoLeader {
-                    retry_after: Duration::from_secs(1),
+                let retry_after = Duration::from_secs(1);
+                return Err(if timed_out {
+                    WriteError::Timeout { retry_after }
+                } else {
+                    WriteError::NoLeader { retry_after }
                 });
             }
             tokio::time::sleep(pause).await;
@@ -404,11 +412,15 @@ impl Node {
             .network
             .client(leader, &info.cluster_addr)
             .map_err(|e| retry(e.to_string()))?;
-        let request = request(req, Some(FORWARD_TIMEOUT)).map_err(|e| retry(e.to_string()))?;
-        let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request))
-            .await
-            .map_err(|_| retry("timed out".into()))?
-            .map_err(|s| retry(s.to_string()))?;
+        let request = request(req, Some(req.timeout())).map_err(|e| retry(e.to_string()))?;
+        let reply = match tokio::time::timeout(req.timeout(), client.forward(request)).await {
+            Err(_) => return Err(ForwardError::TimedOut),
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                return Err(ForwardError::TimedOut);
+            }
+            Ok(Err(status)) => return Err(retry(status.to_string())),
+            Ok(Ok(reply)) => reply,
+        };
         codec::decode::<Result<ForwardResponse, ForwardError>>(&reply.into_inner().data)
             .map_err(|e| retry(e.to_string()))?
     }

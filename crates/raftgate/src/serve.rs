@@ -271,8 +271,14 @@ mod tests {
 
     #[test]
     fn peers_and_ordinals() {
-        assert_eq!(parse_peer("2=10.0.0.2:7000").unwrap(), (2, "10.0.0.2:7000".into()));
-        assert_eq!(parse_peer("3=node3:7000").unwrap(), (3, "node3:7000".into()));
+        assert_eq!(
+            parse_peer("2=10.0.0.2:7000").unwrap(),
+            (2, "10.0.0.2:7000".into())
+        );
+        assert_eq!(
+            parse_peer("3=node3:7000").unwrap(),
+            (3, "node3:7000".into())
+        );
         assert!(parse_peer("x=1.2.3.4:5").is_err());
         assert!(parse_peer("2=10.0.0.2").is_err());
         assert!(parse_peer("2=:7000").is_err());

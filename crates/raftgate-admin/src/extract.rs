@@ -50,8 +50,12 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
             .iter()
             .find_map(|p| message.strip_prefix(p))
             .and_then(|rest| rest.split('`').next());
+        // serde_path_to_error writes "." for the root and "?" where it could not tell.
+        let path = if path == "?" { ".".to_string() } else { path };
         let field = match (named, path.as_str()) {
             (Some(f), ".") => Some(f.to_string()),
+            // An unknown field's path already ends with it; a missing one's stops at its parent.
+            (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => Some(p.to_string()),
             (Some(f), p) => Some(format!("{p}.{f}")),
             (None, ".") => None,
             (None, p) => Some(p.to_string()),
@@ -95,4 +99,43 @@ pub async fn not_found() -> ApiError {
 /// Answer for methods a path does not support.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftgate_model::ServiceSpec;
+
+    fn field_of(body: &str) -> Option<String> {
+        match json_body::<ServiceSpec>(Ok(Bytes::from(body.to_string()))) {
+            Err(ApiError::BadRequest { field, .. }) => field,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            field_of(r#"{"targets":[],"colour":"red"}"#).as_deref(),
+            Some("colour")
+        );
+        assert_eq!(
+            field_of(r#"{"lb":"round_robin"}"#).as_deref(),
+            Some("targets")
+        );
+        assert_eq!(
+            field_of(r#"{"targets":[{"url":"http://a:1","weight":-1}]}"#).as_deref(),
+            Some("targets[0].weight")
+        );
+        assert_eq!(
+            field_of(r#"{"targets":[{"url":"http://a:1","wait":1}]}"#).as_deref(),
+            Some("targets[0].wait")
+        );
+        assert_eq!(
+            field_of(r#"{"targets":[{"weight":1}]}"#).as_deref(),
+            Some("targets[0].url")
+        );
+        assert_eq!(field_of("{not json").as_deref(), None);
+        assert_eq!(field_of(r#"{"targets":[]} trailing"#).as_deref(), None);
+    }
 }

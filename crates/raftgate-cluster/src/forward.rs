@@ -43,8 +43,8 @@ pub enum ForwardResponse {
     Written(Applied),
     /// The read index.
     ReadIndex(u64),
-    /// The membership change is committed.
-    MembershipChanged,
+    /// The membership change is committed at this log index.
+    MembershipChanged(u64),
 }
 
 /// Why the leader could not serve it.

@@ -261,14 +261,26 @@ impl Node {
 
     /// Adds a node: as a learner first, then, once it has caught up, as a voter.
     pub async fn add_member(&self, member: AddMember) -> Result<ClusterStatus, WriteError> {
-        self.leader_call(ForwardRequest::AddMember(member)).await?;
-        self.status().await
+        self.change_membership(ForwardRequest::AddMember(member))
+            .await
     }
 
     /// Removes a node from the cluster.
     pub async fn remove_member(&self, id: NodeId) -> Result<ClusterStatus, WriteError> {
-        self.leader_call(ForwardRequest::RemoveMember(id)).await?;
-        self.status().await
+        self.change_membership(ForwardRequest::RemoveMember(id))
+            .await
+    }
+
+    /// Runs a membership change on the leader and answers once this node has applied it, so the
+    /// status returned already shows the change.
+    async fn change_membership(&self, req: ForwardRequest) -> Result<ClusterStatus, WriteError> {
+        match self.leader_call(req).await? {
+            ForwardResponse::MembershipChanged(index) => {
+                self.wait_applied(index).await?;
+                self.status().await
+            }
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Builds a snapshot on this node now and purges the log it covers; returns its last index.
@@ -494,11 +506,12 @@ impl Node {
                     "node {id} did not catch up: {e}; is it running and reachable?"
                 ))
             })?;
-        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        let changed = raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(write_error)?;
         tracing::info!(id, "node added as voter");
-        Ok(ForwardResponse::MembershipChanged)
+        Ok(ForwardResponse::MembershipChanged(changed.log_id.index))
     }
 
     async fn remove_member_here(&self, id: NodeId) -> Result<ForwardResponse, ForwardError> {
@@ -518,11 +531,12 @@ impl Node {
         } else {
             return Err(ForwardError::Invalid(format!("node {id} is not a member")));
         };
-        raft.change_membership(change, false)
+        let changed = raft
+            .change_membership(change, false)
             .await
             .map_err(write_error)?;
         tracing::info!(id, "node removed");
-        Ok(ForwardResponse::MembershipChanged)
+        Ok(ForwardResponse::MembershipChanged(changed.log_id.index))
     }
 
     /// Stops Raft and the cluster server.

@@ -6,20 +6,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use raftgate_model::NodeId;
-use raftgate_model::api::{AddMember, ClusterStatus};
+use raftgate_model::api::{AddMember, ClusterStatus, Health};
 use serde::Serialize;
 
 use crate::extract::json_body;
 use crate::{ApiError, Shared};
-
-/// `GET /health`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `ok` when the node answers.
-    pub status: &'static str,
-    /// The answering node.
-    pub node_id: NodeId,
-}
 
 /// `POST /cluster/snapshot`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -40,7 +31,7 @@ pub fn routes() -> Router<Shared> {
 /// Liveness of this node's admin API.
 pub async fn health(State(s): State<Shared>) -> axum::Json<Health> {
     axum::Json(Health {
-        status: "ok",
+        status: "ok".into(),
         node_id: s.node.id(),
     })
 }

@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use raftgate_model::api::{AddMember, ClusterStatus, CreatedKey, ErrorBody, KeyInfo, Member, Role};
+use raftgate_model::api::{
+    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, Member, Role,
+};
 use raftgate_model::state::Resource;
 use raftgate_model::{
     ConsumerSpec, Entity, LbPolicy, RateLimitSpec, RateWindow, RouteSpec, ServiceSpec, Target,
@@ -20,7 +22,7 @@ use utoipa::openapi::{
     ResponseBuilder, Schema,
 };
 
-use crate::cluster::{Health, SnapshotTaken};
+use crate::cluster::SnapshotTaken;
 
 fn json(schema: impl Into<RefOr<Schema>>) -> utoipa::openapi::Content {
     ContentBuilder::new().schema(Some(schema)).build()

@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use raftgate_model::api::{AddMember, ClusterStatus, CreatedKey, ErrorBody, KeyInfo};
+use raftgate_model::api::{AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo};
 use raftgate_model::state::Resource;
 use raftgate_model::{ConsumerSpec, Entity, Kind, NodeId, RateLimitSpec, RouteSpec, ServiceSpec};
 use serde::de::DeserializeOwned;
@@ -92,46 +92,15 @@ impl ClientError {
     }
 }
 
-/// The resources that have their own admin URL collection (`/{SEGMENT}/{name}`); API keys do not,
-/// they live under their consumer (see [`AdminClient::create_key`]).
-pub trait AdminResource: Resource {
-    /// First path segment of the collection, e.g. `services`.
-    const SEGMENT: &'static str;
-}
+/// The resources that have their own admin URL collection (`/{collection}/{name}`, see
+/// [`Kind::collection`]); API keys do not, they live under their consumer (see
+/// [`AdminClient::create_key`]).
+pub trait AdminResource: Resource {}
 
-impl AdminResource for ServiceSpec {
-    const SEGMENT: &'static str = "services";
-}
-impl AdminResource for RouteSpec {
-    const SEGMENT: &'static str = "routes";
-}
-impl AdminResource for ConsumerSpec {
-    const SEGMENT: &'static str = "consumers";
-}
-impl AdminResource for RateLimitSpec {
-    const SEGMENT: &'static str = "rate-limits";
-}
-
-/// The URL collection of a kind chosen at run time (the CLI's `get KIND`); `None` for
-/// [`Kind::Key`], whose URLs are under `/consumers/{name}/keys`.
-pub fn collection(kind: Kind) -> Option<&'static str> {
-    match kind {
-        Kind::Service => Some(ServiceSpec::SEGMENT),
-        Kind::Route => Some(RouteSpec::SEGMENT),
-        Kind::Consumer => Some(ConsumerSpec::SEGMENT),
-        Kind::RateLimit => Some(RateLimitSpec::SEGMENT),
-        Kind::Key => None,
-    }
-}
-
-/// `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    /// `ok` when the node serves requests.
-    pub status: String,
-    /// Id of the node that answered.
-    pub node_id: NodeId,
-}
+impl AdminResource for ServiceSpec {}
+impl AdminResource for RouteSpec {}
+impl AdminResource for ConsumerSpec {}
+impl AdminResource for RateLimitSpec {}
 
 /// The `{"data": [...]}` envelope of list answers.
 #[derive(Deserialize)]
@@ -345,14 +314,14 @@ impl AdminClient {
 
     /// Lists every resource of a kind from the answering node's local copy.
     pub async fn list<T: AdminResource>(&self) -> Result<Vec<Entity<T>>, ClientError> {
-        let path = format!("/{}", T::SEGMENT);
+        let path = format!("/{}", T::KIND.collection());
         let listing: Listing<Entity<T>> = self.call(Method::GET, &path, NO_BODY, None).await?;
         Ok(listing.data)
     }
 
     /// Lists every resource of a kind linearizably.
     pub async fn list_consistent<T: AdminResource>(&self) -> Result<Vec<Entity<T>>, ClientError> {
-        let path = format!("/{}?consistent=true", T::SEGMENT);
+        let path = format!("/{}?consistent=true", T::KIND.collection());
         let listing: Listing<Entity<T>> = self.call(Method::GET, &path, NO_BODY, None).await?;
         Ok(listing.data)
     }
@@ -430,13 +399,13 @@ impl AdminClient {
 const NO_BODY: Option<&()> = None;
 
 fn item_path<T: AdminResource>(name: &str) -> String {
-    format!("/{}/{}", T::SEGMENT, encode_segment(name))
+    format!("/{}/{}", T::KIND.collection(), encode_segment(name))
 }
 
 fn keys_path(consumer: &str) -> String {
     format!(
         "/{}/{}/keys",
-        ConsumerSpec::SEGMENT,
+        Kind::Consumer.collection(),
         encode_segment(consumer)
     )
 }
@@ -497,8 +466,6 @@ mod tests {
             "/rate-limits/a%20b%2Fc"
         );
         assert_eq!(keys_path("app"), "/consumers/app/keys");
-        assert_eq!(collection(Kind::Key), None);
-        assert_eq!(collection(Kind::Route), Some("routes"));
 
         let decoded = api_error(
             StatusCode::BAD_REQUEST,

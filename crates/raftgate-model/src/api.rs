@@ -104,3 +104,12 @@ pub struct KeyInfo {
     /// Creation time, Unix milliseconds.
     pub created_at: u64,
 }
+
+/// `GET /health`: the node's admin API answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the node answers.
+    pub status: String,
+    /// The answering node.
+    pub node_id: NodeId,
+}

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::BenchError;
 use crate::failover::FailoverReport;
 use crate::system::System;
-use crate::writes::WritesReport;
+use crate::writes::{Via, WritesReport};
 
 /// One line of a results file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,15 +45,16 @@ pub fn read(paths: &[std::path::PathBuf]) -> Result<Vec<Record>, BenchError> {
     Ok(records)
 }
 
-/// The comparison table: writes per system and concurrency (runs averaged), failover times, and
+/// The comparison table: writes per system, concurrency and target members (runs averaged), failover times, and
 /// raftgate/etcd ratios against the targets.
 pub fn table(records: &[Record]) -> String {
-    let mut writes: BTreeMap<(usize, &'static str), Vec<&WritesReport>> = BTreeMap::new();
+    type Setting = (usize, Via);
+    let mut writes: BTreeMap<(Setting, &'static str), Vec<&WritesReport>> = BTreeMap::new();
     let mut failovers: BTreeMap<&'static str, Vec<&FailoverReport>> = BTreeMap::new();
     for record in records {
         match record {
             Record::Writes(w) => writes
-                .entry((w.concurrency, w.system.name()))
+                .entry(((w.concurrency, w.via), w.system.name()))
                 .or_default()
                 .push(w),
             Record::Failover(f) => failovers.entry(f.system.name()).or_default().push(f),
@@ -63,9 +64,10 @@ pub fn table(records: &[Record]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<9} {:>4} {:>4} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>10} {:>12}",
+        "{:<9} {:>4} {:<8} {:>4} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>10} {:>12}",
         "system",
         "conc",
+        "via",
         "runs",
         "writes/s",
         "p50 ms",
@@ -76,15 +78,16 @@ pub fn table(records: &[Record]) -> String {
         "cli us/op",
         "other cores"
     );
-    for ((concurrency, system), runs) in &writes {
+    for (((concurrency, via), system), runs) in &writes {
         let fmt_opt = |v: Option<f64>, decimals: usize| {
             v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
         };
         let _ = writeln!(
             out,
-            "{:<9} {:>4} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>10} {:>10} {:>12}",
+            "{:<9} {:>4} {:<8} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>10} {:>10} {:>12}",
             system,
             concurrency,
+            via.name(),
             runs.len(),
             mean(runs.iter().map(|r| r.ops_per_s)),
             median(runs.iter().map(|r| r.p50_ms)),
@@ -96,27 +99,28 @@ pub fn table(records: &[Record]) -> String {
             fmt_opt(mean_opt(runs.iter().map(|r| r.other_cpu_cores)), 2),
         );
     }
-    let concurrencies: Vec<usize> = {
-        let mut c: Vec<usize> = writes.keys().map(|(c, _)| *c).collect();
-        c.dedup();
-        c
+    let settings: Vec<Setting> = {
+        let mut s: Vec<Setting> = writes.keys().map(|(s, _)| *s).collect();
+        s.dedup();
+        s
     };
-    for concurrency in concurrencies {
+    for (concurrency, via) in settings {
         let rate = |system: System| {
             writes
-                .get(&(concurrency, system.name()))
+                .get(&((concurrency, via), system.name()))
                 .map(|runs| mean(runs.iter().map(|r| r.ops_per_s)))
         };
         if let (Some(raftgate), Some(etcd)) = (rate(System::Raftgate), rate(System::Etcd)) {
             let ratio = raftgate / etcd;
-            let target = if concurrency == 32 {
+            let target = if (concurrency, via) == (32, Via::All) {
                 verdict(ratio >= 1.0, "target >= 1.00")
             } else {
                 String::new()
             };
             let _ = writeln!(
                 out,
-                "ratio raftgate/etcd writes/s at concurrency {concurrency}: {ratio:.2}{target}"
+                "ratio raftgate/etcd writes/s, concurrency {concurrency} via {}: {ratio:.2}{target}",
+                via.name()
             );
         }
     }
@@ -202,9 +206,10 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 mod tests {
     use super::*;
 
-    fn writes_line(system: &str, concurrency: usize, ops_per_s: f64) -> String {
+    fn writes_line(system: &str, via: &str, concurrency: usize, ops_per_s: f64) -> String {
         format!(
-            r#"{{"mode":"writes","system":"{system}","concurrency":{concurrency},"duration_s":10.0,
+            r#"{{"mode":"writes","system":"{system}","via":"{via}","concurrency":{concurrency},
+            "duration_s":10.0,
             "value_size":100,"ops":1,"ops_per_s":{ops_per_s},"p50_ms":1.0,"p99_ms":2.0,
             "max_ms":3.0,"errors":0,"first_error":null,"server_cpu_us_per_op":null,
             "client_cpu_us_per_op":10.0,"other_cpu_cores":0.1}}"#
@@ -215,10 +220,10 @@ mod tests {
     #[test]
     fn table_shows_ratios_and_verdicts() {
         let lines = [
-            writes_line("raftgate", 32, 3000.0),
-            writes_line("etcd", 32, 2000.0),
-            writes_line("raftgate", 1, 500.0),
-            writes_line("etcd", 1, 1000.0),
+            writes_line("raftgate", "all", 32, 3000.0),
+            writes_line("etcd", "all", 32, 2000.0),
+            writes_line("raftgate", "leader", 1, 500.0),
+            writes_line("etcd", "leader", 1, 1000.0),
             r#"{"mode":"failover","system":"raftgate","killed_index":0,"killed_endpoint":"a","killed_pid":1,"unavailable_ms":400.0,"last_failed_attempt_ms":350.0,"timeout_ms":100,"failures":{},"writes_before_kill":5}"#.into(),
             r#"{"mode":"failover","system":"etcd","killed_index":0,"killed_endpoint":"a","killed_pid":1,"unavailable_ms":1600.0,"last_failed_attempt_ms":1500.0,"timeout_ms":100,"failures":{"timeout":3},"writes_before_kill":5}"#.into(),
         ];
@@ -227,9 +232,12 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let table = table(&records);
-        assert!(table.contains("at concurrency 1: 0.50\n"), "{table}");
         assert!(
-            table.contains("at concurrency 32: 1.50 (target >= 1.00: met)"),
+            table.contains("concurrency 1 via leader: 0.50\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("concurrency 32 via all: 1.50 (target >= 1.00: met)"),
             "{table}"
         );
         assert!(table.contains("1500..1600"), "{table}");

@@ -21,6 +21,10 @@ pub struct WritesArgs {
     /// Worker `w` uses endpoint `w mod len`.
     #[arg(long, value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
+    /// Which members receive the writes: all of them (worker `w` uses endpoint `w mod len`), only
+    /// the current leader, or only the followers (whose writes are forwarded to the leader).
+    #[arg(long, value_enum, default_value_t = Via::All)]
+    pub via: Via,
     /// Number of workers, each with its own connection and one request in flight.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -41,11 +45,38 @@ pub struct WritesArgs {
     pub pids: Vec<u32>,
 }
 
+/// Which members a `writes` run sends to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// Every endpoint, workers spread round-robin.
+    All,
+    /// The leader only: the commit path without forwarding.
+    Leader,
+    /// The followers only: every write is forwarded.
+    Follower,
+}
+
+impl Via {
+    /// The lower-case name used in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::All => "all",
+            Via::Leader => "leader",
+            Via::Follower => "follower",
+        }
+    }
+}
+
 /// The result line of a `writes` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WritesReport {
     /// System measured.
     pub system: System,
+    /// Members written to.
+    pub via: Via,
     /// Workers.
     pub concurrency: usize,
     /// Seconds measured.
@@ -92,12 +123,32 @@ pub async fn run(args: WritesArgs) -> Result<WritesReport, BenchError> {
     }
     let workload = Arc::new(Workload::new(args.system, args.value_size));
     let timeout = Duration::from_millis(args.timeout_ms);
+    let endpoints = match args.via {
+        Via::All => args.endpoints.clone(),
+        via => {
+            let leader = workload
+                .leader_index(&args.endpoints, Duration::from_secs(2))
+                .await?;
+            let chosen = args
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (*i == leader) == (via == Via::Leader))
+                .map(|(_, endpoint)| endpoint.clone());
+            chosen.collect()
+        }
+    };
+    if endpoints.is_empty() {
+        return Err(BenchError::Args(
+            "--via follower needs at least two endpoints".into(),
+        ));
+    }
     let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup.max(0.0));
     let end = measure_from + Duration::from_secs_f64(args.duration);
 
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
-            let endpoint = args.endpoints[worker % args.endpoints.len()].clone();
+            let endpoint = endpoints[worker % endpoints.len()].clone();
             let workload = Arc::clone(&workload);
             tokio::spawn(work(worker, endpoint, workload, timeout, measure_from, end))
         })
@@ -141,6 +192,7 @@ pub async fn run(args: WritesArgs) -> Result<WritesReport, BenchError> {
     });
     Ok(WritesReport {
         system: args.system,
+        via: args.via,
         concurrency: args.concurrency,
         duration_s: args.duration,
         value_size: args.value_size,

@@ -479,7 +479,7 @@ pub fn service(url: &str) -> ServiceSpec {
             url: url.to_owned(),
             weight: 1,
         }],
-        lb: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -491,5 +491,6 @@ pub fn route(service: &str, path: &str) -> RouteSpec {
         hosts: vec![],
         methods: vec![],
         strip_path: false,
+        ..Default::default()
     }
 }

@@ -120,10 +120,6 @@ mod tests {
             Some("colour")
         );
         assert_eq!(
-            field_of(r#"{"lb":"round_robin"}"#).as_deref(),
-            Some("targets")
-        );
-        assert_eq!(
             field_of(r#"{"targets":[{"url":"http://a:1","weight":-1}]}"#).as_deref(),
             Some("targets[0].weight")
         );

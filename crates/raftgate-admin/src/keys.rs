@@ -48,7 +48,7 @@ async fn create(
         .node
         .write(Command::Put {
             name: id.clone(),
-            spec: Spec::Key(stored),
+            spec: Box::new(Spec::Key(stored)),
             if_version: Some(0),
         })
         .await?;

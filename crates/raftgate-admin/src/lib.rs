@@ -10,6 +10,7 @@ mod auth;
 mod cluster;
 pub mod error;
 mod extract;
+mod instances;
 mod keys;
 pub mod openapi;
 mod resources;
@@ -20,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use raftgate_cluster::Node;
-use raftgate_model::{ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
+use raftgate_model::{CertificateSpec, ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
 
 pub use error::ApiError;
 
@@ -49,6 +50,8 @@ pub fn router(node: Node, token: Option<&str>) -> Router {
         .merge(resources::routes::<RouteSpec>())
         .merge(resources::routes::<ConsumerSpec>())
         .merge(resources::routes::<RateLimitSpec>())
+        .merge(resources::routes::<CertificateSpec>())
+        .merge(instances::routes())
         .merge(keys::routes())
         .merge(cluster::routes())
         .fallback(extract::not_found)

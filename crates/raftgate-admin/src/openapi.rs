@@ -11,7 +11,9 @@ use raftgate_model::api::{
 };
 use raftgate_model::state::Resource;
 use raftgate_model::{
-    ConsumerSpec, Entity, LbPolicy, RateLimitSpec, RateWindow, RouteSpec, ServiceSpec, Target,
+    ActiveCheck, CertificateInfo, CertificateSpec, ConsumerSpec, Entity, HashOn, HeaderOps,
+    HealthChecks, InstanceSpec, LbPolicy, PassiveCheck, RateLimitSpec, RateWindow, RouteSpec,
+    ServiceSpec, Target, Timeouts,
 };
 use utoipa::PartialSchema;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
@@ -83,7 +85,7 @@ fn op(tag: &str, summary: &str) -> OperationBuilder {
 fn resource_paths<R: Resource>(paths: &mut Paths) {
     let kind = R::KIND;
     let tag = kind.collection();
-    let entity = <Entity<R> as PartialSchema>::schema();
+    let entity = <Entity<R::View> as PartialSchema>::schema();
     let body = RequestBodyBuilder::new()
         .content("application/json", json(R::schema()))
         .required(Some(Required::True))
@@ -147,12 +149,77 @@ fn resource_paths<R: Resource>(paths: &mut Paths) {
     );
 }
 
+fn instance_paths(paths: &mut Paths) {
+    let service = || param("service", ParameterIn::Path, "service name");
+    let id = || {
+        param(
+            "id",
+            ParameterIn::Path,
+            "instance id, unique in the cluster",
+        )
+    };
+    let entity = <Entity<InstanceSpec> as PartialSchema>::schema();
+    paths.add_path_operation(
+        "/services/{service}/instances",
+        vec![HttpMethod::Get],
+        op("instances", "List the instances registered for a service")
+            .parameter(service())
+            .parameter(consistent())
+            .response("200", ok("The instances", list_of(entity.clone()))),
+    );
+    paths.add_path_operation(
+        "/services/{service}/instances/{id}",
+        vec![HttpMethod::Put],
+        op(
+            "instances",
+            "Register (or re-register) an instance with a TTL",
+        )
+        .parameter(service())
+        .parameter(id())
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .content("application/json", json(InstanceSpec::schema()))
+                .required(Some(Required::True))
+                .build(),
+        ))
+        .response("201", ok("Registered", entity.clone()))
+        .response("200", ok("Re-registered", entity.clone()))
+        .response("404", error("No such service")),
+    );
+    paths.add_path_operation(
+        "/services/{service}/instances/{id}",
+        vec![HttpMethod::Delete],
+        op("instances", "Deregister an instance")
+            .parameter(service())
+            .parameter(id())
+            .response(
+                "204",
+                ResponseBuilder::new().description("Deregistered").build(),
+            )
+            .response("404", error("No such instance")),
+    );
+    paths.add_path_operation(
+        "/services/{service}/instances/{id}/heartbeat",
+        vec![HttpMethod::Put],
+        op("instances", "Keep an instance alive for another TTL")
+            .parameter(service())
+            .parameter(id())
+            .response("200", ok("Alive", entity))
+            .response(
+                "404",
+                error("Not registered (it may have expired): register it again"),
+            ),
+    );
+}
+
 fn build() -> OpenApi {
     let mut paths = Paths::new();
     resource_paths::<ServiceSpec>(&mut paths);
     resource_paths::<RouteSpec>(&mut paths);
     resource_paths::<ConsumerSpec>(&mut paths);
     resource_paths::<RateLimitSpec>(&mut paths);
+    resource_paths::<CertificateSpec>(&mut paths);
+    instance_paths(&mut paths);
     let consumer = || param("name", ParameterIn::Path, "consumer name");
     paths.add_path_operation(
         "/consumers/{name}/keys",
@@ -240,6 +307,15 @@ fn build() -> OpenApi {
         .schema_from::<ServiceSpec>()
         .schema_from::<Target>()
         .schema_from::<LbPolicy>()
+        .schema_from::<HashOn>()
+        .schema_from::<Timeouts>()
+        .schema_from::<HealthChecks>()
+        .schema_from::<ActiveCheck>()
+        .schema_from::<PassiveCheck>()
+        .schema_from::<HeaderOps>()
+        .schema_from::<InstanceSpec>()
+        .schema_from::<CertificateSpec>()
+        .schema_from::<CertificateInfo>()
         .schema_from::<RouteSpec>()
         .schema_from::<ConsumerSpec>()
         .schema_from::<RateLimitSpec>()

@@ -45,14 +45,15 @@ pub async fn state_for(
 async fn list<R: Resource>(
     State(s): State<Shared>,
     q: Result<Query<ReadQuery>, QueryRejection>,
-) -> Result<axum::Json<List<Entity<R>>>, ApiError> {
+) -> Result<axum::Json<List<Entity<R::View>>>, ApiError> {
     let state = state_for(&s, q).await?;
     Ok(axum::Json(List {
-        data: R::table(&state).values().cloned().collect(),
+        data: R::table(&state).values().map(Entity::view).collect(),
     }))
 }
 
-fn not_found<R: Resource>(name: &str) -> ApiError {
+/// 404 for a missing resource of kind `R`.
+pub fn not_found<R: Resource>(name: &str) -> ApiError {
     ApiError::NotFound(format!("{} '{name}' does not exist", R::KIND))
 }
 
@@ -82,28 +83,46 @@ async fn put<R: Resource>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    validate::name("name", &name)?;
-    let if_version = if_match(&headers)?;
     let spec: R = json_body(body)?;
+    put_spec(&s, name, spec, if_match(&headers)?).await
+}
+
+/// Validates and writes `spec` under `name`; answers 201 or 200 with the stored entity.
+pub async fn put_spec<R: Resource>(
+    s: &Shared,
+    name: String,
+    spec: R,
+    if_version: Option<u64>,
+) -> Result<Response, ApiError> {
+    validate::name("name", &name)?;
     spec.validate()?;
     let outcome = s
         .node
         .write(Command::Put {
             name: name.clone(),
-            spec: spec.into_spec(),
+            spec: Box::new(spec.into_spec()),
             if_version,
         })
         .await?;
-    let state = s.node.state();
-    let entity = R::table(&state)
-        .get(&name)
-        .ok_or_else(|| not_found::<R>(&name))?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(with_etag(status, entity, entity.version))
+    stored::<R>(s, &name, status)
+}
+
+/// Answers with the locally stored entity `name` (which the write just applied).
+pub fn stored<R: Resource>(
+    s: &Shared,
+    name: &str,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let state = s.node.state();
+    let entity = R::table(&state)
+        .get(name)
+        .ok_or_else(|| not_found::<R>(name))?;
+    Ok(with_etag(status, entity.view(), entity.version))
 }
 
 async fn delete<R: Resource>(

@@ -12,7 +12,7 @@
 //! let client = AdminClient::new("127.0.0.1:7001", None)?;
 //! let spec = ServiceSpec {
 //!     targets: vec![Target { url: "http://127.0.0.1:9000".into(), weight: 1 }],
-//!     lb: Default::default(),
+//!     ..Default::default()
 //! };
 //! let stored = client.put("svc", &spec, None).await?;
 //! println!("svc is at version {}", stored.version);

@@ -156,6 +156,7 @@ impl Node {
         });
         tracing::info!(id = cfg.id, addr = %cfg.cluster_listen, "cluster server listening");
         node.bootstrap(&cfg.peers).await?;
+        tokio::spawn(reap_instances(Arc::downgrade(&node.inner)));
         Ok(node)
     }
 
@@ -552,6 +553,26 @@ impl Node {
         }
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// How often the leader looks for instances whose TTL lapsed.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// On the leader, proposes the removal of lapsed service instances; stops with the node.
+async fn reap_instances(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(REAP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let node = Node { inner };
+        let is_leader = node.inner.raft.metrics().borrow().current_leader == Some(node.inner.id);
+        if is_leader
+            && !node.state().expired_instances(now_ms()).is_empty()
+            && let Err(e) = node.write(Command::ExpireInstances).await
+        {
+            tracing::warn!(error = %e, "expiring lapsed service instances failed; will retry");
         }
     }
 }

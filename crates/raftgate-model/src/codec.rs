@@ -78,13 +78,13 @@ mod tests {
             at_ms: 1_700_000_000_000,
             command: Command::Put {
                 name: "svc".into(),
-                spec: Spec::Service(ServiceSpec {
+                spec: Box::new(Spec::Service(ServiceSpec {
                     targets: vec![Target {
                         url: "http://127.0.0.1:1".into(),
                         weight: 3,
                     }],
-                    lb: Default::default(),
-                }),
+                    ..Default::default()
+                })),
                 if_version: Some(4),
             },
         };

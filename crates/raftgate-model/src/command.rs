@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::resource::{ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey};
+use crate::resource::{
+    CertificateSpec, ConsumerSpec, InstanceSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey,
+};
 
 /// The kinds of replicated resources; the first path segment of their admin URLs.
 #[derive(
@@ -25,6 +27,10 @@ pub enum Kind {
     RateLimit,
     /// API keys of consumers.
     Key,
+    /// Self-registered service instances.
+    Instance,
+    /// TLS certificates.
+    Certificate,
 }
 
 impl Kind {
@@ -36,6 +42,8 @@ impl Kind {
             Kind::Consumer => "consumer",
             Kind::RateLimit => "rate_limit",
             Kind::Key => "key",
+            Kind::Instance => "instance",
+            Kind::Certificate => "certificate",
         }
     }
 }
@@ -49,6 +57,8 @@ impl Kind {
             Kind::Consumer => "consumers",
             Kind::RateLimit => "rate-limits",
             Kind::Key => "keys",
+            Kind::Instance => "instances",
+            Kind::Certificate => "certificates",
         }
     }
 }
@@ -72,6 +82,10 @@ pub enum Spec {
     RateLimit(RateLimitSpec),
     /// See [`StoredKey`].
     Key(StoredKey),
+    /// See [`InstanceSpec`].
+    Instance(InstanceSpec),
+    /// See [`CertificateSpec`].
+    Certificate(CertificateSpec),
 }
 
 impl Spec {
@@ -83,6 +97,8 @@ impl Spec {
             Spec::Consumer(_) => Kind::Consumer,
             Spec::RateLimit(_) => Kind::RateLimit,
             Spec::Key(_) => Kind::Key,
+            Spec::Instance(_) => Kind::Instance,
+            Spec::Certificate(_) => Kind::Certificate,
         }
     }
 }
@@ -95,8 +111,8 @@ pub enum Command {
     Put {
         /// Resource name.
         name: String,
-        /// New contents.
-        spec: Spec,
+        /// New contents (boxed: specs are much larger than the other commands).
+        spec: Box<Spec>,
         /// Compare-and-set guard.
         if_version: Option<u64>,
     },
@@ -109,6 +125,14 @@ pub enum Command {
         /// Compare-and-set guard.
         if_version: Option<u64>,
     },
+    /// A registered instance is alive: moves its `updated_at` to the proposal's time.
+    Heartbeat {
+        /// Instance id.
+        instance: String,
+    },
+    /// Removes every instance whose last heartbeat is older than its TTL at the proposal's
+    /// time. Proposed by the leader, so expiry is decided once for the whole cluster.
+    ExpireInstances,
 }
 
 /// What the Raft log stores: a command plus the data that keeps its application deterministic.

@@ -15,8 +15,9 @@ pub mod validate;
 
 pub use command::{Command, Kind, Outcome, Proposal, Rejection, Spec};
 pub use resource::{
-    ConsumerSpec, Entity, LbPolicy, RateLimitSpec, RateWindow, RouteSpec, ServiceSpec, StoredKey,
-    Target,
+    ActiveCheck, CertificateInfo, CertificateSpec, ConsumerSpec, Entity, HashOn, HeaderOps,
+    HealthChecks, InstanceSpec, LbPolicy, PassiveCheck, RateLimitSpec, RateWindow, RouteSpec,
+    ServiceSpec, StoredKey, Target, Timeouts,
 };
 pub use state::State;
 pub use validate::ValidationError;

@@ -3,6 +3,8 @@
 //! Each spec is exactly the JSON body of a `PUT /{kind}/{name}`; unknown fields are refused so
 //! that a typo is an error rather than a silently ignored setting.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -40,40 +42,273 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
-    /// Weighted round-robin.
+    /// Smooth weighted round-robin.
     #[default]
     RoundRobin,
+    /// The target with the fewest requests in flight (weighted), as seen by this node.
+    LeastConnections,
+    /// Consistent hashing on `hash_on`, so the same client keeps the same target while the
+    /// target set is unchanged.
+    ConsistentHash,
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// The value of this request header (requests without it are balanced round-robin).
+    Header(String),
+    /// The value of this cookie.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting to a target.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    /// Waiting for the response head after the request was sent.
+    #[serde(default = "default_read_ms")]
+    pub read_ms: u64,
+    /// Whole exchange, body included; 0 means no limit.
+    #[serde(default)]
+    pub total_ms: u64,
+}
+
+fn default_connect_ms() -> u64 {
+    5_000
+}
+
+fn default_read_ms() -> u64 {
+    60_000
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_ms: default_connect_ms(),
+            read_ms: default_read_ms(),
+            total_ms: 0,
+        }
+    }
+}
+
+/// Active health checking: each node probes each target on its own schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveCheck {
+    /// Path probed with `GET`.
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    /// Time between probes.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Probe timeout.
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive successes (2xx/3xx) that make an unhealthy target healthy again.
+    #[serde(default = "default_healthy")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy target unhealthy.
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_check_path() -> String {
+    "/".into()
+}
+fn default_interval_ms() -> u64 {
+    5_000
+}
+fn default_check_timeout_ms() -> u64 {
+    1_000
+}
+fn default_healthy() -> u32 {
+    2
+}
+fn default_unhealthy() -> u32 {
+    3
+}
+
+/// Passive health checking: real traffic that fails ejects a target for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveCheck {
+    /// Consecutive failures (connect errors, timeouts, 5xx) that eject a target.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// How long an ejected target stays out of rotation.
+    #[serde(default = "default_ejection_ms")]
+    pub ejection_ms: u64,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_ejection_ms() -> u64 {
+    30_000
+}
+
+/// Health checking of a service's targets; both kinds are off unless configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthChecks {
+    /// Probes sent by every node.
+    #[serde(default)]
+    pub active: Option<ActiveCheck>,
+    /// Ejection on failing traffic.
+    #[serde(default)]
+    pub passive: Option<PassiveCheck>,
 }
 
 /// An upstream service: where matched requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
-    /// Upstream servers; at least one.
+    /// Upstream servers. May be empty when instances register themselves (service discovery).
+    /// A target host that is a DNS name is re-resolved every `dns_refresh_ms`.
+    #[serde(default)]
     pub targets: Vec<Target>,
     /// Balancing policy.
     #[serde(default)]
     pub lb: LbPolicy,
+    /// What `consistent_hash` hashes; required with it.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// How many times an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE) that failed to
+    /// connect, timed out or got a 502/503/504 is retried on another target.
+    #[serde(default)]
+    pub retries: u32,
+    /// Health checks.
+    #[serde(default)]
+    pub health_checks: HealthChecks,
+    /// How often DNS names among the targets are resolved again.
+    #[serde(default = "default_dns_refresh_ms")]
+    pub dns_refresh_ms: u64,
+}
+
+fn default_dns_refresh_ms() -> u64 {
+    10_000
+}
+
+/// The same defaults as an empty JSON object gets.
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            lb: LbPolicy::default(),
+            hash_on: None,
+            timeouts: Timeouts::default(),
+            retries: 0,
+            health_checks: HealthChecks::default(),
+            dns_refresh_ms: default_dns_refresh_ms(),
+        }
+    }
+}
+
+/// Header changes applied by a route, in this order: remove, then set (replacing), then add.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    /// Headers to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Headers to set, replacing any value.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Headers to add, keeping existing values.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
 }
 
 /// A route: which requests go to which service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// Name of the service that serves this route; it must exist.
     pub service: String,
-    /// Path prefixes (each starting with `/`); empty matches every path.
+    /// Paths: `/api` is a prefix (matched at a segment boundary), `=/api/v1` an exact path,
+    /// `~^/users/[0-9]+$` a regular expression. Empty matches every path.
     #[serde(default)]
     pub paths: Vec<String>,
-    /// Host names matched against the `Host` header (port ignored); empty matches every host.
+    /// Host names matched against the `Host` header (port ignored); `*.example.com` matches any
+    /// subdomain. Empty matches every host.
     #[serde(default)]
     pub hosts: Vec<String>,
     /// HTTP methods, upper case; empty matches every method.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Request headers that must be present, each with one of the listed values (any value when
+    /// the list is empty). Names are case-insensitive.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Breaks ties between equally specific routes: higher first.
+    #[serde(default)]
+    pub priority: i32,
     /// Remove the matched path prefix before forwarding upstream.
     #[serde(default)]
     pub strip_path: bool,
+    /// Rewrites the path: for a prefix path, the matched prefix is replaced by this; for a regex
+    /// path, this is the replacement (`$1` for the first capture group).
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    /// Changes to the request headers sent upstream.
+    #[serde(default)]
+    pub request_headers: HeaderOps,
+    /// Changes to the response headers sent to the client.
+    #[serde(default)]
+    pub response_headers: HeaderOps,
+}
+
+/// A service instance that registered itself (service discovery). It stays in the service's
+/// targets while it sends heartbeats more often than every `ttl_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// The service this instance serves; it must exist.
+    #[serde(default)]
+    pub service: String,
+    /// Base URL of the instance.
+    pub url: String,
+    /// Relative share of traffic.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Removed cluster-wide when no heartbeat came for this long.
+    #[serde(default = "default_ttl_ms")]
+    pub ttl_ms: u64,
+}
+
+fn default_ttl_ms() -> u64 {
+    30_000
+}
+
+/// A TLS certificate and its private key, served for the listed SNI names. The key is never
+/// returned by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Server names this certificate is served for; `*.example.com` wildcards allowed.
+    pub snis: Vec<String>,
+}
+
+/// A certificate as the admin API shows it: without its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CertificateInfo {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// Server names.
+    pub snis: Vec<String>,
 }
 
 /// A consumer: an application or user of the APIs, the owner of credentials.
@@ -123,4 +358,19 @@ pub struct StoredKey {
     pub prefix: String,
     /// Hex SHA-256 of the whole key.
     pub hash: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_defaults_equal_json_defaults() {
+        let from_json: ServiceSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(from_json, ServiceSpec::default());
+        let from_json: RouteSpec = serde_json::from_str(r#"{"service":""}"#).unwrap();
+        assert_eq!(from_json, RouteSpec::default());
+        let from_json: Timeouts = serde_json::from_str("{}").unwrap();
+        assert_eq!(from_json, Timeouts::default());
+    }
 }

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::command::{Kind, Spec};
-use crate::resource::{ConsumerSpec, Entity, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey};
+use crate::resource::{
+    CertificateInfo, CertificateSpec, ConsumerSpec, Entity, InstanceSpec, RateLimitSpec, RouteSpec,
+    ServiceSpec, StoredKey,
+};
 use crate::validate::{self, ValidationError};
 
 /// Resources of one kind, by name.
@@ -31,6 +34,10 @@ pub struct State {
     pub rate_limits: Table<RateLimitSpec>,
     /// API keys, by key id.
     pub keys: Table<StoredKey>,
+    /// Self-registered service instances, by instance id.
+    pub instances: Table<InstanceSpec>,
+    /// TLS certificates.
+    pub certificates: Table<CertificateSpec>,
     /// Index of the last log entry applied to this state.
     pub applied_index: u64,
 }
@@ -47,6 +54,8 @@ impl State {
             Kind::Consumer => v(&self.consumers, name),
             Kind::RateLimit => v(&self.rate_limits, name),
             Kind::Key => v(&self.keys, name),
+            Kind::Instance => v(&self.instances, name),
+            Kind::Certificate => v(&self.certificates, name),
         }
     }
 
@@ -56,6 +65,25 @@ impl State {
             .values()
             .filter(|r| r.spec.service == service)
             .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// Instances registered for `service`.
+    pub fn instances_of_service(
+        &self,
+        service: &str,
+    ) -> impl Iterator<Item = &Entity<InstanceSpec>> {
+        self.instances
+            .values()
+            .filter(move |i| i.spec.service == service)
+    }
+
+    /// Instances whose last heartbeat is older than their TTL at `now_ms`.
+    pub fn expired_instances(&self, now_ms: u64) -> Vec<String> {
+        self.instances
+            .values()
+            .filter(|i| i.updated_at.saturating_add(i.spec.ttl_ms) < now_ms)
+            .map(|i| i.name.clone())
             .collect()
     }
 
@@ -83,6 +111,23 @@ pub trait Resource:
     fn into_spec(self) -> Spec;
     /// Checks the spec on its own (references to other resources are checked on apply).
     fn validate(&self) -> Result<(), ValidationError>;
+    /// What the admin API shows of a spec (secrets removed).
+    type View: Serialize + ToSchema + Send + 'static;
+    /// The admin API's view of this spec.
+    fn view(&self) -> Self::View;
+}
+
+impl<T: Resource> Entity<T> {
+    /// The entity as the admin API shows it.
+    pub fn view(&self) -> Entity<T::View> {
+        Entity {
+            name: self.name.clone(),
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            spec: self.spec.view(),
+        }
+    }
 }
 
 macro_rules! resource {
@@ -101,6 +146,10 @@ macro_rules! resource {
             fn validate(&self) -> Result<(), ValidationError> {
                 $validate(self)
             }
+            type View = Self;
+            fn view(&self) -> Self {
+                self.clone()
+            }
         }
     };
 }
@@ -110,3 +159,27 @@ resource!(RouteSpec, Route, routes, validate::route);
 resource!(ConsumerSpec, Consumer, consumers, validate::consumer);
 resource!(RateLimitSpec, RateLimit, rate_limits, validate::rate_limit);
 resource!(StoredKey, Key, keys, validate::key);
+resource!(InstanceSpec, Instance, instances, validate::instance);
+
+impl Resource for CertificateSpec {
+    const KIND: Kind = Kind::Certificate;
+    fn table(state: &State) -> &Table<Self> {
+        &state.certificates
+    }
+    fn table_mut(state: &mut State) -> &mut Table<Self> {
+        &mut state.certificates
+    }
+    fn into_spec(self) -> Spec {
+        Spec::Certificate(self)
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        validate::certificate(self)
+    }
+    type View = CertificateInfo;
+    fn view(&self) -> CertificateInfo {
+        CertificateInfo {
+            cert: self.cert.clone(),
+            snis: self.snis.clone(),
+        }
+    }
+}

@@ -1,7 +1,13 @@
 //! Validation of user input, done before a command is proposed so that the log only carries
 //! well-formed specs. Each error names the JSON field at fault.
 
-use crate::resource::{ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::resource::{
+    CertificateSpec, ConsumerSpec, HashOn, InstanceSpec, LbPolicy, RateLimitSpec, RouteSpec,
+    ServiceSpec, StoredKey,
+};
 
 /// A spec field that is not acceptable, with what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,42 +69,132 @@ fn target_url(field: &str, url: &str) -> Result<(), ValidationError> {
 
 /// See [`ServiceSpec`].
 pub fn service(spec: &ServiceSpec) -> Result<(), ValidationError> {
-    if spec.targets.is_empty() {
-        return Err(err("targets", "must list at least one target"));
-    }
     for (i, t) in spec.targets.iter().enumerate() {
         target_url(&format!("targets[{i}].url"), &t.url)?;
     }
-    if spec.targets.iter().all(|t| t.weight == 0) {
+    if !spec.targets.is_empty() && spec.targets.iter().all(|t| t.weight == 0) {
         return Err(err("targets", "at least one target needs a weight above 0"));
+    }
+    match (&spec.lb, &spec.hash_on) {
+        (LbPolicy::ConsistentHash, None) => {
+            return Err(err(
+                "hash_on",
+                "consistent_hash needs hash_on: {\"header\": name}, {\"cookie\": name} or \"client_ip\"",
+            ));
+        }
+        (_, Some(HashOn::Header(h))) if !is_header_name(h) => {
+            return Err(err("hash_on.header", "must be a valid header name"));
+        }
+        (_, Some(HashOn::Cookie(c))) if c.is_empty() => {
+            return Err(err("hash_on.cookie", "must name a cookie"));
+        }
+        _ => {}
+    }
+    if spec.timeouts.connect_ms == 0 || spec.timeouts.read_ms == 0 {
+        return Err(err("timeouts", "connect_ms and read_ms must be above 0"));
+    }
+    if spec.retries > 10 {
+        return Err(err("retries", "must be at most 10"));
+    }
+    if let Some(a) = &spec.health_checks.active {
+        if !a.path.starts_with('/') {
+            return Err(err("health_checks.active.path", "must start with /"));
+        }
+        if a.interval_ms < 100 || a.timeout_ms == 0 {
+            return Err(err(
+                "health_checks.active",
+                "interval_ms must be at least 100 and timeout_ms above 0",
+            ));
+        }
+        if a.healthy_threshold == 0 || a.unhealthy_threshold == 0 {
+            return Err(err("health_checks.active", "thresholds must be at least 1"));
+        }
+    }
+    if let Some(p) = &spec.health_checks.passive
+        && (p.consecutive_failures == 0 || p.ejection_ms == 0)
+    {
+        return Err(err(
+            "health_checks.passive",
+            "consecutive_failures and ejection_ms must be above 0",
+        ));
+    }
+    if spec.dns_refresh_ms < 100 {
+        return Err(err("dns_refresh_ms", "must be at least 100"));
     }
     Ok(())
 }
 
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
-];
-
-/// See [`RouteSpec`].
-pub fn route(spec: &RouteSpec) -> Result<(), ValidationError> {
-    name("service", &spec.service)?;
-    for (i, p) in spec.paths.iter().enumerate() {
-        if !p.starts_with('/') {
-            return Err(err(format!("paths[{i}]"), "must start with /"));
-        }
-    }
-    for (i, h) in spec.hosts.iter().enumerate() {
+/// Host names, `*.` wildcards allowed.
+fn hosts(field: &str, hosts: &[String]) -> Result<(), ValidationError> {
+    for (i, h) in hosts.iter().enumerate() {
         let ok = !h.is_empty()
             && h.len() <= 253
             && h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'*'));
         if !ok {
             return Err(err(
-                format!("hosts[{i}]"),
+                format!("{field}[{i}]"),
                 "must be a host name such as api.example.com",
             ));
         }
     }
+    Ok(())
+}
+
+/// HTTP header names: RFC 9110 tokens.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// How a route path entry matches, as written in [`RouteSpec::paths`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch<'a> {
+    /// `/api`: prefix at a segment boundary.
+    Prefix(&'a str),
+    /// `=/api/v1`: the whole path.
+    Exact(&'a str),
+    /// `~^/users/[0-9]+$`: a regular expression.
+    Regex(&'a str),
+}
+
+/// Splits a route path entry into its kind; the single place that knows the `=`/`~` syntax.
+pub fn path_match(path: &str) -> PathMatch<'_> {
+    if let Some(exact) = path.strip_prefix('=') {
+        PathMatch::Exact(exact)
+    } else if let Some(re) = path.strip_prefix('~') {
+        PathMatch::Regex(re)
+    } else {
+        PathMatch::Prefix(path)
+    }
+}
+
+/// See [`RouteSpec`].
+pub fn route(spec: &RouteSpec) -> Result<(), ValidationError> {
+    name("service", &spec.service)?;
+    for (i, p) in spec.paths.iter().enumerate() {
+        let field = format!("paths[{i}]");
+        match path_match(p) {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) if !p.starts_with('/') => {
+                return Err(err(
+                    field,
+                    "must start with / (or =/ for an exact path, ~ for a regex)",
+                ));
+            }
+            PathMatch::Regex(re) => {
+                regex::Regex::new(re)
+                    .map_err(|e| err(field, format!("invalid regular expression: {e}")))?;
+            }
+            _ => {}
+        }
+    }
+    hosts("hosts", &spec.hosts)?;
     for (i, m) in spec.methods.iter().enumerate() {
         if !METHODS.contains(&m.as_str()) {
             return Err(err(
@@ -107,6 +203,75 @@ pub fn route(spec: &RouteSpec) -> Result<(), ValidationError> {
             ));
         }
     }
+    for name in spec.headers.keys() {
+        if !is_header_name(name) {
+            return Err(err(
+                format!("headers.{name}"),
+                "must be a valid header name",
+            ));
+        }
+    }
+    for (field, ops) in [
+        ("request_headers", &spec.request_headers),
+        ("response_headers", &spec.response_headers),
+    ] {
+        let names = ops
+            .remove
+            .iter()
+            .chain(ops.set.keys())
+            .chain(ops.add.keys());
+        for name in names {
+            if !is_header_name(name) {
+                return Err(err(
+                    format!("{field}.{name}"),
+                    "must be a valid header name",
+                ));
+            }
+        }
+        for (name, value) in ops.set.iter().chain(ops.add.iter()) {
+            if value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+                return Err(err(
+                    format!("{field}.{name}"),
+                    "value must not contain control characters",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// See [`InstanceSpec`].
+pub fn instance(spec: &InstanceSpec) -> Result<(), ValidationError> {
+    target_url("url", &spec.url)?;
+    if spec.ttl_ms < 1_000 {
+        return Err(err("ttl_ms", "must be at least 1000"));
+    }
+    Ok(())
+}
+
+/// See [`CertificateSpec`]: the PEM blocks must parse (whether the key fits the certificate is
+/// checked when the proxy loads it).
+pub fn certificate(spec: &CertificateSpec) -> Result<(), ValidationError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(spec.cert.as_bytes()).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => {}
+        _ => {
+            return Err(err(
+                "cert",
+                "must be one or more PEM certificates (-----BEGIN CERTIFICATE-----)",
+            ));
+        }
+    }
+    if PrivateKeyDer::from_pem_slice(spec.key.as_bytes()).is_err() {
+        return Err(err(
+            "key",
+            "must be a PEM private key (PKCS#8, PKCS#1 or SEC1)",
+        ));
+    }
+    if spec.snis.is_empty() {
+        return Err(err("snis", "must list at least one server name"));
+    }
+    hosts("snis", &spec.snis)?;
     Ok(())
 }
 
@@ -148,7 +313,7 @@ mod tests {
                 url: url.into(),
                 weight: 1,
             }],
-            lb: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -181,6 +346,7 @@ mod tests {
             hosts: vec!["*.example.com".into()],
             methods: vec!["GET".into()],
             strip_path: false,
+            ..Default::default()
         };
         assert!(route(&r).is_ok());
         r.methods = vec!["get".into()];

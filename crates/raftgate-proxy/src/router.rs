@@ -420,9 +420,10 @@ fn lowercase(host: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn compile_service(entity: &Entity<ServiceSpec>) -> Service {
-    // The only policy today; a new one must be handled here.
+    // Least-connections and consistent hashing are being added in the upstream module; until
+    // then every service is balanced round-robin.
     match entity.spec.lb {
-        LbPolicy::RoundRobin => {}
+        LbPolicy::RoundRobin | LbPolicy::LeastConnections | LbPolicy::ConsistentHash => {}
     }
     let mut targets = Vec::new();
     let mut weights = Vec::new();
@@ -512,6 +513,7 @@ mod tests {
                 hosts: v(hosts),
                 methods: v(methods),
                 strip_path: false,
+                ..Default::default()
             },
         )
     }
@@ -529,7 +531,7 @@ mod tests {
             "svc",
             ServiceSpec {
                 targets,
-                lb: Default::default(),
+                ..Default::default()
             },
         );
         State {

@@ -129,7 +129,7 @@ fn service(name: &str, targets: &[(String, u32)]) -> Entity<ServiceSpec> {
                     weight: *weight,
                 })
                 .collect(),
-            lb: Default::default(),
+            ..Default::default()
         },
     )
 }
@@ -154,6 +154,7 @@ impl R<'_> {
                 hosts: v(self.hosts),
                 methods: v(self.methods),
                 strip_path: self.strip_path,
+                ..Default::default()
             },
         )
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use raftgate_model::command::Applied;
 use raftgate_model::state::Resource;
 use raftgate_model::{
-    Command, ConsumerSpec, Entity, Kind, Outcome, Proposal, RateLimitSpec, Rejection, RouteSpec,
-    ServiceSpec, Spec, State, StoredKey,
+    CertificateSpec, Command, ConsumerSpec, Entity, InstanceSpec, Kind, Outcome, Proposal,
+    RateLimitSpec, Rejection, RouteSpec, ServiceSpec, Spec, State, StoredKey,
 };
 
 /// Resources changed by a batch of commands, to be written to disk.
@@ -25,7 +25,7 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
             if_version,
         } => {
             check_version(state, spec.kind(), name, *if_version)?;
-            match spec {
+            match &**spec {
                 Spec::Service(s) => put(state, name, s.clone(), index, at, dirty),
                 Spec::Route(r) => {
                     if !state.services.contains_key(&r.service) {
@@ -49,6 +49,17 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                     }
                     put(state, name, k.clone(), index, at, dirty)
                 }
+                Spec::Instance(i) => {
+                    if !state.services.contains_key(&i.service) {
+                        return Err(Rejection::MissingReference {
+                            field: "service".into(),
+                            kind: Kind::Service,
+                            name: i.service.clone(),
+                        });
+                    }
+                    put(state, name, i.clone(), index, at, dirty)
+                }
+                Spec::Certificate(c) => put(state, name, c.clone(), index, at, dirty),
             }
         }
         Command::Delete {
@@ -74,6 +85,14 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                             by,
                         });
                     }
+                    // Instances registered for the service go with it.
+                    let instances: Vec<String> = state
+                        .instances_of_service(name)
+                        .map(|i| i.name.clone())
+                        .collect();
+                    for instance in instances {
+                        remove::<InstanceSpec>(state, &instance, dirty);
+                    }
                     remove::<ServiceSpec>(state, name, dirty);
                 }
                 Kind::Route => remove::<RouteSpec>(state, name, dirty),
@@ -86,6 +105,8 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                 }
                 Kind::RateLimit => remove::<RateLimitSpec>(state, name, dirty),
                 Kind::Key => remove::<StoredKey>(state, name, dirty),
+                Kind::Instance => remove::<InstanceSpec>(state, name, dirty),
+                Kind::Certificate => remove::<CertificateSpec>(state, name, dirty),
             }
             Ok(Outcome {
                 index,
@@ -93,7 +114,38 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                 created: false,
             })
         }
+        Command::Heartbeat { instance } => heartbeat(state, index, at, instance, dirty),
+        Command::ExpireInstances => expire(state, index, at, dirty),
     }
+}
+
+/// A heartbeat keeps a registered instance alive.
+fn heartbeat(state: &mut State, index: u64, at: u64, instance: &str, dirty: &mut Dirty) -> Applied {
+    let table = Arc::make_mut(&mut state.instances);
+    let entry = table.get_mut(instance).ok_or_else(|| Rejection::NotFound {
+        kind: Kind::Instance,
+        name: instance.to_string(),
+    })?;
+    entry.updated_at = at;
+    entry.version = index;
+    dirty.push((Kind::Instance, instance.to_string()));
+    Ok(Outcome {
+        index,
+        version: Some(index),
+        created: false,
+    })
+}
+
+/// Removes the instances whose TTL lapsed by `at`.
+fn expire(state: &mut State, index: u64, at: u64, dirty: &mut Dirty) -> Applied {
+    for instance in state.expired_instances(at) {
+        remove::<InstanceSpec>(state, &instance, dirty);
+    }
+    Ok(Outcome {
+        index,
+        version: None,
+        created: false,
+    })
 }
 
 fn check_version(
@@ -168,7 +220,7 @@ mod tests {
     fn put_cmd(name: &str, spec: Spec, if_version: Option<u64>) -> Proposal {
         proposal(Command::Put {
             name: name.into(),
-            spec,
+            spec: Box::new(spec),
             if_version,
         })
     }
@@ -179,7 +231,7 @@ mod tests {
                 url: "http://127.0.0.1:1".into(),
                 weight: 1,
             }],
-            lb: Default::default(),
+            ..Default::default()
         })
     }
 
@@ -190,6 +242,7 @@ mod tests {
             hosts: vec![],
             methods: vec![],
             strip_path: false,
+            ..Default::default()
         })
     }
 

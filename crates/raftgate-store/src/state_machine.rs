@@ -19,7 +19,8 @@ use raftgate_model::codec;
 use raftgate_model::command::Applied;
 use raftgate_model::state::{Resource, Table};
 use raftgate_model::{
-    ConsumerSpec, Kind, Outcome, RateLimitSpec, RouteSpec, ServiceSpec, State, StoredKey,
+    CertificateSpec, ConsumerSpec, InstanceSpec, Kind, Outcome, RateLimitSpec, RouteSpec,
+    ServiceSpec, State, StoredKey,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -47,6 +48,8 @@ fn kind_tag(kind: Kind) -> u8 {
         Kind::Consumer => 3,
         Kind::RateLimit => 4,
         Kind::Key => 5,
+        Kind::Instance => 6,
+        Kind::Certificate => 7,
     }
 }
 
@@ -146,6 +149,8 @@ impl StateMachineStore {
                 consumers: load_table::<ConsumerSpec>(&tree, &db)?,
                 rate_limits: load_table::<RateLimitSpec>(&tree, &db)?,
                 keys: load_table::<StoredKey>(&tree, &db)?,
+                instances: load_table::<InstanceSpec>(&tree, &db)?,
+                certificates: load_table::<CertificateSpec>(&tree, &db)?,
                 applied_index: 0,
             },
             ..Machine::default()
@@ -238,6 +243,8 @@ impl StateMachineStore {
         put_all::<ConsumerSpec>(&mut batch, &machine.state)?;
         put_all::<RateLimitSpec>(&mut batch, &machine.state)?;
         put_all::<StoredKey>(&mut batch, &machine.state)?;
+        put_all::<InstanceSpec>(&mut batch, &machine.state)?;
+        put_all::<CertificateSpec>(&mut batch, &machine.state)?;
         for (id, entry) in &machine.recent.by_id {
             batch.insert(
                 &request_key(*id),
@@ -393,6 +400,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Kind::Consumer => m.state.consumers.get(name).map(codec::encode),
                 Kind::RateLimit => m.state.rate_limits.get(name).map(codec::encode),
                 Kind::Key => m.state.keys.get(name).map(codec::encode),
+                Kind::Instance => m.state.instances.get(name).map(codec::encode),
+                Kind::Certificate => m.state.certificates.get(name).map(codec::encode),
             };
             match bytes {
                 Some(b) => batch.insert(key, b.map_err(|e| sm_err(&e))?),

@@ -15,7 +15,7 @@ fn put_consumer(index: u64, name: &str) -> Entry<TypeConfig> {
             at_ms: 1000 + index,
             command: Command::Put {
                 name: name.into(),
-                spec: Spec::Consumer(ConsumerSpec::default()),
+                spec: Box::new(Spec::Consumer(ConsumerSpec::default())),
                 if_version: None,
             },
         }),

@@ -153,7 +153,7 @@ async fn configure(
             url: format!("http://{upstream}"),
             weight: 1,
         }],
-        lb: Default::default(),
+        ..Default::default()
     };
     client.put("example", &service, None).await?;
     let route = RouteSpec {
@@ -162,6 +162,7 @@ async fn configure(
         hosts: vec![],
         methods: vec![],
         strip_path: false,
+        ..Default::default()
     };
     client.put("example", &route, None).await?;
 

@@ -1,0 +1,111 @@
+//! Service discovery: instances register under a service with a TTL and keep themselves alive
+//! with heartbeats, as with Consul's TTL checks. The leader removes lapsed instances for the
+//! whole cluster (see `raftgate_cluster::Node`), so every node drops them at the same log index.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, put};
+use raftgate_model::{Command, Entity, InstanceSpec, Kind};
+
+use crate::extract::{ReadQuery, if_match, json_body};
+use crate::resources::{List, not_found, put_spec, state_for, stored};
+use crate::{ApiError, Shared};
+
+/// The instance routes under `/services/{service}/instances`.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/services/{service}/instances", get(list))
+        .route(
+            "/services/{service}/instances/{id}",
+            put(register).delete(deregister),
+        )
+        .route(
+            "/services/{service}/instances/{id}/heartbeat",
+            put(heartbeat),
+        )
+}
+
+fn no_service(service: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "service '{service}' does not exist; create it first"
+    ))
+}
+
+/// Checks that instance `id` is registered under `service` on this node.
+fn owned(s: &Shared, service: &str, id: &str) -> Result<(), ApiError> {
+    let state = s.node.state();
+    match state.instances.get(id) {
+        Some(i) if i.spec.service == service => Ok(()),
+        _ => Err(not_found::<InstanceSpec>(id)),
+    }
+}
+
+async fn list(
+    State(s): State<Shared>,
+    Path(service): Path<String>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<axum::Json<List<Entity<InstanceSpec>>>, ApiError> {
+    let state = state_for(&s, q).await?;
+    if !state.services.contains_key(&service) {
+        return Err(no_service(&service));
+    }
+    Ok(axum::Json(List {
+        data: state.instances_of_service(&service).cloned().collect(),
+    }))
+}
+
+async fn register(
+    State(s): State<Shared>,
+    Path((service, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut spec: InstanceSpec = json_body(body)?;
+    if !spec.service.is_empty() && spec.service != service {
+        return Err(ApiError::BadRequest {
+            field: Some("service".into()),
+            message: format!(
+                "the body names service '{}' but the URL '{service}'; leave it out",
+                spec.service
+            ),
+        });
+    }
+    if !s.node.state().services.contains_key(&service) {
+        return Err(no_service(&service));
+    }
+    spec.service = service;
+    put_spec(&s, id, spec, if_match(&headers)?).await
+}
+
+async fn heartbeat(
+    State(s): State<Shared>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    owned(&s, &service, &id)?;
+    s.node
+        .write(Command::Heartbeat {
+            instance: id.clone(),
+        })
+        .await?;
+    stored::<InstanceSpec>(&s, &id, StatusCode::OK)
+}
+
+async fn deregister(
+    State(s): State<Shared>,
+    Path((service, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    owned(&s, &service, &id)?;
+    s.node
+        .write(Command::Delete {
+            kind: Kind::Instance,
+            name: id,
+            if_version: if_match(&headers)?,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

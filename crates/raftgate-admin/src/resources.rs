@@ -57,9 +57,10 @@ pub fn not_found<R: Resource>(name: &str) -> ApiError {
     ApiError::NotFound(format!("{} '{name}' does not exist", R::KIND))
 }
 
-fn with_etag(status: StatusCode, entity: impl Serialize, version: u64) -> Response {
-    let mut response = (status, axum::Json(entity)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+/// Answers with the admin view of `entity` (never its secrets) and its version as ETag.
+fn with_etag<R: Resource>(status: StatusCode, entity: &Entity<R>) -> Response {
+    let mut response = (status, axum::Json(entity.view())).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", entity.version)) {
         response.headers_mut().insert(header::ETAG, v);
     }
     response
@@ -74,7 +75,7 @@ async fn read<R: Resource>(
     let entity = R::table(&state)
         .get(&name)
         .ok_or_else(|| not_found::<R>(&name))?;
-    Ok(with_etag(StatusCode::OK, entity, entity.version))
+    Ok(with_etag(StatusCode::OK, entity))
 }
 
 async fn put<R: Resource>(
@@ -122,7 +123,7 @@ pub fn stored<R: Resource>(
     let entity = R::table(&state)
         .get(name)
         .ok_or_else(|| not_found::<R>(name))?;
-    Ok(with_etag(status, entity.view(), entity.version))
+    Ok(with_etag(status, entity))
 }
 
 async fn delete<R: Resource>(

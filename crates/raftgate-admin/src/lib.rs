@@ -6,6 +6,8 @@
 //! OpenAPI document served at `/openapi.json`, generated from these handlers' types
 //! ([`openapi`]).
 
+#![warn(missing_docs)]
+
 mod auth;
 mod cluster;
 pub mod error;

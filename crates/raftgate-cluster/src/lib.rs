@@ -9,6 +9,8 @@
 //!
 //! The Raft log and state machine live in `raftgate-store`; the commands in `raftgate-model`.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod forward;
 pub mod network;

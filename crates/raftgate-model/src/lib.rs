@@ -6,6 +6,8 @@
 //! [`codec`] that turns them into bytes. The crate has no I/O so that the admin API, the
 //! proxy, the CLI and the tests can share the exact same types.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod codec;
 pub mod command;

@@ -7,6 +7,7 @@
 //!   state to the proxy and the admin API.
 //! - [`types`]: the openraft type configuration shared by the cluster crate.
 
+#![warn(missing_docs)]
 // openraft dictates `StorageError` (224 bytes) as the error type of its storage traits.
 #![allow(clippy::result_large_err)]
 

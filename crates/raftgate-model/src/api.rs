@@ -113,3 +113,38 @@ pub struct Health {
     /// The answering node.
     pub node_id: NodeId,
 }
+
+/// One upstream target as one node's proxy sees it. Health is local to each node (every node
+/// probes and ejects on its own), so the admin API shows it per node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TargetHealth {
+    /// The target URL, from the service's `targets` or a registered instance.
+    pub url: String,
+    /// The address traffic goes to, `ip:port`; a DNS name may resolve to several, each listed
+    /// on its own. `None` while a DNS name has not resolved.
+    pub address: Option<String>,
+    /// Relative share of traffic.
+    pub weight: u32,
+    /// The active health checks' verdict; `true` when the service has no active checks.
+    pub healthy: bool,
+    /// Until when (Unix milliseconds) passive checks took the target out of rotation; `None`
+    /// when it is not ejected.
+    pub ejected_until: Option<u64>,
+    /// Whether the target receives traffic now: resolved, healthy and not ejected.
+    pub available: bool,
+    /// Requests in a row that failed (connect error, timeout, 5xx) on this target.
+    pub consecutive_failures: u32,
+    /// Active probes in a row that failed.
+    pub failed_probes: u32,
+    /// Requests being forwarded to the target right now, by this node.
+    pub in_flight: u64,
+}
+
+/// The health of one service's targets, as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpstreamHealth {
+    /// Service name.
+    pub service: String,
+    /// Every target, in configuration order (registered instances after the static targets).
+    pub targets: Vec<TargetHealth>,
+}

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::conn::Conn;
 use crate::error::BenchError;
-use crate::system::{System, Workload};
+use crate::system::{DEFAULT_KEYS_PER_WORKER, System, Workload};
 
 /// Settings of a `failover` run.
 #[derive(Debug, Clone, clap::Args)]
@@ -74,7 +74,7 @@ pub async fn run(args: FailoverArgs) -> Result<FailoverReport, BenchError> {
             "--pids must list one process id per endpoint, and there must be at least two".into(),
         ));
     }
-    let workload = Workload::new(args.system, args.value_size);
+    let workload = Workload::new(args.system, args.value_size, DEFAULT_KEYS_PER_WORKER);
     let timeout = Duration::from_millis(args.timeout_ms);
     let leader = workload
         .leader_index(&args.endpoints, Duration::from_secs(2))

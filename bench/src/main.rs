@@ -95,7 +95,7 @@ fn run(command: Command) -> Result<String, BenchError> {
             Ok(json_line(&Record::Failover(report)))
         }
         Command::Leader { system, endpoints } => {
-            let workload = Workload::new(system, 1);
+            let workload = Workload::new(system, 1, 1);
             let index =
                 runtime()?.block_on(workload.leader_index(&endpoints, Duration::from_secs(2)))?;
             Ok(index.to_string())

@@ -50,18 +50,22 @@ pub struct Workload {
     system: System,
     /// Length of the stored text: raftgate's `custom_id`, etcd's value.
     value_len: usize,
+    /// Distinct keys per worker: writes cycle over them, so after the first pass every write
+    /// replaces an existing key.
+    keys_per_worker: u64,
 }
 
-/// Distinct keys per worker: writes cycle over them, so after the first pass every write replaces.
-const KEYS_PER_WORKER: u64 = 1000;
+/// The key count per worker that the benchmark uses unless told otherwise.
+pub const DEFAULT_KEYS_PER_WORKER: u64 = 1000;
 
 /// raftgate refuses a `custom_id` longer than this.
 const MAX_CUSTOM_ID: usize = 256;
 
 impl Workload {
     /// A workload whose request bodies are about `value_size` bytes for raftgate (the whole JSON
-    /// consumer spec) and carry a `value_size`-byte value for etcd.
-    pub fn new(system: System, value_size: usize) -> Self {
+    /// consumer spec) and carry a `value_size`-byte value for etcd; each worker cycles over
+    /// `keys_per_worker` keys (at least one).
+    pub fn new(system: System, value_size: usize, keys_per_worker: u64) -> Self {
         let value_len = match system {
             System::Raftgate => {
                 let empty = ConsumerSpec {
@@ -73,12 +77,16 @@ impl Workload {
             }
             System::Etcd => value_size.max(1),
         };
-        Self { system, value_len }
+        Self {
+            system,
+            value_len,
+            keys_per_worker: keys_per_worker.max(1),
+        }
     }
 
     /// Write number `seq` of worker `worker`.
     pub fn request(&self, worker: usize, seq: u64) -> WriteRequest {
-        let key = format!("k{worker}-{}", seq % KEYS_PER_WORKER);
+        let key = format!("k{worker}-{}", seq % self.keys_per_worker);
         let value = filler(worker, seq, self.value_len);
         match self.system {
             System::Raftgate => {
@@ -274,7 +282,8 @@ mod tests {
 
     #[test]
     fn raftgate_body_has_the_requested_size() {
-        let request = Workload::new(System::Raftgate, 100).request(3, 12_345);
+        let request =
+            Workload::new(System::Raftgate, 100, DEFAULT_KEYS_PER_WORKER).request(3, 12_345);
         assert_eq!(request.body.len(), 100);
         assert_eq!(request.path, "/consumers/k3-345");
         let spec: ConsumerSpec = serde_json::from_slice(&request.body).unwrap();
@@ -283,7 +292,7 @@ mod tests {
 
     #[test]
     fn etcd_value_has_the_requested_size() {
-        let request = Workload::new(System::Etcd, 100).request(0, 7);
+        let request = Workload::new(System::Etcd, 100, DEFAULT_KEYS_PER_WORKER).request(0, 7);
         let body: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(body["key"], base64(b"k0-7"));
         assert_eq!(body["value"].as_str().unwrap().len(), 136); // 100 bytes in base64

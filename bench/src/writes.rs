@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::conn::Conn;
 use crate::error::BenchError;
 use crate::stats::{self, micros};
-use crate::system::{System, Workload};
+use crate::system::{DEFAULT_KEYS_PER_WORKER, System, Workload};
 
 /// Settings of a `writes` run.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,6 +37,10 @@ pub struct WritesArgs {
     /// Size of the stored value: raftgate's whole request body, etcd's value.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// Distinct keys each worker cycles over (`k{worker}-{i mod keys}`): the table a run leaves
+    /// behind has concurrency × keys entries.
+    #[arg(long, default_value_t = DEFAULT_KEYS_PER_WORKER)]
+    pub keys: u64,
     /// Per-request timeout in milliseconds; a request over it counts as an error.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -121,7 +125,7 @@ pub async fn run(args: WritesArgs) -> Result<WritesReport, BenchError> {
             "--concurrency, --duration and --endpoints must be positive/non-empty".into(),
         ));
     }
-    let workload = Arc::new(Workload::new(args.system, args.value_size));
+    let workload = Arc::new(Workload::new(args.system, args.value_size, args.keys));
     let timeout = Duration::from_millis(args.timeout_ms);
     let endpoints = match args.via {
         Via::All => args.endpoints.clone(),

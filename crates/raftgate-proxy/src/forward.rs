@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::request_id::{RequestIds, X_REQUEST_ID};
-use crate::router::Router;
+use crate::router::{Route, Router};
 
 /// Body of every response the proxy sends: the upstream's, streamed, or a short error body.
 pub(crate) type Body = Either<Incoming, Full<Bytes>>;
@@ -124,6 +124,10 @@ impl Failure {
     }
 }
 
+/// A request ready for its upstream, where it goes, and its route when the route changes
+/// response headers.
+type Prepared = (Request<Incoming>, Upstream, Option<Arc<Route>>);
+
 /// Which upstream a request went to, for error messages and logs.
 struct Upstream {
     service: Arc<str>,
@@ -166,14 +170,19 @@ impl Forwarder {
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let request_id = self.ids.for_request(request.headers());
-        let result = match self.upstream_request(request, client_ip, &request_id) {
-            Ok((request, upstream)) => self.send(request, upstream).await,
-            Err(failure) => Err(failure),
+        let (result, response_ops) = match self.upstream_request(request, client_ip, &request_id) {
+            Ok((request, upstream, response_ops)) => {
+                (self.send(request, upstream).await, response_ops)
+            }
+            Err(failure) => (Err(failure), None),
         };
         let mut response = match result {
             Ok(response) => {
                 let mut response = response.map(Either::Left);
                 remove_hop_by_hop(response.headers_mut());
+                if let Some(route) = response_ops {
+                    route.response_headers.apply(response.headers_mut());
+                }
                 response
             }
             Err(failure) => {
@@ -187,14 +196,14 @@ impl Forwarder {
         Ok(response)
     }
 
-    /// Routes `request` and rewrites it for its upstream. Only reads the current router: no
-    /// lock, no I/O.
+    /// Routes `request` and rewrites it for its upstream; also returns the route when it has
+    /// response header changes. Only reads the current router: no lock, no I/O.
     fn upstream_request(
         &self,
         request: Request<Incoming>,
         client_ip: &HeaderValue,
         request_id: &HeaderValue,
-    ) -> Result<(Request<Incoming>, Upstream), Failure> {
+    ) -> Result<Prepared, Failure> {
         let (mut parts, body) = request.into_parts();
         // HTTP/2 and absolute-form HTTP/1 carry the host in the URI, origin-form HTTP/1 in `Host`.
         let original_host = match parts.uri.authority() {
@@ -204,14 +213,17 @@ impl Forwarder {
         let router = self.router.load();
         let host = original_host.as_ref().and_then(|h| h.to_str().ok());
         let matched = router
-            .find(host, parts.uri.path(), &parts.method)
+            .find(host, parts.uri.path(), &parts.method, &parts.headers)
             .ok_or(Failure::NoRoute)?;
         let service = &matched.route.service;
         let target = service.next_target().ok_or_else(|| Failure::NoTarget {
             service: service.name.clone(),
         })?;
         parts.uri = target
-            .upstream_uri(&parts.uri, matched.strip_len())
+            .upstream_uri(
+                &parts.uri,
+                matched.rewritten_path(parts.uri.path()).as_deref(),
+            )
             .map_err(Failure::BadRequest)?;
         parts.version = Version::HTTP_11;
 
@@ -228,12 +240,15 @@ impl Forwarder {
         };
         headers.insert(header::HOST, target.host_header().clone());
         headers.insert(&X_REQUEST_ID, request_id.clone());
+        matched.route.request_headers.apply(headers);
 
         let upstream = Upstream {
             service: service.name.clone(),
             target: target.url.clone(),
         };
-        Ok((Request::from_parts(parts, body), upstream))
+        let response_ops =
+            (!matched.route.response_headers.is_empty()).then(|| matched.route.clone());
+        Ok((Request::from_parts(parts, body), upstream, response_ops))
     }
 
     async fn send(
@@ -287,7 +302,8 @@ fn forwarded_for(headers: &HeaderMap, client_ip: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
 }
 
-fn is_hop_by_hop(name: &str) -> bool {
+/// Whether `name` is a hop-by-hop header (or a `Proxy-*` one), which only the proxy may handle.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h.as_str()))

@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod forward;
+mod header_ops;
 mod request_id;
 pub mod router;
 

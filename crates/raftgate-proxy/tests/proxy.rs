@@ -82,7 +82,11 @@ async fn answer(name: &str, req: Request<Incoming>) -> Response<Either<Incoming,
         "uri": req.uri().to_string(),
         "headers": headers,
     });
-    Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))))
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+    response
+        .headers_mut()
+        .insert("x-upstream", http::HeaderValue::from_str(name).unwrap());
+    response
 }
 
 /// A port on which nothing listens.
@@ -336,6 +340,108 @@ async fn routes_by_host_path_and_method_with_precedence() {
         assert_eq!(got["uri"], expected, "{method} {path} {host:?}");
         assert_eq!(got["method"], method.as_str());
     }
+    proxy.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn exact_regex_header_matchers_rewrites_and_header_ops() {
+    let up = upstream("up").await;
+    let services: Vec<Entity<ServiceSpec>> = ["exact", "regex", "prefix", "canary"]
+        .iter()
+        .map(|s| service(s, &[(url(up, &format!("/{s}")), 1)]))
+        .collect();
+    let spec = |service: &str, paths: &[&str]| RouteSpec {
+        service: service.into(),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    };
+    let routes = [
+        ("exact", spec("exact", &["=/users/me"])),
+        (
+            "regex",
+            RouteSpec {
+                rewrite: Some("/profiles/${1}".into()),
+                ..spec("regex", &["~^/users/([0-9]+)$"])
+            },
+        ),
+        (
+            "prefix",
+            RouteSpec {
+                rewrite: Some("/people".into()),
+                request_headers: raftgate_model::HeaderOps {
+                    remove: vec!["x-drop".into()],
+                    set: BTreeMap::from([("x-set".into(), "by-route".into())]),
+                    add: BTreeMap::from([("x-add".into(), "added".into())]),
+                },
+                response_headers: raftgate_model::HeaderOps {
+                    remove: vec!["x-upstream".into()],
+                    set: BTreeMap::from([("cache-control".into(), "no-store".into())]),
+                    add: BTreeMap::new(),
+                },
+                ..spec("prefix", &["/users"])
+            },
+        ),
+        (
+            "canary",
+            RouteSpec {
+                headers: BTreeMap::from([("X-Canary".into(), vec!["yes".into()])]),
+                ..spec("canary", &["/users"])
+            },
+        ),
+    ];
+    let state = State {
+        services: Arc::new(services.into_iter().map(|s| (s.name.clone(), s)).collect()),
+        routes: Arc::new(
+            routes
+                .into_iter()
+                .map(|(name, spec)| (name.to_owned(), entity(name, spec)))
+                .collect(),
+        ),
+        applied_index: 1,
+        ..State::default()
+    };
+    let proxy = start_proxy(state, ProxyConfig::default()).await;
+    let c = client();
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
+        ("/users/me", &[], "/exact/users/me"),
+        ("/users/42?full=1", &[], "/regex/profiles/42?full=1"),
+        ("/users/42/posts", &[], "/prefix/people/42/posts"),
+        ("/users", &[], "/prefix/people"),
+        ("/users/x", &[("x-canary", "yes")], "/canary/users/x"),
+        ("/users/x", &[("x-canary", "no")], "/prefix/people/x"),
+    ];
+    for (path, headers, expected) in cases {
+        let answer = send(&c, Method::GET, proxy.addr, path, headers).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert_eq!(answer.json()["uri"], expected, "{path} {headers:?}");
+    }
+
+    let answer = send(
+        &c,
+        Method::GET,
+        proxy.addr,
+        "/users/x",
+        &[
+            ("x-drop", "1"),
+            ("x-set", "from-client"),
+            ("x-add", "from-client"),
+        ],
+    )
+    .await;
+    let sent = answer.json();
+    assert_eq!(sent["headers"].get("x-drop"), None);
+    assert_eq!(sent["headers"]["x-set"], serde_json::json!(["by-route"]));
+    assert_eq!(
+        sent["headers"]["x-add"],
+        serde_json::json!(["from-client", "added"])
+    );
+    assert_eq!(answer.headers["cache-control"], "no-store");
+    assert!(answer.headers.get("x-upstream").is_none());
+    // Routes without response changes pass the upstream's headers through.
+    let answer = get(&c, proxy.addr, "/users/me").await;
+    assert_eq!(answer.headers["x-upstream"], "up");
+    assert!(answer.headers.get("cache-control").is_none());
     proxy.stop().await.unwrap();
 }
 

@@ -1,6 +1,7 @@
 //! Nemeses: the faults, injected one at a time on a schedule (quiet period, fault, heal, …) and
-//! recorded in the history as `nemesis` `info` records `start-<fault>` / `stop-<fault>` whose
-//! value names the variant, the targeted nodes and the nodes cut off from a majority.
+//! recorded in the history as `nemesis` `info` records `start-<fault>` (written once the fault is
+//! in force) and `stop-<fault>` (once healed), whose value names the variant, the targeted nodes
+//! and the nodes cut off from a majority.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -177,11 +178,6 @@ pub async fn run(
         match fault {
             Fault::Kill | Fault::Pause => {
                 let (variant, targets) = pick_targets(&cluster).await;
-                note(
-                    &rec,
-                    &format!("start-{}", fault.name()),
-                    json!({"variant": variant, "nodes": targets, "cut_off": targets}),
-                );
                 for &i in &targets {
                     if fault == Fault::Kill {
                         cluster.kill(i).await;
@@ -189,6 +185,11 @@ pub async fn run(
                         cluster.set_paused(i, true).await;
                     }
                 }
+                note(
+                    &rec,
+                    &format!("start-{}", fault.name()),
+                    json!({"variant": variant, "nodes": targets, "cut_off": targets}),
+                );
                 sleep_unless_stopped(schedule.fault_time).await;
                 for &i in &targets {
                     if fault == Fault::Kill {
@@ -206,12 +207,12 @@ pub async fn run(
             Fault::Partition => {
                 let (variant, grudge) = pick_partition(&cluster).await;
                 let cut = cut_off(cluster.len(), &grudge);
+                cluster.net().partition(&grudge)?;
                 note(
                     &rec,
                     "start-partition",
                     json!({"variant": variant, "grudge": grudge, "cut_off": cut}),
                 );
-                cluster.net().partition(&grudge)?;
                 sleep_unless_stopped(schedule.fault_time).await;
                 cluster.net().heal()?;
                 note(&rec, "stop-partition", Value::Null);

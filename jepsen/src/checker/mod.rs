@@ -217,10 +217,15 @@ pub fn analyze(ops: &[Op]) -> Analysis {
             ),
             ("elements that were never added", &a.set.unexpected),
         ] {
+            // Nodes that miss (or hold) the same elements make one anomaly.
+            let mut grouped: BTreeMap<&Vec<u64>, Vec<usize>> = BTreeMap::new();
             for (node, elements) in list {
+                grouped.entry(elements).or_default().push(*node);
+            }
+            for (elements, nodes) in grouped {
                 a.anomalies.push(Anomaly {
                     kind: "set".into(),
-                    detail: format!("node {node}: {what}: {elements:?}"),
+                    detail: format!("nodes {nodes:?}: {what}: {elements:?}"),
                     ops: add_ops(&pairs, elements),
                 });
             }
@@ -289,11 +294,11 @@ fn check_register(pairs: &[Pair], a: &mut Analysis) {
                     detail: format!(
                         "key {key} is not linearizable; no order explains {} (last {} operations on the key up to it follow)",
                         culprit.map_or("the history".into(), |p| format!(
-                            "the {} {} by process {:?} on node {:?}",
+                            "the {} {} by process {} on node {}",
                             p.invoke.f,
                             p.complete.as_ref().map_or(&p.invoke.value, |c| &c.value),
-                            p.invoke.process,
-                            p.invoke.node
+                            serde_json::to_string(&p.invoke.process).unwrap_or_default(),
+                            p.invoke.node.map_or("?".into(), |n| n.to_string())
                         )),
                         context.len()
                     ),

@@ -63,6 +63,11 @@ enum Cmd {
         /// history.jsonl of a run.
         history: PathBuf,
     },
+    /// Prints one table of figures over several runs' results folders.
+    Summarize {
+        /// Results folders (each holding a report.json).
+        runs: Vec<PathBuf>,
+    },
     /// The upstream HTTP server (started by `run` inside its namespace).
     Upstream {
         /// Listen address.
@@ -154,6 +159,20 @@ fn main() -> ExitCode {
                 };
                 print!("{}", report::markdown(&info, &analysis));
                 Ok(analysis.anomalies.is_empty())
+            }
+            Cmd::Summarize { runs } => {
+                let mut saved = Vec::new();
+                for dir in runs {
+                    let path = dir.join("report.json");
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(Error::io(format!("reading {}", path.display())))?;
+                    saved.push(serde_json::from_str(&text).map_err(|e| Error::History {
+                        line: 0,
+                        reason: format!("{}: {e}", path.display()),
+                    })?);
+                }
+                print!("{}", report::summary(&saved));
+                Ok(true)
             }
             Cmd::Upstream { addr } => upstream::serve(addr).await.map(|()| true),
         }

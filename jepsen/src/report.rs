@@ -1,11 +1,12 @@
 //! The human-readable summary (`report.md`, also printed) of an [`Analysis`].
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use crate::checker::{Analysis, Counts};
 
 /// What the run was.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunInfo {
     /// Results folder name.
     pub name: String,
@@ -157,6 +158,109 @@ pub fn markdown(info: &RunInfo, a: &Analysis) -> String {
             }
             let _ = writeln!(s, "```\n");
         }
+    }
+    s
+}
+
+/// A saved `report.json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Saved {
+    /// What the run was.
+    pub run: RunInfo,
+    /// What the checkers concluded.
+    pub analysis: Analysis,
+}
+
+fn median_max(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "–".into();
+    }
+    v.sort_by(f64::total_cmp);
+    format!("{:.2} / {:.2}", v[v.len() / 2], v[v.len() - 1])
+}
+
+/// Sums the proxy counts of every node for one bucket.
+fn proxy_total(a: &Analysis, pick: fn(&crate::checker::NodeAvailability) -> Counts) -> Counts {
+    a.proxy
+        .iter()
+        .map(pick)
+        .fold(Counts::default(), |mut t, c| {
+            t.ok += c.ok;
+            t.fail += c.fail;
+            t.info += c.info;
+            t
+        })
+}
+
+/// One table over several runs (`raftgate-jepsen summarize`): one row per run, then one per
+/// nemesis, with the figures the issue asks for.
+pub fn summary(runs: &[Saved]) -> String {
+    let mut s = String::new();
+    let header = "| nemesis | runs | nodes | s | client ops (ok/fail/info) | anomalies | faults | proxy on cut-off nodes | proxy on killed/paused nodes | first write ack after fault, median / max s | after heal, median / max s | longest write gap, median / max s |\n|---|---:|---:|---:|---|---:|---:|---|---|---|---|---|";
+    let row = |name: &str, group: &[&Saved]| -> String {
+        let mut ops = Counts::default();
+        let (mut anomalies, mut faults) = (0, 0);
+        let (mut cut, mut down) = (Counts::default(), Counts::default());
+        let (mut after, mut heal, mut gap) = (vec![], vec![], vec![]);
+        for r in group {
+            let a = &r.analysis;
+            for per_f in a.counts.values() {
+                for (f, c) in per_f {
+                    if f != "proxy" && f != "read-all" {
+                        ops.ok += c.ok;
+                        ops.fail += c.fail;
+                        ops.info += c.info;
+                    }
+                }
+            }
+            anomalies += a.anomalies.len();
+            faults += a.recovery.len();
+            for (t, c) in [
+                (&mut cut, proxy_total(a, |n| n.cut_off)),
+                (&mut down, proxy_total(a, |n| n.down)),
+            ] {
+                t.ok += c.ok;
+                t.fail += c.fail;
+                t.info += c.info;
+            }
+            after.extend(
+                a.recovery
+                    .iter()
+                    .filter_map(|r| r.first_write_after_start_s),
+            );
+            heal.extend(a.recovery.iter().filter_map(|r| r.first_write_after_heal_s));
+            gap.extend(a.recovery.iter().map(|r| r.longest_write_gap_s));
+        }
+        let join = |v: BTreeSet<u64>| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let nodes = join(group.iter().map(|r| r.run.nodes as u64).collect());
+        let secs = join(group.iter().map(|r| r.run.time_s).collect());
+        format!(
+            "| {name} | {} | {} | {} | {} ({}/{}/{}) | {anomalies} | {faults} | {} | {} | {} | {} | {} |",
+            group.len(),
+            nodes,
+            secs,
+            ops.total(),
+            ops.ok,
+            ops.fail,
+            ops.info,
+            pct(&cut),
+            pct(&down),
+            median_max(after),
+            median_max(heal),
+            median_max(gap)
+        )
+    };
+    let _ = writeln!(s, "## Per run\n\n{header}");
+    for r in runs {
+        let _ = writeln!(s, "{}", row(&r.run.nemesis.join(","), &[r]));
+    }
+    let mut by: std::collections::BTreeMap<String, Vec<&Saved>> = Default::default();
+    for r in runs {
+        by.entry(r.run.nemesis.join(",")).or_default().push(r);
+    }
+    let _ = writeln!(s, "\n## Per nemesis\n\n{header}");
+    for (name, group) in &by {
+        let _ = writeln!(s, "{}", row(name, group));
     }
     s
 }

@@ -7,7 +7,7 @@ pub mod set;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::history::{Op, OpType, Pair, Process, pairs};
 
@@ -17,7 +17,7 @@ const KEY_BUDGET: Duration = Duration::from_secs(60);
 const CONTEXT_OPS: usize = 16;
 
 /// Something the checkers consider wrong.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Anomaly {
     /// Which checker found it.
     pub kind: String,
@@ -28,7 +28,7 @@ pub struct Anomaly {
 }
 
 /// A fault as the history records it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Interval {
     /// kill, pause, partition, membership.
     pub fault: String,
@@ -89,7 +89,7 @@ pub fn intervals(ops: &[Op]) -> Vec<Interval> {
 }
 
 /// ok/fail/info counts.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counts {
     /// Acknowledged.
     pub ok: usize,
@@ -115,7 +115,7 @@ impl Counts {
 }
 
 /// Register checker summary.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RegisterReport {
     /// Keys checked.
     pub keys: usize,
@@ -130,7 +130,7 @@ pub struct RegisterReport {
 }
 
 /// Proxy availability of one node.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeAvailability {
     /// Node slot.
     pub node: usize,
@@ -143,7 +143,7 @@ pub struct NodeAvailability {
 }
 
 /// Recovery of write availability around one fault.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recovery {
     /// The fault.
     pub fault: String,
@@ -162,7 +162,7 @@ pub struct Recovery {
 }
 
 /// Everything the checkers concluded.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Analysis {
     /// Per phase (`none` or the active fault), per operation name.
     pub counts: BTreeMap<String, BTreeMap<String, Counts>>,

@@ -1,12 +1,14 @@
 //! The replicated state: what the Raft state machine holds on every node.
 //!
-//! Tables are `Arc`ed maps so that a published [`State`] is an immutable snapshot: the proxy and
-//! the admin API read it without locks while the state machine prepares the next one, copying
-//! only the tables a change touched.
+//! Tables are persistent maps (`imbl::OrdMap`) behind an `Arc`, so that a published [`State`] is
+//! an immutable snapshot: the proxy and the admin API read it without locks while the state
+//! machine prepares the next one. A write copies only the O(log n) tree nodes on its path, never
+//! a whole table, so its cost does not grow with the number of resources; a table a change did
+//! not touch keeps its `Arc`, which tells readers (the proxy's router) that nothing changed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use imbl::OrdMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,7 +21,7 @@ use crate::resource::{
 use crate::validate::{self, ValidationError};
 
 /// Resources of one kind, by name.
-pub type Table<T> = Arc<BTreeMap<String, Entity<T>>>;
+pub type Table<T> = Arc<OrdMap<String, Entity<T>>>;
 
 /// Everything the cluster replicates, as of one applied log index.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -120,13 +120,13 @@ fn snap_err<E: std::error::Error + 'static>(e: &E) -> StorageError {
 }
 
 fn load_table<R: Resource>(tree: &sled::Tree, db: &Durable) -> Result<Table<R>, StoreError> {
-    let mut table = BTreeMap::new();
+    let mut table = raftgate_model::state::Table::<R>::default();
     for item in tree.scan_prefix([ENTITY, kind_tag(R::KIND)]) {
         let (_, bytes) = item.map_err(|e| db.sled_err(e))?;
         let entity: raftgate_model::Entity<R> = decode(db, &bytes)?;
-        table.insert(entity.name.clone(), entity);
+        Arc::make_mut(&mut table).insert(entity.name.clone(), entity);
     }
-    Ok(Arc::new(table))
+    Ok(table)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(db: &Durable, bytes: &[u8]) -> Result<T, StoreError> {

@@ -199,17 +199,25 @@ fn targets(upstreams: &[&Arc<Upstream>]) -> Vec<Target> {
 /// A state with one service `svc` and one route sending everything to it.
 fn state(spec: ServiceSpec, instances: &[(&str, &str, u32)]) -> State {
     State {
-        services: Arc::new(BTreeMap::from([("svc".into(), entity("svc", spec))])),
-        routes: Arc::new(BTreeMap::from([(
-            "all".into(),
-            entity(
-                "all",
-                RouteSpec {
-                    service: "svc".into(),
-                    ..RouteSpec::default()
-                },
-            ),
-        )])),
+        services: Arc::new(
+            [("svc".to_string(), entity("svc", spec))]
+                .into_iter()
+                .collect(),
+        ),
+        routes: Arc::new(
+            [(
+                "all".to_string(),
+                entity(
+                    "all",
+                    RouteSpec {
+                        service: "svc".into(),
+                        ..RouteSpec::default()
+                    },
+                ),
+            )]
+            .into_iter()
+            .collect(),
+        ),
         instances: Arc::new(
             instances
                 .iter()

@@ -33,6 +33,7 @@ use tracing::debug;
 
 use super::balance::{MAX_ATTEMPTS, Tried};
 use super::pool::{Endpoint, Pool};
+use crate::client_body::ClientBody;
 
 /// Retry tokens are counted in thousandths.
 const RETRY_COST: i64 = 1_000;
@@ -189,7 +190,7 @@ impl Pool {
     pub(crate) async fn forward(
         self: Arc<Self>,
         parts: Parts,
-        body: Incoming,
+        body: ClientBody,
         client_ip: &HeaderValue,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let deadline = self.total.map(|total| Instant::now() + total);

@@ -3,15 +3,15 @@
 //! Every service of the replicated state has one long-lived [`Service`], kept across router
 //! recompiles for as long as the service exists. Its targets are the spec's `targets` followed
 //! by the instances registered for it (`PUT /services/{svc}/instances/{id}`), which come and go
-//! through Raft; targets named by DNS are resolved by a background task (see [`dns`]). From
-//! these the service builds a [`pool::Pool`]: one endpoint per target address, a balancer (see
-//! [`balance`]) and the request settings of the spec. A request loads the current pool with one
+//! through Raft; targets named by DNS are resolved by a background task (module `dns`). From
+//! these the service builds a pool: one endpoint per target address, a balancer (module
+//! `balance`) and the request settings of the spec. A request loads the current pool with one
 //! lock-free read; the pool is rebuilt, off the request path, only when the spec, the target
 //! list or a DNS answer changes. Instance heartbeats change neither, so they cost nothing here.
 //!
-//! Endpoint health (see [`health`]) is kept by (service, target URL, address) across rebuilds,
+//! Endpoint health (module `health`) is kept by (service, target URL, address) across rebuilds,
 //! so a target that stays keeps its verdict, ejection and counters. How a request is sent,
-//! timed out and retried is described in [`call`].
+//! timed out and retried is described in module `call`.
 //!
 //! [`HealthView`] shows this node's view of every target's health.
 

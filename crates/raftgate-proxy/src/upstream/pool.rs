@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -26,12 +25,13 @@ use super::call::RetryBudget;
 use super::dns::Resolved;
 use super::health::Health;
 use super::target::{Destination, TargetUrl};
+use crate::client_body::ClientBody;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Body of requests sent upstream: the client's, streamed, or nothing for a retry.
-pub(crate) type RequestBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type RequestBody = Either<ClientBody, Empty<Bytes>>;
 
 /// The pooled keep-alive HTTP/1.1 client; one per distinct connect timeout.
 pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;

@@ -6,29 +6,27 @@
 //! level only, so that a failing upstream under load cannot turn logging into the bottleneck.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::{Body as _, Incoming};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
+use crate::ProxyConfig;
+use crate::client_body::ClientBody;
 use crate::request_id::{RequestIds, X_REQUEST_ID};
 use crate::router::{Route, Router};
+use crate::upgrade::{self, Upgrade};
+use crate::upstream::{Pool, UpstreamBody, UpstreamError, rewrite_path};
 
 /// Body of every response the proxy sends: the upstream's, streamed, or a short error body.
-pub(crate) type Body = Either<Incoming, Full<Bytes>>;
-
-/// How long an idle pooled upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) type Body = Either<UpstreamBody, Full<Bytes>>;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -48,8 +46,10 @@ static HOP_BY_HOP: [HeaderName; 6] = [
 /// The JSON body of every error answer the proxy itself gives (as opposed to the upstream's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// Stable machine-readable code: `no_route` (404), `bad_request` (400), `no_upstream` (503),
-    /// `upstream_unreachable` (502), `upstream_error` (502) or `upstream_timeout` (504).
+    /// Stable machine-readable code: `no_route` (404), `bad_request` (400), `body_too_large`
+    /// (413), `headers_too_large` (431), `no_upstream` (503),
+    /// `no_healthy_upstream` (503), `upstream_unreachable` (502), `upstream_error` (502) or
+    /// `upstream_timeout` (504).
     pub error: String,
     /// What went wrong and what to do about it.
     pub message: String,
@@ -68,30 +68,12 @@ enum Failure {
     NoRoute,
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(#[source] http::Error),
-    #[error(
-        "service '{service}' has no target in rotation; give one of its targets a weight above 0"
-    )]
-    NoTarget { service: Arc<str> },
-    #[error("service '{service}' is unreachable: its upstream refused the connection")]
-    Unreachable {
-        service: Arc<str>,
-        target: Arc<str>,
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    #[error("service '{service}' failed: its upstream closed or broke the connection")]
-    UpstreamError {
-        service: Arc<str>,
-        target: Arc<str>,
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    #[error("service '{service}' did not answer within {timeout:?}")]
-    Timeout {
-        service: Arc<str>,
-        target: Arc<str>,
-        timeout: Duration,
-    },
+    #[error("the request body is larger than this proxy accepts ({limit} bytes); send less")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request has more header lines than this proxy accepts ({limit}); send fewer")]
+    HeadersTooLarge { limit: usize },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
 impl Failure {
@@ -99,10 +81,12 @@ impl Failure {
         match self {
             Failure::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             Failure::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Failure::NoTarget { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_upstream"),
-            Failure::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
-            Failure::UpstreamError { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
-            Failure::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Failure::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Failure::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            Failure::Upstream(error) => error.status_and_code(),
         }
     }
 
@@ -124,37 +108,49 @@ impl Failure {
     }
 }
 
-/// A request ready for its upstream, where it goes, and its route when the route changes
-/// response headers.
-type Prepared = (Request<Incoming>, Upstream, Option<Arc<Route>>);
+/// A request ready for its upstream, the pool of its service, and its route when the route
+/// changes response headers.
+type Prepared = (Request<Incoming>, Arc<Pool>, Option<Arc<Route>>);
 
-/// Which upstream a request went to, for error messages and logs.
-struct Upstream {
-    service: Arc<str>,
-    target: Arc<str>,
+/// The client end of a connection: what every request on it shares.
+pub(crate) struct Peer {
+    /// The client's address.
+    pub(crate) addr: SocketAddr,
+    /// Its IP address as a header value, for `X-Forwarded-For` and hashing.
+    pub(crate) ip: HeaderValue,
+    /// `X-Forwarded-Proto`: `https` when the connection is TLS, `http` otherwise.
+    pub(crate) proto: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`, over TLS when `tls`.
+    pub(crate) fn new(addr: SocketAddr, tls: bool) -> Peer {
+        Peer {
+            addr,
+            ip: HeaderValue::from_str(&addr.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+        }
+    }
 }
 
 /// Everything a request needs, shared by all connections.
 pub(crate) struct Forwarder {
     router: ArcSwap<Router>,
-    client: Client<HttpConnector, Incoming>,
     ids: RequestIds,
-    upstream_timeout: Duration,
+    /// [`ProxyConfig::max_headers`], checked here for HTTP/2 (hyper checks HTTP/1).
+    max_headers: usize,
+    /// [`ProxyConfig::max_body_bytes`].
+    max_body_bytes: Option<u64>,
 }
 
 impl Forwarder {
-    pub(crate) fn new(router: Router, upstream_timeout: Duration) -> Forwarder {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+    pub(crate) fn new(router: Router, config: &ProxyConfig) -> Forwarder {
         Forwarder {
             router: ArcSwap::from_pointee(router),
-            client,
             ids: RequestIds::new(),
-            upstream_timeout,
+            max_headers: config.max_headers,
+            max_body_bytes: config.max_body_bytes,
         }
     }
 
@@ -166,20 +162,40 @@ impl Forwarder {
     /// Serves one request: never fails, a problem becomes a JSON error answer.
     pub(crate) async fn handle(
         &self,
-        client_ip: &HeaderValue,
-        request: Request<Incoming>,
+        peer: &Peer,
+        mut request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let request_id = self.ids.for_request(request.headers());
-        let (result, response_ops) = match self.upstream_request(request, client_ip, &request_id) {
-            Ok((request, upstream, response_ops)) => {
-                (self.send(request, upstream).await, response_ops)
+        let upgrade = Upgrade::take(&mut request);
+        let prepared = self
+            .check_limits(&request)
+            .and_then(|()| self.upstream_request(request, peer, &request_id));
+        let (result, response_ops) = match prepared {
+            Ok((request, pool, response_ops)) => {
+                let (mut parts, body) = request.into_parts();
+                if let Some(upgrade) = &upgrade {
+                    upgrade::restore(&mut parts.headers, upgrade.protocol());
+                }
+                let (body, overflow) = ClientBody::new(body, self.max_body_bytes);
+                let result = match pool.forward(parts, body, &peer.ip).await {
+                    // Whatever the upstream made of a cut-off body, the client sent too much.
+                    _ if overflow.is_some_and(|o| o.happened()) => Err(Failure::BodyTooLarge {
+                        limit: self.max_body_bytes.unwrap_or_default(),
+                    }),
+                    result => result.map_err(Failure::from),
+                };
+                (result, response_ops)
             }
             Err(failure) => (Err(failure), None),
         };
         let mut response = match result {
             Ok(response) => {
                 let mut response = response.map(Either::Left);
+                let switched = upgrade.and_then(|upgrade| upgrade.splice(&mut response));
                 remove_hop_by_hop(response.headers_mut());
+                if let Some(protocol) = &switched {
+                    upgrade::restore(response.headers_mut(), protocol);
+                }
                 if let Some(route) = response_ops {
                     route.response_headers.apply(response.headers_mut());
                 }
@@ -196,12 +212,27 @@ impl Forwarder {
         Ok(response)
     }
 
+    /// Refuses a request with more header lines or a larger declared body than configured.
+    fn check_limits(&self, request: &Request<Incoming>) -> Result<(), Failure> {
+        if request.headers().len() > self.max_headers {
+            return Err(Failure::HeadersTooLarge {
+                limit: self.max_headers,
+            });
+        }
+        if let Some(limit) = self.max_body_bytes
+            && request.body().size_hint().lower() > limit
+        {
+            return Err(Failure::BodyTooLarge { limit });
+        }
+        Ok(())
+    }
+
     /// Routes `request` and rewrites it for its upstream; also returns the route when it has
     /// response header changes. Only reads the current router: no lock, no I/O.
     fn upstream_request(
         &self,
         request: Request<Incoming>,
-        client_ip: &HeaderValue,
+        peer: &Peer,
         request_id: &HeaderValue,
     ) -> Result<Prepared, Failure> {
         let (mut parts, body) = request.into_parts();
@@ -215,74 +246,42 @@ impl Forwarder {
         let matched = router
             .find(host, parts.uri.path(), &parts.method, &parts.headers)
             .ok_or(Failure::NoRoute)?;
-        let service = &matched.route.service;
-        let target = service.next_target().ok_or_else(|| Failure::NoTarget {
-            service: service.name.clone(),
-        })?;
-        parts.uri = target
-            .upstream_uri(
-                &parts.uri,
-                matched.rewritten_path(parts.uri.path()).as_deref(),
-            )
+        let pool = matched.route.service.pool();
+        let rewritten = matched
+            .rewritten_path(parts.uri.path())
+            .map(|path| rewrite_path(&parts.uri, &path))
+            .transpose()
             .map_err(Failure::BadRequest)?;
+        if let Some(uri) = rewritten {
+            parts.uri = uri;
+        }
         parts.version = Version::HTTP_11;
 
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
         // The proxy answers `Expect: 100-continue` itself and streams the body anyway.
         headers.remove(header::EXPECT);
-        let forwarded_for = forwarded_for(headers, client_ip);
+        let forwarded_for = forwarded_for(headers, &peer.ip);
         headers.insert(&X_FORWARDED_FOR, forwarded_for);
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(&X_FORWARDED_PROTO, peer.proto.clone());
         match original_host {
             Some(host) => headers.insert(&X_FORWARDED_HOST, host),
             None => headers.remove(&X_FORWARDED_HOST),
         };
-        headers.insert(header::HOST, target.host_header().clone());
+        // The upstream call sets `Host` to the target's, unless a header op sets one.
+        headers.remove(header::HOST);
         headers.insert(&X_REQUEST_ID, request_id.clone());
         matched.route.request_headers.apply(headers);
 
-        let upstream = Upstream {
-            service: service.name.clone(),
-            target: target.url.clone(),
-        };
         let response_ops =
             (!matched.route.response_headers.is_empty()).then(|| matched.route.clone());
-        Ok((Request::from_parts(parts, body), upstream, response_ops))
-    }
-
-    async fn send(
-        &self,
-        request: Request<Incoming>,
-        upstream: Upstream,
-    ) -> Result<Response<Incoming>, Failure> {
-        let Upstream { service, target } = upstream;
-        match tokio::time::timeout(self.upstream_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(source)) if source.is_connect() => Err(Failure::Unreachable {
-                service,
-                target,
-                source,
-            }),
-            Ok(Err(source)) => Err(Failure::UpstreamError {
-                service,
-                target,
-                source,
-            }),
-            Err(_) => Err(Failure::Timeout {
-                service,
-                target,
-                timeout: self.upstream_timeout,
-            }),
-        }
+        Ok((Request::from_parts(parts, body), pool, response_ops))
     }
 }
 
 fn failure_target(failure: &Failure) -> Option<&str> {
     match failure {
-        Failure::Unreachable { target, .. }
-        | Failure::UpstreamError { target, .. }
-        | Failure::Timeout { target, .. } => Some(target),
+        Failure::Upstream(error) => error.target(),
         _ => None,
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! [`Proxy::serve`] accepts HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) connections, matches
 //! each request against a [`router::Router`] compiled from the state, and forwards it over a
-//! pooled keep-alive HTTP/1.1 client to one of the route's service targets, picked by weighted
-//! round-robin. Bodies are streamed both ways.
+//! pooled keep-alive HTTP/1.1 client to one of the route's service targets, chosen by the
+//! service's balancing policy among its healthy targets, with its timeouts and retries (see
+//! [`upstream`]). Bodies are streamed both ways.
 //!
 //! The request path never touches the cluster: a background task recompiles the router each
 //! time the state published on the watch channel changes and swaps it in atomically, so a
@@ -24,35 +25,45 @@
 //!
 //! When it cannot forward, the proxy answers with an [`ErrorBody`] JSON: 404 `no_route`,
 //! 502 `upstream_unreachable` (connection refused) or `upstream_error` (connection reset or
-//! closed early), 504 `upstream_timeout` (no response head within
-//! [`ProxyConfig::upstream_timeout`]), 503 `no_upstream`, 400 `bad_request`.
+//! closed early), 504 `upstream_timeout` (a connect, read or total timeout of the service),
+//! 503 `no_upstream` (no target) or `no_healthy_upstream` (every target unhealthy or ejected),
+//! 400 `bad_request`.
 
 #![warn(missing_docs)]
 
+mod client_body;
 mod forward;
 mod header_ops;
 mod request_id;
 pub mod router;
+mod tls;
+mod upgrade;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use raftgate_model::State;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 pub use forward::ErrorBody;
+pub use upstream::HealthView;
 
-use forward::Forwarder;
+use forward::{Forwarder, Peer};
 use router::Router;
+use tls::Certificates;
+pub use tls::TlsSetupError;
+use upstream::Upstreams;
 
 /// Pause after a failed `accept` (for example when out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -60,19 +71,39 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Tunables of the proxy; `ProxyConfig::default()` suits most deployments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
-    /// How long an upstream may take to send its response head (the body may then take as
-    /// long as it needs); past it the client gets a 504. Default 60 s.
-    pub upstream_timeout: Duration,
     /// On shutdown, how long open connections get to finish their in-flight requests before
     /// they are closed. Default 10 s.
     pub drain_timeout: Duration,
+    /// How long a client may take to complete a TLS handshake or to send an HTTP/1 request
+    /// head; past it the connection is closed (against slow or idle clients). Default 30 s.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted, in bytes: for HTTP/1 the request line and headers as
+    /// sent (at least 8 KiB whatever is set here), for HTTP/2 the decoded header list as
+    /// RFC 9113 counts it. Larger heads get a 431 (HTTP/1) or a stream reset (HTTP/2).
+    /// Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Most request header lines accepted; more get a 431. Default 100.
+    pub max_headers: usize,
+    /// Largest request body accepted, in bytes; `None` for no limit. A declared
+    /// `Content-Length` above it gets a 413 before anything is forwarded; a chunked body that
+    /// grows past it is cut off (the upstream sees an aborted request and the client a 413 if
+    /// no response was sent yet). Default `None`: bodies are streamed, so a large one costs no
+    /// memory; set a limit when the upstreams cannot cope with large bodies.
+    pub max_body_bytes: Option<u64>,
 }
+
+/// Hyper's own default number of header lines: keeping it lets hyper parse HTTP/1 heads on
+/// the stack.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 impl Default for ProxyConfig {
     fn default() -> ProxyConfig {
         ProxyConfig {
-            upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_headers: HYPER_DEFAULT_MAX_HEADERS,
+            max_body_bytes: None,
         }
     }
 }
@@ -80,9 +111,12 @@ impl Default for ProxyConfig {
 /// The proxy could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// The listener handed to [`Proxy::serve`] has no local address.
+    /// A listener handed to [`Proxy::serve`] has no local address.
     #[error("the proxy listener has no local address ({0}); pass a bound TcpListener")]
     Listener(#[source] std::io::Error),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
 }
 
 /// A proxy over the states published on a watch channel (typically `Node::subscribe()`).
@@ -90,64 +124,126 @@ pub enum ProxyError {
 pub struct Proxy {
     states: watch::Receiver<Arc<State>>,
     config: ProxyConfig,
+    upstreams: Upstreams,
+}
+
+/// The connection settings shared by every connection.
+struct Settings {
+    http: auto::Builder<TokioExecutor>,
+    /// Present when a TLS listener is served.
+    tls: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
 }
 
 impl Proxy {
     /// A proxy that will route by the current and all future states of `states`.
     pub fn new(states: watch::Receiver<Arc<State>>, config: ProxyConfig) -> Proxy {
-        Proxy { states, config }
+        Proxy {
+            states,
+            config,
+            upstreams: Upstreams::new(),
+        }
     }
 
-    /// Serves connections from `listener` until `shutdown` completes, then stops accepting,
-    /// lets open connections finish their in-flight requests for up to
+    /// A handle on this node's view of its upstream targets' health, for the admin API: take
+    /// it before serving; it stays current while the proxy serves.
+    pub fn health(&self) -> HealthView {
+        self.upstreams.health_view()
+    }
+
+    /// Serves cleartext connections from `listener` until `shutdown` completes, then stops
+    /// accepting, lets open connections finish their in-flight requests for up to
     /// [`ProxyConfig::drain_timeout`], closes the rest and returns `Ok(())`. Failing accepts
     /// and broken client connections are logged and do not stop the proxy.
     pub async fn serve(
-        mut self,
+        self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ProxyError> {
-        let addr = listener.local_addr().map_err(ProxyError::Listener)?;
-        let state = self.states.borrow_and_update().clone();
-        let router = Router::compile(&state);
-        info!(%addr, routes = router.route_count(), services = router.service_count(),
-            applied_index = state.applied_index, "proxy listening");
-        let forwarder = Arc::new(Forwarder::new(router, self.config.upstream_timeout));
-        let reload = tokio::spawn(reload(self.states, forwarder.clone()));
+        self.run(listener, None, shutdown).await
+    }
 
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        // The timer enables HTTP/1's header read timeout (30 s) against slow clients.
-        http.http1().timer(TokioTimer::new());
-        http.http2().timer(TokioTimer::new());
-        let http = Arc::new(http);
+    /// Like [`Proxy::serve`], and also serves TLS connections from `tls_listener`, terminated
+    /// with the certificates of the replicated state (see [`tls`](crate#tls)); both listeners
+    /// share the routes, the upstream connections and the shutdown.
+    pub async fn serve_with_tls(
+        self,
+        listener: TcpListener,
+        tls_listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ProxyError> {
+        self.run(listener, Some(tls_listener), shutdown).await
+    }
+
+    async fn run(
+        mut self,
+        listener: TcpListener,
+        tls_listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ProxyError> {
+        let addr = listener.local_addr().map_err(ProxyError::Listener)?;
+        let tls_addr = tls_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(ProxyError::Listener)?;
+        let state = self.states.borrow_and_update().clone();
+        let certificates = tls_listener
+            .as_ref()
+            .map(|_| Arc::new(Certificates::new(&state.certificates)));
+        let tls = match &certificates {
+            Some(c) => Some(TlsAcceptor::from(c.server_config()?)),
+            None => None,
+        };
+        let router = Router::compile(&state, &self.upstreams.sync(&state));
+        info!(%addr, tls_addr = ?tls_addr, routes = router.route_count(),
+            services = router.service_count(), applied_index = state.applied_index,
+            "proxy listening");
+        let forwarder = Arc::new(Forwarder::new(router, &self.config));
+        let reload = tokio::spawn(reload(
+            self.states,
+            forwarder.clone(),
+            certificates,
+            self.upstreams,
+        ));
+
+        let settings = Arc::new(Settings {
+            http: http_builder(&self.config),
+            tls,
+            header_read_timeout: self.config.header_read_timeout,
+        });
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
 
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
+            let (accepted, tls) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        connections.spawn(serve_connection(
-                            http.clone(),
-                            forwarder.clone(),
-                            stream,
-                            peer,
-                            stopped.clone(),
-                        ));
-                    }
-                    Err(error) => {
-                        warn!(%error, "accepting a proxy connection failed; retrying");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
-                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                accepted = listener.accept() => (accepted, false),
+                accepted = accept(tls_listener.as_ref()) => (accepted, true),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_connection(
+                        settings.clone(),
+                        forwarder.clone(),
+                        stream,
+                        peer,
+                        tls,
+                        stopped.clone(),
+                    ));
+                }
+                Err(error) => {
+                    warn!(%error, tls, "accepting a proxy connection failed; retrying");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
         }
 
         drop(listener);
+        drop(tls_listener);
         reload.abort();
         stop.send_replace(true);
         info!(
@@ -170,14 +266,53 @@ impl Proxy {
     }
 }
 
-/// Recompiles the router each time the routes or services change.
-async fn reload(mut states: watch::Receiver<Arc<State>>, forwarder: Arc<Forwarder>) {
+/// Accepts from `listener`, or waits forever when there is none.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The HTTP/1 and HTTP/2 server settings, with the configured limits.
+fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // The timer enables HTTP/1's header read timeout against slow clients.
+    let mut h1 = http.http1();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        // hyper needs at least 8 KiB; the buffer holds the request head while it is parsed.
+        .max_buf_size(config.max_header_bytes.max(8192));
+    if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        // Any other value makes hyper allocate the header array per request.
+        h1.max_headers(config.max_headers);
+    }
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    http
+}
+
+/// Recompiles the router each time the routes or services change, the TLS certificates
+/// (when TLS is served) each time they change, and brings the upstream services in line with
+/// the services and registered instances. Owns the upstreams: ending it ends their background
+/// tasks.
+async fn reload(
+    mut states: watch::Receiver<Arc<State>>,
+    forwarder: Arc<Forwarder>,
+    certificates: Option<Arc<Certificates>>,
+    mut upstreams: Upstreams,
+) {
     while states.changed().await.is_ok() {
         let state = states.borrow_and_update().clone();
+        if let Some(certificates) = &certificates {
+            certificates.reload(&state.certificates);
+        }
+        let services = upstreams.sync(&state);
         if forwarder.router().load().is_compiled_from(&state) {
             continue;
         }
-        let router = Router::compile(&state);
+        let router = Router::compile(&state, &services);
         info!(
             routes = router.route_count(),
             services = router.service_count(),
@@ -192,29 +327,63 @@ async fn reload(mut states: watch::Receiver<Arc<State>>, forwarder: Arc<Forwarde
 /// What every request of one connection shares; one `Arc` clone per request.
 struct ConnectionContext {
     forwarder: Arc<Forwarder>,
-    client_ip: HeaderValue,
+    peer: Peer,
 }
 
+/// Serves one accepted connection: the TLS handshake first when `tls`, then HTTP until the
+/// client leaves or the proxy drains.
 async fn serve_connection(
-    http: Arc<auto::Builder<TokioExecutor>>,
+    settings: Arc<Settings>,
     forwarder: Arc<Forwarder>,
     stream: TcpStream,
     peer: SocketAddr,
+    tls: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "cannot set TCP_NODELAY on a proxy connection");
     }
-    let context = Arc::new(ConnectionContext {
+    let context = ConnectionContext {
         forwarder,
-        client_ip: HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-    });
+        peer: Peer::new(peer, tls),
+    };
+    match (&settings.tls, tls) {
+        (Some(acceptor), true) => {
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout(
+                    settings.header_read_timeout,
+                    acceptor.accept(stream),
+                ) => handshake,
+                () = async { drop(stop.wait_for(|stopped| *stopped).await) } => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_http(&settings, context, stream, stop).await,
+                Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+        _ => serve_http(&settings, context, stream, stop).await,
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established connection.
+async fn serve_http<I>(
+    settings: &Settings,
+    context: ConnectionContext,
+    io: I,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let addr = context.peer.addr;
+    let context = Arc::new(context);
     let service = service_fn(move |request| {
         let context = context.clone();
-        async move { context.forwarder.handle(&context.client_ip, request).await }
+        async move { context.forwarder.handle(&context.peer, request).await }
     });
-    let connection = http.serve_connection(TokioIo::new(stream), service);
+    let connection = settings
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -225,6 +394,6 @@ async fn serve_connection(
         }
     };
     if let Err(error) = result {
-        debug!(%peer, %error, "proxy connection ended with an error");
+        debug!(peer = %addr, %error, "proxy connection ended with an error");
     }
 }

@@ -68,31 +68,23 @@
 //!
 //! # Upstream selection
 //!
-//! Each [`Service`] carries a precomputed smooth weighted round-robin schedule of its targets and
-//! an atomic counter, so [`Service::next_target`] is lock-free. Weights are divided by their
-//! greatest common divisor; if their sum still exceeds [`MAX_SCHEDULE`] they are scaled down
-//! proportionally (a target with a weight above 0 always keeps at least one slot). The counter
-//! starts again from zero each time the router is recompiled.
+//! A route holds its [`Service`], which lives in [`crate::upstream`] across recompiles: the
+//! router is compiled against the services [`crate::upstream`] keeps for the same state.
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::uri::{Authority, Parts, PathAndQuery, Scheme, Uri};
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, Method};
 use raftgate_model::state::Table;
 use raftgate_model::validate::{PathMatch, path_match};
-use raftgate_model::{Entity, LbPolicy, RouteSpec, ServiceSpec, State};
+use raftgate_model::{Entity, RouteSpec, ServiceSpec, State};
 use regex::{Regex, RegexSet};
 use tracing::warn;
 
 use crate::header_ops::HeaderOps;
-
-/// Largest round-robin schedule kept per service; bounds memory for very large weights.
-pub const MAX_SCHEDULE: usize = 1024;
+use crate::upstream::{Service, Services};
 
 /// The compiled, immutable routing table of one [`State`].
 #[derive(Debug, Default)]
@@ -193,97 +185,6 @@ impl Route {
     }
 }
 
-/// A compiled upstream service with its round-robin state.
-#[derive(Debug)]
-pub struct Service {
-    /// Service name, for logs and error messages.
-    pub name: Arc<str>,
-    /// Targets with a weight above 0, in spec order.
-    targets: Box<[Target]>,
-    /// Indices into `targets`, in the order they are used.
-    schedule: Box<[u32]>,
-    next: AtomicUsize,
-}
-
-impl Service {
-    /// The next target in weighted round-robin order; `None` when no target has a weight above 0.
-    pub fn next_target(&self) -> Option<&Target> {
-        if self.schedule.is_empty() {
-            return None;
-        }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        self.targets.get(*self.schedule.get(turn)? as usize)
-    }
-}
-
-/// One upstream server, parsed once at compile time.
-#[derive(Debug)]
-pub struct Target {
-    /// The configured URL, for logs.
-    pub url: Arc<str>,
-    authority: Authority,
-    /// `Host` header sent upstream: the target's authority.
-    host: HeaderValue,
-    /// Path prepended to the forwarded path, without a trailing `/`; empty for none.
-    base_path: Box<str>,
-}
-
-impl Target {
-    fn parse(url: &str) -> Option<Target> {
-        let rest = url.strip_prefix("http://")?;
-        let (authority, base) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let authority = Authority::from_str(authority).ok()?;
-        Some(Target {
-            url: url.into(),
-            host: HeaderValue::from_str(authority.as_str()).ok()?,
-            authority,
-            base_path: base.trim_end_matches('/').into(),
-        })
-    }
-
-    /// The `Host` header value to send to this target.
-    pub fn host_header(&self) -> &HeaderValue {
-        &self.host
-    }
-
-    /// The absolute upstream URI for a request to `original`: its path replaced by `path` when
-    /// the route rewrote it (see [`Matched::rewritten_path`]), with the target's base path
-    /// prepended, and its query kept.
-    pub fn upstream_uri(&self, original: &Uri, path: Option<&str>) -> Result<Uri, http::Error> {
-        let path_and_query = if path.is_none() && self.base_path.is_empty() {
-            // The common case reuses the original (reference-counted) bytes.
-            match original.path_and_query() {
-                Some(pq) => pq.clone(),
-                None => PathAndQuery::from_static("/"),
-            }
-        } else {
-            let rest = path.unwrap_or_else(|| original.path());
-            let query = original.query();
-            let mut s = String::with_capacity(
-                self.base_path.len() + rest.len() + 2 + query.map_or(0, str::len),
-            );
-            s.push_str(&self.base_path);
-            if !rest.starts_with('/') {
-                s.push('/');
-            }
-            s.push_str(rest);
-            if let Some(q) = query {
-                s.push('?');
-                s.push_str(q);
-            }
-            PathAndQuery::try_from(s)?
-        };
-        let mut parts = Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Ok(Uri::from_parts(parts)?)
-    }
-}
-
 /// A successful lookup.
 #[derive(Debug, Clone, Copy)]
 pub struct Matched<'r> {
@@ -310,7 +211,7 @@ impl<'r> Matched<'r> {
     /// The path to send upstream instead of the request path `path` (before the target's base
     /// path), or `None` to send it unchanged. See "Rewriting the path" in the module
     /// documentation; a result may be empty or lack its leading `/`, which
-    /// [`Target::upstream_uri`] adds.
+    /// the upstream call adds.
     pub fn rewritten_path<'a>(&self, path: &'a str) -> Option<Cow<'a, str>>
     where
         'r: 'a,
@@ -346,12 +247,8 @@ impl Router {
     /// Compiles the routes and services of `state`. Routes naming a missing service, regex
     /// paths that do not compile and targets with an unusable URL are skipped with a warning;
     /// validation normally prevents all three.
-    pub fn compile(state: &State) -> Router {
-        let services: HashMap<&str, Arc<Service>> = state
-            .services
-            .values()
-            .map(|e| (e.name.as_str(), Arc::new(compile_service(e))))
-            .collect();
+    /// `services` are those of `state`, from [`crate::upstream`].
+    pub fn compile(state: &State, services: &Services) -> Router {
         let mut router = Router {
             services: services.len(),
             source: (state.routes.clone(), state.services.clone()),
@@ -635,77 +532,11 @@ fn lowercase(host: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn compile_service(entity: &Entity<ServiceSpec>) -> Service {
-    // Least-connections and consistent hashing are being added in the upstream module; until
-    // then every service is balanced round-robin.
-    match entity.spec.lb {
-        LbPolicy::RoundRobin | LbPolicy::LeastConnections | LbPolicy::ConsistentHash => {}
-    }
-    let mut targets = Vec::new();
-    let mut weights = Vec::new();
-    for t in &entity.spec.targets {
-        if t.weight == 0 {
-            continue;
-        }
-        match Target::parse(&t.url) {
-            Some(target) => {
-                targets.push(target);
-                weights.push(t.weight);
-            }
-            None => warn!(service = %entity.name, url = %t.url,
-                "target URL is not of the form http://host:port[/path]; target skipped"),
-        }
-    }
-    Service {
-        name: entity.name.as_str().into(),
-        schedule: schedule(&weights).into(),
-        targets: targets.into(),
-        next: AtomicUsize::new(0),
-    }
-}
-
-/// Smooth weighted round-robin order (as in nginx) over targets with the given weights (all
-/// above 0): spreads each target's turns evenly instead of sending them in bursts.
-fn schedule(weights: &[u32]) -> Vec<u32> {
-    let weights = reduce(weights);
-    let total: i64 = weights.iter().sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut order = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for _ in 0..total {
-        let mut best = 0;
-        for (i, w) in weights.iter().enumerate() {
-            current[i] += w;
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total;
-        order.push(best as u32);
-    }
-    order
-}
-
-/// Divides weights by their GCD and scales them down if their sum exceeds the schedule cap.
-fn reduce(weights: &[u32]) -> Vec<i64> {
-    fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 { a } else { gcd(b, a % b) }
-    }
-    let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w))).max(1);
-    let reduced: Vec<u64> = weights.iter().map(|&w| u64::from(w) / g).collect();
-    let sum: u64 = reduced.iter().sum();
-    let cap = MAX_SCHEDULE.max(weights.len()) as u64;
-    reduced
-        .into_iter()
-        .map(|w| {
-            let w = if sum > cap { (w * cap / sum).max(1) } else { w };
-            i64::try_from(w).unwrap_or(1)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::Upstreams;
+    use http::HeaderValue;
     use raftgate_model::Target as TargetSpec;
     use std::collections::BTreeMap;
 
@@ -751,10 +582,14 @@ mod tests {
             },
         );
         State {
-            services: Arc::new(BTreeMap::from([("svc".to_string(), svc)])),
+            services: Arc::new([("svc".to_string(), svc)].into_iter().collect()),
             routes: Arc::new(routes.into_iter().map(|r| (r.name.clone(), r)).collect()),
             ..State::default()
         }
+    }
+
+    fn compile(state: &State) -> Router {
+        Router::compile(state, &Upstreams::new().sync(state))
     }
 
     fn prefix_of<'r>(m: &Matched<'r>) -> &'r str {
@@ -772,7 +607,7 @@ mod tests {
 
     #[test]
     fn precedence() {
-        let router = Router::compile(&state(
+        let router = compile(&state(
             vec![
                 route("root", &[], &["/"], &[]),
                 route("api", &[], &["/api"], &[]),
@@ -838,7 +673,7 @@ mod tests {
 
     #[test]
     fn exact_then_regex_then_prefix() {
-        let router = Router::compile(&state(
+        let router = compile(&state(
             vec![
                 route("root", &[], &["/"], &[]),
                 route("prefix-users", &[], &["/users"], &[]),
@@ -885,7 +720,7 @@ mod tests {
 
     #[test]
     fn headers_then_methods_then_priority_then_name() {
-        let router = Router::compile(&state(
+        let router = compile(&state(
             vec![
                 custom("a-plain", &["/api"], |_| {}),
                 custom("b-high", &["/api"], |r| r.priority = 10),
@@ -964,7 +799,7 @@ mod tests {
     #[test]
     fn rewrites_and_strips() {
         let rw = |s: &str| Some(s.to_owned());
-        let router = Router::compile(&state(
+        let router = compile(&state(
             vec![
                 custom("pre", &["/api"], |r| r.rewrite = rw("/v2")),
                 custom("pre-slash", &["/b/"], |r| r.rewrite = rw("/v3/")),
@@ -1010,7 +845,7 @@ mod tests {
 
     #[test]
     fn segment_aware_prefixes() {
-        let router = Router::compile(&state(
+        let router = compile(&state(
             vec![
                 route("api", &[], &["/api"], &[]),
                 route("api-slash", &[], &["/api/v1/"], &[]),
@@ -1045,65 +880,6 @@ mod tests {
     }
 
     #[test]
-    fn upstream_uris() {
-        let t = Target::parse("http://10.0.0.1:8080/base/").unwrap();
-        let uri: Uri = "/api/users?x=1".parse().unwrap();
-        assert_eq!(
-            t.upstream_uri(&uri, Some("/users")).unwrap().to_string(),
-            "http://10.0.0.1:8080/base/users?x=1"
-        );
-        assert_eq!(
-            t.upstream_uri(&"/api".parse().unwrap(), Some(""))
-                .unwrap()
-                .to_string(),
-            "http://10.0.0.1:8080/base/"
-        );
-        let t = Target::parse("http://up:80").unwrap();
-        assert_eq!(t.host_header(), "up:80");
-        assert_eq!(
-            t.upstream_uri(&"/api".parse().unwrap(), Some(""))
-                .unwrap()
-                .to_string(),
-            "http://up:80/"
-        );
-        assert_eq!(
-            t.upstream_uri(&"/api/?q".parse().unwrap(), Some("v2"))
-                .unwrap()
-                .to_string(),
-            "http://up:80/v2?q"
-        );
-        assert_eq!(
-            t.upstream_uri(&uri, None).unwrap().to_string(),
-            "http://up:80/api/users?x=1"
-        );
-        assert!(Target::parse("https://x").is_none());
-        assert!(Target::parse("http://a b").is_none());
-    }
-
-    #[test]
-    fn weighted_schedule() {
-        assert_eq!(schedule(&[3, 1]), [0, 0, 1, 0]);
-        assert_eq!(schedule(&[5, 5]), [0, 1]);
-        assert_eq!(schedule(&[2, 1, 1]).len(), 4);
-        let big = schedule(&[u32::MAX, 1]);
-        assert_eq!(big.len(), MAX_SCHEDULE);
-        assert_eq!(big.iter().filter(|&&i| i == 1).count(), 1);
-
-        let router = Router::compile(&state(vec![route("r", &[], &[], &[])], &[3, 0, 1]));
-        let svc = &router
-            .find(None, "/", &Method::GET, &HeaderMap::new())
-            .unwrap()
-            .route
-            .service;
-        let mut counts = [0; 2];
-        for _ in 0..400 {
-            let t = svc.next_target().unwrap();
-            counts[usize::from(t.url.ends_with("9002"))] += 1;
-        }
-        assert_eq!(counts, [300, 100]);
-    }
-
-    #[test]
     fn many_hosts_compile_and_match() {
         let routes = (0..10_000)
             .map(|i| {
@@ -1115,7 +891,7 @@ mod tests {
                 )
             })
             .collect();
-        let router = Router::compile(&state(routes, &[1]));
+        let router = compile(&state(routes, &[1]));
         assert_eq!(router.route_count(), 10_000);
         assert_eq!(
             name(&router, Some("h9999.example.com"), "/x", Method::GET).as_deref(),

@@ -547,16 +547,11 @@ async fn failures_answer_with_json_errors() {
 #[tokio::test]
 async fn slow_upstream_times_out_with_504() {
     let up = upstream("up").await;
+    let mut svc = service("svc", &[(url(up, ""), 1)]);
+    svc.spec.timeouts.read_ms = 300;
     let proxy = start_proxy(
-        state(
-            vec![service("svc", &[(url(up, ""), 1)])],
-            vec![route("slow", "svc", &["/slow"])],
-            1,
-        ),
-        ProxyConfig {
-            upstream_timeout: Duration::from_millis(300),
-            ..ProxyConfig::default()
-        },
+        state(vec![svc], vec![route("slow", "svc", &["/slow"])], 1),
+        ProxyConfig::default(),
     )
     .await;
     let c = client();

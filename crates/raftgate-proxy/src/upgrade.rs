@@ -1,0 +1,119 @@
+//! Protocol upgrades (WebSocket and any other `Upgrade` of HTTP/1.1) passed through.
+//!
+//! A request with `Connection: upgrade` and an `Upgrade` header keeps both on its way upstream
+//! (they are hop-by-hop, so the proxy otherwise removes them). When the upstream answers
+//! `101 Switching Protocols`, the proxy answers the client the same way, then joins the two
+//! connections once both have switched, copying bytes both ways until either side closes. Any
+//! other answer is passed on as usual and the client's connection stays HTTP.
+//!
+//! A tunnel no longer belongs to the HTTP connection it came from, so draining on shutdown does
+//! not wait for it; it ends when either end closes. Upgrades are an HTTP/1.1 mechanism: HTTP/2
+//! requests cannot carry them.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+/// An upgrade a client asked for: the protocol and its side of the connection, once switched.
+pub(crate) struct Upgrade {
+    protocol: HeaderValue,
+    client: OnUpgrade,
+}
+
+impl Upgrade {
+    /// Takes the upgrade that `request` asks for, if it is an HTTP/1.1 request with
+    /// `Connection: upgrade` and an `Upgrade` header.
+    pub(crate) fn take<B>(request: &mut Request<B>) -> Option<Upgrade> {
+        if request.version() != Version::HTTP_11 {
+            return None;
+        }
+        let protocol = request.headers().get(header::UPGRADE)?.clone();
+        if !connection_has_upgrade(request.headers()) {
+            return None;
+        }
+        Some(Upgrade {
+            protocol,
+            client: hyper::upgrade::on(request),
+        })
+    }
+
+    /// The protocol asked for, to [`restore`] on the request sent upstream.
+    pub(crate) fn protocol(&self) -> &HeaderValue {
+        &self.protocol
+    }
+
+    /// When `response` (from upstream, its headers as received) switches protocols, starts the
+    /// tunnel, which runs once the client has the response, and returns the protocol to
+    /// [`restore`] on the response once its hop-by-hop headers are removed. Otherwise `None`:
+    /// the client's connection stays HTTP.
+    pub(crate) fn splice<B>(self, response: &mut Response<B>) -> Option<HeaderValue> {
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return None;
+        }
+        let protocol = response.headers().get(header::UPGRADE)?.clone();
+        let upstream = hyper::upgrade::on(&mut *response);
+        tokio::spawn(tunnel(self.client, upstream));
+        Some(protocol)
+    }
+}
+
+/// Puts `Connection: upgrade` and `Upgrade: protocol` back on a message whose hop-by-hop
+/// headers were removed.
+pub(crate) fn restore(headers: &mut HeaderMap, protocol: &HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol.clone());
+}
+
+fn connection_has_upgrade(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|line| {
+        line.to_str().is_ok_and(|line| {
+            line.split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    })
+}
+
+/// Copies bytes both ways between the two switched connections until either side closes.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(error) => {
+            debug!(%error, "protocol upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((sent, received)) => debug!(sent, received, "upgraded connection closed"),
+        Err(error) => debug!(%error, "upgraded connection broke"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http11_requests_with_both_headers_upgrade() {
+        let request = |version, connection: &'static str| {
+            Request::builder()
+                .version(version)
+                .header(header::CONNECTION, connection)
+                .header(header::UPGRADE, "websocket")
+                .body(())
+                .unwrap()
+        };
+        assert!(Upgrade::take(&mut request(Version::HTTP_11, "keep-alive, Upgrade")).is_some());
+        assert!(Upgrade::take(&mut request(Version::HTTP_11, "keep-alive")).is_none());
+        assert!(Upgrade::take(&mut request(Version::HTTP_10, "upgrade")).is_none());
+        assert!(Upgrade::take(&mut request(Version::HTTP_2, "upgrade")).is_none());
+        let mut no_upgrade = Request::builder()
+            .header(header::CONNECTION, "upgrade")
+            .body(())
+            .unwrap();
+        assert!(Upgrade::take(&mut no_upgrade).is_none());
+    }
+}

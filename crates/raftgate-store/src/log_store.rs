@@ -1,8 +1,10 @@
 //! The Raft log and vote, in two sled trees.
 //!
 //! Entries are keyed by their big-endian index so that sled's ordered iteration is log order.
-//! `append` writes a batch and acknowledges it only after [`Durable::sync`]; `save_vote` likewise
-//! returns only once the vote is on disk. Appends that would leave a hole in the log are refused;
+//! `append` writes a batch, returns as soon as the entries are readable, and hands the
+//! acknowledgement to a flusher task that acknowledges to Raft only after [`Durable::sync`]. The
+//! flusher covers every append queued meanwhile with one sync (group commit), and openraft goes on
+//! replicating while the leader's disk syncs. `save_vote` returns only once the vote is on disk. Appends that would leave a hole in the log are refused;
 //! an append that rewrites an index drops the entries after it in the same atomic batch.
 
 use std::fmt::Debug;
@@ -26,6 +28,24 @@ pub struct LogStore {
     db: Durable,
     log: sled::Tree,
     meta: sled::Tree,
+    flusher: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+/// Acknowledges appends once a sync covers them, in order, one sync for all that are waiting.
+async fn flush_appends(
+    db: Durable,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+) {
+    let mut waiting = Vec::new();
+    while queue.recv_many(&mut waiting, 1024).await > 0 {
+        let result = db.sync().await;
+        for callback in waiting.drain(..) {
+            callback.log_io_completed(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
 }
 
 fn io<E: std::error::Error + 'static>(
@@ -45,11 +65,15 @@ fn write_err<E: std::error::Error + 'static>(e: &E) -> StorageError {
 
 impl LogStore {
     /// Opens the log trees of `db`.
+    /// Must be called inside a tokio runtime: it starts the flusher task.
     pub fn new(db: Durable) -> Result<Self, StoreError> {
+        let (flusher, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(flush_appends(db.clone(), queue));
         Ok(Self {
             log: db.tree("raft_log")?,
             meta: db.tree("raft_meta")?,
             db,
+            flusher,
         })
     }
 
@@ -77,6 +101,14 @@ impl LogStore {
                 Ok(Some(entry.log_id))
             }
         }
+    }
+
+    /// Index of the last entry, read from its key without decoding it.
+    fn last_index(&self) -> Result<Option<u64>, StorageError> {
+        let last = self.log.last().map_err(|e| read_err(&e))?;
+        Ok(last
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map(u64::from_be_bytes))
     }
 
     async fn sync(&self) -> Result<(), StorageError> {
@@ -158,8 +190,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut next = match self.last_entry_id()? {
-            Some(id) => Some(id.index + 1),
+        let mut next = match self.last_index()? {
+            Some(index) => Some(index + 1),
             None => self.get_meta::<LogId>(LAST_PURGED)?.map(|id| id.index + 1),
         };
         let mut batch = sled::Batch::default();
@@ -185,13 +217,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&key(index), bytes);
         }
         self.log.apply_batch(batch).map_err(|e| write_err(&e))?;
-        // Entries are readable now; they are acknowledged once they are on disk.
-        let result = self.sync().await;
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
-        }
-        result
+        // Entries are readable now; the flusher acknowledges them once they are on disk.
+        self.flusher
+            .send(callback)
+            .map_err(|_| write_err(&std::io::Error::other("the log flusher has stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

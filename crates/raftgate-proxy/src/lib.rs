@@ -1,33 +1,64 @@
 //! The data plane of raftgate: serves proxy traffic from the node's local replicated [`State`].
 //!
-//! [`Proxy::serve`] accepts HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) connections, matches
-//! each request against a [`router::Router`] compiled from the state, and forwards it over a
-//! pooled keep-alive HTTP/1.1 client to one of the route's service targets, chosen by the
+//! [`Proxy::serve`] accepts cleartext connections and [`Proxy::serve_with_tls`] TLS ones too;
+//! each request is matched against a [`router::Router`] compiled from the state and forwarded
+//! over a pooled keep-alive HTTP/1.1 client to one of the route's service targets, chosen by the
 //! service's balancing policy among its healthy targets, with its timeouts and retries (see
 //! [`upstream`]). Bodies are streamed both ways.
 //!
-//! The request path never touches the cluster: a background task recompiles the router each
-//! time the state published on the watch channel changes and swaps it in atomically, so a
-//! request only performs a lock-free load of the current router. If the channel closes, the last
-//! router stays in use.
+//! The request path never touches the cluster: a background task recompiles the router (and the
+//! TLS certificates) each time the state published on the watch channel changes and swaps it in
+//! atomically, so a request only performs a lock-free load of the current router. In-flight
+//! requests keep the router they started with. If the channel closes, the last router stays in
+//! use.
 //!
-//! What the proxy changes on the way (see also [`router`] for matching rules):
+//! # Protocols
+//!
+//! - HTTP/1.1 and HTTP/2 on the cleartext listener (HTTP/2 by prior knowledge, "h2c");
+//! - on the TLS listener, HTTP/2 or HTTP/1.1 as chosen by ALPN (`h2`, `http/1.1`);
+//! - WebSocket and any other HTTP/1.1 `Upgrade`: when the upstream answers `101`, the two
+//!   connections are joined and bytes copied both ways until either side closes.
+//!
+//! # TLS
+//!
+//! Certificates are the `certificates` of the replicated state, chosen by SNI (exact name first,
+//! then a `*.example.com` wildcard covering one label); a certificate that does not load is
+//! logged and skipped, a name without a certificate fails the handshake. Changes take effect for
+//! new handshakes without a restart. rustls with the ring provider; TLS 1.2 and 1.3.
+//!
+//! # What the proxy changes on the way
+//!
+//! (See also [`router`] for matching, precedence and path rewriting.)
 //! - hop-by-hop headers are removed both ways: `Connection` and the headers it names,
-//!   `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` (so protocol
-//!   upgrades such as WebSocket are not proxied); `Expect` is answered by the proxy itself;
+//!   `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` (an upgrade
+//!   request keeps `Connection: upgrade` and `Upgrade`); `Expect` is answered by the proxy
+//!   itself;
 //! - `Host` becomes the target's `host:port`; `X-Forwarded-For` gets the client address
-//!   appended; `X-Forwarded-Proto` is set to `http` and `X-Forwarded-Host` to the client's host
-//!   (both replacing what the client sent);
+//!   appended; `X-Forwarded-Proto` is set to `https` on the TLS listener and `http` otherwise,
+//!   and `X-Forwarded-Host` to the client's host (both replacing what the client sent);
 //! - `X-Request-Id` is kept when the client sent a usable one (printable, at most 128 bytes),
 //!   generated otherwise, and sent both upstream and back to the client;
-//! - with `strip_path`, the matched prefix is removed (an empty remainder becomes `/`); a target
-//!   URL with a path (`http://host:port/base`) has it prepended.
+//! - the route's `strip_path` or `rewrite` changes the path, and a target URL with a path
+//!   (`http://host:port/base`) has it prepended;
+//! - last, the route's `request_headers` changes (remove, then set, then add) apply to the
+//!   request sent upstream, and its `response_headers` changes to the upstream's response.
+//!   Hop-by-hop headers and `Content-Length` cannot be changed by a route.
+//!
+//! # Limits
+//!
+//! [`ProxyConfig`] bounds the request head (bytes and header lines: 431), the request body
+//! (413) and the time a client may take for its TLS handshake or request head. A client that
+//! breaks off, sends malformed HTTP or TLS, or is too slow is disconnected without affecting
+//! other connections.
+//!
+//! # Failure answers
 //!
 //! When it cannot forward, the proxy answers with an [`ErrorBody`] JSON: 404 `no_route`,
 //! 502 `upstream_unreachable` (connection refused) or `upstream_error` (connection reset or
 //! closed early), 504 `upstream_timeout` (a connect, read or total timeout of the service),
 //! 503 `no_upstream` (no target) or `no_healthy_upstream` (every target unhealthy or ejected),
-//! 400 `bad_request`.
+//! 400 `bad_request`, 413 `body_too_large`, 431 `headers_too_large` (HTTP/2; HTTP/1 heads that
+//! are too large get a bare 431 from the HTTP parser).
 
 #![warn(missing_docs)]
 
@@ -164,7 +195,7 @@ impl Proxy {
     }
 
     /// Like [`Proxy::serve`], and also serves TLS connections from `tls_listener`, terminated
-    /// with the certificates of the replicated state (see [`tls`](crate#tls)); both listeners
+    /// with the certificates of the replicated state (see [TLS](crate#tls)); both listeners
     /// share the routes, the upstream connections and the shutdown.
     pub async fn serve_with_tls(
         self,

@@ -742,3 +742,65 @@ async fn garbage_on_either_listener_never_breaks_the_proxy() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_config_change_does_not_disturb_requests_in_flight() {
+    let (http, ws) = (http_upstream().await, websocket_echo_upstream().await);
+    let proxy = start(state(http, ws, &[]), ProxyConfig::default()).await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+
+    // An upload that has started, and a WebSocket tunnel that is open.
+    // Room for one chunk: the second send returns once the client took the first, so the
+    // request head is on its way.
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let body = StreamBody::new(tokio_stream_from(body));
+    let upload = tokio::spawn(
+        client.request(
+            Request::post(format!("http://{}/upload", proxy.plain))
+                .body(body)
+                .unwrap(),
+        ),
+    );
+    let chunk = || Ok(Frame::data(Bytes::from(vec![b'u'; 10_000])));
+    chunks.send(chunk()).await.unwrap();
+    chunks.send(chunk()).await.unwrap();
+    let stream = TcpStream::connect(proxy.plain).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async("ws://x/ws", stream)
+        .await
+        .unwrap();
+
+    // Every route is deleted; new requests see it.
+    let mut without_routes = state(http, ws, &[]);
+    without_routes.routes = Arc::default();
+    without_routes.applied_index = 2;
+    proxy.states.send(Arc::new(without_routes)).unwrap();
+    let changed_at = Instant::now();
+    loop {
+        let stream = TcpStream::connect(proxy.plain).await.unwrap();
+        if http1_get(stream, "x", "/probe").await.0 == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            changed_at.elapsed() < Duration::from_secs(5),
+            "routes never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The upload finishes on its old route, and the tunnel still echoes.
+    chunks.send(chunk()).await.unwrap();
+    drop(chunks);
+    let response = upload.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "http /upload 30000");
+    echo_round_trips(&mut socket).await;
+    proxy.stop().await;
+}
+
+/// The receiving end of a channel as a stream.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -40,6 +40,13 @@ pub struct ServeArgs {
     /// host:port of the proxy.
     #[arg(long)]
     pub proxy_addr: Option<SocketAddr>,
+    /// host:port of the TLS proxy listener (certificates come from `/certificates`, chosen by SNI).
+    #[arg(long)]
+    pub proxy_tls_addr: Option<SocketAddr>,
+    /// Largest request body the proxy forwards (413 above it); unlimited by default, since bodies
+    /// are streamed.
+    #[arg(long)]
+    pub max_body_bytes: Option<u64>,
     /// Host name or IP other nodes and clients use to reach this node, when the listen addresses
     /// are wildcards (0.0.0.0), e.g. in containers. `{hostname}` is replaced by the host name.
     #[arg(long)]
@@ -209,6 +216,20 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         .map_err(CliError::io(format!(
             "cannot listen on proxy address {proxy_addr}"
         )))?;
+    let tls_listener = match flags.proxy_tls_addr.or(file.proxy_tls_addr) {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(CliError::io(format!(
+                    "cannot listen on proxy TLS address {addr}"
+                )))?,
+        ),
+        None => None,
+    };
+    let proxy_config = raftgate_proxy::ProxyConfig {
+        max_body_bytes: flags.max_body_bytes.or(file.max_body_bytes),
+        ..raftgate_proxy::ProxyConfig::default()
+    };
     let node = Node::start(NodeConfig {
         id,
         data_dir,
@@ -226,9 +247,11 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let proxy =
-        raftgate_proxy::Proxy::new(node.subscribe(), raftgate_proxy::ProxyConfig::default());
-    let proxy_task = tokio::spawn(proxy.serve(proxy_listener, stopped()));
+    let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config);
+    let proxy_task = match tls_listener {
+        Some(tls) => tokio::spawn(proxy.serve_with_tls(proxy_listener, tls, stopped())),
+        None => tokio::spawn(proxy.serve(proxy_listener, stopped())),
+    };
     let admin_task = tokio::spawn(raftgate_admin::serve(
         admin_listener,
         node.clone(),

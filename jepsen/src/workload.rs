@@ -1,5 +1,6 @@
-//! Client workloads. Each worker loops until the deadline, picks a random node, records an
-//! `invoke`, calls the admin API (or the proxy) and records how it ended:
+//! Client workloads. Each worker is bound to one node (as in Jepsen) and loops until the
+//! deadline: it records an `invoke`, calls that node's admin API (or proxy) and records how it
+//! ended:
 //!
 //! | answer | recorded as |
 //! |---|---|
@@ -63,8 +64,10 @@ impl Ctx {
         self.stop.load(Ordering::SeqCst)
     }
 
-    fn random_node(&self) -> usize {
-        rand::rng().random_range(1..=self.cluster.len())
+    /// The node worker `w` talks to: workers are spread evenly and stay on their node, as
+    /// Jepsen binds each client to one node, so a paused node holds up only its own clients.
+    fn node_of(&self, w: usize) -> usize {
+        w % self.cluster.len() + 1
     }
 
     /// Sleeps a random time with mean `mean`, or less if the run stops.
@@ -150,7 +153,7 @@ pub async fn register(ctx: Ctx, opts: RegisterOpts) {
     });
     let mean = Duration::from_secs_f64(opts.concurrency as f64 / opts.rate.max(0.1));
     let workers: Vec<_> = (0..opts.concurrency)
-        .map(|_| {
+        .map(|w| {
             let ctx = ctx.clone();
             let keys = keys.clone();
             tokio::spawn(async move {
@@ -161,7 +164,7 @@ pub async fn register(ctx: Ctx, opts: RegisterOpts) {
                         break;
                     }
                     let key = keys.pick();
-                    let node = ctx.random_node();
+                    let node = ctx.node_of(w);
                     let roll: f64 = rand::rng().random();
                     let completed = if roll < 0.5 {
                         read(&ctx, process, &key, node).await.0
@@ -357,7 +360,7 @@ pub struct SetOpts {
 pub async fn set(ctx: Ctx, opts: SetOpts) {
     let mean = Duration::from_secs_f64(opts.concurrency as f64 / opts.rate.max(0.1));
     let workers: Vec<_> = (0..opts.concurrency)
-        .map(|_| {
+        .map(|w| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let mut process = ctx.new_process();
@@ -367,7 +370,7 @@ pub async fn set(ctx: Ctx, opts: SetOpts) {
                         break;
                     }
                     let element = ctx.values.fetch_add(1, Ordering::SeqCst);
-                    let node = ctx.random_node();
+                    let node = ctx.node_of(w);
                     ctx.rec.record(op(
                         process,
                         OpType::Invoke,

@@ -145,6 +145,7 @@ pub struct TargetHealth {
 pub struct UpstreamHealth {
     /// Service name.
     pub service: String,
-    /// Every target, in configuration order (registered instances after the static targets).
+    /// Every target with a weight above 0, in configuration order (registered instances after
+    /// the static targets); a DNS name appears once per address it resolved to.
     pub targets: Vec<TargetHealth>,
 }

@@ -71,8 +71,9 @@ impl Drop for Tasks {
     }
 }
 
-/// Locks a mutex that only background code holds, briefly and without awaiting; a panic while
-/// holding it cannot leave the data half-updated in a way that matters more than stopping.
+/// Locks a mutex that only background code holds, briefly and without awaiting. A poisoned lock
+/// is taken anyway: the worst a panic could leave behind is a stale pool input, which the next
+/// state or DNS answer replaces, whereas refusing would stop all updates of the service.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -181,8 +182,8 @@ impl Service {
         let needs_dns = !self.dns_names().0.is_empty();
         let needs_active = self.pool().active().is_some();
         let mut tasks = lock(&self.tasks);
-        let old = std::mem::take(&mut *tasks);
-        drop(old);
+        // Dropping the old tasks aborts them.
+        *tasks = Tasks::default();
         if !needs_dns && !needs_active {
             return;
         }

@@ -289,10 +289,27 @@ fn check_register(pairs: &[Pair], a: &mut Analysis) {
                     .collect();
                 let skip = context.len().saturating_sub(CONTEXT_OPS);
                 context.drain(..skip);
+                // Always show the culprit and, for a read, the operation that wrote its value.
+                let read_value = culprit
+                    .filter(|p| p.invoke.f == "read")
+                    .and_then(|p| p.complete.as_ref())
+                    .and_then(|c| c.value.as_u64());
+                let writer = key_pairs.iter().copied().find(|p| {
+                    read_value.is_some()
+                        && p.invoke.f != "read"
+                        && (p.invoke.value.as_u64() == read_value
+                            || p.invoke.value.get(1).and_then(|v| v.as_u64()) == read_value)
+                });
+                for extra in [writer, culprit].into_iter().flatten() {
+                    if !context.iter().any(|p| std::ptr::eq(*p, extra)) {
+                        context.push(extra);
+                    }
+                }
+                context.sort_by_key(|p| p.invoke.time);
                 a.anomalies.push(Anomaly {
                     kind: "register".into(),
                     detail: format!(
-                        "key {key} is not linearizable; no order explains {} (last {} operations on the key up to it follow)",
+                        "key {key} is not linearizable; no order explains {} ({} operations on the key up to it follow, with the write of the value read)",
                         culprit.map_or("the history".into(), |p| format!(
                             "the {} {} by process {} on node {}",
                             p.invoke.f,

@@ -16,6 +16,7 @@ mod instances;
 mod keys;
 pub mod openapi;
 mod resources;
+mod upstreams;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use raftgate_cluster::Node;
 use raftgate_model::{CertificateSpec, ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
 
 pub use error::ApiError;
+pub use upstreams::HealthSource;
 
 /// Largest request body the admin API accepts.
 pub const MAX_BODY: usize = 1 << 20;
@@ -34,16 +36,19 @@ pub const MAX_BODY: usize = 1 << 20;
 struct AdminState {
     node: Node,
     token: Option<auth::TokenHash>,
+    health: Option<HealthSource>,
 }
 
 type Shared = Arc<AdminState>;
 
 /// Builds the admin API for `node`. With `token`, every request but `GET /health` must carry
-/// `Authorization: Bearer <token>`.
-pub fn router(node: Node, token: Option<&str>) -> Router {
+/// `Authorization: Bearer <token>`. `health` is where `GET /upstreams/health` reads this node's
+/// view of its upstream targets (the proxy's).
+pub fn router(node: Node, token: Option<&str>, health: Option<HealthSource>) -> Router {
     let state = Arc::new(AdminState {
         node,
         token: token.map(auth::TokenHash::new),
+        health,
     });
     Router::new()
         .route("/openapi.json", get(openapi::serve))
@@ -54,6 +59,7 @@ pub fn router(node: Node, token: Option<&str>) -> Router {
         .merge(resources::routes::<RateLimitSpec>())
         .merge(resources::routes::<CertificateSpec>())
         .merge(instances::routes())
+        .merge(upstreams::routes())
         .merge(keys::routes())
         .merge(cluster::routes())
         .fallback(extract::not_found)
@@ -71,9 +77,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Node,
     token: Option<String>,
+    health: Option<HealthSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node, token.as_deref()))
+    axum::serve(listener, router(node, token.as_deref(), health))
         .with_graceful_shutdown(shutdown)
         .await
 }

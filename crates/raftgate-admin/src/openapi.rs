@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use axum::http::header;
 use axum::response::IntoResponse;
 use raftgate_model::api::{
-    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, Member, Role,
+    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, Member, NodeUpstreams, Role,
+    TargetHealth, UpstreamHealth,
 };
 use raftgate_model::state::Resource;
 use raftgate_model::{
@@ -295,6 +296,26 @@ fn build() -> OpenApi {
         .response("200", ok("Snapshot built", SnapshotTaken::schema())),
     );
     paths.add_path_operation(
+        "/upstreams/health",
+        vec![HttpMethod::Get],
+        op(
+            "upstreams",
+            "Health of every service's targets as this node (or every node) sees it",
+        )
+        .parameter(param(
+            "cluster",
+            ParameterIn::Query,
+            "true: ask every member too",
+        ))
+        .response(
+            "200",
+            ok(
+                "One entry per node",
+                ArrayBuilder::new().items(Ref::from_schema_name("NodeUpstreams")),
+            ),
+        ),
+    );
+    paths.add_path_operation(
         "/health",
         vec![HttpMethod::Get],
         OperationBuilder::new()
@@ -326,6 +347,9 @@ fn build() -> OpenApi {
         .schema_from::<Member>()
         .schema_from::<Role>()
         .schema_from::<AddMember>()
+        .schema_from::<NodeUpstreams>()
+        .schema_from::<UpstreamHealth>()
+        .schema_from::<TargetHealth>()
         .build();
     OpenApiBuilder::new()
         .info(

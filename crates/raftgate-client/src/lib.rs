@@ -29,7 +29,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use raftgate_model::api::{AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo};
+use raftgate_model::api::{
+    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, NodeUpstreams,
+};
 use raftgate_model::state::Resource;
 use raftgate_model::{ConsumerSpec, Entity, Kind, NodeId, RateLimitSpec, RouteSpec, ServiceSpec};
 use serde::de::DeserializeOwned;
@@ -389,7 +391,19 @@ impl AdminClient {
             .map(drop)
     }
 
-    /// `GET /health`: whether the node serves requests, and its id.
+    /// `GET /upstreams/health`: this node's view of its upstream targets.
+    pub async fn upstream_health(&self) -> Result<Vec<NodeUpstreams>, ClientError> {
+        self.call(Method::GET, "/upstreams/health", NO_BODY, None)
+            .await
+    }
+
+    /// `GET /upstreams/health?cluster=true`: every member's view of its upstream targets.
+    pub async fn cluster_upstream_health(&self) -> Result<Vec<NodeUpstreams>, ClientError> {
+        self.call(Method::GET, "/upstreams/health?cluster=true", NO_BODY, None)
+            .await
+    }
+
+    /// `GET /health`: whether the node answers, and its id.
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/health", NO_BODY, None).await
     }

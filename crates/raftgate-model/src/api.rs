@@ -149,3 +149,15 @@ pub struct UpstreamHealth {
     /// the static targets); a DNS name appears once per address it resolved to.
     pub targets: Vec<TargetHealth>,
 }
+
+/// One node's view of its upstreams, as `GET /upstreams/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeUpstreams {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its view of each service's targets.
+    pub services: Vec<UpstreamHealth>,
+    /// Why the node's view could not be fetched (cluster view only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -248,6 +248,8 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         }
     };
     let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config);
+    let health = proxy.health();
+    let health: raftgate_admin::HealthSource = std::sync::Arc::new(move || health.all());
     let proxy_task = match tls_listener {
         Some(tls) => tokio::spawn(proxy.serve_with_tls(proxy_listener, tls, stopped())),
         None => tokio::spawn(proxy.serve(proxy_listener, stopped())),
@@ -256,6 +258,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         admin_listener,
         node.clone(),
         token.clone(),
+        Some(health),
         stopped(),
     ));
     tracing::info!(id, %admin_addr, %proxy_addr, %cluster_addr, "admin API listening");

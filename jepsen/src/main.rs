@@ -62,6 +62,10 @@ enum Cmd {
     Check {
         /// history.jsonl of a run.
         history: PathBuf,
+        /// Re-read `503 no_leader` failures as unknown outcomes (`info`), to see whether a
+        /// history has anomalies other than writes that took effect after a 503.
+        #[arg(long)]
+        no_leader_unknown: bool,
     },
     /// Prints one table of figures over several runs' results folders.
     Summarize {
@@ -147,8 +151,23 @@ fn main() -> ExitCode {
                 eprintln!("cleaned slots: {cleaned:?}");
                 Ok(true)
             }
-            Cmd::Check { history } => {
-                let ops = history::load(&history)?;
+            Cmd::Check {
+                history,
+                no_leader_unknown,
+            } => {
+                let mut ops = history::load(&history)?;
+                if no_leader_unknown {
+                    for op in &mut ops {
+                        if op.kind == OpType::Fail
+                            && op
+                                .error
+                                .as_deref()
+                                .is_some_and(|e| e.ends_with("no_leader"))
+                        {
+                            op.kind = OpType::Info;
+                        }
+                    }
+                }
                 let analysis = checker::analyze(&ops);
                 let info = RunInfo {
                     name: history.display().to_string(),

@@ -306,10 +306,22 @@ fn check_register(pairs: &[Pair], a: &mut Analysis) {
                     }
                 }
                 context.sort_by_key(|p| p.invoke.time);
+                // The most common explanation, spelled out: the value read was written by an
+                // operation whose answer said it failed.
+                let failed_writer = writer
+                    .filter(|w| w.outcome() == OpType::Fail)
+                    .and_then(|w| w.complete.as_ref())
+                    .map_or(String::new(), |c| {
+                        format!(
+                            "; the {} of that value was answered '{}' (definitely not applied) yet took effect",
+                            c.f,
+                            c.error.as_deref().unwrap_or("fail")
+                        )
+                    });
                 a.anomalies.push(Anomaly {
                     kind: "register".into(),
                     detail: format!(
-                        "key {key} is not linearizable; no order explains {} ({} operations on the key up to it follow, with the write of the value read)",
+                        "key {key} is not linearizable; no order explains {}{failed_writer} ({} operations on the key up to it follow, with the write of the value read)",
                         culprit.map_or("the history".into(), |p| format!(
                             "the {} {} by process {} on node {}",
                             p.invoke.f,

@@ -83,6 +83,14 @@ pub enum BenchError {
         /// How long the tool waited.
         secs: u64,
     },
+    /// The load tool failed or printed no summary.
+    #[error(
+        "load run failed: {detail}; check that the URL answers 200 (curl it with the same Host)"
+    )]
+    Load {
+        /// The tool's exit status and output.
+        detail: String,
+    },
     /// Command-line values that do not fit together.
     #[error("invalid arguments: {0}")]
     Args(String),

@@ -1,14 +1,19 @@
-//! `raftgate-bench`: the cluster benchmark's load generator.
+//! `raftgate-bench`: the load generator and reporter of raftgate's benchmarks.
 //!
-//! It drives raftgate and etcd with the same code (one HTTP/1.1 keep-alive connection per worker,
-//! same key pattern and value size) so that their ratio, not an absolute number from a shared
-//! machine, is what the benchmark reports. `bench/cluster` starts both clusters and calls it;
-//! each measuring mode prints one JSON line, and `report` turns those lines into the table.
+//! For the cluster benchmark it drives raftgate and etcd with the same code (one HTTP/1.1
+//! keep-alive connection per worker, same key pattern and value size) so that their ratio, not
+//! an absolute number from a shared machine, is what the benchmark reports. For the proxy
+//! benchmark it fills raftgate with routes and wraps `wrk` runs with CPU and memory figures.
+//! `bench/cluster` and `bench/proxy` start the systems and call it; each measuring mode prints
+//! one JSON line, and `report` turns those lines into the tables.
 
 mod conn;
 mod error;
 mod failover;
+mod load;
+mod proxy_report;
 mod report;
+mod routes;
 mod stats;
 mod system;
 mod writes;
@@ -25,7 +30,9 @@ use crate::system::{System, Workload};
 
 /// Command line of `raftgate-bench`.
 #[derive(Debug, Parser)]
-#[command(about = "Load generator of raftgate's cluster benchmark (raftgate vs etcd).")]
+#[command(
+    about = "Load generator of raftgate's benchmarks (cluster: raftgate vs etcd; proxy: raftgate vs nginx)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +44,10 @@ enum Command {
     Writes(writes::WritesArgs),
     /// SIGKILL the leader while writing; prints one JSON line with the unavailability in ms.
     Failover(failover::FailoverArgs),
+    /// One wrk run through a proxy (or direct); prints one JSON line (req/s, latency, CPU/req).
+    Load(load::LoadArgs),
+    /// Creates a service and a table of routes on a raftgate cluster for the proxy benchmark.
+    Routes(routes::RoutesArgs),
     /// Prints the index (0-based, in --endpoints order) of the current leader; fails if none.
     Leader {
         /// The system behind the endpoints.
@@ -93,6 +104,11 @@ fn run(command: Command) -> Result<String, BenchError> {
         Command::Failover(args) => {
             let report = runtime()?.block_on(failover::run(args))?;
             Ok(json_line(&Record::Failover(report)))
+        }
+        Command::Load(args) => Ok(json_line(&Record::Load(load::run(args)?))),
+        Command::Routes(args) => {
+            let report = runtime()?.block_on(routes::run(args))?;
+            Ok(serde_json::to_string(&report).unwrap_or_default())
         }
         Command::Leader { system, endpoints } => {
             let workload = Workload::new(system, 1, 1);

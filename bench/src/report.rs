@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BenchError;
 use crate::failover::FailoverReport;
+use crate::load::LoadReport;
+use crate::proxy_report;
 use crate::system::System;
 use crate::writes::{Via, WritesReport};
 
@@ -18,6 +20,8 @@ pub enum Record {
     Writes(WritesReport),
     /// A `failover` run.
     Failover(FailoverReport),
+    /// A `load` run of the proxy benchmark.
+    Load(LoadReport),
 }
 
 /// Reads every record of the given JSON-lines files.
@@ -48,9 +52,9 @@ pub fn read(paths: &[std::path::PathBuf]) -> Result<Vec<Record>, BenchError> {
 /// The comparison table: writes per system, concurrency and target members (runs averaged), failover times, and
 /// raftgate/etcd ratios against the targets.
 pub fn table(records: &[Record]) -> String {
-    type Setting = (usize, Via);
     let mut writes: BTreeMap<(Setting, &'static str), Vec<&WritesReport>> = BTreeMap::new();
     let mut failovers: BTreeMap<&'static str, Vec<&FailoverReport>> = BTreeMap::new();
+    let mut loads: Vec<&LoadReport> = Vec::new();
     for record in records {
         match record {
             Record::Writes(w) => writes
@@ -58,10 +62,26 @@ pub fn table(records: &[Record]) -> String {
                 .or_default()
                 .push(w),
             Record::Failover(f) => failovers.entry(f.system.name()).or_default().push(f),
+            Record::Load(l) => loads.push(l),
         }
     }
 
     let mut out = String::new();
+    if !writes.is_empty() {
+        writes_table(&mut out, &writes);
+    }
+    if !failovers.is_empty() {
+        failover_table(&mut out, &failovers);
+    }
+    if !loads.is_empty() {
+        out.push_str(&proxy_report::table(&loads));
+    }
+    out
+}
+
+type Setting = (usize, Via);
+
+fn writes_table(out: &mut String, writes: &BTreeMap<(Setting, &'static str), Vec<&WritesReport>>) {
     let _ = writeln!(
         out,
         "{:<9} {:>4} {:<8} {:>4} {:>9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>10} {:>12}",
@@ -78,7 +98,7 @@ pub fn table(records: &[Record]) -> String {
         "cli us/op",
         "other cores"
     );
-    for (((concurrency, via), system), runs) in &writes {
+    for (((concurrency, via), system), runs) in writes {
         let fmt_opt = |v: Option<f64>, decimals: usize| {
             v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
         };
@@ -124,56 +144,57 @@ pub fn table(records: &[Record]) -> String {
             );
         }
     }
-
-    if !failovers.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nfailover: leader SIGKILL -> first successful write, ms"
-        );
-        let _ = writeln!(
-            out,
-            "{:<9} {:>4} {:>8} {:>8} {:>8}  all (writable between last failure and first success)",
-            "system", "runs", "min", "median", "max"
-        );
-        for (system, runs) in &failovers {
-            let times = || runs.iter().map(|r| r.unavailable_ms);
-            let all: Vec<String> = runs
-                .iter()
-                .map(|r| format!("{:.0}..{:.0}", r.last_failed_attempt_ms, r.unavailable_ms))
-                .collect();
-            let _ = writeln!(
-                out,
-                "{:<9} {:>4} {:>8.0} {:>8.0} {:>8.0}  {}",
-                system,
-                runs.len(),
-                times().fold(f64::INFINITY, f64::min),
-                median(times()),
-                times().fold(0.0, f64::max),
-                all.join(" ")
-            );
-        }
-        let med = |system: System| {
-            failovers
-                .get(system.name())
-                .map(|runs| median(runs.iter().map(|r| r.unavailable_ms)))
-        };
-        if let (Some(raftgate), Some(etcd)) = (med(System::Raftgate), med(System::Etcd)) {
-            let ratio = raftgate / etcd;
-            let _ = writeln!(
-                out,
-                "ratio raftgate/etcd median failover time: {ratio:.2}{}",
-                verdict(ratio <= 1.0, "target <= 1.00")
-            );
-        }
-    }
-    out
 }
 
-fn verdict(met: bool, target: &str) -> String {
+fn failover_table(out: &mut String, failovers: &BTreeMap<&'static str, Vec<&FailoverReport>>) {
+    let _ = writeln!(
+        out,
+        "\nfailover: leader SIGKILL -> first successful write, ms"
+    );
+    let _ = writeln!(
+        out,
+        "{:<9} {:>4} {:>8} {:>8} {:>8}  all (writable between last failure and first success)",
+        "system", "runs", "min", "median", "max"
+    );
+    for (system, runs) in failovers {
+        let times = || runs.iter().map(|r| r.unavailable_ms);
+        let all: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.0}..{:.0}", r.last_failed_attempt_ms, r.unavailable_ms))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<9} {:>4} {:>8.0} {:>8.0} {:>8.0}  {}",
+            system,
+            runs.len(),
+            times().fold(f64::INFINITY, f64::min),
+            median(times()),
+            times().fold(0.0, f64::max),
+            all.join(" ")
+        );
+    }
+    let med = |system: System| {
+        failovers
+            .get(system.name())
+            .map(|runs| median(runs.iter().map(|r| r.unavailable_ms)))
+    };
+    if let (Some(raftgate), Some(etcd)) = (med(System::Raftgate), med(System::Etcd)) {
+        let ratio = raftgate / etcd;
+        let _ = writeln!(
+            out,
+            "ratio raftgate/etcd median failover time: {ratio:.2}{}",
+            verdict(ratio <= 1.0, "target <= 1.00")
+        );
+    }
+}
+
+/// " (target: met)" or " (target: NOT met)", appended to a ratio.
+pub(crate) fn verdict(met: bool, target: &str) -> String {
     format!(" ({target}: {})", if met { "met" } else { "NOT met" })
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
+/// Arithmetic mean; 0 when empty.
+pub(crate) fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let values: Vec<f64> = values.collect();
     if values.is_empty() {
         return 0.0;
@@ -188,7 +209,8 @@ fn mean_opt(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
         .map(|v| mean(v.into_iter()))
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+/// Median (mean of the middle two for an even count); 0 when empty.
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     if values.is_empty() {
         return 0.0;

@@ -43,6 +43,18 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 /// User plus system CPU seconds consumed so far by process `pid` ("self" for this process).
 pub fn cpu_seconds(pid: &str) -> Result<f64, BenchError> {
+    stat_ticks(pid, 11)
+}
+
+/// User plus system CPU seconds of this process's children that have exited and been waited
+/// for: the CPU of a load tool run as a child, read before it starts and after it ends.
+pub fn children_cpu_seconds() -> Result<f64, BenchError> {
+    stat_ticks("self", 13)
+}
+
+/// The sum of two consecutive tick fields of `/proc/PID/stat` (counted from the state field,
+/// 0-based), in seconds: 11 for utime + stime, 13 for cutime + cstime.
+fn stat_ticks(pid: &str, first: usize) -> Result<f64, BenchError> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
         what: format!("read {path}"),
@@ -53,13 +65,30 @@ pub fn cpu_seconds(pid: &str) -> Result<f64, BenchError> {
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(utime), Some(stime)) => Ok((utime + stime) as f64 / TICKS_PER_SECOND),
+    match (ticks(first), ticks(first + 1)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / TICKS_PER_SECOND),
         _ => Err(BenchError::Io {
             what: format!("parse {path}"),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected format"),
         }),
     }
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> Result<u64, BenchError> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+        what: format!("read {path}"),
+        source,
+    })?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| BenchError::Io {
+            what: format!("parse {path}"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no VmRSS line"),
+        })
 }
 
 /// CPU seconds the whole machine has spent busy (all cores, neither idle nor waiting for I/O).
@@ -116,5 +145,17 @@ mod tests {
         assert!(x != 1);
         assert!(cpu_seconds("self").unwrap() > 0.0);
         assert!(machine_busy_seconds().unwrap() >= cpu_seconds("self").unwrap());
+        assert!(rss_kib(std::process::id()).unwrap() > 100);
+    }
+
+    #[test]
+    fn waited_children_cpu_time_is_counted() {
+        let before = children_cpu_seconds().unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(children_cpu_seconds().unwrap() > before);
     }
 }

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, SnapshotPolicy};
 use raftgate_model::api::{AddMember, ClusterStatus, Member, Role};
+use raftgate_model::command::Applied;
 use raftgate_model::{Command, NodeId, NodeInfo, Outcome, Proposal, State, codec};
-use tokio::sync::{Mutex, oneshot, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tonic::transport::server::TcpIncoming;
 
 use crate::Raft;
@@ -80,10 +81,18 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+/// A write waiting for the next log entry, with where its outcome goes.
+type Waiting = (Proposal, oneshot::Sender<Result<Applied, ForwardError>>);
+
+/// Most writes put in one log entry.
+const MAX_BATCH: usize = 512;
+
 struct Inner {
     id: NodeId,
     info: NodeInfo,
     raft: Raft,
+    /// Writes to propose; see [`propose_batches`].
+    batcher: mpsc::UnboundedSender<Waiting>,
     states: watch::Receiver<Arc<State>>,
     network: Network,
     /// Membership changes run one at a time.
@@ -128,11 +137,14 @@ impl Node {
                 source,
             })?;
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (batcher, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(propose_batches(raft.clone(), waiting));
         let node = Node {
             inner: Arc::new(Inner {
                 id: cfg.id,
                 info: cfg.info.clone(),
                 raft,
+                batcher,
                 states,
                 network,
                 membership: Mutex::new(()),
@@ -445,10 +457,18 @@ impl Node {
     ) -> Result<ForwardResponse, ForwardError> {
         let raft = &self.inner.raft;
         match req {
-            ForwardRequest::Write(proposal) => match raft.client_write(proposal).await {
-                Ok(resp) => Ok(ForwardResponse::Written(resp.data)),
-                Err(e) => Err(write_error(e)),
-            },
+            ForwardRequest::Write(proposal) => {
+                let (reply, outcome) = oneshot::channel();
+                let stopped = || ForwardError::Stopped("the write batcher has stopped".into());
+                self.inner
+                    .batcher
+                    .send((proposal, reply))
+                    .map_err(|_| stopped())?;
+                outcome
+                    .await
+                    .map_err(|_| stopped())?
+                    .map(ForwardResponse::Written)
+            }
             ForwardRequest::ReadIndex => match raft.ensure_linearizable().await {
                 Ok(log_id) => Ok(ForwardResponse::ReadIndex(log_id.map_or(0, |l| l.index))),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -553,6 +573,30 @@ impl Node {
         }
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Proposes the waiting writes, all of them in one log entry, one entry at a time: while an entry
+/// is being made durable and replicated, the writes arriving meanwhile gather for the next one,
+/// so a single disk sync commits many writes (group commit). On a follower the proposal fails
+/// at once with the leader's address and each write is forwarded there.
+async fn propose_batches(raft: Raft, mut waiting: mpsc::UnboundedReceiver<Waiting>) {
+    let mut pending = Vec::with_capacity(MAX_BATCH);
+    while waiting.recv_many(&mut pending, MAX_BATCH).await > 0 {
+        let (proposals, replies): (Vec<Proposal>, Vec<_>) = pending.drain(..).unzip();
+        match raft.client_write(proposals).await {
+            Ok(resp) => {
+                for (reply, outcome) in replies.into_iter().zip(resp.data) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let err = write_error(e);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
         }
     }
 }

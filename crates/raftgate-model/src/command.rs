@@ -147,6 +147,10 @@ pub struct Proposal {
     pub command: Command,
 }
 
+/// What one Raft log entry carries: every write that was waiting for the leader when the entry was
+/// proposed, so that one disk sync commits them all (group commit at the application level).
+pub type Batch = Vec<Proposal>;
+
 /// The successful result of applying a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Outcome {

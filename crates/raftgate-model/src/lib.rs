@@ -15,7 +15,7 @@ pub mod resource;
 pub mod state;
 pub mod validate;
 
-pub use command::{Command, Kind, Outcome, Proposal, Rejection, Spec};
+pub use command::{Batch, Command, Kind, Outcome, Proposal, Rejection, Spec};
 pub use resource::{
     ActiveCheck, CertificateInfo, CertificateSpec, ConsumerSpec, Entity, HashOn, HeaderOps,
     HealthChecks, InstanceSpec, LbPolicy, PassiveCheck, RateLimitSpec, RateWindow, RouteSpec,

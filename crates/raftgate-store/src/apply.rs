@@ -12,11 +12,8 @@ use raftgate_model::{
     RateLimitSpec, Rejection, RouteSpec, ServiceSpec, Spec, State, StoredKey,
 };
 
-/// Resources changed by a batch of commands, to be written to disk.
-pub type Dirty = Vec<(Kind, String)>;
-
-/// Applies one proposal at log `index`, recording the resources it changed in `dirty`.
-pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dirty) -> Applied {
+/// Applies one proposal at log `index`.
+pub fn apply(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
     let at = proposal.at_ms;
     match &proposal.command {
         Command::Put {
@@ -26,7 +23,7 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
         } => {
             check_version(state, spec.kind(), name, *if_version)?;
             match &**spec {
-                Spec::Service(s) => put(state, name, s.clone(), index, at, dirty),
+                Spec::Service(s) => put(state, name, s.clone(), index, at),
                 Spec::Route(r) => {
                     if !state.services.contains_key(&r.service) {
                         return Err(Rejection::MissingReference {
@@ -35,10 +32,10 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                             name: r.service.clone(),
                         });
                     }
-                    put(state, name, r.clone(), index, at, dirty)
+                    put(state, name, r.clone(), index, at)
                 }
-                Spec::Consumer(c) => put(state, name, c.clone(), index, at, dirty),
-                Spec::RateLimit(l) => put(state, name, l.clone(), index, at, dirty),
+                Spec::Consumer(c) => put(state, name, c.clone(), index, at),
+                Spec::RateLimit(l) => put(state, name, l.clone(), index, at),
                 Spec::Key(k) => {
                     if !state.consumers.contains_key(&k.consumer) {
                         return Err(Rejection::MissingReference {
@@ -47,7 +44,7 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                             name: k.consumer.clone(),
                         });
                     }
-                    put(state, name, k.clone(), index, at, dirty)
+                    put(state, name, k.clone(), index, at)
                 }
                 Spec::Instance(i) => {
                     if !state.services.contains_key(&i.service) {
@@ -57,9 +54,9 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                             name: i.service.clone(),
                         });
                     }
-                    put(state, name, i.clone(), index, at, dirty)
+                    put(state, name, i.clone(), index, at)
                 }
-                Spec::Certificate(c) => put(state, name, c.clone(), index, at, dirty),
+                Spec::Certificate(c) => put(state, name, c.clone(), index, at),
             }
         }
         Command::Delete {
@@ -91,22 +88,22 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                         .map(|i| i.name.clone())
                         .collect();
                     for instance in instances {
-                        remove::<InstanceSpec>(state, &instance, dirty);
+                        remove::<InstanceSpec>(state, &instance);
                     }
-                    remove::<ServiceSpec>(state, name, dirty);
+                    remove::<ServiceSpec>(state, name);
                 }
-                Kind::Route => remove::<RouteSpec>(state, name, dirty),
+                Kind::Route => remove::<RouteSpec>(state, name),
                 Kind::Consumer => {
                     // A consumer's credentials go with it.
                     for key in state.keys_of_consumer(name) {
-                        remove::<StoredKey>(state, &key, dirty);
+                        remove::<StoredKey>(state, &key);
                     }
-                    remove::<ConsumerSpec>(state, name, dirty);
+                    remove::<ConsumerSpec>(state, name);
                 }
-                Kind::RateLimit => remove::<RateLimitSpec>(state, name, dirty),
-                Kind::Key => remove::<StoredKey>(state, name, dirty),
-                Kind::Instance => remove::<InstanceSpec>(state, name, dirty),
-                Kind::Certificate => remove::<CertificateSpec>(state, name, dirty),
+                Kind::RateLimit => remove::<RateLimitSpec>(state, name),
+                Kind::Key => remove::<StoredKey>(state, name),
+                Kind::Instance => remove::<InstanceSpec>(state, name),
+                Kind::Certificate => remove::<CertificateSpec>(state, name),
             }
             Ok(Outcome {
                 index,
@@ -114,13 +111,13 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal, dirty: &mut Dir
                 created: false,
             })
         }
-        Command::Heartbeat { instance } => heartbeat(state, index, at, instance, dirty),
-        Command::ExpireInstances => expire(state, index, at, dirty),
+        Command::Heartbeat { instance } => heartbeat(state, index, at, instance),
+        Command::ExpireInstances => expire(state, index, at),
     }
 }
 
 /// A heartbeat keeps a registered instance alive.
-fn heartbeat(state: &mut State, index: u64, at: u64, instance: &str, dirty: &mut Dirty) -> Applied {
+fn heartbeat(state: &mut State, index: u64, at: u64, instance: &str) -> Applied {
     let table = Arc::make_mut(&mut state.instances);
     let entry = table.get_mut(instance).ok_or_else(|| Rejection::NotFound {
         kind: Kind::Instance,
@@ -128,7 +125,6 @@ fn heartbeat(state: &mut State, index: u64, at: u64, instance: &str, dirty: &mut
     })?;
     entry.updated_at = at;
     entry.version = index;
-    dirty.push((Kind::Instance, instance.to_string()));
     Ok(Outcome {
         index,
         version: Some(index),
@@ -137,9 +133,9 @@ fn heartbeat(state: &mut State, index: u64, at: u64, instance: &str, dirty: &mut
 }
 
 /// Removes the instances whose TTL lapsed by `at`.
-fn expire(state: &mut State, index: u64, at: u64, dirty: &mut Dirty) -> Applied {
+fn expire(state: &mut State, index: u64, at: u64) -> Applied {
     for instance in state.expired_instances(at) {
-        remove::<InstanceSpec>(state, &instance, dirty);
+        remove::<InstanceSpec>(state, &instance);
     }
     Ok(Outcome {
         index,
@@ -170,14 +166,7 @@ fn check_version(
     }
 }
 
-fn put<R: Resource>(
-    state: &mut State,
-    name: &str,
-    spec: R,
-    index: u64,
-    at: u64,
-    dirty: &mut Dirty,
-) -> Applied {
+fn put<R: Resource>(state: &mut State, name: &str, spec: R, index: u64, at: u64) -> Applied {
     let table = Arc::make_mut(R::table_mut(state));
     let existing = table.get(name).map(|e| e.created_at);
     let created_at = existing.unwrap_or(at);
@@ -191,7 +180,6 @@ fn put<R: Resource>(
             spec,
         },
     );
-    dirty.push((R::KIND, name.to_string()));
     Ok(Outcome {
         index,
         version: Some(index),
@@ -199,9 +187,8 @@ fn put<R: Resource>(
     })
 }
 
-fn remove<R: Resource>(state: &mut State, name: &str, dirty: &mut Dirty) {
+fn remove<R: Resource>(state: &mut State, name: &str) {
     Arc::make_mut(R::table_mut(state)).remove(name);
-    dirty.push((R::KIND, name.to_string()));
 }
 
 #[cfg(test)]
@@ -249,29 +236,28 @@ mod tests {
     #[test]
     fn versions_references_and_cascades() {
         let mut s = State::default();
-        let mut d = Dirty::new();
         // A route needs its service.
         assert!(matches!(
-            apply(&mut s, 1, &put_cmd("r", route("svc"), None), &mut d),
+            apply(&mut s, 1, &put_cmd("r", route("svc"), None)),
             Err(Rejection::MissingReference { .. })
         ));
         assert_eq!(
-            apply(&mut s, 2, &put_cmd("svc", service(), Some(0)), &mut d)
+            apply(&mut s, 2, &put_cmd("svc", service(), Some(0)))
                 .unwrap()
                 .version,
             Some(2)
         );
         // If-Match 0 on an existing resource fails; the right version succeeds and keeps created_at.
         assert!(matches!(
-            apply(&mut s, 3, &put_cmd("svc", service(), Some(0)), &mut d),
+            apply(&mut s, 3, &put_cmd("svc", service(), Some(0))),
             Err(Rejection::VersionMismatch { actual: 2, .. })
         ));
         let mut later = put_cmd("svc", service(), Some(2));
         later.at_ms = 5000;
-        apply(&mut s, 4, &later, &mut d).unwrap();
+        apply(&mut s, 4, &later).unwrap();
         let e = &s.services["svc"];
         assert_eq!((e.version, e.created_at, e.updated_at), (4, 1000, 5000));
-        apply(&mut s, 5, &put_cmd("r", route("svc"), None), &mut d).unwrap();
+        apply(&mut s, 5, &put_cmd("r", route("svc"), None)).unwrap();
         // A service in use cannot go.
         let del = proposal(Command::Delete {
             kind: Kind::Service,
@@ -279,7 +265,7 @@ mod tests {
             if_version: None,
         });
         assert!(matches!(
-            apply(&mut s, 6, &del, &mut d),
+            apply(&mut s, 6, &del),
             Err(Rejection::InUse { .. })
         ));
         // Deleting a consumer removes its keys.
@@ -287,7 +273,6 @@ mod tests {
             &mut s,
             7,
             &put_cmd("c", Spec::Consumer(ConsumerSpec::default()), None),
-            &mut d,
         )
         .unwrap();
         let key = StoredKey {
@@ -295,22 +280,21 @@ mod tests {
             prefix: "rg_ab".into(),
             hash: "0".repeat(64),
         };
-        apply(&mut s, 8, &put_cmd("k1", Spec::Key(key), None), &mut d).unwrap();
+        apply(&mut s, 8, &put_cmd("k1", Spec::Key(key), None)).unwrap();
         let del_c = proposal(Command::Delete {
             kind: Kind::Consumer,
             name: "c".into(),
             if_version: None,
         });
-        apply(&mut s, 9, &del_c, &mut d).unwrap();
+        apply(&mut s, 9, &del_c).unwrap();
         assert!(s.keys.is_empty() && s.consumers.is_empty());
-        assert!(d.contains(&(Kind::Key, "k1".into())));
         let missing = proposal(Command::Delete {
             kind: Kind::Route,
             name: "nope".into(),
             if_version: None,
         });
         assert!(matches!(
-            apply(&mut s, 10, &missing, &mut d),
+            apply(&mut s, 10, &missing),
             Err(Rejection::NotFound { .. })
         ));
     }

@@ -1,8 +1,8 @@
 //! Durable Raft storage for raftgate, in one sled database per node.
 //!
-//! - [`log_store`]: the Raft log and vote (openraft's `RaftLogStorage`). Nothing is acknowledged
-//!   to Raft before it is on disk: sled's flush is followed by an `fdatasync` (see [`durable`]).
-//! - [`state_machine`]: applies [`raftgate_model::Command`]s to the replicated
+//! - [`log_store`]: the Raft log and vote (openraft's `RaftLogStorage`), in segment files of its
+//!   own ([`wal`]) with group commit. Nothing is acknowledged to Raft before it is `fdatasync`ed.
+//! - [`state_machine`]: kept in sled (see [`durable`]); applies [`raftgate_model::Command`]s to the replicated
 //!   [`raftgate_model::State`], persists it, builds and installs snapshots, and publishes every new
 //!   state to the proxy and the admin API.
 //! - [`types`]: the openraft type configuration shared by the cluster crate.
@@ -16,6 +16,7 @@ pub mod durable;
 pub mod log_store;
 pub mod state_machine;
 pub mod types;
+pub mod wal;
 
 use std::path::Path;
 
@@ -56,10 +57,11 @@ pub enum StoreError {
     },
 }
 
-/// Opens (or creates) the node's database under `dir` and returns its two halves.
+/// Opens (or creates) the node's storage under `dir` — the log in `dir/log`, the state machine
+/// in `dir/state` — and returns its two halves. Starts the log's writer thread.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
-    let db = durable::Durable::open(dir)?;
-    let log = LogStore::new(db.clone())?;
+    let db = durable::Durable::open(&dir.join("state"))?;
+    let log = LogStore::open(&dir.join("log"), db.clone())?;
     let sm = StateMachineStore::new(db)?;
     Ok((log, sm))
 }

@@ -3,13 +3,14 @@
 use std::io::Cursor;
 
 use raftgate_model::command::Applied;
-use raftgate_model::{NodeInfo, Proposal};
+use raftgate_model::{Batch, NodeInfo};
 
 openraft::declare_raft_types!(
-    /// raftgate's Raft types: proposals in, apply results out, nodes addressed by [`NodeInfo`].
+    /// raftgate's Raft types: batches of proposals in, one result per proposal out, nodes
+    /// addressed by [`NodeInfo`].
     pub TypeConfig:
-        D = Proposal,
-        R = Applied,
+        D = Batch,
+        R = Vec<Applied>,
         NodeId = u64,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

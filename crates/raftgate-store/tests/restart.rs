@@ -10,7 +10,7 @@ use raftgate_store::TypeConfig;
 fn put_consumer(index: u64, name: &str) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Proposal {
+        payload: EntryPayload::Normal(vec![Proposal {
             request_id: index as u128,
             at_ms: 1000 + index,
             command: Command::Put {
@@ -18,7 +18,7 @@ fn put_consumer(index: u64, name: &str) -> Entry<TypeConfig> {
                 spec: Box::new(Spec::Consumer(ConsumerSpec::default())),
                 if_version: None,
             },
-        }),
+        }]),
     }
 }
 
@@ -66,12 +66,12 @@ async fn reopen_keeps_state_and_snapshot_install_replaces_it() {
 
     // A retried proposal (same request id) is not applied twice, even after the reopen.
     let mut again = put_consumer(3, "c");
-    if let EntryPayload::Normal(p) = &mut again.payload {
-        p.request_id = 2;
+    if let EntryPayload::Normal(batch) = &mut again.payload {
+        batch[0].request_id = 2;
     }
     let results = reopened.apply([again]).await.unwrap();
     assert_eq!(
-        results[0].as_ref().unwrap().index,
+        results[0][0].as_ref().unwrap().index,
         2,
         "the first outcome is returned"
     );

@@ -23,6 +23,20 @@ pub struct Entity<T> {
     pub spec: T,
 }
 
+impl<T> Entity<T> {
+    /// An entity at version 1, for building a [`crate::State`] by hand (tests, tools) rather than
+    /// through the state machine.
+    pub fn new(name: &str, spec: T) -> Self {
+        Self {
+            name: name.to_string(),
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+            spec,
+        }
+    }
+}
+
 /// One upstream server of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -540,19 +540,9 @@ mod tests {
     use raftgate_model::Target as TargetSpec;
     use std::collections::BTreeMap;
 
-    fn entity<T>(name: &str, spec: T) -> Entity<T> {
-        Entity {
-            name: name.into(),
-            version: 1,
-            created_at: 0,
-            updated_at: 0,
-            spec,
-        }
-    }
-
     fn route(name: &str, hosts: &[&str], paths: &[&str], methods: &[&str]) -> Entity<RouteSpec> {
         let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
-        entity(
+        Entity::new(
             name,
             RouteSpec {
                 service: "svc".into(),
@@ -574,7 +564,7 @@ mod tests {
                 weight,
             })
             .collect();
-        let svc = entity(
+        let svc = Entity::new(
             "svc",
             ServiceSpec {
                 targets,

@@ -201,16 +201,7 @@ mod tests {
         Arc::new(
             certs
                 .into_iter()
-                .map(|(name, spec)| {
-                    let entity = Entity {
-                        name: name.into(),
-                        version: 1,
-                        created_at: 0,
-                        updated_at: 0,
-                        spec,
-                    };
-                    (name.to_owned(), entity)
-                })
+                .map(|(name, spec)| (name.to_owned(), Entity::new(name, spec)))
                 .collect(),
         )
     }

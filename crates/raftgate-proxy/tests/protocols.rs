@@ -163,16 +163,6 @@ async fn websocket_echo_upstream() -> SocketAddr {
 // ---------------------------------------------------------------------------------------------
 // State and proxy
 
-fn entity<T>(name: &str, spec: T) -> Entity<T> {
-    Entity {
-        name: name.into(),
-        version: 1,
-        created_at: 0,
-        updated_at: 0,
-        spec,
-    }
-}
-
 /// `/ws` goes to the WebSocket upstream, everything else to the HTTP one; `certificates` are
 /// the TLS certificates.
 fn state(http: SocketAddr, ws: SocketAddr, certificates: &[(&str, &CertificateSpec)]) -> State {
@@ -191,16 +181,16 @@ fn state(http: SocketAddr, ws: SocketAddr, certificates: &[(&str, &CertificateSp
     State {
         services: Arc::new(
             [
-                ("web".to_string(), entity("web", service(http))),
-                ("ws".to_string(), entity("ws", service(ws))),
+                ("web".to_string(), Entity::new("web", service(http))),
+                ("ws".to_string(), Entity::new("ws", service(ws))),
             ]
             .into_iter()
             .collect(),
         ),
         routes: Arc::new(
             [
-                ("web".to_string(), entity("web", route("web", "/"))),
-                ("ws".to_string(), entity("ws", route("ws", "/ws"))),
+                ("web".to_string(), Entity::new("web", route("web", "/"))),
+                ("ws".to_string(), Entity::new("ws", route("ws", "/ws"))),
             ]
             .into_iter()
             .collect(),
@@ -208,7 +198,7 @@ fn state(http: SocketAddr, ws: SocketAddr, certificates: &[(&str, &CertificateSp
         certificates: Arc::new(
             certificates
                 .iter()
-                .map(|(name, spec)| (name.to_string(), entity(name, (*spec).clone())))
+                .map(|(name, spec)| (name.to_string(), Entity::new(name, (*spec).clone())))
                 .collect(),
         ),
         applied_index: 1,

@@ -112,18 +112,8 @@ async fn resetting_upstream() -> SocketAddr {
 // ---------------------------------------------------------------------------------------------
 // State
 
-fn entity<T>(name: &str, spec: T) -> Entity<T> {
-    Entity {
-        name: name.into(),
-        version: 1,
-        created_at: 0,
-        updated_at: 0,
-        spec,
-    }
-}
-
 fn service(name: &str, targets: &[(String, u32)]) -> Entity<ServiceSpec> {
-    entity(
+    Entity::new(
         name,
         ServiceSpec {
             targets: targets
@@ -150,7 +140,7 @@ struct R<'a> {
 impl R<'_> {
     fn build(&self) -> Entity<RouteSpec> {
         let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
-        entity(
+        Entity::new(
             self.name,
             RouteSpec {
                 service: self.service.into(),
@@ -394,7 +384,7 @@ async fn exact_regex_header_matchers_rewrites_and_header_ops() {
         routes: Arc::new(
             routes
                 .into_iter()
-                .map(|(name, spec)| (name.to_owned(), entity(name, spec)))
+                .map(|(name, spec)| (name.to_owned(), Entity::new(name, spec)))
                 .collect(),
         ),
         applied_index: 1,

@@ -176,16 +176,6 @@ async fn blackhole() -> (SocketAddr, Vec<TcpStream>) {
 // ---------------------------------------------------------------------------------------------
 // State and proxy
 
-fn entity<T>(name: &str, spec: T) -> Entity<T> {
-    Entity {
-        name: name.into(),
-        version: 1,
-        created_at: 0,
-        updated_at: 0,
-        spec,
-    }
-}
-
 fn targets(upstreams: &[&Arc<Upstream>]) -> Vec<Target> {
     upstreams
         .iter()
@@ -200,14 +190,14 @@ fn targets(upstreams: &[&Arc<Upstream>]) -> Vec<Target> {
 fn state(spec: ServiceSpec, instances: &[(&str, &str, u32)]) -> State {
     State {
         services: Arc::new(
-            [("svc".to_string(), entity("svc", spec))]
+            [("svc".to_string(), Entity::new("svc", spec))]
                 .into_iter()
                 .collect(),
         ),
         routes: Arc::new(
             [(
                 "all".to_string(),
-                entity(
+                Entity::new(
                     "all",
                     RouteSpec {
                         service: "svc".into(),
@@ -228,7 +218,7 @@ fn state(spec: ServiceSpec, instances: &[(&str, &str, u32)]) -> State {
                         weight,
                         ttl_ms: 30_000,
                     };
-                    (id.to_string(), entity(id, spec))
+                    (id.to_string(), Entity::new(id, spec))
                 })
                 .collect(),
         ),

@@ -1,9 +1,9 @@
-//! The sled database and the one operation that makes writes durable.
+//! The sled database (where snapshots of the state machine are kept) and the one operation that
+//! makes its writes durable.
 //!
 //! sled's `flush` writes its log with `sync_file_range`, which survives a process kill but not a
-//! power loss (sled issue #1452). Raft needs the vote and the log on stable storage before it
-//! acknowledges them, so [`Durable::sync`] follows the flush with an `fdatasync` of the database
-//! file.
+//! power loss (sled issue #1452). A snapshot must be on stable storage before the Raft log behind
+//! it is purged, so [`Durable::sync`] follows the flush with an `fdatasync` of the database file.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use crate::StoreError;
 
-/// sled's page cache size; its default (1 GiB) is far more than a gateway's configuration needs.
-const CACHE_BYTES: u64 = 64 << 20;
+/// sled's page cache size. sled holds only snapshots (the state itself is in memory), so a small
+/// cache suffices; its default (1 GiB) would let the process grow far beyond what it needs.
+const CACHE_BYTES: u64 = 8 << 20;
 
 /// A sled database plus a handle on its data file for `fdatasync`.
 #[derive(Clone)]

@@ -56,6 +56,7 @@ pub enum ForwardError {
     Invalid(String),
     /// Raft stopped on the receiver.
     Stopped(String),
-    /// The attempt did not finish in time; it may still take effect.
+    /// The outcome is unknown — the attempt timed out, its connection broke after sending, or
+    /// the leader stepped down with it appended — so it may still take effect.
     TimedOut,
 }

@@ -439,12 +439,20 @@ impl Node {
             .map_err(|e| retry(e.to_string()))?;
         let request = request(req, Some(req.timeout())).map_err(|e| retry(e.to_string()))?;
         let reply = match tokio::time::timeout(req.timeout(), client.forward(request)).await {
-            Err(_) => return Err(ForwardError::TimedOut),
-            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+            Ok(Ok(reply)) => reply,
+            // The connection could not even be made: the request was not delivered.
+            Ok(Err(status))
+                if status.code() == tonic::Code::Unavailable && is_connect_error(&status) =>
+            {
+                return Err(retry(status.to_string()));
+            }
+            // Anything else happened after the request may have reached the leader, which may
+            // apply it: the outcome is unknown (a retry with the same request id is safe).
+            Ok(Err(status)) => {
+                tracing::debug!(leader, %status, "forwarded request failed after sending");
                 return Err(ForwardError::TimedOut);
             }
-            Ok(Err(status)) => return Err(retry(status.to_string())),
-            Ok(Ok(reply)) => reply,
+            Err(_) => return Err(ForwardError::TimedOut),
         };
         codec::decode::<Result<ForwardResponse, ForwardError>>(&reply.into_inner().data)
             .map_err(|e| retry(e.to_string()))?
@@ -585,6 +593,13 @@ async fn propose_batches(raft: Raft, mut waiting: mpsc::UnboundedReceiver<Waitin
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (proposals, replies): (Vec<Proposal>, Vec<_>) = pending.drain(..).unzip();
+        // A leader that steps down with the entry appended answers "forward to leader" too, yet
+        // the entry may still commit under the next leader: then the outcome is unknown.
+        let was_leader = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(m.id)
+        };
         match raft.client_write(proposals).await {
             Ok(resp) => {
                 for (reply, outcome) in replies.into_iter().zip(resp.data) {
@@ -592,7 +607,10 @@ async fn propose_batches(raft: Raft, mut waiting: mpsc::UnboundedReceiver<Waitin
                 }
             }
             Err(e) => {
-                let err = write_error(e);
+                let err = match write_error(e) {
+                    ForwardError::NotLeader(_) if was_leader => ForwardError::TimedOut,
+                    other => other,
+                };
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
@@ -619,6 +637,25 @@ async fn reap_instances(inner: std::sync::Weak<Inner>) {
             tracing::warn!(error = %e, "expiring lapsed service instances failed; will retry");
         }
     }
+}
+
+/// Whether a transport error happened while connecting, before anything was sent.
+fn is_connect_error(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    status.message().contains("connect")
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {

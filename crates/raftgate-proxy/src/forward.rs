@@ -31,6 +31,9 @@ pub(crate) type Body = Either<UpstreamBody, Full<Bytes>>;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `Via` entries (RFC 9110 §7.6.3): the protocol version received, then our pseudonym.
+static VIA_HTTP11: HeaderValue = HeaderValue::from_static("1.1 raftgate");
+static VIA_HTTP2: HeaderValue = HeaderValue::from_static("2 raftgate");
 
 /// Headers that describe one connection, not the message, and so are never forwarded (in
 /// addition to any header named in `Connection` and any `Proxy-*` header).
@@ -193,6 +196,10 @@ impl Forwarder {
                 let mut response = response.map(Either::Left);
                 let switched = upgrade.and_then(|upgrade| upgrade.splice(&mut response));
                 remove_hop_by_hop(response.headers_mut());
+                // Upstream responses always arrive over HTTP/1.1.
+                response
+                    .headers_mut()
+                    .append(header::VIA, VIA_HTTP11.clone());
                 if let Some(protocol) = &switched {
                     upgrade::restore(response.headers_mut(), protocol);
                 }
@@ -236,6 +243,11 @@ impl Forwarder {
         request_id: &HeaderValue,
     ) -> Result<Prepared, Failure> {
         let (mut parts, body) = request.into_parts();
+        let via = if parts.version == Version::HTTP_2 {
+            &VIA_HTTP2
+        } else {
+            &VIA_HTTP11
+        };
         // HTTP/2 and absolute-form HTTP/1 carry the host in the URI, origin-form HTTP/1 in `Host`.
         let original_host = match parts.uri.authority() {
             Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
@@ -271,6 +283,7 @@ impl Forwarder {
         // The upstream call sets `Host` to the target's, unless a header op sets one.
         headers.remove(header::HOST);
         headers.insert(&X_REQUEST_ID, request_id.clone());
+        headers.append(header::VIA, via.clone());
         matched.route.request_headers.apply(headers);
 
         let response_ops =

@@ -622,6 +622,11 @@ async fn forwarded_headers_request_id_and_hop_by_hop() {
         Some(&*up.to_string())
     );
     assert_eq!(answer.upstream_header("x-kept").as_deref(), Some("yes"));
+    assert_eq!(
+        answer.upstream_header("via").as_deref(),
+        Some("1.1 raftgate")
+    );
+    assert_eq!(answer.headers["via"], "1.1 raftgate");
     for gone in [
         "x-secret",
         "keep-alive",

@@ -266,7 +266,8 @@ impl Node {
         match waited {
             Ok(Ok(state)) => Ok(state.clone()),
             Ok(Err(_)) => Err(WriteError::Stopped("state machine closed".into())),
-            Err(_) => Err(WriteError::NoLeader {
+            // Committed (or read-indexed) but not yet applied here: the change exists.
+            Err(_) => Err(WriteError::Timeout {
                 retry_after: Duration::from_secs(1),
             }),
         }
@@ -438,7 +439,23 @@ impl Node {
             .client(leader, &info.cluster_addr)
             .map_err(|e| retry(e.to_string()))?;
         let request = request(req, Some(req.timeout())).map_err(|e| retry(e.to_string()))?;
-        let reply = match tokio::time::timeout(req.timeout(), client.forward(request)).await {
+        // Give up on this leader as soon as another one is known: a request stuck in a
+        // partitioned or paused leader's socket should not hold the client until the deadline.
+        let mut metrics = self.inner.raft.metrics();
+        let replaced = async move {
+            let _ = metrics
+                .wait_for(|m| m.current_leader.is_some_and(|l| l != leader))
+                .await;
+        };
+        let sent = tokio::time::timeout(req.timeout(), client.forward(request));
+        let outcome = tokio::select! {
+            outcome = sent => outcome,
+            () = replaced => {
+                tracing::debug!(leader, "a new leader appeared while forwarding; retrying there");
+                return Err(ForwardError::TimedOut);
+            }
+        };
+        let reply = match outcome {
             Ok(Ok(reply)) => reply,
             // The connection could not even be made: the request was not delivered.
             Ok(Err(status))

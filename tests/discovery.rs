@@ -7,31 +7,26 @@ mod support;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, StatusCode};
+use raftgate_client::ClientError;
 use raftgate_model::{Entity, InstanceSpec, ServiceSpec};
 use support::{Cluster, eventually};
 
-fn instance_body(url: &str, ttl_ms: u64) -> Vec<u8> {
-    serde_json::json!({ "url": url, "ttl_ms": ttl_ms })
-        .to_string()
-        .into_bytes()
+fn instance(url: &str, ttl_ms: u64) -> InstanceSpec {
+    InstanceSpec {
+        service: String::new(),
+        url: url.into(),
+        weight: 1,
+        ttl_ms,
+    }
 }
 
 async fn instances(cluster: &Cluster, node: u64) -> Vec<String> {
-    let (status, _, body) = cluster
+    let list = cluster
         .client(node)
-        .request(
-            Method::GET,
-            "/services/disc/instances",
-            None,
-            HeaderMap::new(),
-        )
+        .list_instances("disc")
         .await
         .expect("list instances");
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    let list: serde_json::Value = serde_json::from_slice(&body).expect("JSON list");
-    let data: Vec<Entity<InstanceSpec>> =
-        serde_json::from_value(list["data"].clone()).expect("instances");
-    data.into_iter().map(|e| e.name).collect()
+    list.into_iter().map(|e| e.name).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,20 +42,17 @@ async fn lapsed_instances_expire_everywhere_and_heartbeats_keep_them() {
         .expect("PUT service without targets");
 
     for (id, port) in [("alive", 9001), ("lapsing", 9002)] {
-        let (status, _, body) = c
-            .request(
-                Method::PUT,
-                &format!("/services/disc/instances/{id}"),
-                Some(instance_body(&format!("http://127.0.0.1:{port}"), 1_500)),
-                HeaderMap::new(),
+        let stored = c
+            .register_instance(
+                "disc",
+                id,
+                &instance(&format!("http://127.0.0.1:{port}"), 1_500),
             )
             .await
             .expect("register");
         assert_eq!(
-            status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&body)
+            stored.spec.service, "disc",
+            "the service comes from the URL"
         );
     }
     for node in [1, 2, 3] {
@@ -76,17 +68,11 @@ async fn lapsed_instances_expire_everywhere_and_heartbeats_keep_them() {
     let mut expired_after = None;
     while started.elapsed() < Duration::from_secs(6) {
         let node = 1 + (started.elapsed().as_millis() / 500 % 3) as u64;
-        let (status, _, body) = cluster
+        cluster
             .client(node)
-            .request(
-                Method::PUT,
-                "/services/disc/instances/alive/heartbeat",
-                None,
-                HeaderMap::new(),
-            )
+            .heartbeat_instance("disc", "alive")
             .await
             .expect("heartbeat");
-        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         if expired_after.is_none() && instances(&cluster, follower).await == ["alive"] {
             expired_after = Some(started.elapsed());
         }
@@ -103,52 +89,37 @@ async fn lapsed_instances_expire_everywhere_and_heartbeats_keep_them() {
     }
 
     // A lapsed instance cannot heartbeat: it must register again.
-    let (status, _, _) = c
-        .request(
-            Method::PUT,
-            "/services/disc/instances/lapsing/heartbeat",
-            None,
-            HeaderMap::new(),
-        )
-        .await
-        .expect("heartbeat");
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let status = |r: Result<Entity<InstanceSpec>, ClientError>| r.err().and_then(|e| e.status());
+    assert_eq!(
+        status(c.heartbeat_instance("disc", "lapsing").await),
+        Some(StatusCode::NOT_FOUND)
+    );
     // Instances of an unknown service are refused; a body naming another service too.
-    let (status, _, _) = c
-        .request(
-            Method::PUT,
-            "/services/nope/instances/x",
-            Some(instance_body("http://127.0.0.1:1", 5_000)),
-            HeaderMap::new(),
-        )
-        .await
-        .expect("register");
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _, _) = c
-        .request(
-            Method::PUT,
-            "/services/disc/instances/x",
-            Some(br#"{"service":"other","url":"http://127.0.0.1:1"}"#.to_vec()),
-            HeaderMap::new(),
-        )
-        .await
-        .expect("register");
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let x = instance("http://127.0.0.1:1", 5_000);
+    assert_eq!(
+        status(c.register_instance("nope", "x", &x).await),
+        Some(StatusCode::NOT_FOUND)
+    );
+    let other = InstanceSpec {
+        service: "other".into(),
+        ..x
+    };
+    assert_eq!(
+        status(c.register_instance("disc", "x", &other).await),
+        Some(StatusCode::BAD_REQUEST)
+    );
 
     // Deleting the service takes its instances along.
     c.delete::<ServiceSpec>("disc", None)
         .await
         .expect("DELETE service");
-    let (status, _, _) = c
-        .request(
-            Method::GET,
-            "/services/disc/instances",
-            None,
-            HeaderMap::new(),
-        )
-        .await
-        .expect("list");
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.list_instances("disc")
+            .await
+            .err()
+            .and_then(|e| e.status()),
+        Some(StatusCode::NOT_FOUND)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use http::{HeaderMap, Method, StatusCode};
 use raftgate_model::api::NodeUpstreams;
-use raftgate_model::{ActiveCheck, HealthChecks, ServiceSpec, Target};
+use raftgate_model::{ActiveCheck, HealthChecks, InstanceSpec, ServiceSpec, Target};
 use support::{Cluster, ProxyClient, Upstream, eventually, free_ports, route};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,23 +39,17 @@ async fn instances_serve_everywhere_and_health_is_visible_cluster_wide() {
         .expect("PUT route");
 
     // Register the live upstream as an instance through node 3.
-    let body = serde_json::json!({ "url": live.url(), "ttl_ms": 30_000 }).to_string();
-    let (status, _, answer) = cluster
+    let live_instance = InstanceSpec {
+        service: String::new(),
+        url: live.url(),
+        weight: 1,
+        ttl_ms: 30_000,
+    };
+    cluster
         .client(3)
-        .request(
-            Method::PUT,
-            "/services/app/instances/live-1",
-            Some(body.into_bytes()),
-            HeaderMap::new(),
-        )
+        .register_instance("app", "live-1", &live_instance)
         .await
         .expect("register");
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
 
     // Once the dead static target is found unhealthy, every proxy sends everything to the instance.
     let proxy = ProxyClient::new(Duration::from_secs(2));

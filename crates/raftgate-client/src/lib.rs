@@ -33,7 +33,9 @@ use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, NodeUpstreams,
 };
 use raftgate_model::state::Resource;
-use raftgate_model::{ConsumerSpec, Entity, Kind, NodeId, RateLimitSpec, RouteSpec, ServiceSpec};
+use raftgate_model::{
+    ConsumerSpec, Entity, InstanceSpec, Kind, NodeId, RateLimitSpec, RouteSpec, ServiceSpec,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -353,6 +355,48 @@ impl AdminClient {
         Ok(listing.data)
     }
 
+    /// Registers (or re-registers) instance `id` of `service` (`PUT
+    /// /services/{service}/instances/{id}`); it stays while heartbeats come within its TTL.
+    pub async fn register_instance(
+        &self,
+        service: &str,
+        id: &str,
+        instance: &InstanceSpec,
+    ) -> Result<Entity<InstanceSpec>, ClientError> {
+        self.call(
+            Method::PUT,
+            &instance_path(service, id),
+            Some(instance),
+            None,
+        )
+        .await
+    }
+
+    /// Keeps instance `id` of `service` alive for another TTL; 404 once it has lapsed.
+    pub async fn heartbeat_instance(
+        &self,
+        service: &str,
+        id: &str,
+    ) -> Result<Entity<InstanceSpec>, ClientError> {
+        let path = format!("{}/heartbeat", instance_path(service, id));
+        self.call(Method::PUT, &path, NO_BODY, None).await
+    }
+
+    /// The instances registered for `service`, as this node knows them.
+    pub async fn list_instances(
+        &self,
+        service: &str,
+    ) -> Result<Vec<Entity<InstanceSpec>>, ClientError> {
+        let path = format!(
+            "/{}/{}/instances",
+            Kind::Service.collection(),
+            encode_segment(service)
+        );
+        let listing: Listing<Entity<InstanceSpec>> =
+            self.call(Method::GET, &path, NO_BODY, None).await?;
+        Ok(listing.data)
+    }
+
     /// Revokes key `id` of `consumer`.
     pub async fn delete_key(&self, consumer: &str, id: &str) -> Result<(), ClientError> {
         let path = format!("{}/{}", keys_path(consumer), encode_segment(id));
@@ -414,6 +458,15 @@ const NO_BODY: Option<&()> = None;
 
 fn item_path<T: AdminResource>(name: &str) -> String {
     format!("/{}/{}", T::KIND.collection(), encode_segment(name))
+}
+
+fn instance_path(service: &str, id: &str) -> String {
+    format!(
+        "/{}/{}/instances/{}",
+        Kind::Service.collection(),
+        encode_segment(service),
+        encode_segment(id)
+    )
 }
 
 fn keys_path(consumer: &str) -> String {

@@ -322,15 +322,7 @@ impl Cluster {
             .admin(via, Method::DELETE, &path, &[], None, ADMIN_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
-        if resp.status.is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: {}",
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            ))
-        }
+        success(&resp)
     }
 
     /// Asks node `via` to add node `i` under its current id.
@@ -353,15 +345,7 @@ impl Cluster {
             )
             .await
             .map_err(|e| e.to_string())?;
-        if resp.status.is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: {}",
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            ))
-        }
+        success(&resp)
     }
 
     /// Brings every node back: resumes paused ones and starts dead ones.
@@ -382,5 +366,18 @@ impl Cluster {
             self.set_paused(i, false).await;
             self.kill(i).await;
         }
+    }
+}
+
+/// `Ok` for a 2xx answer, else the status and body as the error.
+fn success(resp: &crate::client::Response) -> Result<(), String> {
+    if resp.status.is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        ))
     }
 }

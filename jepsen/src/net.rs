@@ -307,20 +307,8 @@ fn cleanup_slot(slot: u8) {
 /// `all` is set. Returns the slots cleaned.
 pub fn cleanup(all: bool) -> Vec<u8> {
     let mut slots: BTreeSet<u8> = harness_namespaces().into_iter().map(|(s, _)| s).collect();
-    if let Ok(dir) = std::fs::read_dir(CLAIMS) {
-        for entry in dir.flatten() {
-            if let Some(n) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("slot-"))
-                .and_then(|n| n.parse::<u8>().ok())
-            {
-                slots.insert(n);
-            }
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir(DATA) {
-        for entry in dir.flatten() {
+    for place in [CLAIMS, DATA] {
+        for entry in std::fs::read_dir(place).into_iter().flatten().flatten() {
             if let Some(n) = entry
                 .file_name()
                 .to_str()

@@ -200,6 +200,21 @@ impl Running {
     }
 }
 
+/// An upstream and a proxy with one catch-all route to it.
+async fn one_route_proxy() -> (SocketAddr, Running) {
+    let up = upstream("up").await;
+    let proxy = start_proxy(
+        state(
+            vec![service("svc", &[(url(up, ""), 1)])],
+            vec![route("r", "svc", &[])],
+            1,
+        ),
+        ProxyConfig::default(),
+    )
+    .await;
+    (up, proxy)
+}
+
 async fn start_proxy(state: State, config: ProxyConfig) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -570,16 +585,7 @@ async fn slow_upstream_times_out_with_504() {
 
 #[tokio::test]
 async fn forwarded_headers_request_id_and_hop_by_hop() {
-    let up = upstream("up").await;
-    let proxy = start_proxy(
-        state(
-            vec![service("svc", &[(url(up, ""), 1)])],
-            vec![route("r", "svc", &[])],
-            1,
-        ),
-        ProxyConfig::default(),
-    )
-    .await;
+    let (up, proxy) = one_route_proxy().await;
     let c = client();
 
     let answer = send(
@@ -812,16 +818,7 @@ async fn http2_prior_knowledge_clients_are_served() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
-    let up = upstream("up").await;
-    let proxy = start_proxy(
-        state(
-            vec![service("svc", &[(url(up, ""), 1)])],
-            vec![route("r", "svc", &[])],
-            1,
-        ),
-        ProxyConfig::default(),
-    )
-    .await;
+    let (_, proxy) = one_route_proxy().await;
     let addr = proxy.addr;
     let in_flight = tokio::spawn(async move { get(&client(), addr, "/slow/400").await.status });
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,22 @@
+//! raftgate's AI gateway: one OpenAI-compatible API in front of many LLM providers.
+//!
+//! Everything that knows a provider's API lives in this crate:
+//! - [`openai`]: the canonical types (OpenAI's chat completions, chunks, embeddings, models,
+//!   errors) that every provider is translated to and from;
+//! - [`providers`]: one file per provider kind (OpenAI and compatibles, Azure, Anthropic,
+//!   Gemini) behind the [`providers::Provider`] trait;
+//! - [`messages`]: the inbound Anthropic-style `/v1/messages` API, served by any provider;
+//! - [`sse`]: the incremental server-sent-events parser and writer streams go through;
+//! - [`pricing`] and [`tokens`]: cost from a price table, and token estimates when a provider
+//!   reports no usage;
+//! - [`error`]: the one error type and its OpenAI-style body.
+
+pub mod error;
+pub mod messages;
+pub mod openai;
+pub mod pricing;
+pub mod providers;
+pub mod sse;
+pub mod tokens;
+
+pub use error::ApiError;

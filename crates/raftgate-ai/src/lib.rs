@@ -9,8 +9,12 @@
 //! - [`sse`]: the incremental server-sent-events parser and writer streams go through;
 //! - [`pricing`] and [`tokens`]: cost from a price table, and token estimates when a provider
 //!   reports no usage;
+//! - [`config`] and [`engine`]: model aliases over provider deployments, and the engine that
+//!   routes, retries, falls back, cools failing deployments down, streams and reports usage;
 //! - [`error`]: the one error type and its OpenAI-style body.
 
+pub mod config;
+pub mod engine;
 pub mod error;
 pub mod messages;
 pub mod openai;
@@ -19,4 +23,6 @@ pub mod providers;
 pub mod sse;
 pub mod tokens;
 
+pub use config::GatewayConfig;
+pub use engine::{Caller, ChatOutcome, ChatStream, Gateway, StreamItem, UsageRecord, UsageSink};
 pub use error::ApiError;

@@ -1,0 +1,1038 @@
+//! The gateway engine: picks a deployment for a model alias, calls the provider, falls back,
+//! streams, and reports usage.
+//!
+//! For each request the alias's deployments are put in order — by priority, and within one
+//! priority in a weighted random order; deployments in cooldown go last, as a last resort. Each
+//! deployment gets the request; a 5xx, a timeout or a broken connection is retried on the same
+//! deployment with exponential backoff (plus jitter) up to [`RetryPolicy::retries`] times, then
+//! the next deployment is tried; a 429, or a provider refusing the gateway's credentials or not
+//! knowing the model, moves on at once; a 400 is the client's fault and is answered as is.
+//! A deployment failing [`CooldownPolicy::failures`] times in a row is cooled down (kept in
+//! atomics inside the configuration snapshot, so the request path takes no lock).
+//!
+//! A stream is opened and read until its first chunk before the engine commits to a
+//! deployment, so a failure before the first byte still falls back; after that, chunks are
+//! passed on one by one as they arrive and a failure ends the stream with an error event.
+//! Every finished, failed or abandoned call reports a [`UsageRecord`] to the [`UsageSink`]:
+//! the provider's token counts when it gave them, else an estimate (see [`crate::tokens`]).
+//!
+//! [`RetryPolicy::retries`]: crate::config::RetryPolicy::retries
+//! [`CooldownPolicy::failures`]: crate::config::CooldownPolicy::failures
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+
+use crate::config::{ConfigError, CooldownPolicy, GatewayConfig, ProviderConfig, RetryPolicy};
+use crate::error::ApiError;
+use crate::openai::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
+    ModelEntry, ModelList, StreamMeta, Usage,
+};
+use crate::pricing::{Price, list_price};
+use crate::providers::{Endpoint, Provider, StreamTranslator, UpstreamRequest};
+use crate::sse::{self, SseEvent, SseParser};
+use crate::tokens;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Largest complete answer read from a provider.
+const RESPONSE_LIMIT: usize = 32 * 1024 * 1024;
+/// Largest error body read from a provider.
+const ERROR_LIMIT: usize = 64 * 1024;
+
+/// Who made a call, copied into its usage record for accounting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The consumer.
+    pub consumer: Option<String>,
+    /// The consumer's key id.
+    pub key: Option<String>,
+}
+
+/// What kind of call a usage record is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A chat completion (or `/v1/messages`).
+    Chat,
+    /// Embeddings.
+    Embeddings,
+}
+
+/// One call's usage, for accounting and budgets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    /// Who called.
+    pub caller: Caller,
+    /// The model alias.
+    pub model: String,
+    /// The provider that served (the last one tried when all failed).
+    pub provider: String,
+    /// The provider's model name.
+    pub provider_model: String,
+    /// Chat or embeddings.
+    pub operation: Operation,
+    /// Whether it was streamed.
+    pub stream: bool,
+    /// Token counts.
+    pub usage: Usage,
+    /// The counts are the gateway's estimate, not the provider's.
+    pub estimated: bool,
+    /// Cost in USD from the deployment's price (0 when no price is known).
+    pub cost_usd: f64,
+    /// The call completed (a stream that failed or was abandoned midway did not).
+    pub completed: bool,
+}
+
+/// Receives usage records; the caller of the engine decides how to aggregate and replicate.
+pub trait UsageSink: Send + Sync {
+    /// Records one call. Called on the request path: must not block.
+    fn record(&self, record: UsageRecord);
+}
+
+/// Consecutive failures and cooldown of one deployment.
+#[derive(Debug, Default)]
+struct Health {
+    failures: AtomicU32,
+    cooled_until_ms: AtomicU64,
+}
+
+impl Health {
+    fn cooled(&self, now_ms: u64) -> bool {
+        now_ms < self.cooled_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a failure; returns true when it starts a cooldown.
+    fn failure(&self, policy: &CooldownPolicy, now_ms: u64) -> bool {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= policy.failures.max(1) {
+            self.failures.store(0, Ordering::Relaxed);
+            self.cooled_until_ms
+                .store(now_ms + policy.cooldown_ms, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+struct ProviderEntry {
+    name: String,
+    config: ProviderConfig,
+    adapter: &'static dyn Provider,
+    timeout: Duration,
+}
+
+impl ProviderEntry {
+    fn endpoint<'a>(&'a self, model: &'a str) -> Endpoint<'a> {
+        Endpoint {
+            base_url: &self.config.base_url,
+            api_key: self.config.api_key.as_deref(),
+            model,
+            api_version: self.config.api_version.as_deref(),
+        }
+    }
+}
+
+/// One deployment, ready to call.
+struct Target {
+    provider: Arc<ProviderEntry>,
+    model: String,
+    weight: u32,
+    priority: u32,
+    price: Option<Price>,
+    health: Arc<Health>,
+}
+
+/// The configuration compiled for the request path.
+struct Compiled {
+    /// Deployments of each alias, sorted by priority.
+    models: HashMap<String, Vec<Arc<Target>>>,
+    retry: RetryPolicy,
+    cooldown: CooldownPolicy,
+}
+
+fn compile(config: &GatewayConfig, previous: &Compiled) -> Result<Compiled, ConfigError> {
+    config.validate()?;
+    let health: HashMap<(&str, &str), &Arc<Health>> = previous
+        .models
+        .values()
+        .flatten()
+        .map(|t| ((t.provider.name.as_str(), t.model.as_str()), &t.health))
+        .collect();
+    let providers: HashMap<&str, Arc<ProviderEntry>> = config
+        .providers
+        .iter()
+        .map(|(name, p)| {
+            let entry = ProviderEntry {
+                name: name.clone(),
+                config: p.clone(),
+                adapter: p.kind.provider(),
+                timeout: Duration::from_millis(p.timeout_ms.max(1)),
+            };
+            (name.as_str(), Arc::new(entry))
+        })
+        .collect();
+    let mut models = HashMap::new();
+    for (alias, m) in &config.models {
+        let mut targets: Vec<Arc<Target>> = Vec::new();
+        for d in &m.deployments {
+            // validate() checked that the provider exists.
+            let Some(provider) = providers.get(d.provider.as_str()) else {
+                continue;
+            };
+            targets.push(Arc::new(Target {
+                provider: provider.clone(),
+                model: d.model.clone(),
+                weight: d.weight,
+                priority: d.priority,
+                price: d.price.or(m.price).or_else(|| list_price(&d.model)),
+                health: health
+                    .get(&(d.provider.as_str(), d.model.as_str()))
+                    .map(|h| Arc::clone(h))
+                    .unwrap_or_default(),
+            }));
+        }
+        targets.sort_by_key(|t| t.priority);
+        models.insert(alias.clone(), targets);
+    }
+    Ok(Compiled {
+        models,
+        retry: config.retry,
+        cooldown: config.cooldown,
+    })
+}
+
+/// What went wrong with one attempt, and what to do next.
+struct Failure {
+    error: ApiError,
+    next: Next,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Retry this deployment after a backoff, then fall back.
+    Retry,
+    /// Fall back to the next deployment now.
+    Fallback,
+    /// Answer the error (the request itself is at fault).
+    Stop,
+}
+
+impl Failure {
+    fn stop(error: ApiError) -> Failure {
+        Failure {
+            error,
+            next: Next::Stop,
+        }
+    }
+
+    /// Classified by the status the provider answered (or the mapped status of a stream error).
+    fn from_status(status: StatusCode, error: ApiError) -> Failure {
+        let next = match status.as_u16() {
+            429 | 401 | 403 | 404 => Next::Fallback,
+            408 => Next::Retry,
+            s if s >= 500 => Next::Retry,
+            _ => Next::Stop,
+        };
+        Failure { error, next }
+    }
+}
+
+/// The answer to a chat request.
+pub enum ChatOutcome {
+    /// A complete `chat.completion`.
+    Complete(ChatResponse),
+    /// A stream of chunks.
+    Stream(ChatStream),
+}
+
+/// The AI gateway: configuration snapshot, HTTP client and usage sink.
+pub struct Gateway {
+    compiled: ArcSwap<Compiled>,
+    client: HttpClient,
+    sink: Arc<dyn UsageSink>,
+    epoch: Instant,
+}
+
+impl Gateway {
+    /// A gateway serving `config`, reporting usage to `sink`.
+    pub fn new(config: &GatewayConfig, sink: Arc<dyn UsageSink>) -> Result<Gateway, ConfigError> {
+        let empty = Compiled {
+            models: HashMap::new(),
+            retry: RetryPolicy::default(),
+            cooldown: CooldownPolicy::default(),
+        };
+        let compiled = compile(config, &empty)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| ConfigError::Tls(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        Ok(Gateway {
+            compiled: ArcSwap::from_pointee(compiled),
+            client,
+            sink,
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Replaces the configuration; deployments that stay keep their failure counts and cooldowns.
+    pub fn update(&self, config: &GatewayConfig) -> Result<(), ConfigError> {
+        let compiled = compile(config, &self.compiled.load())?;
+        self.compiled.store(Arc::new(compiled));
+        Ok(())
+    }
+
+    /// `GET /v1/models`: the aliases `allowed` lets the caller use.
+    pub fn models(&self, allowed: impl Fn(&str) -> bool) -> ModelList {
+        let compiled = self.compiled.load();
+        let mut data: Vec<ModelEntry> = compiled
+            .models
+            .keys()
+            .filter(|alias| allowed(alias))
+            .map(|alias| ModelEntry {
+                id: alias.clone(),
+                object: "model".into(),
+                created: 0,
+                owned_by: "raftgate".into(),
+            })
+            .collect();
+        data.sort_by(|a, b| a.id.cmp(&b.id));
+        ModelList {
+            object: "list".into(),
+            data,
+        }
+    }
+
+    /// `POST /v1/chat/completions`: a complete answer, or a stream when `req.stream`.
+    pub async fn chat(&self, caller: &Caller, req: ChatRequest) -> Result<ChatOutcome, ApiError> {
+        if req.messages.is_empty() {
+            return Err(ApiError::invalid_request(
+                "messages must not be empty",
+                Some("messages"),
+            ));
+        }
+        let compiled = self.compiled.load_full();
+        let prompt_estimate = tokens::count_request(&req);
+        if req.is_stream() {
+            let (opened, target) = self
+                .route(&compiled, &req.model, |t| self.open_stream(t, &req))
+                .await?;
+            return Ok(ChatOutcome::Stream(ChatStream {
+                upstream: opened.upstream,
+                pending: opened.pending,
+                include_usage: req.wants_stream_usage(),
+                completion_text: String::new(),
+                meta: None,
+                ended: false,
+                failure: None,
+                done_sent: false,
+                report: Some(Report {
+                    sink: self.sink.clone(),
+                    caller: caller.clone(),
+                    model: req.model,
+                    target,
+                    prompt_estimate,
+                }),
+            }));
+        }
+        let (resp, target) = self
+            .route(&compiled, &req.model, |t| self.complete(t, &req))
+            .await?;
+        let (usage, estimated) = match resp.usage {
+            Some(u) => (u, false),
+            None => {
+                let text: String = resp
+                    .choices
+                    .iter()
+                    .filter_map(|c| c.message.content.as_deref())
+                    .collect();
+                (Usage::new(prompt_estimate, tokens::count_text(&text)), true)
+            }
+        };
+        let report = Report {
+            sink: self.sink.clone(),
+            caller: caller.clone(),
+            model: req.model,
+            target,
+            prompt_estimate,
+        };
+        report.send(Operation::Chat, false, usage, estimated, true);
+        Ok(ChatOutcome::Complete(resp))
+    }
+
+    /// `POST /v1/embeddings`.
+    pub async fn embeddings(
+        &self,
+        caller: &Caller,
+        req: EmbeddingsRequest,
+    ) -> Result<EmbeddingsResponse, ApiError> {
+        let compiled = self.compiled.load_full();
+        let (mut resp, target) = self
+            .route(&compiled, &req.model, |t| self.embed(t, &req))
+            .await?;
+        let estimated = resp.usage.is_none();
+        let prompt = match resp.usage {
+            Some(u) => u.prompt_tokens,
+            None => req
+                .input
+                .texts()
+                .map(|t| t.iter().map(|s| tokens::count_text(s)).sum())
+                .unwrap_or(0),
+        };
+        resp.usage.get_or_insert(EmbeddingUsage {
+            prompt_tokens: prompt,
+            total_tokens: prompt,
+        });
+        let report = Report {
+            sink: self.sink.clone(),
+            caller: caller.clone(),
+            model: req.model,
+            target,
+            prompt_estimate: prompt,
+        };
+        report.send(
+            Operation::Embeddings,
+            false,
+            Usage::new(prompt, 0),
+            estimated,
+            true,
+        );
+        Ok(resp)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The deployments of `targets` in the order to try them.
+    fn plan(&self, targets: &[Arc<Target>]) -> Vec<Arc<Target>> {
+        let now = self.now_ms();
+        let mut rng = rand::rng();
+        let mut order = Vec::with_capacity(targets.len());
+        for tier in targets.chunk_by(|a, b| a.priority == b.priority) {
+            let mut pool: Vec<&Arc<Target>> = tier.iter().filter(|t| t.weight > 0).collect();
+            while !pool.is_empty() {
+                let total: u64 = pool.iter().map(|t| u64::from(t.weight)).sum();
+                let mut pick = rng.random_range(0..total);
+                let mut i = 0;
+                while pick >= u64::from(pool[i].weight) {
+                    pick -= u64::from(pool[i].weight);
+                    i += 1;
+                }
+                order.push(Arc::clone(pool.swap_remove(i)));
+            }
+        }
+        let (mut healthy, cooled): (Vec<_>, Vec<_>) =
+            order.into_iter().partition(|t| !t.health.cooled(now));
+        healthy.extend(cooled);
+        healthy
+    }
+
+    /// Tries the alias's deployments in order until one succeeds.
+    async fn route<T, F, Fut>(
+        &self,
+        compiled: &Compiled,
+        alias: &str,
+        mut attempt: F,
+    ) -> Result<(T, Arc<Target>), ApiError>
+    where
+        F: FnMut(Arc<Target>) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let targets = compiled.models.get(alias).ok_or_else(|| {
+            let mut err = ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!(
+                    "the model {alias} does not exist or you have no access to it; GET /v1/models lists the models you may use"
+                ),
+            );
+            err.detail.param = Some("model".into());
+            err.detail.code = Some("model_not_found".into());
+            err
+        })?;
+        let mut last = None;
+        for target in self.plan(targets) {
+            for attempt_no in 0..=compiled.retry.retries {
+                let failure = match attempt(Arc::clone(&target)).await {
+                    Ok(value) => {
+                        target.health.success();
+                        return Ok((value, target));
+                    }
+                    Err(failure) => failure,
+                };
+                tracing::warn!(
+                    model = alias,
+                    provider = %target.provider.name,
+                    provider_model = %target.model,
+                    error = %failure.error,
+                    "AI deployment failed"
+                );
+                if failure.next == Next::Stop {
+                    return Err(failure.error);
+                }
+                if target.health.failure(&compiled.cooldown, self.now_ms()) {
+                    tracing::warn!(
+                        provider = %target.provider.name,
+                        provider_model = %target.model,
+                        cooldown_ms = compiled.cooldown.cooldown_ms,
+                        "AI deployment cooled down after repeated failures"
+                    );
+                }
+                last = Some(failure.error);
+                if failure.next == Next::Fallback || attempt_no == compiled.retry.retries {
+                    break;
+                }
+                tokio::time::sleep(backoff(&compiled.retry, attempt_no)).await;
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                format!("the model {alias} has no deployment that can take traffic"),
+            )
+        }))
+    }
+
+    /// Sends a request; a non-2xx answer becomes a classified failure with the provider's message.
+    async fn send(
+        &self,
+        p: &ProviderEntry,
+        up: UpstreamRequest,
+    ) -> Result<http::Response<Incoming>, Failure> {
+        let mut req = Request::post(&up.url)
+            .body(Full::new(up.body))
+            .map_err(|e| {
+                Failure::stop(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "api_error",
+                    format!(
+                        "the URL {} built for provider {} is invalid ({e}); an administrator must fix its base_url",
+                        up.url, p.name
+                    ),
+                ))
+            })?;
+        *req.headers_mut() = up.headers;
+        let resp = match tokio::time::timeout(p.timeout, self.client.request(req)).await {
+            Err(_) => {
+                return Err(Failure {
+                    error: ApiError::timeout(&p.name),
+                    next: Next::Retry,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(Failure {
+                    error: ApiError::unreachable(&p.name, &error_chain(&e)),
+                    next: Next::Retry,
+                });
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = read_body(resp.into_body(), p.timeout, ERROR_LIMIT)
+            .await
+            .unwrap_or_default();
+        let message = p.adapter.error_message(&body);
+        Err(Failure::from_status(
+            status,
+            ApiError::from_provider(&p.name, status, &message),
+        ))
+    }
+
+    /// Sends a request and reads the whole answer within the provider's timeout.
+    async fn fetch(&self, p: &ProviderEntry, up: UpstreamRequest) -> Result<Bytes, Failure> {
+        let started = Instant::now();
+        let resp = self.send(p, up).await?;
+        let remaining = p.timeout.saturating_sub(started.elapsed());
+        read_body(resp.into_body(), remaining, RESPONSE_LIMIT)
+            .await
+            .map_err(|error| Failure {
+                next: Next::Retry,
+                error: error.for_provider(&p.name),
+            })
+    }
+
+    async fn complete(&self, t: Arc<Target>, req: &ChatRequest) -> Result<ChatResponse, Failure> {
+        let p = &t.provider;
+        let up = p
+            .adapter
+            .chat_request(&p.endpoint(&t.model), req)
+            .map_err(Failure::stop)?;
+        let body = self.fetch(p, up).await?;
+        p.adapter
+            .chat_response(&body)
+            .map_err(|e| Failure::from_status(e.status, e))
+    }
+
+    async fn embed(
+        &self,
+        t: Arc<Target>,
+        req: &EmbeddingsRequest,
+    ) -> Result<EmbeddingsResponse, Failure> {
+        let p = &t.provider;
+        let up = p
+            .adapter
+            .embeddings_request(&p.endpoint(&t.model), req)
+            .map_err(Failure::stop)?;
+        let body = self.fetch(p, up).await?;
+        p.adapter
+            .embeddings_response(&body, &req.model)
+            .map_err(|e| Failure::from_status(e.status, e))
+    }
+
+    async fn open_stream(&self, t: Arc<Target>, req: &ChatRequest) -> Result<Opened, Failure> {
+        let p = &t.provider;
+        let up = p
+            .adapter
+            .chat_request(&p.endpoint(&t.model), req)
+            .map_err(Failure::stop)?;
+        let resp = self.send(p, up).await?;
+        let mut upstream = Upstream {
+            provider: p.name.clone(),
+            body: resp.into_body(),
+            parser: SseParser::new(),
+            translator: p.adapter.stream_translator(),
+            idle: p.timeout,
+            events: Vec::new(),
+            chunks: Vec::new(),
+        };
+        let mut pending = VecDeque::new();
+        while pending.is_empty() {
+            match upstream.pull(&mut pending).await {
+                Ok(true) => {}
+                Ok(false) if pending.is_empty() => {
+                    return Err(Failure {
+                        error: ApiError::bad_upstream(format!(
+                            "provider {} ended the stream without sending anything",
+                            p.name
+                        )),
+                        next: Next::Fallback,
+                    });
+                }
+                Ok(false) => break,
+                Err(e) => return Err(Failure::from_status(e.status, e)),
+            }
+        }
+        Ok(Opened { upstream, pending })
+    }
+}
+
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let base = policy
+        .backoff_ms
+        .saturating_mul(1u64 << attempt.min(16))
+        .min(policy.max_backoff_ms);
+    let jittered = base / 2 + rand::rng().random_range(0..=base / 2);
+    Duration::from_millis(jittered)
+}
+
+/// An error and its causes in one line (hyper's top-level errors say little).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Why a body could not be read.
+enum ReadError {
+    Timeout,
+    Broken(String),
+}
+
+impl ReadError {
+    fn for_provider(self, provider: &str) -> ApiError {
+        match self {
+            ReadError::Timeout => ApiError::timeout(provider),
+            ReadError::Broken(cause) => ApiError::bad_upstream(format!(
+                "the answer of provider {provider} could not be read ({cause})"
+            )),
+        }
+    }
+}
+
+async fn read_body(body: Incoming, timeout: Duration, limit: usize) -> Result<Bytes, ReadError> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(ReadError::Timeout),
+        Ok(Err(e)) => Err(ReadError::Broken(e.to_string())),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// A stream read up to its first chunk.
+struct Opened {
+    upstream: Upstream,
+    pending: VecDeque<ChatChunk>,
+}
+
+/// The provider's side of a stream: body, SSE parser and translator.
+struct Upstream {
+    provider: String,
+    body: Incoming,
+    parser: SseParser,
+    translator: Box<dyn StreamTranslator>,
+    idle: Duration,
+    events: Vec<SseEvent>,
+    chunks: Vec<ChatChunk>,
+}
+
+impl Upstream {
+    /// Reads one frame and translates what it completes into `out`; `Ok(false)` once the
+    /// stream is over.
+    async fn pull(&mut self, out: &mut VecDeque<ChatChunk>) -> Result<bool, ApiError> {
+        let frame = match tokio::time::timeout(self.idle, self.body.frame()).await {
+            Err(_) => return Err(ApiError::timeout(&self.provider)),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_upstream(format!(
+                    "the connection to provider {} broke in mid-stream ({})",
+                    self.provider,
+                    error_chain(&e)
+                )));
+            }
+            Ok(Some(Ok(frame))) => Some(frame),
+        };
+        let Some(frame) = frame else {
+            self.parser.finish(&mut self.events);
+            let ended = self.translate()?;
+            if !ended {
+                self.translator.finish(&mut self.chunks)?;
+            }
+            out.extend(self.chunks.drain(..));
+            return Ok(false);
+        };
+        if let Ok(data) = frame.into_data() {
+            self.parser
+                .feed(&data, &mut self.events)
+                .map_err(|e| ApiError::bad_upstream(format!("provider {}: {e}", self.provider)))?;
+        }
+        let ended = self.translate();
+        out.extend(self.chunks.drain(..));
+        Ok(!ended?)
+    }
+
+    /// Translates the parsed events; true when the provider marked the end.
+    fn translate(&mut self) -> Result<bool, ApiError> {
+        for event in self.events.drain(..) {
+            if self.translator.event(&event, &mut self.chunks)? == crate::providers::Step::Done {
+                self.translator.finish(&mut self.chunks)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// What a call's usage report needs, kept until the call ends.
+struct Report {
+    sink: Arc<dyn UsageSink>,
+    caller: Caller,
+    model: String,
+    target: Arc<Target>,
+    prompt_estimate: u64,
+}
+
+impl Report {
+    fn send(self, operation: Operation, stream: bool, usage: Usage, estimated: bool, done: bool) {
+        let cost_usd = self.target.price.map_or(0.0, |p| p.cost(&usage));
+        self.sink.record(UsageRecord {
+            caller: self.caller,
+            model: self.model,
+            provider: self.target.provider.name.clone(),
+            provider_model: self.target.model.clone(),
+            operation,
+            stream,
+            usage,
+            estimated,
+            cost_usd,
+            completed: done,
+        });
+    }
+}
+
+/// One item of a chat stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    /// The next chunk.
+    Chunk(ChatChunk),
+    /// The stream failed; nothing follows.
+    Error(ApiError),
+}
+
+/// A streamed chat answer, read chunk by chunk as the provider sends it.
+pub struct ChatStream {
+    upstream: Upstream,
+    pending: VecDeque<ChatChunk>,
+    include_usage: bool,
+    completion_text: String,
+    meta: Option<StreamMeta>,
+    ended: bool,
+    failure: Option<ApiError>,
+    done_sent: bool,
+    report: Option<Report>,
+}
+
+impl ChatStream {
+    /// The next chunk, an error (after which the stream is over), or `None` at the end.
+    /// The usage chunk is included only when the client asked (`stream_options.include_usage`);
+    /// if the provider sent none, the gateway's estimate is sent instead.
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        loop {
+            if let Some(mut chunk) = self.pending.pop_front() {
+                self.observe(&chunk);
+                if !self.include_usage {
+                    chunk.usage = None;
+                    if chunk.choices.is_empty() {
+                        continue;
+                    }
+                }
+                return Some(StreamItem::Chunk(chunk));
+            }
+            if let Some(error) = self.failure.take() {
+                self.abandon();
+                return Some(StreamItem::Error(error));
+            }
+            if self.ended {
+                let report = self.report.take()?;
+                let (usage, estimated) = self.usage(report.prompt_estimate);
+                report.send(Operation::Chat, true, usage, estimated, true);
+                return match (&self.meta, self.include_usage && estimated) {
+                    (Some(meta), true) => Some(StreamItem::Chunk(ChatChunk::usage(meta, usage))),
+                    _ => None,
+                };
+            }
+            match self.upstream.pull(&mut self.pending).await {
+                Ok(true) => {}
+                Ok(false) => self.ended = true,
+                Err(error) => {
+                    tracing::warn!(provider = %self.upstream.provider, %error, "AI stream failed in mid-stream");
+                    self.ended = true;
+                    self.failure = Some(error);
+                }
+            }
+        }
+    }
+
+    /// The next piece of an OpenAI SSE body: `data: {chunk}`, `data: {"error": ...}` after a
+    /// failure, and `data: [DONE]` last.
+    pub async fn next_sse(&mut self) -> Option<Bytes> {
+        if self.done_sent {
+            return None;
+        }
+        let data = match self.next().await {
+            Some(StreamItem::Chunk(chunk)) => serde_json::to_string(&chunk),
+            Some(StreamItem::Error(error)) => serde_json::to_string(&error.body()),
+            None => {
+                self.done_sent = true;
+                return Some(sse::done());
+            }
+        };
+        Some(sse::encode(None, &data.unwrap_or_default()))
+    }
+
+    fn observe(&mut self, chunk: &ChatChunk) {
+        if self.meta.is_none() {
+            self.meta = Some(StreamMeta {
+                id: chunk.id.clone(),
+                created: chunk.created,
+                model: chunk.model.clone(),
+            });
+        }
+        for choice in &chunk.choices {
+            if let Some(text) = &choice.delta.content {
+                self.completion_text.push_str(text);
+            }
+            for call in choice.delta.tool_calls.iter().flatten() {
+                if let Some(f) = &call.function {
+                    self.completion_text
+                        .push_str(f.name.as_deref().unwrap_or_default());
+                    self.completion_text
+                        .push_str(f.arguments.as_deref().unwrap_or_default());
+                }
+            }
+        }
+    }
+
+    fn usage(&self, prompt_estimate: u64) -> (Usage, bool) {
+        match self.upstream.translator.usage() {
+            Some(u) if u.total_tokens > 0 => (u, false),
+            _ => (
+                Usage::new(prompt_estimate, tokens::count_text(&self.completion_text)),
+                true,
+            ),
+        }
+    }
+
+    /// Reports the usage of a stream that did not complete.
+    fn abandon(&mut self) {
+        if let Some(report) = self.report.take() {
+            let (usage, estimated) = self.usage(report.prompt_estimate);
+            report.send(Operation::Chat, true, usage, estimated, false);
+        }
+    }
+}
+
+impl Drop for ChatStream {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Discard;
+    impl UsageSink for Discard {
+        fn record(&self, _: UsageRecord) {}
+    }
+
+    fn gateway() -> Gateway {
+        let config: GatewayConfig = serde_json::from_value(json!({
+            "providers": {
+                "a": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"},
+                "b": {"kind": "anthropic", "base_url": "http://127.0.0.1:1"},
+                "c": {"kind": "gemini", "base_url": "http://127.0.0.1:1"}
+            },
+            "models": {"m": {"deployments": [
+                {"provider": "c", "model": "backup", "priority": 1},
+                {"provider": "a", "model": "heavy", "weight": 3},
+                {"provider": "b", "model": "light", "weight": 1}
+            ]}},
+            "cooldown": {"failures": 2, "cooldown_ms": 60000}
+        }))
+        .unwrap();
+        Gateway::new(&config, Arc::new(Discard)).unwrap()
+    }
+
+    fn first_models(gw: &Gateway, rounds: usize) -> HashMap<String, usize> {
+        let compiled = gw.compiled.load();
+        let mut counts = HashMap::new();
+        for _ in 0..rounds {
+            let plan = gw.plan(&compiled.models["m"]);
+            assert_eq!(plan.len(), 3);
+            *counts.entry(plan[0].model.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn plan_orders_by_priority_then_weight() {
+        let gw = gateway();
+        let counts = first_models(&gw, 4000);
+        assert!(!counts.contains_key("backup"), "priority 1 is never first");
+        let heavy = counts["heavy"] as f64 / 4000.0;
+        assert!((0.70..0.80).contains(&heavy), "weight 3 of 4 first {heavy}");
+        let compiled = gw.compiled.load();
+        let plan = gw.plan(&compiled.models["m"]);
+        assert_eq!(plan[2].model, "backup");
+    }
+
+    #[test]
+    fn cooled_deployments_go_last_and_survive_updates() {
+        let gw = gateway();
+        let compiled = gw.compiled.load_full();
+        let heavy = compiled.models["m"]
+            .iter()
+            .find(|t| t.model == "heavy")
+            .unwrap();
+        let policy = compiled.cooldown;
+        assert!(!heavy.health.failure(&policy, gw.now_ms()));
+        assert!(heavy.health.failure(&policy, gw.now_ms()));
+        for _ in 0..50 {
+            let plan = gw.plan(&compiled.models["m"]);
+            assert_eq!(plan.last().unwrap().model, "heavy");
+        }
+        let config: GatewayConfig = serde_json::from_value(json!({
+            "providers": {"a": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}},
+            "models": {"m": {"deployments": [{"provider": "a", "model": "heavy"}]},
+                       "n": {"deployments": [{"provider": "a", "model": "other"}]}}
+        }))
+        .unwrap();
+        gw.update(&config).unwrap();
+        let compiled = gw.compiled.load();
+        assert!(compiled.models["m"][0].health.cooled(gw.now_ms()));
+        assert!(!compiled.models["n"][0].health.cooled(gw.now_ms()));
+        let ids: Vec<_> = gw
+            .models(|m| m != "n")
+            .data
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["m".to_string()]);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let policy = RetryPolicy {
+            retries: 5,
+            backoff_ms: 100,
+            max_backoff_ms: 300,
+        };
+        for _ in 0..100 {
+            let first = backoff(&policy, 0).as_millis();
+            assert!((50..=100).contains(&first), "{first}");
+            let second = backoff(&policy, 1).as_millis();
+            assert!((100..=200).contains(&second), "{second}");
+            let capped = backoff(&policy, 10).as_millis();
+            assert!((150..=300).contains(&capped), "{capped}");
+        }
+    }
+
+    #[test]
+    fn unknown_model_is_404_with_openai_code() {
+        let gw = gateway();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let req = ChatRequest {
+            model: "nope".into(),
+            messages: vec![crate::openai::Message::text(
+                crate::openai::Role::User,
+                "hi",
+            )],
+            ..ChatRequest::default()
+        };
+        let Err(err) = rt.block_on(gw.chat(&Caller::default(), req)) else {
+            panic!("unknown model served")
+        };
+        assert_eq!(err.status, StatusCode::NOT_FOUND);
+        assert_eq!(err.detail.code.as_deref(), Some("model_not_found"));
+    }
+}

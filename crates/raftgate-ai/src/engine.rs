@@ -258,8 +258,8 @@ impl Failure {
 pub enum ChatOutcome {
     /// A complete `chat.completion`.
     Complete(ChatResponse),
-    /// A stream of chunks.
-    Stream(ChatStream),
+    /// A stream of chunks (boxed: it holds the connection and parser state).
+    Stream(Box<ChatStream>),
 }
 
 /// The AI gateway: configuration snapshot, HTTP client and usage sink.
@@ -343,7 +343,7 @@ impl Gateway {
             let (opened, target) = self
                 .route(&compiled, &req.model, |t| self.open_stream(t, &req))
                 .await?;
-            return Ok(ChatOutcome::Stream(ChatStream {
+            return Ok(ChatOutcome::Stream(Box::new(ChatStream {
                 upstream: opened.upstream,
                 pending: opened.pending,
                 include_usage: req.wants_stream_usage(),
@@ -359,7 +359,7 @@ impl Gateway {
                     target,
                     prompt_estimate,
                 }),
-            }));
+            })));
         }
         let (resp, target) = self
             .route(&compiled, &req.model, |t| self.complete(t, &req))

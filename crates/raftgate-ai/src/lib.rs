@@ -11,12 +11,16 @@
 //!   reports no usage;
 //! - [`config`] and [`engine`]: model aliases over provider deployments, and the engine that
 //!   routes, retries, falls back, cools failing deployments down, streams and reports usage;
-//! - [`error`]: the one error type and its OpenAI-style body.
+//! - [`error`]: the one error type and its OpenAI-style body;
+//! - `mock` (feature `mock`): loopback servers speaking the providers' wire formats, for tests
+//!   and benchmarks.
 
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod messages;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod openai;
 pub mod pricing;
 pub mod providers;

@@ -1,0 +1,694 @@
+//! The engine against mock providers on loopback that speak the real wire formats: every kind
+//! complete and streamed, with tools and errors; fallback, retry and cooldown; an error in
+//! mid-stream; embeddings; and the Anthropic-style `/v1/messages` served by another provider.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raftgate_ai::engine::Operation;
+use raftgate_ai::messages::{EventWriter, to_chat_request, to_messages_response};
+use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
+use raftgate_ai::openai::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, FinishReason};
+use raftgate_ai::providers::ProviderKind;
+use raftgate_ai::sse::SseParser;
+use raftgate_ai::{ApiError, Caller, ChatOutcome, ChatStream, Gateway, StreamItem, UsageRecord};
+use raftgate_ai::{GatewayConfig, UsageSink};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<UsageRecord>>);
+
+impl UsageSink for Recorder {
+    fn record(&self, record: UsageRecord) {
+        self.0.lock().unwrap().push(record);
+    }
+}
+
+impl Recorder {
+    fn all(&self) -> Vec<UsageRecord> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A provider entry for `mock`, of `kind` (Azure is served by the OpenAI mock).
+fn provider(kind: &str, mock: &MockProvider) -> Value {
+    let base = mock.base_url();
+    // Azure's base URL is the resource, without OpenAI's /v1.
+    let base = if kind == "azure" {
+        base.trim_end_matches("/v1")
+    } else {
+        &base
+    };
+    json!({"kind": kind, "base_url": base, "api_key": MOCK_KEY, "timeout_ms": 2000})
+}
+
+fn gateway(providers: Value, models: Value) -> (Gateway, Arc<Recorder>) {
+    let config: GatewayConfig = serde_json::from_value(json!({
+        "providers": providers, "models": models,
+        "retry": {"retries": 1, "backoff_ms": 10},
+        "cooldown": {"failures": 100, "cooldown_ms": 60000}
+    }))
+    .unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let gw = Gateway::new(&config, recorder.clone()).unwrap();
+    (gw, recorder)
+}
+
+fn chat(body: Value) -> ChatRequest {
+    serde_json::from_value(body).unwrap()
+}
+
+fn caller() -> Caller {
+    Caller {
+        consumer: Some("team-a".into()),
+        key: Some("key-1".into()),
+    }
+}
+
+async fn complete(gw: &Gateway, req: ChatRequest) -> Result<ChatResponse, ApiError> {
+    match gw.chat(&caller(), req).await? {
+        ChatOutcome::Complete(resp) => Ok(resp),
+        ChatOutcome::Stream(_) => panic!("a stream for a non-streaming request"),
+    }
+}
+
+async fn open(gw: &Gateway, req: ChatRequest) -> Result<ChatStream, ApiError> {
+    match gw.chat(&caller(), req).await? {
+        ChatOutcome::Stream(s) => Ok(*s),
+        ChatOutcome::Complete(_) => panic!("a complete answer for a streaming request"),
+    }
+}
+
+async fn collect(stream: &mut ChatStream) -> (Vec<ChatChunk>, Option<ApiError>) {
+    let mut chunks = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            StreamItem::Chunk(c) => chunks.push(c),
+            StreamItem::Error(e) => return (chunks, Some(e)),
+        }
+    }
+    (chunks, None)
+}
+
+fn text(chunks: &[ChatChunk]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c.choices.first()?.delta.content.clone())
+        .collect()
+}
+
+fn finish(chunks: &[ChatChunk]) -> Option<FinishReason> {
+    chunks.iter().find_map(|c| c.choices.first()?.finish_reason)
+}
+
+/// (id, name, arguments) of the streamed tool call 0.
+fn streamed_call(chunks: &[ChatChunk]) -> (String, String, String) {
+    let mut id = String::new();
+    let mut name = String::new();
+    let mut args = String::new();
+    for d in chunks
+        .iter()
+        .filter_map(|c| c.choices.first()?.delta.tool_calls.clone())
+        .flatten()
+    {
+        assert_eq!(d.index, 0);
+        if let Some(i) = d.id {
+            id = i;
+        }
+        if let Some(f) = d.function {
+            name.push_str(&f.name.unwrap_or_default());
+            args.push_str(&f.arguments.unwrap_or_default());
+        }
+    }
+    (id, name, args)
+}
+
+const WEATHER_TOOL: &str = r#"[{"type": "function", "function": {"name": "get_weather",
+    "description": "Current weather", "parameters": {"type": "object", "additionalProperties": false,
+    "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]"#;
+
+/// Every behavior one provider kind must show through the gateway.
+async fn exercise(kind: ProviderKind, kind_name: &str, provider_model: &str) {
+    let mock = MockProvider::start(kind).await.unwrap();
+    let (gw, recorder) = gateway(
+        json!({"p": provider(kind_name, &mock)}),
+        json!({"m": {"deployments": [{"provider": "p", "model": provider_model}]}}),
+    );
+    let tools: Value = serde_json::from_str(WEATHER_TOOL).unwrap();
+    let hello = json!([{"role": "system", "content": "Be brief."},
+                       {"role": "user", "content": "hello world"}]);
+
+    // Complete.
+    let resp = complete(
+        &gw,
+        chat(json!({"model": "m", "messages": hello, "max_tokens": 20})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.choices[0].message.content.as_deref(),
+        Some("echo: hello world"),
+        "{kind_name}"
+    );
+    assert_eq!(resp.choices[0].finish_reason, Some(FinishReason::Stop));
+    let prompt = resp.usage.unwrap().prompt_tokens;
+    assert!(prompt == 11 || prompt == 12, "{kind_name}: {prompt}");
+    assert_eq!(resp.usage.unwrap().completion_tokens, 3);
+    let rec = recorder.all().pop().unwrap();
+    assert_eq!(rec.provider, "p");
+    assert_eq!(rec.provider_model, provider_model);
+    assert_eq!(rec.model, "m");
+    assert_eq!(rec.caller, caller());
+    assert!(!rec.estimated && rec.completed && !rec.stream);
+    assert_eq!(rec.usage.completion_tokens, 3);
+    assert_eq!(rec.operation, Operation::Chat);
+
+    // Streamed, with the usage chunk asked for.
+    let mut stream = open(
+        &gw,
+        chat(json!({"model": "m", "messages": hello, "stream": true,
+                    "stream_options": {"include_usage": true}})),
+    )
+    .await
+    .unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert!(err.is_none(), "{kind_name}: {err:?}");
+    assert_eq!(text(&chunks), "echo: hello world", "{kind_name}");
+    assert_eq!(finish(&chunks), Some(FinishReason::Stop));
+    let last = chunks.last().unwrap();
+    assert!(last.choices.is_empty());
+    assert_eq!(last.usage.unwrap().completion_tokens, 3);
+    assert!(chunks.iter().all(|c| c.object == "chat.completion.chunk"));
+    drop(stream);
+    let rec = recorder.all().pop().unwrap();
+    assert!(
+        rec.stream && rec.completed && !rec.estimated,
+        "{kind_name}: {rec:?}"
+    );
+
+    // Streamed without the usage chunk: none is sent, usage is still recorded; SSE ends in [DONE].
+    let mut stream = open(
+        &gw,
+        chat(json!({"model": "m", "messages": hello, "stream": true})),
+    )
+    .await
+    .unwrap();
+    let mut body = Vec::new();
+    while let Some(bytes) = stream.next_sse().await {
+        body.extend_from_slice(&bytes);
+    }
+    let mut events = Vec::new();
+    let mut parser = SseParser::new();
+    parser.feed(&body, &mut events).unwrap();
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    let chunks: Vec<ChatChunk> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.usage.is_none() && !c.choices.is_empty())
+    );
+    assert_eq!(text(&chunks), "echo: hello world");
+    drop(stream);
+    assert_eq!(recorder.all().pop().unwrap().usage.completion_tokens, 3);
+
+    // Tools, complete: the call, then the result round trip.
+    let ask = json!({"role": "user", "content": "weather in Paris?"});
+    let resp = complete(
+        &gw,
+        chat(json!({"model": "m", "messages": [ask], "tools": tools,
+                                         "tool_choice": "auto"})),
+    )
+    .await
+    .unwrap();
+    let choice = &resp.choices[0];
+    assert_eq!(
+        choice.finish_reason,
+        Some(FinishReason::ToolCalls),
+        "{kind_name}"
+    );
+    let call = &choice.message.tool_calls.as_ref().unwrap()[0];
+    assert_eq!(call.function.name, "get_weather");
+    let args: Value = serde_json::from_str(&call.function.arguments).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    let assistant = serde_json::to_value(&choice.message).unwrap();
+    let result = json!({"role": "tool", "tool_call_id": call.id, "content": "sunny"});
+    let resp = complete(
+        &gw,
+        chat(json!({"model": "m", "messages": [ask, assistant, result], "tools": tools})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.choices[0].message.content.as_deref(),
+        Some("tool said: sunny"),
+        "{kind_name}"
+    );
+
+    // Tools, streamed.
+    let mut stream = open(
+        &gw,
+        chat(json!({"model": "m", "messages": [ask], "tools": tools, "stream": true})),
+    )
+    .await
+    .unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert!(err.is_none());
+    let (id, name, args) = streamed_call(&chunks);
+    assert!(!id.is_empty());
+    assert_eq!(name, "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert_eq!(
+        finish(&chunks),
+        Some(FinishReason::ToolCalls),
+        "{kind_name}"
+    );
+    drop(stream);
+
+    // A provider 400 is the client's: answered with the provider's message, not retried.
+    mock.set(Behavior {
+        failure: Some(Failure::Status(400)),
+        ..Behavior::default()
+    });
+    let hits = mock.hits();
+    let err = complete(&gw, chat(json!({"model": "m", "messages": hello})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status.as_u16(), 400);
+    assert_eq!(err.detail.kind, "invalid_request_error");
+    assert!(
+        err.detail.message.contains("mock failure"),
+        "{}",
+        err.detail.message
+    );
+    assert_eq!(mock.hits(), hits + 1);
+
+    // A provider 401 means the gateway's credentials are wrong: 502, not the client's 401.
+    mock.set(Behavior {
+        failure: Some(Failure::Status(401)),
+        ..Behavior::default()
+    });
+    let err = complete(&gw, chat(json!({"model": "m", "messages": hello})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status.as_u16(), 502);
+}
+
+#[tokio::test]
+async fn openai_complete_stream_tools_errors() {
+    exercise(ProviderKind::Openai, "openai", "gpt-4o-mini").await;
+}
+
+#[tokio::test]
+async fn azure_complete_stream_tools_errors() {
+    exercise(ProviderKind::Openai, "azure", "gpt4o-deployment").await;
+}
+
+#[tokio::test]
+async fn anthropic_complete_stream_tools_errors() {
+    exercise(
+        ProviderKind::Anthropic,
+        "anthropic",
+        "claude-3-5-haiku-20241022",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn gemini_complete_stream_tools_errors() {
+    exercise(ProviderKind::Gemini, "gemini", "gemini-2.5-flash").await;
+}
+
+#[tokio::test]
+async fn what_the_providers_receive() {
+    let anthropic = MockProvider::start(ProviderKind::Anthropic).await.unwrap();
+    let gemini = MockProvider::start(ProviderKind::Gemini).await.unwrap();
+    let (gw, _) = gateway(
+        json!({"a": provider("anthropic", &anthropic), "g": provider("gemini", &gemini)}),
+        json!({"claude": {"deployments": [{"provider": "a", "model": "claude-sonnet-4-20250514"}]},
+               "gem": {"deployments": [{"provider": "g", "model": "gemini-2.5-flash"}]}}),
+    );
+    let body = json!({"model": "set below", "messages": [
+        {"role": "system", "content": "Only JSON."},
+        {"role": "user", "content": [{"type": "text", "text": "describe"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}],
+        "response_format": {"type": "json_object"}, "stop": ["END"], "temperature": 0.3, "top_p": 0.8});
+    let mut req = chat(body.clone());
+    req.model = "claude".into();
+    complete(&gw, req).await.unwrap();
+    let sent = &anthropic.received()[0];
+    assert_eq!(sent.headers["anthropic-version"], "2023-06-01");
+    assert_eq!(sent.body["model"], "claude-sonnet-4-20250514");
+    assert_eq!(sent.body["max_tokens"], 4096);
+    assert!(
+        sent.body["system"]
+            .as_str()
+            .unwrap()
+            .starts_with("Only JSON.")
+    );
+    assert_eq!(sent.body["stop_sequences"], json!(["END"]));
+    assert_eq!(sent.body["temperature"], 0.3);
+    assert_eq!(
+        sent.body["messages"][0]["content"][1]["source"],
+        json!({"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="})
+    );
+
+    let mut req = chat(body);
+    req.model = "gem".into();
+    complete(&gw, req).await.unwrap();
+    let sent = &gemini.received()[0];
+    assert_eq!(sent.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(
+        sent.body["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
+    assert_eq!(sent.body["generationConfig"]["topP"], 0.8);
+    assert_eq!(
+        sent.body["systemInstruction"],
+        json!({"parts": [{"text": "Only JSON."}]})
+    );
+}
+
+/// A failing first deployment, a healthy fallback of another kind.
+async fn fallback_setup(failure: Failure) -> (MockProvider, MockProvider, Gateway, Arc<Recorder>) {
+    let bad = MockProvider::start(ProviderKind::Anthropic).await.unwrap();
+    bad.set(Behavior {
+        failure: Some(failure),
+        ..Behavior::default()
+    });
+    let good = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let (gw, recorder) = gateway(
+        json!({"bad": provider("anthropic", &bad), "good": provider("openai", &good)}),
+        json!({"m": {"deployments": [
+            {"provider": "bad", "model": "claude-3-5-haiku-latest", "priority": 0},
+            {"provider": "good", "model": "gpt-4o-mini", "priority": 1}]}}),
+    );
+    (bad, good, gw, recorder)
+}
+
+fn hello() -> ChatRequest {
+    chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_then_falls_back() {
+    let (bad, good, gw, recorder) = fallback_setup(Failure::Status(529)).await;
+    let resp = complete(&gw, hello()).await.unwrap();
+    assert_eq!(resp.choices[0].message.content.as_deref(), Some("echo: hi"));
+    assert_eq!(bad.hits(), 2, "one attempt and one retry");
+    assert_eq!(good.hits(), 1);
+    let rec = recorder.all().pop().unwrap();
+    assert_eq!(rec.provider, "good");
+    // gpt-4o-mini's list price: 0.15 and 0.60 USD per million.
+    let expected = (11.0 * 0.15 + 2.0 * 0.60) / 1e6;
+    assert!((rec.cost_usd - expected).abs() < 1e-15, "{}", rec.cost_usd);
+}
+
+#[tokio::test]
+async fn a_429_falls_back_at_once() {
+    let (bad, good, gw, _) = fallback_setup(Failure::Status(429)).await;
+    complete(&gw, hello()).await.unwrap();
+    assert_eq!(bad.hits(), 1);
+    assert_eq!(good.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_falls_back() {
+    let (bad, good, gw, _) = fallback_setup(Failure::Disconnect).await;
+    complete(&gw, hello()).await.unwrap();
+    assert_eq!(bad.hits(), 2);
+    assert_eq!(good.hits(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_falls_back() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let good = MockProvider::start(ProviderKind::Gemini).await.unwrap();
+    let (gw, _) = gateway(
+        json!({"gone": {"kind": "openai", "base_url": format!("http://127.0.0.1:{port}/v1")},
+               "good": provider("gemini", &good)}),
+        json!({"m": {"deployments": [{"provider": "gone", "model": "x"},
+                                     {"provider": "good", "model": "gemini-2.0-flash", "priority": 1}]}}),
+    );
+    let resp = complete(&gw, hello()).await.unwrap();
+    assert_eq!(resp.choices[0].message.content.as_deref(), Some("echo: hi"));
+}
+
+#[tokio::test]
+async fn a_slow_provider_times_out_and_falls_back() {
+    let slow = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    slow.set(Behavior {
+        latency: Duration::from_millis(800),
+        ..Behavior::default()
+    });
+    let good = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let mut slow_entry = provider("openai", &slow);
+    slow_entry["timeout_ms"] = json!(100);
+    let (gw, _) = gateway(
+        json!({"slow": slow_entry, "good": provider("openai", &good)}),
+        json!({"m": {"deployments": [{"provider": "slow", "model": "a"},
+                                     {"provider": "good", "model": "b", "priority": 1}]}}),
+    );
+    let started = std::time::Instant::now();
+    complete(&gw, hello()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(700));
+    assert_eq!(good.hits(), 1);
+}
+
+#[tokio::test]
+async fn all_deployments_failing_answers_the_last_error() {
+    let (bad, good, gw, _) = fallback_setup(Failure::Status(529)).await;
+    good.set(Behavior {
+        failure: Some(Failure::Status(503)),
+        ..Behavior::default()
+    });
+    let err = complete(&gw, hello()).await.unwrap_err();
+    assert_eq!(err.status.as_u16(), 503);
+    assert!(
+        err.detail.message.contains("provider good"),
+        "{}",
+        err.detail.message
+    );
+    assert_eq!(bad.hits() + good.hits(), 4);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_on_the_same_deployment() {
+    let (bad, good, gw, _) = fallback_setup(Failure::Status(500)).await;
+    bad.set(Behavior {
+        failure: Some(Failure::Status(500)),
+        times: Some(1),
+        ..Behavior::default()
+    });
+    let resp = complete(&gw, hello()).await.unwrap();
+    assert_eq!(resp.choices[0].message.content.as_deref(), Some("echo: hi"));
+    assert_eq!(bad.hits(), 2);
+    assert_eq!(good.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_stream_failing_before_its_first_chunk_falls_back() {
+    let (bad, good, gw, _) = fallback_setup(Failure::MidStream { after_events: 0 }).await;
+    let mut req = hello();
+    req.stream = Some(true);
+    let mut stream = open(&gw, req).await.unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert!(err.is_none());
+    assert_eq!(text(&chunks), "echo: hi");
+    assert_eq!(bad.hits(), 2);
+    assert_eq!(good.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_failure_in_mid_stream_ends_with_an_error_event_and_done() {
+    for (kind, name, after) in [
+        (ProviderKind::Anthropic, "anthropic", 4),
+        (ProviderKind::Openai, "openai", 2),
+        (ProviderKind::Gemini, "gemini", 1),
+    ] {
+        let mock = MockProvider::start(kind).await.unwrap();
+        mock.set(Behavior {
+            failure: Some(Failure::MidStream {
+                after_events: after,
+            }),
+            chunk_delay: Duration::from_millis(5),
+            ..Behavior::default()
+        });
+        let (gw, recorder) = gateway(
+            json!({"p": provider(name, &mock)}),
+            json!({"m": {"deployments": [{"provider": "p", "model": "x"}]}}),
+        );
+        let req = chat(json!({"model": "m", "stream": true,
+                              "messages": [{"role": "user", "content": "one two three four"}]}));
+        let mut stream = open(&gw, req).await.unwrap();
+        let mut events = Vec::new();
+        let mut parser = SseParser::new();
+        while let Some(bytes) = stream.next_sse().await {
+            parser.feed(&bytes, &mut events).unwrap();
+        }
+        let n = events.len();
+        assert!(n >= 3, "{name}: {events:?}");
+        assert_eq!(events[n - 1].data, "[DONE]");
+        let error: Value = serde_json::from_str(&events[n - 2].data).unwrap();
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("mid-stream"),
+            "{name}: {error}"
+        );
+        let first: ChatChunk = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(first.object, "chat.completion.chunk");
+        assert_eq!(mock.hits(), 1, "{name}: no fallback after the first chunk");
+        drop(stream);
+        let rec = recorder.all().pop().unwrap();
+        assert!(!rec.completed, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_deployment_is_cooled_down() {
+    let bad = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    bad.set(Behavior {
+        failure: Some(Failure::Status(503)),
+        ..Behavior::default()
+    });
+    let good = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let config: GatewayConfig = serde_json::from_value(json!({
+        "providers": {"bad": provider("openai", &bad), "good": provider("openai", &good)},
+        "models": {"m": {"deployments": [{"provider": "bad", "model": "a"},
+                                         {"provider": "good", "model": "b", "priority": 1}]}},
+        "retry": {"retries": 0, "backoff_ms": 1},
+        "cooldown": {"failures": 2, "cooldown_ms": 60000}
+    }))
+    .unwrap();
+    let gw = Gateway::new(&config, Arc::new(Recorder::default())).unwrap();
+    for _ in 0..5 {
+        complete(&gw, hello()).await.unwrap();
+    }
+    assert_eq!(bad.hits(), 2, "cooled down after two failures");
+    assert_eq!(good.hits(), 5);
+}
+
+#[tokio::test]
+async fn weights_split_traffic() {
+    let a = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let b = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let (gw, _) = gateway(
+        json!({"a": provider("openai", &a), "b": provider("openai", &b)}),
+        json!({"m": {"deployments": [{"provider": "a", "model": "x", "weight": 4},
+                                     {"provider": "b", "model": "x", "weight": 1}]}}),
+    );
+    for _ in 0..200 {
+        complete(&gw, hello()).await.unwrap();
+    }
+    assert_eq!(a.hits() + b.hits(), 200);
+    assert!((130..=190).contains(&a.hits()), "a served {}", a.hits());
+}
+
+#[tokio::test]
+async fn embeddings_openai_and_gemini() {
+    let openai = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let gemini = MockProvider::start(ProviderKind::Gemini).await.unwrap();
+    let anthropic = MockProvider::start(ProviderKind::Anthropic).await.unwrap();
+    let (gw, recorder) = gateway(
+        json!({"o": provider("openai", &openai), "g": provider("gemini", &gemini),
+               "a": provider("anthropic", &anthropic)}),
+        json!({"emb": {"deployments": [{"provider": "o", "model": "text-embedding-3-small"}]},
+               "gemb": {"deployments": [{"provider": "g", "model": "text-embedding-004"}]},
+               "aemb": {"deployments": [{"provider": "a", "model": "claude"}]}}),
+    );
+    let req: EmbeddingsRequest =
+        serde_json::from_value(json!({"model": "emb", "input": ["a b", "c"]})).unwrap();
+    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    assert_eq!(resp.data.len(), 2);
+    assert_eq!(resp.data[0].embedding, json!([0.1, 0.2, 0.3]));
+    assert_eq!(resp.usage.unwrap().prompt_tokens, 4);
+    let rec = recorder.all().pop().unwrap();
+    assert_eq!(rec.operation, Operation::Embeddings);
+    assert!(!rec.estimated);
+
+    let req: EmbeddingsRequest =
+        serde_json::from_value(json!({"model": "gemb", "input": "hello there"})).unwrap();
+    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    assert_eq!(resp.object, "list");
+    assert_eq!(resp.model, "gemb");
+    assert_eq!(resp.data[0].embedding, json!([0.5, 0.25]));
+    assert_eq!(resp.usage.unwrap().prompt_tokens, 3);
+    assert!(recorder.all().pop().unwrap().estimated);
+
+    let req: EmbeddingsRequest =
+        serde_json::from_value(json!({"model": "aemb", "input": "x"})).unwrap();
+    let err = gw.embeddings(&caller(), req).await.unwrap_err();
+    assert_eq!(err.status.as_u16(), 400);
+    assert!(
+        err.detail
+            .message
+            .contains("anthropic does not support embeddings")
+    );
+    assert_eq!(anthropic.hits(), 0);
+}
+
+#[tokio::test]
+async fn messages_api_is_served_by_gemini() {
+    let gemini = MockProvider::start(ProviderKind::Gemini).await.unwrap();
+    let (gw, _) = gateway(
+        json!({"g": provider("gemini", &gemini)}),
+        json!({"claude-like": {"deployments": [{"provider": "g", "model": "gemini-2.5-flash"}]}}),
+    );
+    let inbound = json!({"model": "claude-like", "max_tokens": 100, "system": "Be brief.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]});
+    let req = to_chat_request(serde_json::from_value(inbound.clone()).unwrap());
+    let resp = complete(&gw, req).await.unwrap();
+    let msg = serde_json::to_value(to_messages_response(resp)).unwrap();
+    assert_eq!(msg["type"], "message");
+    assert_eq!(
+        msg["content"],
+        json!([{"type": "text", "text": "echo: hi there"}])
+    );
+    assert_eq!(msg["stop_reason"], "end_turn");
+    assert_eq!(msg["usage"]["output_tokens"], 3);
+
+    let mut streamed = inbound;
+    streamed["stream"] = json!(true);
+    let req = to_chat_request(serde_json::from_value(streamed).unwrap());
+    let mut stream = open(&gw, req).await.unwrap();
+    let mut writer = EventWriter::new();
+    let mut out = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            StreamItem::Chunk(c) => writer.chunk(&c, &mut out),
+            StreamItem::Error(e) => writer.error(&e, &mut out),
+        }
+    }
+    writer.finish(None, &mut out);
+    let mut events = Vec::new();
+    let mut parser = SseParser::new();
+    for b in &out {
+        parser.feed(b, &mut events).unwrap();
+    }
+    let names: Vec<_> = events.iter().map(|e| e.event.clone().unwrap()).collect();
+    assert_eq!(names.first().map(String::as_str), Some("message_start"));
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+    let text: String = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("content_block_delta"))
+        .map(|e| {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            v["delta"]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(text, "echo: hi there");
+    let delta: Value = serde_json::from_str(&events[events.len() - 2].data).unwrap();
+    assert_eq!(
+        delta["usage"],
+        json!({"output_tokens": 3, "input_tokens": 11})
+    );
+}

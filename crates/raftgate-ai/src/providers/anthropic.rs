@@ -15,7 +15,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Endpoint, Provider, Step, StreamTranslator, UpstreamRequest, error_text};
+use super::{Endpoint, Provider, Step, StreamTranslator, UpstreamRequest};
 use crate::error::{ApiError, parse_json};
 use crate::openai::{
     self, AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart,
@@ -584,10 +584,7 @@ impl Provider for Anthropic {
         let body = to_messages_request(req, ep.model)?;
         let up = UpstreamRequest::json(ep.url("v1/messages"), &body)?
             .header("anthropic-version", API_VERSION)?;
-        match ep.api_key {
-            Some(key) => up.header("x-api-key", key),
-            None => Ok(up),
-        }
+        up.credential("x-api-key", ep.api_key)
     }
 
     fn chat_response(&self, body: &[u8]) -> Result<ChatResponse, ApiError> {
@@ -596,10 +593,6 @@ impl Provider for Anthropic {
 
     fn stream_translator(&self) -> Box<dyn StreamTranslator> {
         Box::new(AnthropicStream::default())
-    }
-
-    fn error_message(&self, body: &[u8]) -> String {
-        error_text(body)
     }
 }
 

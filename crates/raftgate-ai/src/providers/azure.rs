@@ -4,7 +4,7 @@
 //! OpenAI's, so they are read by the OpenAI kind's code.
 
 use super::openai::{OpenAi, OpenAiStream, chat_body};
-use super::{Endpoint, Provider, StreamTranslator, UpstreamRequest, error_text};
+use super::{Endpoint, Provider, StreamTranslator, UpstreamRequest};
 use crate::error::ApiError;
 use crate::openai::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
@@ -22,13 +22,6 @@ fn deployment_url(ep: &Endpoint, operation: &str) -> String {
     ))
 }
 
-fn with_key(req: UpstreamRequest, ep: &Endpoint) -> Result<UpstreamRequest, ApiError> {
-    match ep.api_key {
-        Some(key) => req.header("api-key", key),
-        None => Ok(req),
-    }
-}
-
 impl Provider for Azure {
     fn name(&self) -> &'static str {
         "azure"
@@ -39,7 +32,7 @@ impl Provider for Azure {
             deployment_url(ep, "chat/completions"),
             &chat_body(req, None),
         )?;
-        with_key(up, ep)
+        up.credential("api-key", ep.api_key)
     }
 
     fn chat_response(&self, body: &[u8]) -> Result<ChatResponse, ApiError> {
@@ -50,19 +43,13 @@ impl Provider for Azure {
         Box::new(OpenAiStream::default())
     }
 
-    fn error_message(&self, body: &[u8]) -> String {
-        error_text(body)
-    }
-
     fn embeddings_request(
         &self,
         ep: &Endpoint,
         req: &EmbeddingsRequest,
     ) -> Result<UpstreamRequest, ApiError> {
-        with_key(
-            UpstreamRequest::json(deployment_url(ep, "embeddings"), req)?,
-            ep,
-        )
+        UpstreamRequest::json(deployment_url(ep, "embeddings"), req)?
+            .credential("api-key", ep.api_key)
     }
 
     fn embeddings_response(

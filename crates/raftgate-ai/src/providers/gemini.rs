@@ -372,7 +372,7 @@ impl Provider for Gemini {
         } else {
             format!("v1beta/models/{}:generateContent", ep.model)
         };
-        with_key(UpstreamRequest::json(ep.url(&path), &body)?, ep)
+        UpstreamRequest::json(ep.url(&path), &body)?.credential("x-goog-api-key", ep.api_key)
     }
 
     fn chat_response(&self, body: &[u8]) -> Result<ChatResponse, ApiError> {
@@ -439,10 +439,6 @@ impl Provider for Gemini {
         Box::new(GeminiStream::default())
     }
 
-    fn error_message(&self, body: &[u8]) -> String {
-        error_text(body)
-    }
-
     fn embeddings_request(
         &self,
         ep: &Endpoint,
@@ -466,10 +462,8 @@ impl Provider for Gemini {
             })
             .collect();
         let url = ep.url(&format!("v1beta/models/{}:batchEmbedContents", ep.model));
-        with_key(
-            UpstreamRequest::json(url, &json!({ "requests": requests }))?,
-            ep,
-        )
+        UpstreamRequest::json(url, &json!({ "requests": requests }))?
+            .credential("x-goog-api-key", ep.api_key)
     }
 
     fn embeddings_response(
@@ -502,13 +496,6 @@ impl Provider for Gemini {
             model: model.to_string(),
             usage: None,
         })
-    }
-}
-
-fn with_key(req: UpstreamRequest, ep: &Endpoint) -> Result<UpstreamRequest, ApiError> {
-    match ep.api_key {
-        Some(key) => req.header("x-goog-api-key", key),
-        None => Ok(req),
     }
 }
 

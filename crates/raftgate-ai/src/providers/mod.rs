@@ -125,6 +125,14 @@ impl UpstreamRequest {
         self.headers.insert(HeaderName::from_static(name), value);
         Ok(self)
     }
+
+    /// Adds the credential header when the provider has a key (keyless servers get none).
+    pub fn credential(self, name: &'static str, key: Option<&str>) -> Result<Self, ApiError> {
+        match key {
+            Some(key) => self.header(name, key),
+            None => Ok(self),
+        }
+    }
 }
 
 /// One provider kind's translation.
@@ -141,8 +149,11 @@ pub trait Provider: Send + Sync {
     /// A fresh translator for one streamed answer.
     fn stream_translator(&self) -> Box<dyn StreamTranslator>;
 
-    /// The message inside the provider's error body (the body itself when unreadable).
-    fn error_message(&self, body: &[u8]) -> String;
+    /// The message inside the provider's error body (the body itself when unreadable); the
+    /// common `{"error": {"message": ...}}` shape unless a kind says otherwise.
+    fn error_message(&self, body: &[u8]) -> String {
+        error_text(body)
+    }
 
     /// The HTTP request for embeddings.
     fn embeddings_request(

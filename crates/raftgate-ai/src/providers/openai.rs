@@ -52,10 +52,6 @@ impl Provider for OpenAi {
         Box::new(OpenAiStream::default())
     }
 
-    fn error_message(&self, body: &[u8]) -> String {
-        error_text(body)
-    }
-
     fn embeddings_request(
         &self,
         ep: &Endpoint,
@@ -76,10 +72,8 @@ impl Provider for OpenAi {
 }
 
 fn bearer(req: UpstreamRequest, ep: &Endpoint) -> Result<UpstreamRequest, ApiError> {
-    match ep.api_key {
-        Some(key) => req.header("authorization", &format!("Bearer {key}")),
-        None => Ok(req),
-    }
+    let value = ep.api_key.map(|key| format!("Bearer {key}"));
+    req.credential("authorization", value.as_deref())
 }
 
 /// Chunks pass through as they are; the translator watches for usage, `[DONE]` and errors.

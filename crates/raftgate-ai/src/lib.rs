@@ -1,6 +1,8 @@
 //! raftgate's AI gateway: one OpenAI-compatible API in front of many LLM providers.
 //!
 //! Everything that knows a provider's API lives in this crate:
+//! - [`api`]: the unified HTTP API (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`,
+//!   `/v1/messages`) the data plane hands authenticated requests to;
 //! - [`openai`]: the canonical types (OpenAI's chat completions, chunks, embeddings, models,
 //!   errors) that every provider is translated to and from;
 //! - [`providers`]: one file per provider kind (OpenAI and compatibles, Azure, Anthropic,
@@ -15,6 +17,7 @@
 //! - `mock` (feature `mock`): loopback servers speaking the providers' wire formats, for tests
 //!   and benchmarks.
 
+pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;

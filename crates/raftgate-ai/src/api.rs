@@ -1,0 +1,270 @@
+//! The unified API over HTTP: `POST /v1/chat/completions`, `POST /v1/embeddings`,
+//! `GET /v1/models` and the Anthropic-style `POST /v1/messages`.
+//!
+//! The data plane authenticates the caller (a consumer key sent as `Authorization: Bearer`, so
+//! stock OpenAI clients work) and hands the request here with the caller and the models it may
+//! use; everything after that — parsing with errors that name the bad field, answering in the
+//! dialect the client spoke, streaming chunk by chunk with `[DONE]` or Anthropic's events — is
+//! this module's. Bodies stream straight from the provider's connection: nothing is buffered,
+//! and a client that goes away drops the provider's connection and records the partial usage.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use serde::Serialize;
+
+use crate::engine::{Caller, ChatOutcome, ChatStream, Gateway, StreamItem};
+use crate::error::ApiError;
+use crate::messages::{self, EventWriter};
+use crate::openai::{ChatRequest, EmbeddingsRequest};
+use crate::providers::anthropic::MessagesRequest;
+
+/// The body of every answer: complete JSON or an event stream.
+pub type AiBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The endpoints of the unified API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `GET /v1/models`.
+    Models,
+    /// `POST /v1/messages` (Anthropic style).
+    Messages,
+}
+
+impl Route {
+    /// The endpoint a request is for, if it is one of the unified API's.
+    pub fn of(method: &Method, path: &str) -> Option<Route> {
+        match (method, path.trim_end_matches('/')) {
+            (&Method::POST, "/v1/chat/completions") => Some(Route::ChatCompletions),
+            (&Method::POST, "/v1/embeddings") => Some(Route::Embeddings),
+            (&Method::GET, "/v1/models") => Some(Route::Models),
+            (&Method::POST, "/v1/messages") => Some(Route::Messages),
+            _ => None,
+        }
+    }
+}
+
+/// Who calls and which model aliases they may use.
+pub struct Access<'a> {
+    /// The authenticated caller, for usage records.
+    pub caller: Caller,
+    /// Whether the caller may use a model alias.
+    pub allowed: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+/// Answers one request of the unified API.
+pub async fn handle(
+    gw: &Gateway,
+    route: Route,
+    access: &Access<'_>,
+    body: Bytes,
+) -> Response<AiBody> {
+    match route {
+        Route::Models => json(StatusCode::OK, &gw.models(access.allowed)),
+        Route::ChatCompletions => chat(gw, access, &body)
+            .await
+            .unwrap_or_else(|e| json(e.status, &e.body())),
+        Route::Embeddings => embeddings(gw, access, &body)
+            .await
+            .unwrap_or_else(|e| json(e.status, &e.body())),
+        Route::Messages => anthropic_messages(gw, access, &body)
+            .await
+            .unwrap_or_else(|e| json(e.status, &messages::error_body(&e))),
+    }
+}
+
+/// Parses a JSON body, naming the field at fault.
+fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid_request(
+            format!(
+                "the body is not a valid {what} request: {} (at {path})",
+                e.inner()
+            ),
+            (path != ".").then_some(path.as_str()),
+        )
+    })
+}
+
+/// Refuses a model the caller may not use exactly as an unknown one, so aliases do not leak.
+fn check_model(access: &Access<'_>, model: &str) -> Result<(), ApiError> {
+    if (access.allowed)(model) {
+        return Ok(());
+    }
+    let mut err = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!(
+            "the model {model} does not exist or you have no access to it; GET /v1/models lists the models you may use"
+        ),
+    );
+    err.detail.param = Some("model".into());
+    err.detail.code = Some("model_not_found".into());
+    Err(err)
+}
+
+async fn chat(
+    gw: &Gateway,
+    access: &Access<'_>,
+    body: &[u8],
+) -> Result<Response<AiBody>, ApiError> {
+    let req: ChatRequest = parse(body, "chat completion")?;
+    check_model(access, &req.model)?;
+    Ok(match gw.chat(&access.caller, req).await? {
+        ChatOutcome::Complete(resp) => json(StatusCode::OK, &resp),
+        ChatOutcome::Stream(stream) => event_stream(openai_events(*stream)),
+    })
+}
+
+async fn embeddings(
+    gw: &Gateway,
+    access: &Access<'_>,
+    body: &[u8],
+) -> Result<Response<AiBody>, ApiError> {
+    let req: EmbeddingsRequest = parse(body, "embeddings")?;
+    check_model(access, &req.model)?;
+    Ok(json(
+        StatusCode::OK,
+        &gw.embeddings(&access.caller, req).await?,
+    ))
+}
+
+async fn anthropic_messages(
+    gw: &Gateway,
+    access: &Access<'_>,
+    body: &[u8],
+) -> Result<Response<AiBody>, ApiError> {
+    let req: MessagesRequest = parse(body, "messages")?;
+    check_model(access, &req.model)?;
+    Ok(
+        match gw
+            .chat(&access.caller, messages::to_chat_request(req))
+            .await?
+        {
+            ChatOutcome::Complete(resp) => {
+                json(StatusCode::OK, &messages::to_messages_response(resp))
+            }
+            ChatOutcome::Stream(stream) => event_stream(anthropic_events(*stream)),
+        },
+    )
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<AiBody> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+type Events = std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>>;
+
+fn event_stream(events: Events) -> Response<AiBody> {
+    use futures_util::StreamExt;
+    let body = StreamBody::new(events.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut resp = Response::new(body.boxed_unsync());
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// OpenAI's SSE: one `data:` per chunk, an error event on failure, `[DONE]` last.
+fn openai_events(stream: ChatStream) -> Events {
+    Box::pin(futures_util::stream::unfold(stream, |mut s| async move {
+        s.next_sse().await.map(|b| (b, s))
+    }))
+}
+
+/// Anthropic's named events, written from the chunks as they come.
+fn anthropic_events(stream: ChatStream) -> Events {
+    struct State {
+        stream: ChatStream,
+        writer: EventWriter,
+        queue: VecDeque<Bytes>,
+        out: Vec<Bytes>,
+        done: bool,
+    }
+    let state = State {
+        stream,
+        writer: EventWriter::new(),
+        queue: VecDeque::new(),
+        out: Vec::new(),
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(bytes) = st.queue.pop_front() {
+                return Some((bytes, st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.stream.next().await {
+                Some(StreamItem::Chunk(chunk)) => st.writer.chunk(&chunk, &mut st.out),
+                Some(StreamItem::Error(error)) => {
+                    st.writer.error(&error, &mut st.out);
+                    st.done = true;
+                }
+                None => {
+                    st.writer.finish(None, &mut st.out);
+                    st.done = true;
+                }
+            }
+            st.queue.extend(st.out.drain(..));
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            Route::of(&Method::POST, "/v1/chat/completions"),
+            Some(Route::ChatCompletions)
+        );
+        assert_eq!(Route::of(&Method::GET, "/v1/models/"), Some(Route::Models));
+        assert_eq!(Route::of(&Method::GET, "/v1/chat/completions"), None);
+        assert_eq!(
+            Route::of(&Method::POST, "/v1/messages"),
+            Some(Route::Messages)
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let err = parse::<ChatRequest>(
+            br#"{"model": "m", "messages": [{"role": "robot"}]}"#,
+            "chat completion",
+        )
+        .unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.detail.param.as_deref(), Some("messages[0].role"));
+        let err = parse::<ChatRequest>(b"not json", "chat completion").unwrap_err();
+        assert!(
+            err.detail
+                .message
+                .contains("not a valid chat completion request")
+        );
+    }
+}

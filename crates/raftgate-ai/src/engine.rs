@@ -96,6 +96,15 @@ pub struct UsageRecord {
     pub completed: bool,
 }
 
+/// The most a request may consume, reserved against budgets before the call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reservation {
+    /// Prompt estimate plus output limit.
+    pub tokens: u64,
+    /// Those tokens at the dearest deployment's price.
+    pub max_cost_usd: f64,
+}
+
 /// Receives usage records; the caller of the engine decides how to aggregate and replicate.
 pub trait UsageSink: Send + Sync {
     /// Records one call. Called on the request path: must not block.
@@ -327,6 +336,28 @@ impl Gateway {
             object: "list".into(),
             data,
         }
+    }
+
+    /// What a chat request may consume at most, for budgets and token limits to reserve before
+    /// the call (and settle with the [`UsageRecord`] after): the estimated prompt plus the output
+    /// limit (the Anthropic default when the client set none), priced at the dearest deployment.
+    /// `None` for an unknown alias.
+    pub fn reservation(&self, req: &ChatRequest) -> Option<Reservation> {
+        let compiled = self.compiled.load();
+        let targets = compiled.models.get(&req.model)?;
+        let output = u64::from(
+            req.output_limit()
+                .unwrap_or(crate::providers::anthropic::DEFAULT_MAX_TOKENS),
+        );
+        let usage = Usage::new(tokens::count_request(req), output);
+        let max_cost_usd = targets
+            .iter()
+            .filter_map(|t| t.price.map(|p| p.cost(&usage)))
+            .fold(0.0, f64::max);
+        Some(Reservation {
+            tokens: usage.total_tokens,
+            max_cost_usd,
+        })
     }
 
     /// `POST /v1/chat/completions`: a complete answer, or a stream when `req.stream`.
@@ -995,6 +1026,35 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert_eq!(ids, vec!["m".to_string()]);
+    }
+
+    #[test]
+    fn reservation_prices_the_output_limit_at_the_dearest_deployment() {
+        let config: GatewayConfig = serde_json::from_value(json!({
+            "providers": {"a": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}},
+            "models": {"m": {"deployments": [
+                {"provider": "a", "model": "gpt-4o-mini"},
+                {"provider": "a", "model": "custom", "price": {"input_per_million": 10.0, "output_per_million": 100.0}}
+            ]}}
+        }))
+        .unwrap();
+        let gw = Gateway::new(&config, Arc::new(Discard)).unwrap();
+        let mut req = ChatRequest {
+            model: "m".into(),
+            messages: vec![crate::openai::Message::text(
+                crate::openai::Role::User,
+                "hello there",
+            )],
+            max_tokens: Some(1000),
+            ..ChatRequest::default()
+        };
+        let r = gw.reservation(&req).unwrap();
+        let prompt = tokens::count_request(&req);
+        assert_eq!(r.tokens, prompt + 1000);
+        let expected = (prompt as f64 * 10.0 + 1000.0 * 100.0) / 1e6;
+        assert!((r.max_cost_usd - expected).abs() < 1e-12);
+        req.model = "unknown".into();
+        assert!(gw.reservation(&req).is_none());
     }
 
     #[test]

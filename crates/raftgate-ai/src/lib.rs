@@ -31,5 +31,7 @@ pub mod sse;
 pub mod tokens;
 
 pub use config::GatewayConfig;
-pub use engine::{Caller, ChatOutcome, ChatStream, Gateway, StreamItem, UsageRecord, UsageSink};
+pub use engine::{
+    Caller, ChatOutcome, ChatStream, Gateway, Reservation, StreamItem, UsageRecord, UsageSink,
+};
 pub use error::ApiError;

@@ -64,6 +64,9 @@ struct Part {
     /// A thought summary, not part of the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     thought: Option<bool>,
+    /// Opaque reasoning state thinking models attach to calls and require back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thought_signature: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -235,6 +238,10 @@ fn to_generate_request(req: &ChatRequest) -> Result<GenerateRequest, ApiError> {
                             args,
                             id: None,
                         }),
+                        thought_signature: call
+                            .id
+                            .split_once(SIGNATURE_MARK)
+                            .map(|(_, sig)| sig.to_string()),
                         ..Part::default()
                     });
                 }
@@ -349,8 +356,18 @@ fn finish_reason(reason: &str, called_tools: bool) -> FinishReason {
     }
 }
 
-fn call_id() -> String {
-    format!("call_{:024x}", rand::random::<u128>() >> 32)
+/// Separates a made-up call id from the call's thought signature. Gemini's thinking models
+/// reject a history whose function calls lost their `thoughtSignature`, and OpenAI clients keep
+/// nothing but the call id, so the signature travels inside it.
+const SIGNATURE_MARK: &str = "~sig~";
+
+/// The id clients see for a call: Gemini's id or a fresh one, plus the signature if any.
+fn call_id(id: Option<String>, signature: Option<String>) -> String {
+    let id = id.unwrap_or_else(|| format!("call_{:024x}", rand::random::<u128>() >> 32));
+    match signature {
+        Some(sig) => format!("{id}{SIGNATURE_MARK}{sig}"),
+        None => id,
+    }
 }
 
 fn answer_parts(content: Option<GContent>) -> impl Iterator<Item = Part> {
@@ -403,7 +420,7 @@ impl Provider for Gemini {
                         text.push_str(&t);
                     }
                     if let Some(call) = part.function_call {
-                        let id = call.id.unwrap_or_else(call_id);
+                        let id = call_id(call.id, part.thought_signature);
                         calls.push(ToolCall::function(id, call.name, call.args.to_string()));
                     }
                 }
@@ -544,7 +561,7 @@ impl StreamTranslator for GeminiStream {
                 if let Some(call) = part.function_call {
                     let delta = ToolCallDelta::start(
                         self.next_tool,
-                        call.id.unwrap_or_else(call_id),
+                        call_id(call.id, part.thought_signature),
                         call.name,
                         call.args.to_string(),
                     );
@@ -686,6 +703,28 @@ mod tests {
         assert_eq!(call.function.name, "get_weather");
         assert!(call.id.starts_with("call_"));
         assert_eq!(resp.usage, Some(Usage::new(10, 8)));
+    }
+
+    #[test]
+    fn thought_signatures_travel_in_the_call_id_and_come_back() {
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln+/="}]},
+            "finishReason": "STOP"}]});
+        let resp = Gemini.chat_response(body.to_string().as_bytes()).unwrap();
+        let call = resp.choices[0].message.tool_calls.as_ref().unwrap()[0].clone();
+        assert!(call.id.ends_with("~sig~c2ln+/="), "{}", call.id);
+        let (_, sent) = body_of(json!({"model": "g", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call.id, "content": "{\"ok\": true}"}]}));
+        assert_eq!(
+            sent["contents"][1]["parts"][0]["thoughtSignature"],
+            "c2ln+/="
+        );
+        assert_eq!(
+            sent["contents"][2]["parts"][0]["functionResponse"]["response"],
+            json!({"ok": true})
+        );
     }
 
     #[test]

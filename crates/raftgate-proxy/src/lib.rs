@@ -71,10 +71,15 @@ mod tls;
 mod upgrade;
 pub mod upstream;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -243,28 +248,34 @@ impl Proxy {
             tls,
             header_read_timeout: self.config.header_read_timeout,
         });
-        let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
+        // Each open connection's drain signal, by task.
+        let mut drains = HashMap::new();
 
         tokio::pin!(shutdown);
         loop {
             let (accepted, tls) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
+                    drains.remove(&ended.map_or_else(|e| e.id(), |(id, ())| id));
+                    continue;
+                }
                 accepted = listener.accept() => (accepted, false),
                 accepted = accept(tls_listener.as_ref()) => (accepted, true),
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(
+                    let drain = Arc::new(Drain::default());
+                    let task = connections.spawn(serve_connection(
                         settings.clone(),
                         forwarder.clone(),
                         stream,
                         peer,
                         tls,
-                        stopped.clone(),
+                        drain.clone(),
                     ));
+                    drains.insert(task.id(), drain);
                 }
                 Err(error) => {
                     warn!(%error, tls, "accepting a proxy connection failed; retrying");
@@ -276,7 +287,9 @@ impl Proxy {
         drop(listener);
         drop(tls_listener);
         reload.abort();
-        stop.send_replace(true);
+        for drain in drains.values() {
+            drain.request();
+        }
         info!(
             open = connections.len(),
             "proxy stopped accepting; draining connections"
@@ -355,6 +368,39 @@ async fn reload(
     debug!("state channel closed; the proxy keeps its last routes");
 }
 
+/// Tells one connection to finish its in-flight requests and close. The accept loop, which
+/// knows every connection, raises all of them at shutdown; a connection checks its own with an
+/// atomic load whenever it is polled. (A channel shared by all connections would take its lock
+/// on every poll of every connection.)
+#[derive(Default)]
+struct Drain {
+    requested: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Drain {
+    fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Completes once the drain is requested.
+    async fn requested(&self) {
+        std::future::poll_fn(|cx| {
+            if self.requested.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.requested.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 /// What every request of one connection shares; one `Arc` clone per request.
 struct ConnectionContext {
     forwarder: Arc<Forwarder>,
@@ -369,7 +415,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: bool,
-    mut stop: watch::Receiver<bool>,
+    drain: Arc<Drain>,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "cannot set TCP_NODELAY on a proxy connection");
@@ -385,25 +431,21 @@ async fn serve_connection(
                     settings.header_read_timeout,
                     acceptor.accept(stream),
                 ) => handshake,
-                () = async { drop(stop.wait_for(|stopped| *stopped).await) } => return,
+                () = drain.requested() => return,
             };
             match handshake {
-                Ok(Ok(stream)) => serve_http(&settings, context, stream, stop).await,
+                Ok(Ok(stream)) => serve_http(&settings, context, stream, &drain).await,
                 Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
         }
-        _ => serve_http(&settings, context, stream, stop).await,
+        _ => serve_http(&settings, context, stream, &drain).await,
     }
 }
 
 /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established connection.
-async fn serve_http<I>(
-    settings: &Settings,
-    context: ConnectionContext,
-    io: I,
-    mut stop: watch::Receiver<bool>,
-) where
+async fn serve_http<I>(settings: &Settings, context: ConnectionContext, io: I, drain: &Drain)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let addr = context.peer.addr;
@@ -417,9 +459,9 @@ async fn serve_http<I>(
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
+        biased;
         result = connection.as_mut() => result,
-        // The returned guard is not `Send`: drop it before awaiting again.
-        () = async { drop(stop.wait_for(|stopped| *stopped).await) } => {
+        () = drain.requested() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }

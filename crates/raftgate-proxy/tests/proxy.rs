@@ -818,12 +818,34 @@ async fn http2_prior_knowledge_clients_are_served() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
+    use tokio::io::AsyncWriteExt;
     let (_, proxy) = one_route_proxy().await;
     let addr = proxy.addr;
+    // An idle keep-alive connection, after one answered request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
     let in_flight = tokio::spawn(async move { get(&client(), addr, "/slow/400").await.status });
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
     proxy.stop().await.unwrap();
+    // The idle connection was told to close at once, not left to the 10 s drain timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), idle.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok_and(|r| r.is_ok()),
+        "idle connection still open"
+    );
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 

@@ -39,6 +39,8 @@ struct Upstream {
     name: &'static str,
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    accepts: Arc<AtomicUsize>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -51,6 +53,7 @@ impl Upstream {
             name,
             addr: listener.local_addr().unwrap(),
             hits: Arc::default(),
+            accepts: Arc::default(),
             status: Arc::new(AtomicU16::new(200)),
             delay_ms: Arc::default(),
             server: Mutex::default(),
@@ -60,11 +63,12 @@ impl Upstream {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let (name, hits, status, delay) = (
+        let (name, hits, status, delay, accepts) = (
             self.name,
             self.hits.clone(),
             self.status.clone(),
             self.delay_ms.clone(),
+            self.accepts.clone(),
         );
         let task = tokio::spawn(async move {
             // Dropping the set (when the task is aborted) closes every connection.
@@ -73,6 +77,7 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepts.fetch_add(1, Ordering::SeqCst);
                 let (hits, status, delay) = (hits.clone(), status.clone(), delay.clone());
                 connections.spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
@@ -342,6 +347,37 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 
 // ---------------------------------------------------------------------------------------------
 // Balancing
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_stale_ones_cost_no_error() {
+    let up = Upstream::start("up").await;
+    let proxy = Running::start(state(
+        ServiceSpec {
+            targets: targets(&[&up]),
+            ..Default::default()
+        },
+        &[],
+    ))
+    .await;
+    for _ in 0..20 {
+        assert_eq!(proxy.get().await.status, StatusCode::OK);
+    }
+    assert_eq!(up.hits(), 20);
+    assert_eq!(
+        up.accepts.load(Ordering::SeqCst),
+        1,
+        "one kept-alive connection"
+    );
+
+    // The upstream closes its idle connections (as on a restart or a keep-alive timeout):
+    // a non-idempotent request, which is never retried, still gets through.
+    up.stop().await;
+    up.restart().await;
+    let answer = proxy.send(Method::POST, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(up.accepts.load(Ordering::SeqCst), 2);
+    proxy.stop().await;
+}
 
 #[tokio::test]
 async fn least_connections_favours_fast_and_heavy_targets() {
@@ -905,6 +941,7 @@ async fn dns_names_are_resolved_and_balanced_per_address() {
                 name: "up",
                 addr: listener.local_addr().unwrap(),
                 hits: up.hits.clone(),
+                accepts: up.accepts.clone(),
                 status: up.status.clone(),
                 delay_ms: up.delay_ms.clone(),
                 server: Mutex::default(),

@@ -1,9 +1,10 @@
 //! Sending one request to a service: endpoint choice, timeouts, retries and passive health.
 //!
 //! # Timeouts
-//! - `connect_ms` bounds each TCP connect (the client's connector enforces it);
+//! - `connect_ms` bounds each TCP connect;
 //! - `read_ms` bounds the wait for the response head of each attempt, counted from when the
-//!   request is handed to the connection pool (so a new connection's connect time is included);
+//!   request is handed to the endpoint's connections (so a new connection's connect time is
+//!   included);
 //! - `total_ms`, when set, bounds the whole exchange: all attempts and the response body. Past
 //!   it before the head arrived the client gets a 504; past it while the body streams, the
 //!   stream is cut (the status was already sent).
@@ -16,7 +17,6 @@
 //! service's [`RetryBudget`] allows it. When no retry is possible, the last answer or error is
 //! what the client gets.
 
-use std::error::Error as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -32,6 +32,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use super::balance::{MAX_ATTEMPTS, Tried};
+use super::conn::{Lease, SendError};
 use super::pool::{Endpoint, Pool};
 use crate::client_body::ClientBody;
 
@@ -112,14 +113,14 @@ pub(crate) enum UpstreamError {
         service: Arc<str>,
         target: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: std::io::Error,
     },
     #[error("service '{service}' failed: its upstream closed or broke the connection")]
     Broken {
         service: Arc<str>,
         target: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     #[error("service '{service}' did not {phase} within {limit:?}")]
     Timeout {
@@ -239,13 +240,15 @@ impl Pool {
             let in_flight = endpoint.health.enter();
             let result = self.attempt(request, endpoint, deadline).await;
             if let Some(passive) = &self.passive {
-                let ok = result.as_ref().is_ok_and(|r| !r.status().is_server_error());
+                let ok = result
+                    .as_ref()
+                    .is_ok_and(|(r, _)| !r.status().is_server_error());
                 endpoint
                     .health
                     .record(ok, passive, &endpoint.url, endpoint.addr);
             }
             let retry_worthy = match &result {
-                Ok(response) => matches!(response.status().as_u16(), 502..=504),
+                Ok((response, _)) => matches!(response.status().as_u16(), 502..=504),
                 Err(error) => error.retriable(),
             };
             if retry_worthy
@@ -260,13 +263,15 @@ impl Pool {
                 }
                 debug!(service = %self.service, "retry budget exhausted; not retrying");
             }
-            let response = result?;
+            let (response, lease) = result?;
             in_flight.hand_over();
             return Ok(response.map(|inner| UpstreamBody {
                 inner,
                 pool: self,
                 index,
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                lease,
+                finished: false,
             }));
         }
     }
@@ -287,7 +292,7 @@ impl Pool {
         request: Request<super::pool::RequestBody>,
         endpoint: &Endpoint,
         deadline: Option<Instant>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
         let read_deadline = Instant::now() + self.read;
         let (until, phase, limit) = match (deadline, self.total) {
             (Some(d), Some(total)) if d < read_deadline => (d, Phase::Total, total),
@@ -299,17 +304,16 @@ impl Pool {
             phase,
             limit,
         };
-        match tokio::time::timeout_at(until, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(source)) if source.is_connect() && is_timeout(&source) => {
-                Err(timeout(Phase::Connect, self.connect))
-            }
-            Ok(Err(source)) if source.is_connect() => Err(UpstreamError::Unreachable {
+        let exchange = endpoint.conns.send(endpoint.addr, self.connect, request);
+        match tokio::time::timeout_at(until, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(SendError::ConnectTimeout)) => Err(timeout(Phase::Connect, self.connect)),
+            Ok(Err(SendError::Connect(source))) => Err(UpstreamError::Unreachable {
                 service: self.service.clone(),
                 target: endpoint.url.clone(),
                 source,
             }),
-            Ok(Err(source)) => Err(UpstreamError::Broken {
+            Ok(Err(SendError::Broken(source))) => Err(UpstreamError::Broken {
                 service: self.service.clone(),
                 target: endpoint.url.clone(),
                 source,
@@ -337,20 +341,6 @@ fn request(
     Ok(Request::from_parts(parts, body))
 }
 
-/// Whether a connect error was the connector's timeout.
-fn is_timeout(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = error.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// Why an upstream response body ended early.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyError {
@@ -361,13 +351,17 @@ pub(crate) enum BodyError {
 }
 
 /// An upstream response body on its way to the client: counts the request in flight on its
-/// endpoint until done, and cuts the stream at the service's total timeout.
+/// endpoint until done, cuts the stream at the service's total timeout, and gives the
+/// connection back for reuse once the body has been read to the end.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
     inner: Incoming,
     pool: Arc<Pool>,
     index: usize,
     deadline: Option<Pin<Box<Sleep>>>,
+    lease: Option<Lease>,
+    /// The body ended without error.
+    finished: bool,
 }
 
 impl Body for UpstreamBody {
@@ -385,9 +379,13 @@ impl Body for UpstreamBody {
             let total = this.pool.total.unwrap_or_default();
             return Poll::Ready(Some(Err(BodyError::TotalTimeout(total))));
         }
-        Pin::new(&mut this.inner)
+        let frame = Pin::new(&mut this.inner)
             .poll_frame(cx)
-            .map_err(BodyError::Upstream)
+            .map_err(BodyError::Upstream);
+        if let Poll::Ready(None) = frame {
+            this.finished = true;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -403,6 +401,12 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if let Some(endpoint) = self.pool.endpoints().get(self.index) {
             endpoint.health.leave();
+        }
+        // A body left unread would have to be drained first: the connection is closed instead.
+        if (self.finished || self.inner.is_end_stream())
+            && let Some(lease) = self.lease.take()
+        {
+            lease.release();
         }
     }
 }

@@ -9,14 +9,16 @@
 //! lock-free read; the pool is rebuilt, off the request path, only when the spec, the target
 //! list or a DNS answer changes. Instance heartbeats change neither, so they cost nothing here.
 //!
-//! Endpoint health (module `health`) is kept by (service, target URL, address) across rebuilds,
-//! so a target that stays keeps its verdict, ejection and counters. How a request is sent,
+//! Endpoint health (module `health`) and idle keep-alive connections (module `conn`) are kept by
+//! (service, target URL, address) across rebuilds, so a target that stays keeps its verdict,
+//! ejection, counters and open connections. How a request is sent,
 //! timed out and retried is described in module `call`.
 //!
 //! [`HealthView`] shows this node's view of every target's health.
 
 mod balance;
 mod call;
+mod conn;
 mod dns;
 mod health;
 mod pool;
@@ -39,7 +41,7 @@ pub(crate) use target::rewrite_path;
 
 use call::RetryBudget;
 use dns::{Name, Resolved};
-use pool::{Inputs, UpstreamClient};
+use pool::Inputs;
 
 /// The services of one state, by name.
 pub type Services = BTreeMap<Arc<str>, Arc<Service>>;
@@ -79,20 +81,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Service {
-    fn new(
-        name: &str,
-        spec: ServiceSpec,
-        targets: Vec<(String, u32)>,
-        client: UpstreamClient,
-    ) -> Arc<Service> {
+    fn new(name: &str, spec: ServiceSpec, targets: Vec<(String, u32)>) -> Arc<Service> {
         let name: Arc<str> = name.into();
         let budget = Arc::new(RetryBudget::default());
         let mut inputs = Inputs {
             spec,
             targets,
-            client,
             resolved: Resolved::new(),
-            health: HashMap::new(),
+            endpoints: HashMap::new(),
         };
         let pool = Pool::build(&name, &mut inputs, &budget);
         let service = Arc::new(Service {
@@ -112,12 +108,7 @@ impl Service {
     }
 
     /// Applies a new spec and target list; a no-op when neither changed.
-    fn update(
-        self: &Arc<Self>,
-        spec: &ServiceSpec,
-        targets: Vec<(String, u32)>,
-        client: UpstreamClient,
-    ) {
+    fn update(self: &Arc<Self>, spec: &ServiceSpec, targets: Vec<(String, u32)>) {
         {
             let mut inputs = lock(&self.inputs);
             if inputs.spec == *spec && inputs.targets == targets {
@@ -125,7 +116,6 @@ impl Service {
             }
             inputs.spec = spec.clone();
             inputs.targets = targets;
-            inputs.client = client;
             self.rebuild(&mut inputs);
         }
         self.restart_tasks();
@@ -214,8 +204,6 @@ impl Service {
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     published: Arc<ArcSwap<Services>>,
-    /// Shared clients by connect timeout, so services with the same one share connections.
-    clients: HashMap<u64, UpstreamClient>,
     /// The tables last synced, to skip states that change neither.
     seen: Option<(Table<ServiceSpec>, Table<InstanceSpec>)>,
 }
@@ -225,7 +213,6 @@ impl Upstreams {
     pub(crate) fn new() -> Upstreams {
         Upstreams {
             published: Arc::new(ArcSwap::from_pointee(Services::new())),
-            clients: HashMap::new(),
             seen: None,
         }
     }
@@ -257,19 +244,9 @@ impl Upstreams {
                 .push((i.spec.url.clone(), i.spec.weight));
         }
         let current = self.published.load_full();
-        let mut clients = HashMap::new();
         let mut next = Services::new();
         for entity in state.services.values() {
             let spec = &entity.spec;
-            let connect = spec.timeouts.connect_ms;
-            let client = clients
-                .entry(connect)
-                .or_insert_with(|| {
-                    self.clients
-                        .remove(&connect)
-                        .unwrap_or_else(|| pool::client(connect))
-                })
-                .clone();
             let mut targets: Vec<(String, u32)> = spec
                 .targets
                 .iter()
@@ -278,14 +255,13 @@ impl Upstreams {
             targets.extend(instances.remove(entity.name.as_str()).unwrap_or_default());
             let service = match current.get(entity.name.as_str()) {
                 Some(service) => {
-                    service.update(spec, targets, client);
+                    service.update(spec, targets);
                     service.clone()
                 }
-                None => Service::new(&entity.name, spec.clone(), targets, client),
+                None => Service::new(&entity.name, spec.clone(), targets),
             };
             next.insert(service.name.clone(), service);
         }
-        self.clients = clients;
         let next = Arc::new(next);
         self.published.store(next.clone());
         next

@@ -13,39 +13,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::{Either, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use raftgate_model::api::{TargetHealth, UpstreamHealth};
 use raftgate_model::{ActiveCheck, HashOn, LbPolicy, PassiveCheck, ServiceSpec};
 use tracing::warn;
 
 use super::balance::{Balancer, Candidate, Fnv, Ring, Schedule};
 use super::call::RetryBudget;
+use super::conn::Conns;
 use super::dns::Resolved;
 use super::health::Health;
 use super::target::{Destination, TargetUrl};
 use crate::client_body::ClientBody;
 
-/// How long an idle pooled upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// Body of requests sent upstream: the client's, streamed, or nothing for a retry.
 pub(crate) type RequestBody = Either<ClientBody, Empty<Bytes>>;
-
-/// The pooled keep-alive HTTP/1.1 client; one per distinct connect timeout.
-pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-/// A client whose connection attempts give up after `connect_ms`.
-pub(crate) fn client(connect_ms: u64) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(connect_ms)));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector)
-}
 
 /// What a pool is built from; kept by the service, changed by state updates and DNS answers.
 #[derive(Debug)]
@@ -53,11 +34,13 @@ pub(crate) struct Inputs {
     pub(crate) spec: ServiceSpec,
     /// The spec's targets, then the registered instances: (URL, weight).
     pub(crate) targets: Vec<(String, u32)>,
-    pub(crate) client: UpstreamClient,
     pub(crate) resolved: Resolved,
-    /// Health by (target URL, address), reused by every rebuild.
-    pub(crate) health: HashMap<(Arc<str>, SocketAddr), Arc<Health>>,
+    /// Health and idle connections by (target URL, address), reused by every rebuild.
+    pub(crate) endpoints: HashMap<(Arc<str>, SocketAddr), Kept>,
 }
+
+/// What an endpoint keeps across pool rebuilds: its health and its idle connections.
+pub(crate) type Kept = (Arc<Health>, Arc<Conns>);
 
 /// One address of one target.
 #[derive(Debug)]
@@ -67,6 +50,7 @@ pub(crate) struct Endpoint {
     pub(crate) weight: u32,
     pub(crate) destination: Destination,
     pub(crate) health: Arc<Health>,
+    pub(crate) conns: Arc<Conns>,
 }
 
 impl Candidate for Endpoint {
@@ -106,8 +90,6 @@ pub(crate) struct Pool {
     targets: Box<[TargetEntry]>,
     pub(crate) balancer: Balancer,
     hash_on: Option<HashKey>,
-    pub(crate) client: UpstreamClient,
-    /// Connect timeout (enforced by the client's connector), for error messages.
     pub(crate) connect: Duration,
     pub(crate) read: Duration,
     pub(crate) total: Option<Duration>,
@@ -151,11 +133,9 @@ impl Pool {
             };
             let start = endpoints.len();
             for &addr in addrs {
-                let Some(destination) = Destination::new(&target, addr) else {
-                    continue;
-                };
+                let destination = Destination::new(&target);
                 let key = (target.url.clone(), addr);
-                let health = inputs.health.entry(key.clone()).or_default().clone();
+                let (health, conns) = inputs.endpoints.entry(key.clone()).or_default().clone();
                 kept.insert(key);
                 endpoints.push(Endpoint {
                     url: target.url.clone(),
@@ -163,6 +143,7 @@ impl Pool {
                     weight: *weight,
                     destination,
                     health,
+                    conns,
                 });
             }
             targets.push(TargetEntry {
@@ -171,7 +152,7 @@ impl Pool {
                 endpoints: start..endpoints.len(),
             });
         }
-        inputs.health.retain(|key, _| kept.contains(key));
+        inputs.endpoints.retain(|key, _| kept.contains(key));
         if spec.health_checks.active.is_none() {
             for e in &endpoints {
                 e.health.clear_probes();
@@ -211,7 +192,6 @@ impl Pool {
             targets: targets.into(),
             balancer,
             hash_on,
-            client: inputs.client.clone(),
             connect: Duration::from_millis(timeouts.connect_ms),
             read: Duration::from_millis(timeouts.read_ms),
             total: (timeouts.total_ms > 0).then(|| Duration::from_millis(timeouts.total_ms)),

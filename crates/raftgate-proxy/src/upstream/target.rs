@@ -1,11 +1,11 @@
 //! Target URLs, parsed once when a service's pool is built.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use http::HeaderValue;
-use http::uri::{Authority, Parts, PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Uri};
 
 /// A parsed `http://host[:port][/base]` target URL.
 #[derive(Debug, Clone)]
@@ -53,23 +53,20 @@ impl TargetUrl {
     }
 }
 
-/// Where one request attempt goes: a resolved address and what to send there.
+/// What to send to one resolved address of a target (the address itself is the endpoint's).
 #[derive(Debug)]
 pub(crate) struct Destination {
-    /// The resolved address, as the request URI's authority (so the connector never resolves).
-    authority: Authority,
     host_header: HeaderValue,
     base_path: Arc<str>,
 }
 
 impl Destination {
-    /// The destination of `target` at `addr`.
-    pub(crate) fn new(target: &TargetUrl, addr: SocketAddr) -> Option<Destination> {
-        Some(Destination {
-            authority: Authority::try_from(addr.to_string()).ok()?,
+    /// The destination of `target`.
+    pub(crate) fn new(target: &TargetUrl) -> Destination {
+        Destination {
             host_header: target.host_header.clone(),
             base_path: target.base_path.clone(),
-        })
+        }
     }
 
     /// The `Host` header value to send: the target URL's authority, also when it was resolved.
@@ -77,8 +74,9 @@ impl Destination {
         &self.host_header
     }
 
-    /// The absolute URI for sending a request for `uri` (origin-form, or absolute-form whose
-    /// authority is ignored) here: the target's base path prepended, the query kept.
+    /// The origin-form URI (`/path?query`) for sending a request for `uri` (origin-form, or
+    /// absolute-form whose authority is ignored) here: the target's base path prepended, the
+    /// query kept.
     pub(crate) fn upstream_uri(&self, uri: &Uri) -> Result<Uri, http::Error> {
         let path_and_query = if self.base_path.is_empty() {
             // The common case reuses the original (reference-counted) bytes.
@@ -89,11 +87,7 @@ impl Destination {
         } else {
             join(&self.base_path, uri.path(), uri.query())?
         };
-        let mut parts = Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Ok(Uri::from_parts(parts)?)
+        Ok(Uri::from(path_and_query))
     }
 }
 
@@ -122,8 +116,8 @@ fn join(base: &str, path: &str, query: Option<&str>) -> Result<PathAndQuery, htt
 mod tests {
     use super::*;
 
-    fn destination(url: &str, addr: &str) -> Destination {
-        Destination::new(&TargetUrl::parse(url).unwrap(), addr.parse().unwrap()).unwrap()
+    fn destination(url: &str) -> Destination {
+        Destination::new(&TargetUrl::parse(url).unwrap())
     }
 
     #[test]
@@ -146,35 +140,35 @@ mod tests {
 
     #[test]
     fn upstream_uris() {
-        let d = destination("http://up.example:8080/base/", "10.0.0.1:8080");
+        let d = destination("http://up.example:8080/base/");
         let uri: Uri = "/api/users?x=1".parse().unwrap();
         let upstream = |d: &Destination, uri: &Uri| d.upstream_uri(uri).unwrap().to_string();
         assert_eq!(
             upstream(&d, &rewrite_path(&uri, "/users").unwrap()),
-            "http://10.0.0.1:8080/base/users?x=1"
+            "/base/users?x=1"
         );
         assert_eq!(d.host_header(), "up.example:8080");
         assert_eq!(
             upstream(&d, &rewrite_path(&"/api".parse().unwrap(), "").unwrap()),
-            "http://10.0.0.1:8080/base/"
+            "/base/"
         );
-        let d = destination("http://up:80", "[::1]:80");
+        let d = destination("http://up:80");
         assert_eq!(d.host_header(), "up:80");
         assert_eq!(
             upstream(&d, &rewrite_path(&"/api".parse().unwrap(), "").unwrap()),
-            "http://[::1]:80/"
+            "/"
         );
         assert_eq!(
             upstream(
                 &d,
                 &rewrite_path(&"/api/?q".parse().unwrap(), "v2").unwrap()
             ),
-            "http://[::1]:80/v2?q"
+            "/v2?q"
         );
-        assert_eq!(upstream(&d, &uri), "http://[::1]:80/api/users?x=1");
+        assert_eq!(upstream(&d, &uri), "/api/users?x=1");
         assert_eq!(
             upstream(&d, &"http://client.example/a?b".parse().unwrap()),
-            "http://[::1]:80/a?b"
+            "/a?b"
         );
     }
 }

@@ -7,18 +7,10 @@ mod support;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, ETAG, IF_MATCH};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use raftgate_client::{AdminClient, ClientError};
+use raftgate_client::AdminClient;
 use raftgate_model::api::ErrorBody;
 use raftgate_model::{ConsumerSpec, Entity, RouteSpec, ServiceSpec};
-use support::{Cluster, route, service};
-
-/// Asserts `result` is an API error with `status` and returns its body.
-fn api_error<T: std::fmt::Debug>(result: Result<T, ClientError>, status: StatusCode) -> ErrorBody {
-    match result {
-        Err(ClientError::Api { status: got, body }) if got == status => body,
-        other => panic!("expected an error answer with status {status}, got {other:?}"),
-    }
-}
+use support::{Cluster, api_error, route, service};
 
 /// Asserts a raw answer has `status` and a JSON [`ErrorBody`], and returns the body.
 fn error_body(

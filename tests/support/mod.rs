@@ -12,7 +12,7 @@ use std::fs::OpenOptions;
 use std::future::Future;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,8 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use raftgate_client::AdminClient;
-use raftgate_model::api::{AddMember, ClusterStatus};
+use raftgate_client::{AdminClient, ClientError};
+use raftgate_model::api::{AddMember, ClusterStatus, ErrorBody};
 use raftgate_model::{NodeId, RouteSpec, ServiceSpec, Target};
 
 /// The binary under test, built by cargo for this integration test.
@@ -83,6 +83,8 @@ pub struct Node {
     data_dir: PathBuf,
     log: PathBuf,
     peers: Vec<(NodeId, SocketAddr)>,
+    /// More `raftgate serve` arguments (see [`Cluster::set_args`]).
+    args: Vec<String>,
     child: Option<Child>,
     starts: usize,
 }
@@ -145,6 +147,7 @@ impl Cluster {
                 data_dir,
                 log,
                 peers,
+                args: Vec::new(),
                 child: None,
                 starts: 0,
             },
@@ -153,13 +156,35 @@ impl Cluster {
 
     /// Plans a node that is not a member yet, knowing the current nodes as peers, and starts it.
     pub fn spawn_joiner(&mut self, id: NodeId) {
+        self.plan_joiner(id);
+        self.spawn(id);
+    }
+
+    /// Plans a node that is not a member yet, knowing the current nodes as peers, without
+    /// starting it (so that [`Cluster::set_args`] can be called first).
+    pub fn plan_joiner(&mut self, id: NodeId) {
         let peers: Vec<(NodeId, SocketAddr)> = self
             .nodes
             .values()
             .map(|n| (n.id, n.addrs.cluster))
             .collect();
         self.plan(id, Addrs::allocate(), peers);
-        self.spawn(id);
+    }
+
+    /// Extra `raftgate serve` arguments for node `id` from its next start on (e.g. the cluster
+    /// secret or TLS files).
+    pub fn set_args(&mut self, id: NodeId, args: Vec<String>) {
+        self.node_mut(id).args = args;
+    }
+
+    /// Everything node `id` has logged so far, over all its starts.
+    pub fn log_text(&self, id: NodeId) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
+    }
+
+    /// The cluster's temporary directory, for files a test hands to its nodes.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Starts (or restarts, with the same data dir and addresses) node `id`; its stdout and
@@ -190,6 +215,7 @@ impl Cluster {
         for (peer, addr) in &node.peers {
             cmd.arg("--peer").arg(format!("{peer}={addr}"));
         }
+        cmd.args(&node.args);
         if let Some(token) = token {
             cmd.arg("--admin-token").arg(token);
         }
@@ -355,6 +381,17 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             self.dump_logs();
         }
+    }
+}
+
+/// Asserts `result` is an API error with `status` and returns its body.
+pub fn api_error<T: std::fmt::Debug>(
+    result: Result<T, ClientError>,
+    status: StatusCode,
+) -> ErrorBody {
+    match result {
+        Err(ClientError::Api { status: got, body }) if got == status => body,
+        other => panic!("expected an error answer with status {status}, got {other:?}"),
     }
 }
 

@@ -1,15 +1,25 @@
-//! Bearer-token protection of the admin API. Only a SHA-256 of the token is kept, and tokens are
-//! compared by digest in constant time.
+//! Who is calling the admin API, and whether they may do what they ask.
+//!
+//! A request carries `Authorization: Bearer <token>`: either the bootstrap `--admin-token` (role
+//! admin) or one of the replicated tokens made with `POST /tokens`. Only SHA-256 digests are
+//! kept, and the presented token's digest is compared with every known one in constant time, so
+//! the answer's timing says nothing about how close a guess was. A read-only token gets 403 on
+//! anything but a read. The caller's [`Caller`] identity goes into the request's extensions, where
+//! writing handlers take it to name the actor of the audit log.
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use raftgate_model::access::{ANONYMOUS_ACTOR, BOOTSTRAP_ACTOR, TokenRole};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::{ApiError, Shared};
 
-/// The digest of the configured admin token.
+/// The digest of the configured bootstrap token.
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
@@ -17,33 +27,118 @@ impl TokenHash {
     pub fn new(token: &str) -> Self {
         Self(Sha256::digest(token.as_bytes()).into())
     }
+}
 
-    fn matches(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest
-            .iter()
-            .zip(self.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name: the actor in the audit log.
+    pub name: String,
+    /// What the token may do.
+    pub role: TokenRole,
+}
+
+/// A new random credential (API key or admin token): shown to the user once, stored only as
+/// `hash`.
+pub struct Secret {
+    /// The whole credential: a type tag and 192 random bits in hex.
+    pub secret: String,
+    /// Its first characters, kept so that users can tell credentials apart.
+    pub prefix: String,
+    /// Hex SHA-256 of `secret`.
+    pub hash: String,
+}
+
+impl Secret {
+    /// Characters of the credential kept (and shown) as its prefix.
+    const PREFIX_LEN: usize = 10;
+
+    /// A new credential starting with `tag` (e.g. `rgk_` for API keys).
+    pub fn generate(tag: &str) -> Secret {
+        let secret = format!("{tag}{}", hex::encode(rand::random::<[u8; 24]>()));
+        Secret {
+            prefix: secret.chars().take(Self::PREFIX_LEN).collect(),
+            hash: hex::encode(Sha256::digest(secret.as_bytes())),
+            secret,
+        }
     }
 }
 
-/// Rejects requests without the admin token (when one is configured); `/health` stays open for
-/// load balancers and orchestrators.
-pub async fn require_token(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    let Some(expected) = &state.token else {
-        return next.run(req).await;
-    };
+/// Finds who `presented` belongs to, looking at every token so that the time taken does not
+/// depend on which one (if any) matched.
+fn identify(s: &Shared, bootstrap: &TokenHash, presented: &str) -> Option<Caller> {
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let mut found = None;
+    if bool::from(digest.ct_eq(&bootstrap.0)) {
+        found = Some(Caller {
+            name: BOOTSTRAP_ACTOR.into(),
+            role: TokenRole::Admin,
+        });
+    }
+    let hex_digest = hex::encode(digest);
+    let state = s.node.state();
+    for token in state.tokens.values() {
+        if bool::from(hex_digest.as_bytes().ct_eq(token.spec.hash.as_bytes())) {
+            found = Some(Caller {
+                name: token.name.clone(),
+                role: token.spec.role,
+            });
+        }
+    }
+    found
+}
+
+/// Whether `method` only reads.
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Rejects requests without a valid token (when a bootstrap token is configured) and writes by
+/// read-only tokens; `/health` stays open for load balancers and orchestrators. Without a
+/// bootstrap token the node is loopback-only and every caller is an anonymous admin.
+pub async fn require_token(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if expected.matches(token.trim()) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+    let caller = match &s.token {
+        None => Caller {
+            name: ANONYMOUS_ACTOR.into(),
+            role: TokenRole::Admin,
+        },
+        Some(bootstrap) => {
+            let presented = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            match presented.and_then(|t| identify(&s, bootstrap, t)) {
+                Some(caller) => caller,
+                None => return ApiError::Unauthorized.into_response(),
+            }
+        }
+    };
+    if !caller.role.may_write() && !is_read(req.method()) {
+        tracing::info!(
+            actor = %caller.name,
+            method = %req.method(),
+            path = %req.uri().path(),
+            "write refused: read-only admin token"
+        );
+        return ApiError::Forbidden(caller.name).into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized)
     }
 }

@@ -5,10 +5,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
-use raftgate_model::NodeId;
+use raftgate_cluster::WriteError;
+use raftgate_model::access::AuditOperation;
 use raftgate_model::api::{AddMember, ClusterStatus, Health};
+use raftgate_model::{Command, NodeId};
 use serde::Serialize;
 
+use crate::auth::Caller;
 use crate::extract::json_body;
 use crate::{ApiError, Shared};
 
@@ -40,8 +43,29 @@ async fn status(State(s): State<Shared>) -> Result<axum::Json<ClusterStatus>, Ap
     Ok(axum::Json(s.node.status().await?))
 }
 
+/// Records a cluster operation in the replicated audit log. The operation is over by now, so a
+/// failure to record it is logged rather than answered.
+async fn record<T>(
+    s: &Shared,
+    caller: &Caller,
+    operation: AuditOperation,
+    name: Option<String>,
+    result: &Result<T, WriteError>,
+) {
+    let error = result.as_ref().err().map(ToString::to_string);
+    let command = Command::Record {
+        operation,
+        name,
+        error,
+    };
+    if let Err(e) = s.node.write_as(&caller.name, command).await {
+        tracing::warn!(actor = %caller.name, ?operation, error = %e, "cannot record a cluster operation in the audit log");
+    }
+}
+
 async fn add(
     State(s): State<Shared>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<ClusterStatus>, ApiError> {
     let member: AddMember = json_body(body)?;
@@ -60,22 +84,47 @@ async fn add(
             });
         }
     }
-    Ok(axum::Json(s.node.add_member(member).await?))
+    let id = member.id;
+    let result = s.node.add_member(member).await;
+    record(
+        &s,
+        &caller,
+        AuditOperation::AddMember,
+        Some(id.to_string()),
+        &result,
+    )
+    .await;
+    Ok(axum::Json(result?))
 }
 
 async fn remove(
     State(s): State<Shared>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ClusterStatus>, ApiError> {
     let id: NodeId = id.parse().map_err(|_| ApiError::BadRequest {
         field: Some("id".into()),
         message: format!("'{id}' is not a node id (a positive integer)"),
     })?;
-    Ok(axum::Json(s.node.remove_member(id).await?))
+    let result = s.node.remove_member(id).await;
+    record(
+        &s,
+        &caller,
+        AuditOperation::RemoveMember,
+        Some(id.to_string()),
+        &result,
+    )
+    .await;
+    Ok(axum::Json(result?))
 }
 
-async fn snapshot(State(s): State<Shared>) -> Result<axum::Json<SnapshotTaken>, ApiError> {
+async fn snapshot(
+    State(s): State<Shared>,
+    caller: Caller,
+) -> Result<axum::Json<SnapshotTaken>, ApiError> {
+    let result = s.node.snapshot().await;
+    record(&s, &caller, AuditOperation::Snapshot, None, &result).await;
     Ok(axum::Json(SnapshotTaken {
-        snapshot_index: s.node.snapshot().await?,
+        snapshot_index: result?,
     }))
 }

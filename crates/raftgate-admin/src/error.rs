@@ -30,6 +30,9 @@ pub enum ApiError {
     /// Missing or wrong admin token.
     #[error("missing or invalid admin token; send 'Authorization: Bearer <token>'")]
     Unauthorized,
+    /// The token is valid but read-only, and the request writes; holds the token's name.
+    #[error("admin token '{0}' is read-only; use a token with the admin role to change anything")]
+    Forbidden(String),
     /// The cluster could not carry out the request.
     #[error(transparent)]
     Cluster(#[from] WriteError),
@@ -56,6 +59,7 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::Cluster(e) => match e {
                 WriteError::Rejected(r) => match r {
                     Rejection::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),

@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::routing::{get, put};
 use raftgate_model::{Command, Entity, InstanceSpec, Kind};
 
+use crate::auth::Caller;
 use crate::extract::{ReadQuery, if_match, json_body};
 use crate::resources::{List, not_found, put_spec, state_for, stored};
 use crate::{ApiError, Shared};
@@ -60,6 +61,7 @@ async fn list(
 
 async fn register(
     State(s): State<Shared>,
+    caller: Caller,
     Path((service, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -78,7 +80,7 @@ async fn register(
         return Err(no_service(&service));
     }
     spec.service = service;
-    put_spec(&s, id, spec, if_match(&headers)?).await
+    put_spec(&s, &caller, id, spec, if_match(&headers)?).await
 }
 
 async fn heartbeat(
@@ -96,16 +98,20 @@ async fn heartbeat(
 
 async fn deregister(
     State(s): State<Shared>,
+    caller: Caller,
     Path((service, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     owned(&s, &service, &id)?;
     s.node
-        .write(Command::Delete {
-            kind: Kind::Instance,
-            name: id,
-            if_version: if_match(&headers)?,
-        })
+        .write_as(
+            &caller.name,
+            Command::Delete {
+                kind: Kind::Instance,
+                name: id,
+                if_version: if_match(&headers)?,
+            },
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,14 +8,11 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use raftgate_model::api::{CreatedKey, KeyInfo};
 use raftgate_model::{Command, Kind, Spec, StoredKey};
-use sha2::{Digest, Sha256};
 
+use crate::auth::{Caller, Secret};
 use crate::extract::ReadQuery;
 use crate::resources::{List, state_for};
 use crate::{ApiError, Shared};
-
-/// Characters of the key kept (and shown) as its prefix.
-const PREFIX_LEN: usize = 10;
 
 /// The key routes under `/consumers/{name}/keys`.
 pub fn routes() -> Router<Shared> {
@@ -30,34 +27,40 @@ fn no_consumer(name: &str) -> ApiError {
 
 async fn create(
     State(s): State<Shared>,
+    caller: Caller,
     Path(consumer): Path<String>,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
     if !s.node.state().consumers.contains_key(&consumer) {
         return Err(no_consumer(&consumer));
     }
-    let secret: [u8; 24] = rand::random();
-    let key = format!("rgk_{}", hex::encode(secret));
+    let Secret {
+        secret,
+        prefix,
+        hash,
+    } = Secret::generate("rgk_");
     let id = hex::encode(rand::random::<[u8; 8]>());
     let stored = StoredKey {
         consumer: consumer.clone(),
-        prefix: key[..PREFIX_LEN].to_string(),
-        hash: hex::encode(Sha256::digest(key.as_bytes())),
+        prefix: prefix.clone(),
+        hash,
     };
-    let prefix = stored.prefix.clone();
     let outcome = s
         .node
-        .write(Command::Put {
-            name: id.clone(),
-            spec: Box::new(Spec::Key(stored)),
-            if_version: Some(0),
-        })
+        .write_as(
+            &caller.name,
+            Command::Put {
+                name: id.clone(),
+                spec: Box::new(Spec::Key(stored)),
+                if_version: Some(0),
+            },
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedKey {
             id,
             consumer,
-            key,
+            key: secret,
             prefix,
             version: outcome.index,
         }),
@@ -90,6 +93,7 @@ async fn list(
 
 async fn remove(
     State(s): State<Shared>,
+    caller: Caller,
     Path((consumer, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let owned = s
@@ -104,11 +108,14 @@ async fn remove(
         )));
     }
     s.node
-        .write(Command::Delete {
-            kind: Kind::Key,
-            name: id,
-            if_version: None,
-        })
+        .write_as(
+            &caller.name,
+            Command::Delete {
+                kind: Kind::Key,
+                name: id,
+                if_version: None,
+            },
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod audit;
 mod auth;
 mod cluster;
 pub mod error;
@@ -16,6 +17,7 @@ mod instances;
 mod keys;
 pub mod openapi;
 mod resources;
+mod tokens;
 mod upstreams;
 
 use std::sync::Arc;
@@ -41,8 +43,9 @@ struct AdminState {
 
 type Shared = Arc<AdminState>;
 
-/// Builds the admin API for `node`. With `token`, every request but `GET /health` must carry
-/// `Authorization: Bearer <token>`. `health` is where `GET /upstreams/health` reads this node's
+/// Builds the admin API for `node`. With `token` (the bootstrap token, role admin), every
+/// request but `GET /health` must carry `Authorization: Bearer <token>` with it or with a token
+/// made through `POST /tokens`. `health` is where `GET /upstreams/health` reads this node's
 /// view of its upstream targets (the proxy's).
 pub fn router(node: Node, token: Option<&str>, health: Option<HealthSource>) -> Router {
     let state = Arc::new(AdminState {
@@ -62,6 +65,8 @@ pub fn router(node: Node, token: Option<&str>, health: Option<HealthSource>) -> 
         .merge(upstreams::routes())
         .merge(keys::routes())
         .merge(cluster::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

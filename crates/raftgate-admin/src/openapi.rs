@@ -6,14 +6,16 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use raftgate_model::access::{AuditEntry, AuditOperation, TokenRole};
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, Member, NodeUpstreams, Role,
     TargetHealth, UpstreamHealth,
 };
+use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::state::Resource;
 use raftgate_model::{
     ActiveCheck, CertificateInfo, CertificateSpec, ConsumerSpec, Entity, HashOn, HeaderOps,
-    HealthChecks, InstanceSpec, LbPolicy, PassiveCheck, RateLimitSpec, RateWindow, RouteSpec,
+    HealthChecks, InstanceSpec, Kind, LbPolicy, PassiveCheck, RateLimitSpec, RateWindow, RouteSpec,
     ServiceSpec, Target, Timeouts,
 };
 use utoipa::PartialSchema;
@@ -26,6 +28,96 @@ use utoipa::openapi::{
 };
 
 use crate::cluster::SnapshotTaken;
+
+/// Every write answers 403 to a read-only token: says so on every operation that is not a read.
+fn forbid_writes(paths: &mut Paths) {
+    for item in paths.paths.values_mut() {
+        let writes = [
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in writes.into_iter().flatten() {
+            operation.responses.responses.insert(
+                "403".into(),
+                error("The token is read-only; writing needs an admin token").into(),
+            );
+        }
+    }
+}
+
+/// `/tokens` and `/audit`: who may use the admin API, and what they did.
+fn access_paths(paths: &mut Paths) {
+    paths.add_path_operation(
+        "/tokens",
+        vec![HttpMethod::Post],
+        op(
+            "tokens",
+            "Create an admin token; the secret is returned only now",
+        )
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .content(
+                    "application/json",
+                    json(Ref::from_schema_name("CreateToken")),
+                )
+                .required(Some(Required::True))
+                .build(),
+        ))
+        .response(
+            "201",
+            ok("The new token", Ref::from_schema_name("CreatedToken")),
+        ),
+    );
+    paths.add_path_operation(
+        "/tokens",
+        vec![HttpMethod::Get],
+        op(
+            "tokens",
+            "List the admin tokens (names, roles and prefixes only)",
+        )
+        .parameter(consistent())
+        .response(
+            "200",
+            ok("The tokens", list_of(Ref::from_schema_name("TokenInfo"))),
+        ),
+    );
+    paths.add_path_operation(
+        "/tokens/{name}",
+        vec![HttpMethod::Delete],
+        op("tokens", "Revoke an admin token on every node")
+            .parameter(param("name", ParameterIn::Path, "token name"))
+            .response("204", ResponseBuilder::new().description("Revoked").build())
+            .response("404", error("No such token")),
+    );
+    paths.add_path_operation(
+        "/audit",
+        vec![HttpMethod::Get],
+        op(
+            "audit",
+            "The replicated log of admin writes: who, what, when, outcome",
+        )
+        .parameter(param(
+            "limit",
+            ParameterIn::Query,
+            "at most this many entries (default 100, at most 10000)",
+        ))
+        .parameter(param(
+            "since",
+            ParameterIn::Query,
+            "only entries after this log index, oldest first; without it, the newest entries",
+        ))
+        .parameter(consistent())
+        .response(
+            "200",
+            ok(
+                "Entries, oldest first",
+                list_of(Ref::from_schema_name("AuditEntry")),
+            ),
+        ),
+    );
+}
 
 fn json(schema: impl Into<RefOr<Schema>>) -> utoipa::openapi::Content {
     ContentBuilder::new().schema(Some(schema)).build()
@@ -221,6 +313,7 @@ fn build() -> OpenApi {
     resource_paths::<RateLimitSpec>(&mut paths);
     resource_paths::<CertificateSpec>(&mut paths);
     instance_paths(&mut paths);
+    access_paths(&mut paths);
     let consumer = || param("name", ParameterIn::Path, "consumer name");
     paths.add_path_operation(
         "/consumers/{name}/keys",
@@ -323,6 +416,7 @@ fn build() -> OpenApi {
             .summary(Some("Liveness; never needs a token"))
             .response("200", ok("The node answers", Health::schema())),
     );
+    forbid_writes(&mut paths);
     let components = ComponentsBuilder::new()
         .schema_from::<ErrorBody>()
         .schema_from::<ServiceSpec>()
@@ -350,6 +444,13 @@ fn build() -> OpenApi {
         .schema_from::<NodeUpstreams>()
         .schema_from::<UpstreamHealth>()
         .schema_from::<TargetHealth>()
+        .schema_from::<CreateToken>()
+        .schema_from::<CreatedToken>()
+        .schema_from::<TokenInfo>()
+        .schema_from::<TokenRole>()
+        .schema_from::<AuditEntry>()
+        .schema_from::<AuditOperation>()
+        .schema_from::<Kind>()
         .build();
     OpenApiBuilder::new()
         .info(

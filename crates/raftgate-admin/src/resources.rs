@@ -11,6 +11,7 @@ use raftgate_model::state::Resource;
 use raftgate_model::{Command, Entity, validate};
 use serde::Serialize;
 
+use crate::auth::Caller;
 use crate::extract::{ReadQuery, if_match, json_body, read_query};
 use crate::{ApiError, Shared};
 
@@ -80,17 +81,20 @@ async fn read<R: Resource>(
 
 async fn put<R: Resource>(
     State(s): State<Shared>,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let spec: R = json_body(body)?;
-    put_spec(&s, name, spec, if_match(&headers)?).await
+    put_spec(&s, &caller, name, spec, if_match(&headers)?).await
 }
 
-/// Validates and writes `spec` under `name`; answers 201 or 200 with the stored entity.
+/// Validates and writes `spec` under `name` for `caller`; answers 201 or 200 with the stored
+/// entity.
 pub async fn put_spec<R: Resource>(
     s: &Shared,
+    caller: &Caller,
     name: String,
     spec: R,
     if_version: Option<u64>,
@@ -99,11 +103,14 @@ pub async fn put_spec<R: Resource>(
     spec.validate()?;
     let outcome = s
         .node
-        .write(Command::Put {
-            name: name.clone(),
-            spec: Box::new(spec.into_spec()),
-            if_version,
-        })
+        .write_as(
+            &caller.name,
+            Command::Put {
+                name: name.clone(),
+                spec: Box::new(spec.into_spec()),
+                if_version,
+            },
+        )
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED
@@ -128,16 +135,20 @@ pub fn stored<R: Resource>(
 
 async fn delete<R: Resource>(
     State(s): State<Shared>,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let if_version = if_match(&headers)?;
     s.node
-        .write(Command::Delete {
-            kind: R::KIND,
-            name,
-            if_version,
-        })
+        .write_as(
+            &caller.name,
+            Command::Delete {
+                kind: R::KIND,
+                name,
+                if_version,
+            },
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

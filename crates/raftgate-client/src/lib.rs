@@ -29,9 +29,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use raftgate_model::access::{AuditEntry, TokenRole};
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, NodeUpstreams,
 };
+use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::state::Resource;
 use raftgate_model::{
     ConsumerSpec, Entity, InstanceSpec, Kind, NodeId, RateLimitSpec, RouteSpec, ServiceSpec,
@@ -445,6 +447,57 @@ impl AdminClient {
     pub async fn cluster_upstream_health(&self) -> Result<Vec<NodeUpstreams>, ClientError> {
         self.call(Method::GET, "/upstreams/health?cluster=true", NO_BODY, None)
             .await
+    }
+
+    /// Creates admin token `name` with `role` (`POST /tokens`); the answer holds the secret,
+    /// which cannot be read again.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: TokenRole,
+    ) -> Result<CreatedToken, ClientError> {
+        let body = CreateToken {
+            name: name.to_owned(),
+            role,
+        };
+        self.call(Method::POST, "/tokens", Some(&body), None).await
+    }
+
+    /// Lists the admin tokens (names, roles, prefixes; never secrets).
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        let listing: Listing<TokenInfo> = self.call(Method::GET, "/tokens", NO_BODY, None).await?;
+        Ok(listing.data)
+    }
+
+    /// Revokes admin token `name` on every node.
+    pub async fn delete_token(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/tokens/{}", encode_segment(name));
+        self.send(Method::DELETE, &path, NO_BODY, None)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /audit`: the answering node's copy of the audit log, oldest first — the last `limit`
+    /// entries, or with `since` the first `limit` entries after that log index.
+    pub async fn audit(
+        &self,
+        limit: Option<usize>,
+        since: Option<u64>,
+    ) -> Result<Vec<AuditEntry>, ClientError> {
+        let mut query = Vec::new();
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        if let Some(since) = since {
+            query.push(format!("since={since}"));
+        }
+        let path = if query.is_empty() {
+            "/audit".to_owned()
+        } else {
+            format!("/audit?{}", query.join("&"))
+        };
+        let listing: Listing<AuditEntry> = self.call(Method::GET, &path, NO_BODY, None).await?;
+        Ok(listing.data)
     }
 
     /// `GET /health`: whether the node answers, and its id.

@@ -16,6 +16,11 @@ pub enum StartError {
     /// openraft could not start.
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    /// The cluster TLS files are not usable.
+    #[error(
+        "cannot use the cluster TLS files: {0}; check --cluster-ca, --cluster-cert and --cluster-key (PEM)"
+    )]
+    Tls(String),
     /// The cluster port could not be bound.
     #[error(
         "cannot listen on cluster address {addr}: {source}; pick a free port with --cluster-addr"

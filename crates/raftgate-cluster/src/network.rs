@@ -21,20 +21,31 @@ use raftgate_model::{NodeId, NodeInfo, codec};
 use raftgate_store::TypeConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::pb::Payload;
 use crate::pb::cluster_client::ClusterClient;
+use crate::security::{Outgoing, Security};
 
 /// How long openraft waits before retrying an unreachable peer.
 pub const BACKOFF: Duration = Duration::from_millis(200);
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// A gRPC client of one peer; every call carries the cluster secret, if there is one.
+pub type PeerClient = ClusterClient<InterceptedService<Channel, Outgoing>>;
+
 /// The channels to all peers, shared by Raft replication and write forwarding.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// Mutual TLS towards peers, if configured.
+    tls: Option<ClientTlsConfig>,
+    /// Adds the cluster secret to each call.
+    outgoing: Outgoing,
 }
 
 /// A peer address that cannot be turned into an endpoint.
@@ -47,8 +58,23 @@ pub struct BadAddress {
 }
 
 impl Network {
+    /// The network of a node protected by `security` (see [`crate::security`]).
+    pub fn new(security: &Security) -> Network {
+        Network {
+            channels: Arc::default(),
+            scheme: security.scheme(),
+            tls: security.client_tls(),
+            outgoing: Outgoing(security.secret()),
+        }
+    }
+
+    fn peer_client(&self, channel: Channel) -> PeerClient {
+        ClusterClient::with_interceptor(channel, self.outgoing.clone())
+            .max_decoding_message_size(crate::server::MAX_MESSAGE)
+    }
+
     /// A gRPC client for node `id` at `addr`, reusing the cached channel when the address is unchanged.
-    pub fn client(&self, id: NodeId, addr: &str) -> Result<ClusterClient<Channel>, BadAddress> {
+    pub fn client(&self, id: NodeId, addr: &str) -> Result<PeerClient, BadAddress> {
         let mut channels = self
             .channels
             .lock()
@@ -56,21 +82,27 @@ impl Network {
         if let Some((cached, channel)) = channels.get(&id)
             && cached == addr
         {
-            return Ok(ClusterClient::new(channel.clone())
-                .max_decoding_message_size(crate::server::MAX_MESSAGE));
+            return Ok(self.peer_client(channel.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| BadAddress {
+        let bad = |reason: String| BadAddress {
             id,
             addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{}://{addr}", self.scheme))
+            .map_err(|e| bad(e.to_string()))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| bad(format!("cannot use the cluster TLS settings: {e}")))?;
+        }
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .connect_lazy();
         channels.insert(id, (addr.to_string(), channel.clone()));
-        Ok(ClusterClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE))
+        Ok(self.peer_client(channel))
     }
 }
 
@@ -88,7 +120,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Raft's view of one peer.
 pub struct Connection {
     target: NodeId,
-    client: Result<ClusterClient<Channel>, Arc<BadAddress>>,
+    client: Result<PeerClient, Arc<BadAddress>>,
 }
 
 /// Maps a gRPC status to openraft's notion of why a call failed: `Unavailable` (connection refused
@@ -126,7 +158,7 @@ impl Connection {
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
-        F: FnOnce(ClusterClient<Channel>, tonic::Request<Payload>) -> Fut,
+        F: FnOnce(PeerClient, tonic::Request<Payload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
     {
         let client = match &self.client {

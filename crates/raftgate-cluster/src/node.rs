@@ -18,6 +18,8 @@ use raftgate_model::api::{AddMember, ClusterStatus, Member, Role};
 use raftgate_model::command::Applied;
 use raftgate_model::{Command, NodeId, NodeInfo, Outcome, Proposal, State, codec};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
 use tonic::transport::server::TcpIncoming;
 
 use crate::Raft;
@@ -26,12 +28,15 @@ use crate::forward::{CATCH_UP_WAIT, ForwardError, ForwardRequest, ForwardRespons
 use crate::network::{Network, request};
 use crate::pb::InfoRequest;
 use crate::pb::cluster_server::ClusterServer;
+use crate::security::{CHALLENGE, Incoming, Secret, Security};
 use crate::server::{ClusterService, MAX_MESSAGE};
 
 /// How long a request waits for a leader before the client is told to retry (503).
 pub const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Deadline of the `Info` call `status` makes to each member.
 const INFO_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a node about to be added may take to pass the credentials check.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Raft timing and snapshot settings.
 #[derive(Debug, Clone)]
@@ -73,6 +78,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, String>,
     /// Raft timing.
     pub tuning: RaftTuning,
+    /// Mutual TLS and the cluster secret on the cluster port (see [`crate::security`]).
+    pub security: Security,
 }
 
 /// A running node. Cheap to clone; clones share the node.
@@ -97,6 +104,10 @@ struct Inner {
     network: Network,
     /// Membership changes run one at a time.
     membership: Mutex<()>,
+    /// Whether the cluster port speaks mutual TLS.
+    tls: bool,
+    /// The cluster secret's derived values, for challenging nodes about to be added.
+    secret: Option<Arc<Secret>>,
     stop_server: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
 
@@ -125,7 +136,9 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let network = Network::default();
+        let secret = cfg.security.secret();
+        let server = server_builder(&cfg.security)?;
+        let network = Network::new(&cfg.security);
         let raft = Raft::new(cfg.id, Arc::new(config), network.clone(), log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -148,15 +161,19 @@ impl Node {
                 states,
                 network,
                 membership: Mutex::new(()),
+                tls: cfg.security.tls.is_some(),
+                secret: secret.clone(),
                 stop_server: std::sync::Mutex::new(Some(stop_tx)),
             }),
         };
-        let service = ClusterServer::new(ClusterService::new(node.clone()))
+        let service = ClusterServer::new(ClusterService::new(node.clone(), secret.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
+        let service = InterceptedService::new(service, Incoming(secret));
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut server = server;
         tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = server
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
@@ -166,7 +183,12 @@ impl Node {
                 tracing::error!(error = %e, "cluster gRPC server stopped");
             }
         });
-        tracing::info!(id = cfg.id, addr = %cfg.cluster_listen, "cluster server listening");
+        tracing::info!(
+            id = cfg.id,
+            addr = %cfg.cluster_listen,
+            security = ?cfg.security,
+            "cluster server listening"
+        );
         node.bootstrap(&cfg.peers).await?;
         tokio::spawn(reap_instances(Arc::downgrade(&node.inner)));
         Ok(node)
@@ -233,12 +255,28 @@ impl Node {
     }
 
     /// Proposes `command` through the leader and returns its outcome once applied here too, so a
-    /// client reading the same node right after sees its own write.
+    /// client reading the same node right after sees its own write. For the cluster's own writes;
+    /// an admin's go through [`Node::write_as`].
     pub async fn write(&self, command: Command) -> Result<Outcome, WriteError> {
+        self.propose(None, command).await
+    }
+
+    /// Like [`Node::write`], on behalf of the admin token named `actor`: the write is recorded
+    /// in the replicated audit log under that name.
+    pub async fn write_as(&self, actor: &str, command: Command) -> Result<Outcome, WriteError> {
+        self.propose(Some(actor.to_string()), command).await
+    }
+
+    async fn propose(
+        &self,
+        actor: Option<String>,
+        command: Command,
+    ) -> Result<Outcome, WriteError> {
         let proposal = Proposal {
             request_id: rand::random(),
             at_ms: now_ms(),
             command,
+            actor,
         };
         match self.leader_call(ForwardRequest::Write(proposal)).await? {
             ForwardResponse::Written(applied) => {
@@ -530,6 +568,9 @@ impl Node {
             admin_addr: m.admin_addr,
             proxy_addr: m.proxy_addr,
         };
+        if self.inner.tls || self.inner.secret.is_some() {
+            self.verify_peer(m.id, &node.cluster_addr).await?;
+        }
         raft.add_learner(m.id, node, true)
             .await
             .map_err(write_error)?;
@@ -558,6 +599,46 @@ impl Node {
             .map_err(write_error)?;
         tracing::info!(id, "node added as voter");
         Ok(ForwardResponse::MembershipChanged(changed.log_id.index))
+    }
+
+    /// Before a node is added: it must complete the mutual TLS handshake (when configured) and
+    /// prove that it holds the cluster secret (when there is one), so that a node that would
+    /// accept anything is never made a member nor sent the log.
+    async fn verify_peer(&self, id: NodeId, addr: &str) -> Result<(), ForwardError> {
+        let mut client = self
+            .inner
+            .network
+            .client(id, addr)
+            .map_err(|e| ForwardError::Invalid(e.to_string()))?;
+        let challenge = hex::encode(rand::random::<[u8; 16]>());
+        let mut req = tonic::Request::new(InfoRequest {});
+        req.set_timeout(VERIFY_TIMEOUT);
+        if let Ok(value) = challenge.parse() {
+            req.metadata_mut().insert(CHALLENGE, value);
+        }
+        let hint = match (self.inner.secret.is_some(), self.inner.tls) {
+            (true, true) => "this cluster's --cluster-secret and a certificate signed by its CA",
+            (true, false) => "this cluster's --cluster-secret",
+            _ => "a certificate signed by this cluster's CA (--cluster-ca/-cert/-key)",
+        };
+        let refused = |why: String| {
+            tracing::warn!(id, addr, %why, "refusing to add a node");
+            ForwardError::Invalid(format!(
+                "node {id} at {addr} failed the cluster's credentials check ({why}); start it with {hint}"
+            ))
+        };
+        let reply = tokio::time::timeout(VERIFY_TIMEOUT, client.info(req))
+            .await
+            .map_err(|_| refused("no answer in time".into()))?
+            .map_err(|status| refused(status.message().to_string()))?;
+        if let Some(secret) = &self.inner.secret
+            && !secret.verify(challenge.as_bytes(), reply.metadata())
+        {
+            return Err(refused(
+                "it could not prove that it holds the cluster secret".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn remove_member_here(&self, id: NodeId) -> Result<ForwardResponse, ForwardError> {
@@ -654,6 +735,29 @@ async fn reap_instances(inner: std::sync::Weak<Inner>) {
             tracing::warn!(error = %e, "expiring lapsed service instances failed; will retry");
         }
     }
+}
+
+/// The cluster gRPC server, with mutual TLS when configured. Checks the client side of the TLS
+/// settings too, so that a bad certificate or key stops the node at start rather than at its
+/// first connection.
+fn server_builder(security: &Security) -> Result<tonic::transport::Server, StartError> {
+    let tls_error = |e: tonic::transport::Error| {
+        let source = std::error::Error::source(&e).map_or_else(String::new, |s| format!(": {s}"));
+        StartError::Tls(format!("{e}{source}"))
+    };
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = security.server_tls() {
+        // One crypto provider for the whole process (ring, like the proxy); an error means one
+        // is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        server = server.tls_config(tls).map_err(tls_error)?;
+    }
+    if let Some(tls) = security.client_tls() {
+        Endpoint::from_static("https://localhost")
+            .tls_config(tls)
+            .map_err(tls_error)?;
+    }
+    Ok(server)
 }
 
 /// Whether a transport error happened while connecting, before anything was sent.

@@ -1,6 +1,8 @@
 //! The gRPC service each node offers its peers: Raft traffic, forwarded client requests and
 //! self-description.
 
+use std::sync::Arc;
+
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use raftgate_model::codec;
 use raftgate_store::TypeConfig;
@@ -12,6 +14,7 @@ use crate::forward::ForwardRequest;
 use crate::node::Node;
 use crate::pb::cluster_server::Cluster;
 use crate::pb::{InfoRequest, NodeStatus, Payload};
+use crate::security::{CHALLENGE, PROOF, Secret};
 
 /// Largest gRPC message accepted or sent. Snapshot chunks are at most 1 MiB (see
 /// [`crate::RaftTuning`]); append batches are bounded by openraft's `max_payload_entries`.
@@ -20,12 +23,14 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 /// The peer-facing service of one node.
 pub struct ClusterService {
     node: Node,
+    /// Answers challenges of nodes about to add this one (see [`crate::security`]).
+    secret: Option<Arc<Secret>>,
 }
 
 impl ClusterService {
     /// Serves `node` to its peers.
-    pub fn new(node: Node) -> Self {
-        Self { node }
+    pub(crate) fn new(node: Node, secret: Option<Arc<Secret>>) -> Self {
+        Self { node, secret }
     }
 }
 
@@ -62,16 +67,22 @@ impl Cluster for ClusterService {
         reply(&self.node.serve_forwarded(rpc).await)
     }
 
-    async fn info(&self, _req: Request<InfoRequest>) -> Result<Response<NodeStatus>, Status> {
+    async fn info(&self, req: Request<InfoRequest>) -> Result<Response<NodeStatus>, Status> {
         let info = self.node.info();
         let metrics = self.node.raft().metrics().borrow().clone();
-        Ok(Response::new(NodeStatus {
+        let mut response = Response::new(NodeStatus {
             id: self.node.id(),
             cluster_addr: info.cluster_addr.clone(),
             admin_addr: info.admin_addr.clone(),
             proxy_addr: info.proxy_addr.clone(),
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
             term: metrics.current_term,
-        }))
+        });
+        if let (Some(secret), Some(challenge)) = (&self.secret, req.metadata().get(CHALLENGE))
+            && let Ok(proof) = secret.prove(challenge.as_bytes()).parse()
+        {
+            response.metadata_mut().insert(PROOF, proof);
+        }
+        Ok(response)
     }
 }

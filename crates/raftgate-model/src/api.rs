@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::NodeId;
+use crate::access::TokenRole;
 
 /// Every admin API error has this body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -160,4 +161,45 @@ pub struct NodeUpstreams {
     /// Why the node's view could not be fetched (cluster view only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// `POST /tokens`: a new admin token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// The token's name: recorded as the actor of its writes in the audit log. Letters, digits
+    /// and `- _ . ~`; `bootstrap` is reserved for `--admin-token`.
+    pub name: String,
+    /// What it may do.
+    pub role: TokenRole,
+}
+
+/// `POST /tokens`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// The token's name.
+    pub name: String,
+    /// What it may do.
+    pub role: TokenRole,
+    /// The secret, sent as `Authorization: Bearer <token>`; store it now, it cannot be read again.
+    pub token: String,
+    /// First characters of the token.
+    pub prefix: String,
+    /// Version (log index) of the write.
+    pub version: u64,
+}
+
+/// An admin token as listed: everything but the secret and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    /// The token's name.
+    pub name: String,
+    /// What it may do.
+    pub role: TokenRole,
+    /// First characters of the token.
+    pub prefix: String,
+    /// Version (log index) of the write.
+    pub version: u64,
+    /// Creation time, Unix milliseconds.
+    pub created_at: u64,
 }

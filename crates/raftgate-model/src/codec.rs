@@ -87,6 +87,7 @@ mod tests {
                 })),
                 if_version: Some(4),
             },
+            actor: Some("ops".into()),
         };
         let bytes = encode(&p).unwrap();
         assert_eq!(bytes[0], FORMAT_VERSION);

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::access::{AuditOperation, StoredToken};
 use crate::resource::{
     CertificateSpec, ConsumerSpec, InstanceSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey,
 };
@@ -31,6 +32,8 @@ pub enum Kind {
     Instance,
     /// TLS certificates.
     Certificate,
+    /// Admin API tokens.
+    Token,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Key => "key",
             Kind::Instance => "instance",
             Kind::Certificate => "certificate",
+            Kind::Token => "token",
         }
     }
 }
@@ -59,6 +63,7 @@ impl Kind {
             Kind::Key => "keys",
             Kind::Instance => "instances",
             Kind::Certificate => "certificates",
+            Kind::Token => "tokens",
         }
     }
 }
@@ -86,6 +91,8 @@ pub enum Spec {
     Instance(InstanceSpec),
     /// See [`CertificateSpec`].
     Certificate(CertificateSpec),
+    /// See [`StoredToken`].
+    Token(StoredToken),
 }
 
 impl Spec {
@@ -99,6 +106,7 @@ impl Spec {
             Spec::Key(_) => Kind::Key,
             Spec::Instance(_) => Kind::Instance,
             Spec::Certificate(_) => Kind::Certificate,
+            Spec::Token(_) => Kind::Token,
         }
     }
 }
@@ -133,6 +141,16 @@ pub enum Command {
     /// Removes every instance whose last heartbeat is older than its TTL at the proposal's
     /// time. Proposed by the leader, so expiry is decided once for the whole cluster.
     ExpireInstances,
+    /// Records in the audit log an admin operation that changes no replicated resource (a
+    /// membership change, a snapshot), so that it is readable on every node like the writes.
+    Record {
+        /// What was done.
+        operation: AuditOperation,
+        /// The node id concerned, if any.
+        name: Option<String>,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
 }
 
 /// What the Raft log stores: a command plus the data that keeps its application deterministic.
@@ -145,6 +163,9 @@ pub struct Proposal {
     pub at_ms: u64,
     /// The change.
     pub command: Command,
+    /// Name of the admin token that asked for the change, for the audit log; `None` for the
+    /// cluster's own writes (instance expiry, heartbeats), which are not audited.
+    pub actor: Option<String>,
 }
 
 /// What one Raft log entry carries: every write that was waiting for the leader when the entry was

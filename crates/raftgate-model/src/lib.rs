@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod api;
 pub mod codec;
 pub mod command;

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::access::{AuditLog, StoredToken};
 use crate::command::{Kind, Spec};
 use crate::resource::{
     CertificateInfo, CertificateSpec, ConsumerSpec, Entity, InstanceSpec, RateLimitSpec, RouteSpec,
@@ -40,6 +41,10 @@ pub struct State {
     pub instances: Table<InstanceSpec>,
     /// TLS certificates.
     pub certificates: Table<CertificateSpec>,
+    /// Admin API tokens besides the bootstrap one, by token name.
+    pub tokens: Table<StoredToken>,
+    /// The last admin writes, oldest first (see [`crate::access`]).
+    pub audit: AuditLog,
     /// Index of the last log entry applied to this state.
     pub applied_index: u64,
 }
@@ -58,6 +63,7 @@ impl State {
             Kind::Key => v(&self.keys, name),
             Kind::Instance => v(&self.instances, name),
             Kind::Certificate => v(&self.certificates, name),
+            Kind::Token => v(&self.tokens, name),
         }
     }
 
@@ -162,6 +168,9 @@ resource!(ConsumerSpec, Consumer, consumers, validate::consumer);
 resource!(RateLimitSpec, RateLimit, rate_limits, validate::rate_limit);
 resource!(StoredKey, Key, keys, validate::key);
 resource!(InstanceSpec, Instance, instances, validate::instance);
+// Tokens have no generic CRUD routes (see the admin API's `tokens` module), so this view, which
+// shows the hash, is never served.
+resource!(StoredToken, Token, tokens, validate::token);
 
 impl Resource for CertificateSpec {
     const KIND: Kind = Kind::Certificate;

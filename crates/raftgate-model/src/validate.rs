@@ -4,6 +4,7 @@
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::access::StoredToken;
 use crate::resource::{
     CertificateSpec, ConsumerSpec, HashOn, InstanceSpec, LbPolicy, RateLimitSpec, RouteSpec,
     ServiceSpec, StoredKey,
@@ -296,10 +297,21 @@ pub fn rate_limit(spec: &RateLimitSpec) -> Result<(), ValidationError> {
 /// See [`StoredKey`]: keys are made by the server, so this guards against a malformed proposal.
 pub fn key(spec: &StoredKey) -> Result<(), ValidationError> {
     name("consumer", &spec.consumer)?;
-    if spec.hash.len() != 64 || !spec.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(err("hash", "must be 64 hex digits"));
+    sha256_hex("hash", &spec.hash)
+}
+
+/// A stored secret's digest: hex SHA-256.
+fn sha256_hex(field: &str, hash: &str) -> Result<(), ValidationError> {
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err(field, "must be 64 hex digits"));
     }
     Ok(())
+}
+
+/// See [`StoredToken`]: tokens are made by the server, so this guards against a malformed
+/// proposal.
+pub fn token(spec: &StoredToken) -> Result<(), ValidationError> {
+    sha256_hex("hash", &spec.hash)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use raftgate_model::access::{self, AuditEntry, AuditOperation, StoredToken};
 use raftgate_model::command::Applied;
 use raftgate_model::state::Resource;
 use raftgate_model::{
@@ -12,8 +13,55 @@ use raftgate_model::{
     RateLimitSpec, Rejection, RouteSpec, ServiceSpec, Spec, State, StoredKey,
 };
 
-/// Applies one proposal at log `index`.
+/// Applies one proposal at log `index`, and records it in the audit log when an admin asked for it.
 pub fn apply(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
+    let applied = change(state, index, proposal);
+    if let Some(actor) = &proposal.actor {
+        audit(state, index, proposal, actor, &applied);
+    }
+    applied
+}
+
+/// Appends the audit entry of an admin's proposal, whatever its outcome.
+fn audit(state: &mut State, index: u64, proposal: &Proposal, actor: &str, applied: &Applied) {
+    let (operation, kind, name, error) = match &proposal.command {
+        Command::Put { name, spec, .. } => (
+            AuditOperation::Put,
+            Some(spec.kind()),
+            Some(name.clone()),
+            None,
+        ),
+        Command::Delete { kind, name, .. } => (
+            AuditOperation::Delete,
+            Some(*kind),
+            Some(name.clone()),
+            None,
+        ),
+        Command::Record {
+            operation,
+            name,
+            error,
+        } => (*operation, None, name.clone(), error.clone()),
+        // Liveness and expiry are the cluster's own bookkeeping, not admin decisions.
+        Command::Heartbeat { .. } | Command::ExpireInstances => return,
+    };
+    let error = error.or_else(|| applied.as_ref().err().map(ToString::to_string));
+    access::record(
+        &mut state.audit,
+        AuditEntry {
+            index,
+            at: proposal.at_ms,
+            actor: actor.to_string(),
+            operation,
+            kind,
+            name,
+            error,
+        },
+    );
+}
+
+/// The change a proposal makes to the resources.
+fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
     let at = proposal.at_ms;
     match &proposal.command {
         Command::Put {
@@ -57,6 +105,7 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                     put(state, name, i.clone(), index, at)
                 }
                 Spec::Certificate(c) => put(state, name, c.clone(), index, at),
+                Spec::Token(t) => put(state, name, t.clone(), index, at),
             }
         }
         Command::Delete {
@@ -104,6 +153,7 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 Kind::Key => remove::<StoredKey>(state, name),
                 Kind::Instance => remove::<InstanceSpec>(state, name),
                 Kind::Certificate => remove::<CertificateSpec>(state, name),
+                Kind::Token => remove::<StoredToken>(state, name),
             }
             Ok(Outcome {
                 index,
@@ -113,6 +163,12 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
         }
         Command::Heartbeat { instance } => heartbeat(state, index, at, instance),
         Command::ExpireInstances => expire(state, index, at),
+        // Only the audit entry, written by `apply`.
+        Command::Record { .. } => Ok(Outcome {
+            index,
+            version: None,
+            created: false,
+        }),
     }
 }
 
@@ -201,6 +257,7 @@ mod tests {
             request_id: 1,
             at_ms: 1000,
             command,
+            actor: None,
         }
     }
 
@@ -297,5 +354,51 @@ mod tests {
             apply(&mut s, 10, &missing),
             Err(Rejection::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn admin_writes_are_audited_with_actor_and_outcome() {
+        let mut s = State::default();
+        let by = |actor: Option<&str>, mut p: Proposal| {
+            p.actor = actor.map(str::to_string);
+            p
+        };
+        apply(&mut s, 1, &by(Some("ops"), put_cmd("svc", service(), None))).unwrap();
+        // Refused writes are recorded too, with why.
+        let refused = by(Some("ci"), put_cmd("r", route("nope"), None));
+        assert!(apply(&mut s, 2, &refused).is_err());
+        // The cluster's own writes are not.
+        apply(&mut s, 3, &proposal(Command::ExpireInstances)).unwrap();
+        apply(&mut s, 4, &put_cmd("other", service(), None)).unwrap();
+        let record = Command::Record {
+            operation: AuditOperation::RemoveMember,
+            name: Some("4".into()),
+            error: None,
+        };
+        apply(&mut s, 5, &by(Some("ops"), proposal(record))).unwrap();
+
+        let seen: Vec<_> = s
+            .audit
+            .iter()
+            .map(|e| {
+                (
+                    e.index,
+                    e.actor.as_str(),
+                    e.operation,
+                    e.kind,
+                    e.error.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, "ops", AuditOperation::Put, Some(Kind::Service), false),
+                (2, "ci", AuditOperation::Put, Some(Kind::Route), true),
+                (5, "ops", AuditOperation::RemoveMember, None, false),
+            ]
+        );
+        assert_eq!(s.audit[0].at, 1000);
+        assert_eq!(s.audit[2].name.as_deref(), Some("4"));
     }
 }

@@ -18,6 +18,7 @@ fn put_consumer(index: u64, name: &str) -> Entry<TypeConfig> {
                 spec: Box::new(Spec::Consumer(ConsumerSpec::default())),
                 if_version: None,
             },
+            actor: None,
         }]),
     }
 }

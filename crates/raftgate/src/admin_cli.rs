@@ -234,3 +234,75 @@ pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
     let path = format!("/{}/{}", collection(&args.kind)?, args.name);
     send(&args.target, Method::DELETE, &path, None, args.if_match).await
 }
+
+/// `raftgate token ...`
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    action: TokenAction,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Create a token; its secret is printed once.
+    Create {
+        /// The token's name, recorded as the actor of its writes in the audit log.
+        name: String,
+        /// `admin` or `read-only`.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+    /// List the tokens (names and roles, never secrets).
+    List,
+    /// Revoke a token on every node.
+    Delete {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// Runs `raftgate token ...`.
+pub async fn token(args: TokenArgs) -> Result<(), CliError> {
+    let t = &args.target;
+    match args.action {
+        TokenAction::Create { name, role } => {
+            let body = serde_json::json!({ "name": name, "role": role });
+            send(
+                t,
+                Method::POST,
+                "/tokens",
+                Some(body.to_string().into_bytes()),
+                None,
+            )
+            .await
+        }
+        TokenAction::List => send(t, Method::GET, "/tokens", None, None).await,
+        TokenAction::Delete { name } => {
+            send(t, Method::DELETE, &format!("/tokens/{name}"), None, None).await
+        }
+    }
+}
+
+/// `raftgate audit`
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// At most this many entries.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Only entries after this log index.
+    #[arg(long)]
+    since: Option<u64>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Runs `raftgate audit`.
+pub async fn audit(args: AuditArgs) -> Result<(), CliError> {
+    let entries = args.target.client()?.audit(args.limit, args.since).await?;
+    let json =
+        serde_json::to_string_pretty(&entries).map_err(|e| CliError::Config(e.to_string()))?;
+    println!("{json}");
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! `raftgate`: run a node (`serve`), a local three-node cluster (`dev`), or talk to a cluster's
-//! admin API (`cluster`, `get`, `put`, `delete`).
+//! admin API (`cluster`, `get`, `put`, `delete`, `token`, `audit`).
 
 mod admin_cli;
 mod dev;
@@ -34,6 +34,10 @@ enum Command {
     Put(admin_cli::PutArgs),
     /// Delete a resource.
     Delete(admin_cli::DeleteArgs),
+    /// Create, list or revoke admin tokens.
+    Token(admin_cli::TokenArgs),
+    /// Show the audit log of admin writes.
+    Audit(admin_cli::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,8 @@ fn main() -> ExitCode {
             Command::Get(args) => admin_cli::get(args).await,
             Command::Put(args) => admin_cli::put(args).await,
             Command::Delete(args) => admin_cli::delete(args).await,
+            Command::Token(args) => admin_cli::token(args).await,
+            Command::Audit(args) => admin_cli::audit(args).await,
         }
     });
     match result {

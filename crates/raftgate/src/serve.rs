@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use raftgate_cluster::{Node, NodeConfig, RaftTuning};
+use raftgate_cluster::{Node, NodeConfig, RaftTuning, Security, TlsFiles};
 use raftgate_model::{NodeId, NodeInfo};
 use serde::Deserialize;
 
@@ -60,6 +60,24 @@ pub struct ServeArgs {
     /// binds to loopback.
     #[arg(long, env = "RAFTGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// PEM file of the cluster CA: with --cluster-cert and --cluster-key, the cluster port speaks
+    /// mutual TLS and accepts only peers with a certificate this CA signed.
+    #[arg(long)]
+    pub cluster_ca: Option<PathBuf>,
+    /// PEM file of this node's certificate, signed by the cluster CA; it must name the host of
+    /// the node's advertised cluster address (IP or DNS name).
+    #[arg(long)]
+    pub cluster_cert: Option<PathBuf>,
+    /// PEM file of this node's private key.
+    #[arg(long)]
+    pub cluster_key: Option<PathBuf>,
+    /// A secret shared by every node: each cluster RPC must present it, and a node without it
+    /// cannot join. Prefer --cluster-secret-file or RAFTGATE_CLUSTER_SECRET over the flag.
+    #[arg(long, env = "RAFTGATE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret (surrounding whitespace ignored).
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Raft heartbeat period in milliseconds.
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -126,6 +144,62 @@ fn advertised(addr: SocketAddr, host: Option<&str>) -> String {
     }
 }
 
+fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(CliError::io(format!(
+        "reading the {what} {}",
+        path.display()
+    )))
+}
+
+/// The cluster port's protection from the `--cluster-*` settings (flags win over the file).
+fn security(flags: &ServeArgs, file: &ServeArgs) -> Result<Security, CliError> {
+    let pick = |f: &Option<PathBuf>, g: &Option<PathBuf>| f.clone().or_else(|| g.clone());
+    let tls = match (
+        pick(&flags.cluster_ca, &file.cluster_ca),
+        pick(&flags.cluster_cert, &file.cluster_cert),
+        pick(&flags.cluster_key, &file.cluster_key),
+    ) {
+        (None, None, None) => None,
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+            ca: read_file(&ca, "cluster CA")?,
+            cert: read_file(&cert, "cluster certificate")?,
+            key: read_file(&key, "cluster key")?,
+        }),
+        _ => {
+            return Err(CliError::Config(
+                "--cluster-ca, --cluster-cert and --cluster-key go together: give all three for mutual TLS, or none".into(),
+            ));
+        }
+    };
+    let secret = match (
+        flags
+            .cluster_secret
+            .clone()
+            .or_else(|| file.cluster_secret.clone()),
+        pick(&flags.cluster_secret_file, &file.cluster_secret_file),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::Config(
+                "give the cluster secret once: --cluster-secret or --cluster-secret-file".into(),
+            ));
+        }
+        (Some(s), None) => Some(s),
+        (None, Some(path)) => {
+            let text = read_file(&path, "cluster secret file")?;
+            Some(String::from_utf8_lossy(&text).trim().to_string())
+        }
+        (None, None) => None,
+    };
+    if let Some(s) = &secret
+        && s.len() < 16
+    {
+        return Err(CliError::Config(
+            "the cluster secret must be at least 16 characters; generate one with `openssl rand -hex 32`".into(),
+        ));
+    }
+    Ok(Security { tls, secret })
+}
+
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     let file: ServeArgs = match &flags.config {
@@ -151,6 +225,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    let security = security(&flags, &file)?;
     let id = if flags.id_from_hostname || file.id_from_hostname {
         id_from_hostname(&hostname()?)?
     } else {
@@ -237,6 +312,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         info,
         peers,
         tuning,
+        security,
     })
     .await?;
 

@@ -1,0 +1,117 @@
+//! Admin tokens besides the bootstrap `--admin-token`: made here (the secret is shown once),
+//! replicated as a SHA-256 digest, and revoked cluster-wide by deleting them. Their names are the
+//! actors of the audit log.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use raftgate_model::access::{ANONYMOUS_ACTOR, BOOTSTRAP_ACTOR, StoredToken};
+use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
+use raftgate_model::{Command, Kind, Spec, validate};
+
+use crate::auth::{Caller, Secret};
+use crate::extract::{ReadQuery, json_body};
+use crate::resources::{List, state_for};
+use crate::{ApiError, Shared};
+
+/// The token routes.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/tokens", get(list).post(create))
+        .route("/tokens/{name}", delete(remove))
+}
+
+async fn create(
+    State(s): State<Shared>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
+    let CreateToken { name, role } = json_body(body)?;
+    validate::name("name", &name)?;
+    if name == BOOTSTRAP_ACTOR || name == ANONYMOUS_ACTOR {
+        return Err(ApiError::BadRequest {
+            field: Some("name".into()),
+            message: format!("'{name}' is reserved for the audit log; choose another name"),
+        });
+    }
+    if s.node.state().tokens.contains_key(&name) {
+        return Err(ApiError::BadRequest {
+            field: Some("name".into()),
+            message: format!(
+                "token '{name}' already exists; delete it first or choose another name"
+            ),
+        });
+    }
+    let Secret {
+        secret,
+        prefix,
+        hash,
+    } = Secret::generate("rga_");
+    let stored = StoredToken {
+        role,
+        prefix: prefix.clone(),
+        hash,
+    };
+    let outcome = s
+        .node
+        .write_as(
+            &caller.name,
+            Command::Put {
+                name: name.clone(),
+                spec: Box::new(Spec::Token(stored)),
+                // Two concurrent creations of one name: the second fails rather than replaces.
+                if_version: Some(0),
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedToken {
+            name,
+            role,
+            token: secret,
+            prefix,
+            version: outcome.index,
+        }),
+    ))
+}
+
+async fn list(
+    State(s): State<Shared>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<axum::Json<List<TokenInfo>>, ApiError> {
+    let state = state_for(&s, q).await?;
+    let data = state
+        .tokens
+        .values()
+        .map(|t| TokenInfo {
+            name: t.name.clone(),
+            role: t.spec.role,
+            prefix: t.spec.prefix.clone(),
+            version: t.version,
+            created_at: t.created_at,
+        })
+        .collect();
+    Ok(axum::Json(List { data }))
+}
+
+async fn remove(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.node
+        .write_as(
+            &caller.name,
+            Command::Delete {
+                kind: Kind::Token,
+                name,
+                if_version: None,
+            },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

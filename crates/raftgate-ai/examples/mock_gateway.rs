@@ -2,7 +2,8 @@
 //! official `openai` and `anthropic` SDKs (`tests/sdk/check.py`) until the data plane serves it.
 //!
 //! `cargo run -p raftgate-ai --features mock --example mock_gateway -- 127.0.0.1:18080`
-//! Aliases: `gpt` (OpenAI mock), `claude` (Anthropic mock), `gemini` (Gemini mock), `emb`
+//! Aliases: `gpt` (OpenAI mock), `claude` (Anthropic mock), `gemini` (Gemini mock), `command`
+//! (Cohere mock), `emb`
 //! (OpenAI embeddings), `fallback` (a failing Anthropic mock, then the OpenAI mock), `broken`
 //! (always 503), `secret` (exists, but the consumer may not use it, so it looks unknown).
 //! The consumer key is `sk-consumer`.
@@ -90,6 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let openai = MockProvider::start(ProviderKind::Openai).await?;
     let anthropic = MockProvider::start(ProviderKind::Anthropic).await?;
     let gemini = MockProvider::start(ProviderKind::Gemini).await?;
+    let cohere = MockProvider::start(ProviderKind::Cohere).await?;
     let failing = MockProvider::start(ProviderKind::Anthropic).await?;
     failing.set(Behavior {
         failure: Some(Failure::Status(529)),
@@ -98,11 +100,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let p = |kind: &str, m: &MockProvider| json!({"kind": kind, "base_url": m.base_url(), "api_key": MOCK_KEY});
     let config: GatewayConfig = serde_json::from_value(json!({
         "providers": {"openai": p("openai", &openai), "anthropic": p("anthropic", &anthropic),
-                      "gemini": p("gemini", &gemini), "failing": p("anthropic", &failing)},
+                      "gemini": p("gemini", &gemini), "cohere": p("cohere", &cohere), "failing": p("anthropic", &failing)},
         "models": {
             "gpt": {"deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]},
             "claude": {"deployments": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
             "gemini": {"deployments": [{"provider": "gemini", "model": "gemini-2.5-flash"}]},
+            "command": {"deployments": [{"provider": "cohere", "model": "command-r-08-2024"}]},
             "emb": {"deployments": [{"provider": "openai", "model": "text-embedding-3-small"}]},
             "fallback": {"deployments": [{"provider": "failing", "model": "claude-3-5-haiku-latest"},
                                          {"provider": "openai", "model": "gpt-4o-mini", "priority": 1}]},

@@ -620,9 +620,14 @@ impl Gateway {
             .chat_request(&p.endpoint(&t.model), req)
             .map_err(Failure::stop)?;
         let body = self.fetch(p, up).await?;
-        p.adapter
+        let mut resp = p
+            .adapter
             .chat_response(&body)
-            .map_err(|e| Failure::from_status(e.status, e))
+            .map_err(|e| Failure::from_status(e.status, e))?;
+        if resp.model.is_empty() {
+            resp.model = t.model.clone();
+        }
+        Ok(resp)
     }
 
     async fn embed(
@@ -844,6 +849,9 @@ impl ChatStream {
     pub async fn next(&mut self) -> Option<StreamItem> {
         loop {
             if let Some(mut chunk) = self.pending.pop_front() {
+                if let (true, Some(report)) = (chunk.model.is_empty(), &self.report) {
+                    chunk.model = report.target.model.clone();
+                }
                 self.observe(&chunk);
                 if !self.include_usage {
                     chunk.usage = None;

@@ -6,7 +6,7 @@
 //! - [`openai`]: the canonical types (OpenAI's chat completions, chunks, embeddings, models,
 //!   errors) that every provider is translated to and from;
 //! - [`providers`]: one file per provider kind (OpenAI and compatibles, Azure, Anthropic,
-//!   Gemini) behind the [`providers::Provider`] trait;
+//!   Gemini, Cohere) behind the [`providers::Provider`] trait;
 //! - [`messages`]: the inbound Anthropic-style `/v1/messages` API, served by any provider;
 //! - [`sse`]: the incremental server-sent-events parser and writer streams go through;
 //! - [`pricing`] and [`tokens`]: cost from a price table, and token estimates when a provider

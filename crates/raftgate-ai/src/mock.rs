@@ -1,7 +1,7 @@
 //! Mock LLM providers on loopback, speaking the providers' real wire formats (feature `mock`).
 //!
 //! Paid providers cannot be called from tests or benchmarks, so these servers stand in for
-//! them: OpenAI (also Azure's deployment URLs), Anthropic and Gemini, complete and streamed, with
+//! them: OpenAI (also Azure's deployment URLs), Anthropic, Gemini and Cohere, complete and streamed, with
 //! usage blocks, tool calls and error bodies shaped as the providers document them. They check
 //! what the gateway sends (paths, credential headers, required fields, role alternation) and
 //! answer a provider-style 400/401 when it is wrong, so a translation bug fails a test.
@@ -308,6 +308,7 @@ impl State {
                 self.anthropic(&path, &headers, &body, &behavior, mid_stream)
             }
             ProviderKind::Gemini => self.gemini(&path, &headers, &body, &behavior, mid_stream),
+            ProviderKind::Cohere => self.cohere(&path, &headers, &body, &behavior, mid_stream),
         };
         Ok(answer.unwrap_or_else(|(status, message)| self.error(status, &message)))
     }
@@ -346,6 +347,7 @@ impl State {
                 };
                 json!({"error": {"code": status.as_u16(), "message": message, "status": kind}})
             }
+            ProviderKind::Cohere => json!({"id": "mock-error", "message": message}),
         };
         json_response(status, &body)
     }
@@ -769,6 +771,132 @@ impl State {
             .map(|e| sse::encode(None, &e.to_string()))
             .collect();
         let error = sse::encode(None, &json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}).to_string());
+        Ok(stream(out, behavior, mid_stream.map(|n| (n, error))))
+    }
+}
+
+impl State {
+    fn cohere(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Value,
+        behavior: &Behavior,
+        mid_stream: Option<usize>,
+    ) -> Result<MockResponse, (StatusCode, String)> {
+        let bearer = format!("Bearer {MOCK_KEY}");
+        if headers
+            .get("authorization")
+            .is_none_or(|v| v.as_bytes() != bearer.as_bytes())
+        {
+            return Err((StatusCode::UNAUTHORIZED, "invalid api token".into()));
+        }
+        if path == "/v2/embed" {
+            let texts = body["texts"].as_array().cloned().unwrap_or_default();
+            let vectors: Vec<Value> = texts.iter().map(|_| json!([0.75])).collect();
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"id": "mock-embed-1", "texts": texts, "embeddings": {"float": vectors},
+                        "meta": {"billed_units": {"input_tokens": texts.len() * 3}}}),
+            ));
+        }
+        if path != "/v2/chat" {
+            return Err((StatusCode::NOT_FOUND, format!("Unknown path {path}")));
+        }
+        if let Some(field) = ["top_p", "stop", "stream_options", "max_completion_tokens"]
+            .into_iter()
+            .find(|f| body.get(*f).is_some())
+        {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("invalid request: unknown field {field}"),
+            ));
+        }
+        let messages = body["messages"]
+            .as_array()
+            .filter(|m| !m.is_empty())
+            .ok_or((
+                StatusCode::BAD_REQUEST,
+                "invalid request: messages must not be empty".to_string(),
+            ))?;
+        if let Some(bad) = messages.iter().find(|m| {
+            !["system", "user", "assistant", "tool"]
+                .contains(&m["role"].as_str().unwrap_or_default())
+        }) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("invalid request: role {} is not valid", bad["role"]),
+            ));
+        }
+        let last = messages.last().cloned().unwrap_or_default();
+        let tool_result = (last["role"] == "tool").then(|| text_of(&last["content"]));
+        let last_user = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .map(|m| text_of(&m["content"]))
+            .unwrap_or_default();
+        let tool = body["tools"][0]["function"]["name"]
+            .as_str()
+            .map(str::to_string);
+        let turn = Turn::new(last_user, tool, tool_result, messages.len());
+        let tokens =
+            json!({"input_tokens": turn.prompt_tokens, "output_tokens": turn.completion_tokens});
+        let usage = json!({"billed_units": tokens, "tokens": tokens});
+        let finish = if turn.call.is_some() {
+            "TOOL_CALL"
+        } else {
+            "COMPLETE"
+        };
+        let call = |name: &str| {
+            json!({"id": "get_weather_mock1", "type": "function",
+                                       "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}})
+        };
+        if body["stream"] != json!(true) {
+            let message = match &turn.call {
+                Some(name) => {
+                    json!({"role": "assistant", "tool_plan": "I will call the tool.", "tool_calls": [call(name)]})
+                }
+                None => {
+                    json!({"role": "assistant", "content": [{"type": "text", "text": turn.reply}]})
+                }
+            };
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"id": "mock-cohere-1", "finish_reason": finish, "message": message, "usage": usage}),
+            ));
+        }
+        let ev = |data: Value| {
+            let name = data["type"].as_str().unwrap_or_default().to_string();
+            sse::encode(Some(&name), &data.to_string())
+        };
+        let mut out = vec![ev(json!({"type": "message-start", "id": "mock-cohere-1",
+                                     "delta": {"message": {"role": "assistant"}}}))];
+        match &turn.call {
+            Some(name) => {
+                out.push(ev(json!({"type": "tool-plan-delta", "delta": {"message": {"tool_plan": "I will call the tool."}}})));
+                out.push(ev(json!({"type": "tool-call-start", "index": 0, "delta": {"message": {"tool_calls": {
+                    "id": "get_weather_mock1", "type": "function", "function": {"name": name, "arguments": ""}}}}})));
+                for piece in ["{\"city\":", "\"Paris\"}"] {
+                    out.push(ev(json!({"type": "tool-call-delta", "index": 0,
+                                       "delta": {"message": {"tool_calls": {"function": {"arguments": piece}}}}})));
+                }
+                out.push(ev(json!({"type": "tool-call-end", "index": 0})));
+            }
+            None => {
+                out.push(ev(json!({"type": "content-start", "index": 0,
+                                   "delta": {"message": {"content": {"type": "text", "text": ""}}}})));
+                for w in turn.words() {
+                    out.push(ev(json!({"type": "content-delta", "index": 0,
+                                       "delta": {"message": {"content": {"text": w}}}})));
+                }
+                out.push(ev(json!({"type": "content-end", "index": 0})));
+            }
+        }
+        out.push(ev(
+            json!({"type": "message-end", "delta": {"finish_reason": finish, "usage": usage}}),
+        ));
+        let error = ev(json!({"type": "message-end", "delta": {"finish_reason": "ERROR"}}));
         Ok(stream(out, behavior, mid_stream.map(|n| (n, error))))
     }
 }

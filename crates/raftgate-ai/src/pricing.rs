@@ -62,6 +62,10 @@ const TABLE: &[(&str, f64, f64)] = &[
     ("mistral-large", 2.00, 6.00),
     ("mistral-small", 0.10, 0.30),
     ("deepseek-chat", 0.27, 1.10),
+    ("command-a", 2.50, 10.00),
+    ("command-r-plus", 2.50, 10.00),
+    ("command-r7b", 0.0375, 0.15),
+    ("command-r", 0.15, 0.60),
     ("deepseek-reasoner", 0.55, 2.19),
 ];
 

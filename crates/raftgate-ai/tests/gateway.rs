@@ -151,6 +151,7 @@ async fn exercise(kind: ProviderKind, kind_name: &str, provider_model: &str) {
         "{kind_name}"
     );
     assert_eq!(resp.choices[0].finish_reason, Some(FinishReason::Stop));
+    assert!(!resp.model.is_empty(), "{kind_name}: the model is named");
     let prompt = resp.usage.unwrap().prompt_tokens;
     assert!(prompt == 11 || prompt == 12, "{kind_name}: {prompt}");
     assert_eq!(resp.usage.unwrap().completion_tokens, 3);
@@ -178,7 +179,11 @@ async fn exercise(kind: ProviderKind, kind_name: &str, provider_model: &str) {
     let last = chunks.last().unwrap();
     assert!(last.choices.is_empty());
     assert_eq!(last.usage.unwrap().completion_tokens, 3);
-    assert!(chunks.iter().all(|c| c.object == "chat.completion.chunk"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.object == "chat.completion.chunk" && !c.model.is_empty())
+    );
     drop(stream);
     let rec = recorder.all().pop().unwrap();
     assert!(
@@ -322,6 +327,11 @@ async fn anthropic_complete_stream_tools_errors() {
 #[tokio::test]
 async fn gemini_complete_stream_tools_errors() {
     exercise(ProviderKind::Gemini, "gemini", "gemini-2.5-flash").await;
+}
+
+#[tokio::test]
+async fn cohere_complete_stream_tools_errors() {
+    exercise(ProviderKind::Cohere, "cohere", "command-r-08-2024").await;
 }
 
 #[tokio::test]
@@ -512,6 +522,7 @@ async fn a_failure_in_mid_stream_ends_with_an_error_event_and_done() {
         (ProviderKind::Anthropic, "anthropic", 4),
         (ProviderKind::Openai, "openai", 2),
         (ProviderKind::Gemini, "gemini", 1),
+        (ProviderKind::Cohere, "cohere", 3),
     ] {
         let mock = MockProvider::start(kind).await.unwrap();
         mock.set(Behavior {
@@ -594,16 +605,18 @@ async fn weights_split_traffic() {
 }
 
 #[tokio::test]
-async fn embeddings_openai_and_gemini() {
+async fn embeddings_openai_gemini_cohere() {
     let openai = MockProvider::start(ProviderKind::Openai).await.unwrap();
     let gemini = MockProvider::start(ProviderKind::Gemini).await.unwrap();
     let anthropic = MockProvider::start(ProviderKind::Anthropic).await.unwrap();
+    let cohere = MockProvider::start(ProviderKind::Cohere).await.unwrap();
     let (gw, recorder) = gateway(
         json!({"o": provider("openai", &openai), "g": provider("gemini", &gemini),
-               "a": provider("anthropic", &anthropic)}),
+               "a": provider("anthropic", &anthropic), "c": provider("cohere", &cohere)}),
         json!({"emb": {"deployments": [{"provider": "o", "model": "text-embedding-3-small"}]},
                "gemb": {"deployments": [{"provider": "g", "model": "text-embedding-004"}]},
-               "aemb": {"deployments": [{"provider": "a", "model": "claude"}]}}),
+               "aemb": {"deployments": [{"provider": "a", "model": "claude"}]},
+               "cemb": {"deployments": [{"provider": "c", "model": "embed-v4.0"}]}}),
     );
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "emb", "input": ["a b", "c"]})).unwrap();
@@ -623,6 +636,13 @@ async fn embeddings_openai_and_gemini() {
     assert_eq!(resp.data[0].embedding, json!([0.5, 0.25]));
     assert_eq!(resp.usage.unwrap().prompt_tokens, 3);
     assert!(recorder.all().pop().unwrap().estimated);
+
+    let req: EmbeddingsRequest =
+        serde_json::from_value(json!({"model": "cemb", "input": ["x", "y"]})).unwrap();
+    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    assert_eq!(resp.data[1].embedding, json!([0.75]));
+    assert_eq!(resp.usage.unwrap().prompt_tokens, 6);
+    assert_eq!(cohere.received()[0].body["texts"], json!(["x", "y"]));
 
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "aemb", "input": "x"})).unwrap();

@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod cohere;
 pub mod gemini;
 pub mod openai;
 
@@ -34,6 +35,8 @@ pub enum ProviderKind {
     Anthropic,
     /// Google Gemini (`generateContent`).
     Gemini,
+    /// Cohere's Chat API v2.
+    Cohere,
 }
 
 impl ProviderKind {
@@ -44,6 +47,7 @@ impl ProviderKind {
             ProviderKind::Azure => &azure::Azure,
             ProviderKind::Anthropic => &anthropic::Anthropic,
             ProviderKind::Gemini => &gemini::Gemini,
+            ProviderKind::Cohere => &cohere::Cohere,
         }
     }
 
@@ -54,6 +58,7 @@ impl ProviderKind {
             ProviderKind::Azure => "azure",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Cohere => "cohere",
         }
     }
 }

@@ -38,10 +38,10 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 @check("models list hides what the consumer may not use")
 def _():
     ids = sorted(m.id for m in oa.models.list())
-    assert ids == ["broken", "claude", "emb", "fallback", "gemini", "gpt"], ids
+    assert ids == ["broken", "claude", "command", "emb", "fallback", "gemini", "gpt"], ids
 
 
-for model in ["gpt", "claude", "gemini"]:
+for model in ["gpt", "claude", "gemini", "command"]:
     @check(f"{model}: chat")
     def _(model=model):
         r = oa.chat.completions.create(model=model, messages=[
@@ -138,7 +138,7 @@ def _():
         pass
 
 
-for model in ["claude", "gpt", "gemini"]:
+for model in ["claude", "gpt", "gemini", "command"]:
     @check(f"anthropic sdk /v1/messages on {model}")
     def _(model=model):
         m = an.messages.create(model=model, max_tokens=50, system="Be brief.",

@@ -702,6 +702,33 @@ pub struct EmbeddingsResponse {
     pub usage: Option<EmbeddingUsage>,
 }
 
+impl EmbeddingsResponse {
+    /// The list answer for `vectors` in input order; `prompt_tokens` when the provider counted.
+    pub fn from_vectors(
+        model: &str,
+        vectors: impl IntoIterator<Item = Value>,
+        prompt_tokens: Option<u64>,
+    ) -> EmbeddingsResponse {
+        EmbeddingsResponse {
+            object: "list".into(),
+            data: vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, embedding)| Embedding {
+                    object: "embedding".into(),
+                    index: i as u32,
+                    embedding,
+                })
+                .collect(),
+            model: model.to_string(),
+            usage: prompt_tokens.map(|n| EmbeddingUsage {
+                prompt_tokens: n,
+                total_tokens: n,
+            }),
+        }
+    }
+}
+
 /// One embedding vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Embedding {

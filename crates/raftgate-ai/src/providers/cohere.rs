@@ -13,9 +13,9 @@ use serde_json::{Map, Value, json};
 use super::{Endpoint, Provider, Step, StreamTranslator, UpstreamRequest, error_text};
 use crate::error::{ApiError, parse_json};
 use crate::openai::{
-    self, AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, Delta, Embedding,
-    EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse, Extra, FinishReason, Role, StreamMeta,
-    ToolCall, ToolCallDelta, ToolMode, Usage,
+    self, AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, Delta, EmbeddingsRequest,
+    EmbeddingsResponse, Extra, FinishReason, Role, StreamMeta, ToolCall, ToolCallDelta, ToolMode,
+    Usage,
 };
 use crate::sse::SseEvent;
 
@@ -152,7 +152,7 @@ impl Provider for Cohere {
 
     fn chat_request(&self, ep: &Endpoint, req: &ChatRequest) -> Result<UpstreamRequest, ApiError> {
         let body = to_chat_body(req, ep.model)?;
-        bearer(UpstreamRequest::json(ep.url("v2/chat"), &body)?, ep)
+        UpstreamRequest::json(ep.url("v2/chat"), &body)?.bearer(ep.api_key)
     }
 
     fn chat_response(&self, body: &[u8]) -> Result<ChatResponse, ApiError> {
@@ -203,18 +203,13 @@ impl Provider for Cohere {
         ep: &Endpoint,
         req: &EmbeddingsRequest,
     ) -> Result<UpstreamRequest, ApiError> {
-        let texts = req.input.texts().ok_or_else(|| {
-            ApiError::invalid_request(
-                "the cohere provider embeds text only; send input as a string or a list of strings",
-                Some("input"),
-            )
-        })?;
+        let texts = super::embedding_texts(NAME, req)?;
         let mut body = json!({"model": ep.model, "texts": texts,
                               "input_type": "search_document", "embedding_types": ["float"]});
         if let Some(d) = req.dimensions {
             body["output_dimension"] = d.into();
         }
-        bearer(UpstreamRequest::json(ep.url("v2/embed"), &body)?, ep)
+        UpstreamRequest::json(ep.url("v2/embed"), &body)?.bearer(ep.api_key)
     }
 
     fn embeddings_response(
@@ -228,29 +223,12 @@ impl Provider for Cohere {
             .cloned()
             .unwrap_or_default();
         let input = v["meta"]["billed_units"]["input_tokens"].as_f64();
-        Ok(EmbeddingsResponse {
-            object: "list".into(),
-            data: vectors
-                .into_iter()
-                .enumerate()
-                .map(|(i, embedding)| Embedding {
-                    object: "embedding".into(),
-                    index: i as u32,
-                    embedding,
-                })
-                .collect(),
-            model: model.to_string(),
-            usage: input.map(|n| EmbeddingUsage {
-                prompt_tokens: n as u64,
-                total_tokens: n as u64,
-            }),
-        })
+        Ok(EmbeddingsResponse::from_vectors(
+            model,
+            vectors,
+            input.map(|n| n as u64),
+        ))
     }
-}
-
-fn bearer(req: UpstreamRequest, ep: &Endpoint) -> Result<UpstreamRequest, ApiError> {
-    let value = ep.api_key.map(|key| format!("Bearer {key}"));
-    req.credential("authorization", value.as_deref())
 }
 
 #[derive(Default)]

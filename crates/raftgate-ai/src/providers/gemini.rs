@@ -17,8 +17,8 @@ use super::{Endpoint, Provider, Step, StreamTranslator, UpstreamRequest, error_t
 use crate::error::{ApiError, parse_json};
 use crate::openai::{
     self, AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart,
-    Delta, Embedding, EmbeddingsRequest, EmbeddingsResponse, Extra, FinishReason, ImageSource,
-    Role, StreamMeta, ToolCall, ToolCallDelta, ToolMode, Usage,
+    Delta, EmbeddingsRequest, EmbeddingsResponse, Extra, FinishReason, ImageSource, Role,
+    StreamMeta, ToolCall, ToolCallDelta, ToolMode, Usage,
 };
 use crate::sse::SseEvent;
 
@@ -461,12 +461,7 @@ impl Provider for Gemini {
         ep: &Endpoint,
         req: &EmbeddingsRequest,
     ) -> Result<UpstreamRequest, ApiError> {
-        let texts = req.input.texts().ok_or_else(|| {
-            ApiError::invalid_request(
-                "the gemini provider embeds text only; send input as a string or a list of strings",
-                Some("input"),
-            )
-        })?;
+        let texts = super::embedding_texts(NAME, req)?;
         let model = format!("models/{}", ep.model);
         let requests: Vec<Value> = texts
             .iter()
@@ -498,21 +493,11 @@ impl Provider for Gemini {
             values: Value,
         }
         let batch: Batch = parse_json(NAME, body)?;
-        Ok(EmbeddingsResponse {
-            object: "list".into(),
-            data: batch
-                .embeddings
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| Embedding {
-                    object: "embedding".into(),
-                    index: i as u32,
-                    embedding: e.values,
-                })
-                .collect(),
-            model: model.to_string(),
-            usage: None,
-        })
+        Ok(EmbeddingsResponse::from_vectors(
+            model,
+            batch.embeddings.into_iter().map(|e| e.values),
+            None,
+        ))
     }
 }
 

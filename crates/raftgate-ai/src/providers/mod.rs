@@ -131,6 +131,12 @@ impl UpstreamRequest {
         Ok(self)
     }
 
+    /// Adds `Authorization: Bearer <key>` when the provider has a key.
+    pub fn bearer(self, key: Option<&str>) -> Result<Self, ApiError> {
+        let value = key.map(|key| format!("Bearer {key}"));
+        self.credential("authorization", value.as_deref())
+    }
+
     /// Adds the credential header when the provider has a key (keyless servers get none).
     pub fn credential(self, name: &'static str, key: Option<&str>) -> Result<Self, ApiError> {
         match key {
@@ -200,6 +206,21 @@ pub enum Step {
     More,
     /// The provider said this was the last event.
     Done,
+}
+
+/// The texts of an embeddings request, for kinds that cannot embed token arrays.
+pub(crate) fn embedding_texts<'a>(
+    kind: &str,
+    req: &'a EmbeddingsRequest,
+) -> Result<Vec<&'a str>, ApiError> {
+    req.input.texts().ok_or_else(|| {
+        ApiError::invalid_request(
+            format!(
+                "the {kind} provider embeds text only; send input as a string or a list of strings"
+            ),
+            Some("input"),
+        )
+    })
 }
 
 /// Provider error text: `error.message` of the common `{"error": {"message": ...}}` shape, else

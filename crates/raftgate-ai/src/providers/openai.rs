@@ -41,7 +41,7 @@ impl Provider for OpenAi {
     fn chat_request(&self, ep: &Endpoint, req: &ChatRequest) -> Result<UpstreamRequest, ApiError> {
         let upstream =
             UpstreamRequest::json(ep.url("chat/completions"), &chat_body(req, Some(ep.model)))?;
-        bearer(upstream, ep)
+        upstream.bearer(ep.api_key)
     }
 
     fn chat_response(&self, body: &[u8]) -> Result<ChatResponse, ApiError> {
@@ -59,7 +59,7 @@ impl Provider for OpenAi {
     ) -> Result<UpstreamRequest, ApiError> {
         let mut body = req.clone();
         body.model = ep.model.to_string();
-        bearer(UpstreamRequest::json(ep.url("embeddings"), &body)?, ep)
+        UpstreamRequest::json(ep.url("embeddings"), &body)?.bearer(ep.api_key)
     }
 
     fn embeddings_response(
@@ -69,11 +69,6 @@ impl Provider for OpenAi {
     ) -> Result<EmbeddingsResponse, ApiError> {
         parse_json(NAME, body)
     }
-}
-
-fn bearer(req: UpstreamRequest, ep: &Endpoint) -> Result<UpstreamRequest, ApiError> {
-    let value = ep.api_key.map(|key| format!("Bearer {key}"));
-    req.credential("authorization", value.as_deref())
 }
 
 /// Chunks pass through as they are; the translator watches for usage, `[DONE]` and errors.

@@ -240,6 +240,23 @@ impl Turn {
     }
 }
 
+impl Turn {
+    /// `tool` when the model calls a tool, else `text` (finish reasons and the like).
+    fn pick<'a>(&self, tool: &'a str, text: &'a str) -> &'a str {
+        if self.call.is_some() { tool } else { text }
+    }
+}
+
+/// The text of the last user message of an OpenAI-, Anthropic- or Cohere-style history.
+fn last_user_text(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| text_of(&m["content"]))
+        .unwrap_or_default()
+}
+
 fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
@@ -412,20 +429,11 @@ impl State {
             .as_str()
             .map(str::to_string);
         let tool_result = (last["role"] == "tool").then(|| text_of(&last["content"]));
-        let last_user = messages
-            .iter()
-            .rev()
-            .find(|m| m["role"] == "user")
-            .map(|m| text_of(&m["content"]))
-            .unwrap_or_default();
+        let last_user = last_user_text(messages);
         let turn = Turn::new(last_user, tool, tool_result, messages.len());
         let usage = json!({"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens,
                            "total_tokens": turn.prompt_tokens + turn.completion_tokens});
-        let finish = if turn.call.is_some() {
-            "tool_calls"
-        } else {
-            "stop"
-        };
+        let finish = turn.pick("tool_calls", "stop");
         if body["stream"] != json!(true) {
             let message = match &turn.call {
                 Some(name) => {
@@ -550,20 +558,11 @@ impl State {
                 .find(|b| b["type"] == "tool_result")
                 .map(|b| text_of(&b["content"]))
         });
-        let last_user = messages
-            .iter()
-            .rev()
-            .find(|m| m["role"] == "user")
-            .map(|m| text_of(&m["content"]))
-            .unwrap_or_default();
+        let last_user = last_user_text(messages);
         let tool = body["tools"][0]["name"].as_str().map(str::to_string);
         let turn = Turn::new(last_user, tool, tool_result, messages.len());
         let model = body["model"].as_str().unwrap_or_default().to_string();
-        let stop = if turn.call.is_some() {
-            "tool_use"
-        } else {
-            "end_turn"
-        };
+        let stop = turn.pick("tool_use", "end_turn");
         if body["stream"] != json!(true) {
             let content = match &turn.call {
                 Some(name) => {
@@ -830,12 +829,7 @@ impl State {
         }
         let last = messages.last().cloned().unwrap_or_default();
         let tool_result = (last["role"] == "tool").then(|| text_of(&last["content"]));
-        let last_user = messages
-            .iter()
-            .rev()
-            .find(|m| m["role"] == "user")
-            .map(|m| text_of(&m["content"]))
-            .unwrap_or_default();
+        let last_user = last_user_text(messages);
         let tool = body["tools"][0]["function"]["name"]
             .as_str()
             .map(str::to_string);
@@ -843,11 +837,7 @@ impl State {
         let tokens =
             json!({"input_tokens": turn.prompt_tokens, "output_tokens": turn.completion_tokens});
         let usage = json!({"billed_units": tokens, "tokens": tokens});
-        let finish = if turn.call.is_some() {
-            "TOOL_CALL"
-        } else {
-            "COMPLETE"
-        };
+        let finish = turn.pick("TOOL_CALL", "COMPLETE");
         let call = |name: &str| {
             json!({"id": "get_weather_mock1", "type": "function",
                                        "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}})

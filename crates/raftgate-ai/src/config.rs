@@ -15,7 +15,7 @@ use crate::pricing::Price;
 use crate::providers::ProviderKind;
 
 /// One LLM provider account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProviderConfig {
     /// Which API it speaks.
     pub kind: ProviderKind,
@@ -37,6 +37,19 @@ pub struct ProviderConfig {
 
 fn default_timeout_ms() -> u64 {
     120_000
+}
+
+/// Debug output never shows the credential, so logging a configuration cannot leak it.
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_version", &self.api_version)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 /// One place a model alias can be served.
@@ -231,6 +244,11 @@ mod tests {
         assert_eq!(config.models["fast"].deployments[0].weight, 1);
         assert_eq!(config.retry, RetryPolicy::default());
         assert!(config.validate().is_ok());
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("\"k\"") && shown.contains("<redacted>"),
+            "{shown}"
+        );
 
         let mut bad = config.clone();
         bad.models.get_mut("fast").unwrap().deployments[0].provider = "nope".into();

@@ -565,6 +565,37 @@ async fn a_failure_in_mid_stream_ends_with_an_error_event_and_done() {
 }
 
 #[tokio::test]
+async fn a_client_leaving_mid_stream_records_partial_usage() {
+    let mock = MockProvider::start(ProviderKind::Anthropic).await.unwrap();
+    mock.set(Behavior {
+        chunk_delay: Duration::from_millis(20),
+        ..Behavior::default()
+    });
+    let (gw, recorder) = gateway(
+        json!({"p": provider("anthropic", &mock)}),
+        json!({"m": {"deployments": [{"provider": "p", "model": "claude-3-5-haiku-latest"}]}}),
+    );
+    let req = chat(json!({"model": "m", "stream": true,
+                          "messages": [{"role": "user", "content": "a b c d e f g h"}]}));
+    let mut stream = open(&gw, req).await.unwrap();
+    let Some(StreamItem::Chunk(first)) = stream.next().await else {
+        panic!("no first chunk")
+    };
+    assert_eq!(
+        first.choices[0].delta.role,
+        Some(raftgate_ai::openai::Role::Assistant)
+    );
+    assert!(
+        recorder.all().is_empty(),
+        "nothing recorded while streaming"
+    );
+    drop(stream);
+    let rec = recorder.all().pop().unwrap();
+    assert!(rec.stream && !rec.completed);
+    assert_eq!(rec.usage.prompt_tokens, 11, "message_start's input tokens");
+}
+
+#[tokio::test]
 async fn a_failing_deployment_is_cooled_down() {
     let bad = MockProvider::start(ProviderKind::Openai).await.unwrap();
     bad.set(Behavior {

@@ -5,7 +5,7 @@
 //! Aliases: `gpt` (OpenAI mock), `claude` (Anthropic mock), `gemini` (Gemini mock), `command`
 //! (Cohere mock), `emb`
 //! (OpenAI embeddings), `fallback` (a failing Anthropic mock, then the OpenAI mock), `broken`
-//! (always 503), `secret` (exists, but the consumer may not use it, so it looks unknown).
+//! (always 503), `midstream` (fails after its first chunks), `secret` (exists, but the consumer may not use it, so it looks unknown).
 //! The consumer key is `sk-consumer`.
 
 use std::sync::Arc;
@@ -92,6 +92,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let anthropic = MockProvider::start(ProviderKind::Anthropic).await?;
     let gemini = MockProvider::start(ProviderKind::Gemini).await?;
     let cohere = MockProvider::start(ProviderKind::Cohere).await?;
+    let breaking = MockProvider::start(ProviderKind::Openai).await?;
+    breaking.set(Behavior {
+        failure: Some(Failure::MidStream { after_events: 2 }),
+        ..Behavior::default()
+    });
     let failing = MockProvider::start(ProviderKind::Anthropic).await?;
     failing.set(Behavior {
         failure: Some(Failure::Status(529)),
@@ -100,12 +105,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let p = |kind: &str, m: &MockProvider| json!({"kind": kind, "base_url": m.base_url(), "api_key": MOCK_KEY});
     let config: GatewayConfig = serde_json::from_value(json!({
         "providers": {"openai": p("openai", &openai), "anthropic": p("anthropic", &anthropic),
-                      "gemini": p("gemini", &gemini), "cohere": p("cohere", &cohere), "failing": p("anthropic", &failing)},
+                      "gemini": p("gemini", &gemini), "cohere": p("cohere", &cohere), "breaking": p("openai", &breaking), "failing": p("anthropic", &failing)},
         "models": {
             "gpt": {"deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]},
             "claude": {"deployments": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
             "gemini": {"deployments": [{"provider": "gemini", "model": "gemini-2.5-flash"}]},
             "command": {"deployments": [{"provider": "cohere", "model": "command-r-08-2024"}]},
+            "midstream": {"deployments": [{"provider": "breaking", "model": "gpt-4o-mini"}]},
             "emb": {"deployments": [{"provider": "openai", "model": "text-embedding-3-small"}]},
             "fallback": {"deployments": [{"provider": "failing", "model": "claude-3-5-haiku-latest"},
                                          {"provider": "openai", "model": "gpt-4o-mini", "priority": 1}]},

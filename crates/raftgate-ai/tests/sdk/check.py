@@ -38,7 +38,8 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 @check("models list hides what the consumer may not use")
 def _():
     ids = sorted(m.id for m in oa.models.list())
-    assert ids == ["broken", "claude", "command", "emb", "fallback", "gemini", "gpt"], ids
+    assert ids == ["broken", "claude", "command", "emb", "fallback", "gemini", "gpt",
+                   "midstream"], ids
 
 
 for model in ["gpt", "claude", "gemini", "command"]:
@@ -169,6 +170,31 @@ for model in ["claude", "gpt", "gemini", "command"]:
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
                                           "content": "sunny"}]}])
         assert m.content[0].text == "tool said: sunny", m
+
+
+@check("a provider failing in mid-stream raises APIError after the first chunks")
+def _():
+    text = ""
+    try:
+        for chunk in oa.chat.completions.create(model="midstream", stream=True,
+                                                messages=[{"role": "user", "content": "a b c"}]):
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+        raise AssertionError("no error")
+    except openai.APIError as e:
+        assert "mid-stream" in e.message, e.message
+    assert text == "echo:", text
+
+
+@check("anthropic sdk: a failure in mid-stream raises")
+def _():
+    try:
+        with an.messages.stream(model="midstream", max_tokens=9,
+                                messages=[{"role": "user", "content": "a b c"}]) as s:
+            "".join(s.text_stream)
+        raise AssertionError("no error")
+    except anthropic.APIStatusError as e:
+        assert "mid-stream" in str(e), e
 
 
 @check("anthropic sdk error shape")

@@ -171,8 +171,8 @@ async fn read_only_tokens_cannot_write_and_revoked_tokens_stop_working_everywher
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_has_the_same_audit_log_naming_the_actor() {
-    let (cluster, leader) = Cluster::start(&ALL, Some(BOOTSTRAP)).await;
-    let boot = cluster.client(leader);
+    let (mut cluster, leader) = Cluster::start(&ALL, Some(BOOTSTRAP)).await;
+    let boot = cluster.client(leader).clone();
     let ops = boot
         .create_token("ops", TokenRole::Admin)
         .await
@@ -277,6 +277,33 @@ async fn every_node_has_the_same_audit_log_naming_the_actor() {
                 .contains("missing")
         );
     }
+
+    // The log travels in snapshots: a node that joins after every log was purged has it too.
+    for id in ALL {
+        cluster
+            .client(id)
+            .trigger_snapshot()
+            .await
+            .unwrap_or_else(|e| panic!("snapshot on node {id}: {e}"));
+    }
+    let before_join = boot.audit(None, None).await.expect("audit before the join");
+    cluster.spawn_joiner(4);
+    cluster.wait_healthy(4).await;
+    boot.add_member(&cluster.add_member_body(4))
+        .await
+        .expect("add node 4");
+    let joined = eventually(Duration::from_secs(10), || async {
+        let entries = cluster.client(4).audit(None, None).await.ok()?;
+        (entries.len() > before_join.len()).then_some(entries)
+    })
+    .await
+    .expect("node 4 has the audit log");
+    assert_eq!(joined[..before_join.len()], before_join[..]);
+    let last = joined.last().expect("entries");
+    assert_eq!(
+        (last.actor.as_str(), last.operation, last.name.as_deref()),
+        (BOOTSTRAP_ACTOR, AuditOperation::AddMember, Some("4"))
+    );
 
     // Paging: `since` is exclusive, `limit` caps; the newest entries without `since`.
     let all = boot.audit(None, None).await.expect("audit");

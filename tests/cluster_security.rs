@@ -143,6 +143,43 @@ async fn a_node_without_the_cluster_secret_cannot_join() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_peer_without_the_secret_is_sent_nothing() {
+    // Node 3 is in everyone's peer list from the start, but was given no secret: it would
+    // accept anything, so the others must not send it the log.
+    let mut cluster = Cluster::new(&ALL, None);
+    for id in [1, 2] {
+        cluster.set_args(id, secret_args(SECRET));
+    }
+    for id in ALL {
+        cluster.spawn(id);
+    }
+    for id in ALL {
+        cluster.wait_healthy(id).await;
+    }
+    let leader = cluster.wait_for_leader(&[1, 2]).await;
+    write_and_read_everywhere(&cluster, &[1, 2], leader, "secret-data").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api_error(
+        cluster.client(3).get::<ServiceSpec>("secret-data").await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(
+        cluster.status(3).await.leader_id,
+        None,
+        "node 3 knows a leader"
+    );
+    assert!(
+        cluster
+            .log_text(leader)
+            .contains("not sending Raft messages to node 3"),
+        "the leader logs why node 3 gets nothing"
+    );
+    // Its elections do not disturb the others: they refuse its votes.
+    write_and_read_everywhere(&cluster, &[1, 2], leader, "still-working").await;
+    assert_eq!(cluster.status(1).await.leader_id, Some(leader));
+}
+
 /// A certificate authority made for one test.
 struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,

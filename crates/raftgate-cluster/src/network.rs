@@ -3,9 +3,12 @@
 //! openraft calls [`RaftNetworkFactory::new_client`] for every replication stream and vote round,
 //! so it must not connect: each peer gets one lazily connected [`Channel`], cached here and shared
 //! with write forwarding. Transport failures become `Unreachable` (openraft then backs off for
-//! [`BACKOFF`]); errors returned by the peer's Raft come back as `RemoteError`.
+//! [`BACKOFF`]); errors returned by the peer's Raft come back as `RemoteError`. With a cluster
+//! secret, a peer gets no Raft message on a channel until it proved it holds the secret (see
+//! [`crate::security`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +29,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::pb::Payload;
 use crate::pb::cluster_client::ClusterClient;
-use crate::security::{Outgoing, Security};
+use crate::security::{Outgoing, Secret, Security, Throttle, challenge};
 
 /// How long openraft waits before retrying an unreachable peer.
 pub const BACKOFF: Duration = Duration::from_millis(200);
@@ -36,16 +39,36 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A gRPC client of one peer; every call carries the cluster secret, if there is one.
 pub type PeerClient = ClusterClient<InterceptedService<Channel, Outgoing>>;
 
+/// One peer's channel.
+struct Peer {
+    addr: String,
+    channel: Channel,
+    /// Whether the peer on this channel proved it holds the cluster secret.
+    proven: Arc<AtomicBool>,
+}
+
 /// The channels to all peers, shared by Raft replication and write forwarding.
 #[derive(Clone)]
 pub struct Network {
-    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    channels: Arc<Mutex<HashMap<NodeId, Peer>>>,
     /// `http` or `https`.
     scheme: &'static str,
     /// Mutual TLS towards peers, if configured.
     tls: Option<ClientTlsConfig>,
     /// Adds the cluster secret to each call.
     outgoing: Outgoing,
+    /// What peers must prove they hold before they get Raft messages.
+    secret: Option<Arc<Secret>>,
+}
+
+/// A peer that could not prove it holds the cluster secret, so it is sent nothing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not sending Raft messages to node {id}: {why}; it must run with this cluster's --cluster-secret"
+)]
+pub struct Unproven {
+    id: NodeId,
+    why: String,
 }
 
 /// A peer address that cannot be turned into an endpoint.
@@ -60,11 +83,13 @@ pub struct BadAddress {
 impl Network {
     /// The network of a node protected by `security` (see [`crate::security`]).
     pub fn new(security: &Security) -> Network {
+        let secret = security.secret();
         Network {
             channels: Arc::default(),
             scheme: security.scheme(),
             tls: security.client_tls(),
-            outgoing: Outgoing(security.secret()),
+            outgoing: Outgoing(secret.clone()),
+            secret,
         }
     }
 
@@ -75,14 +100,19 @@ impl Network {
 
     /// A gRPC client for node `id` at `addr`, reusing the cached channel when the address is unchanged.
     pub fn client(&self, id: NodeId, addr: &str) -> Result<PeerClient, BadAddress> {
+        self.peer(id, addr).map(|(client, _)| client)
+    }
+
+    /// The client of node `id` at `addr` and whether that peer proved it holds the secret.
+    fn peer(&self, id: NodeId, addr: &str) -> Result<(PeerClient, Arc<AtomicBool>), BadAddress> {
         let mut channels = self
             .channels
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((cached, channel)) = channels.get(&id)
-            && cached == addr
+        if let Some(peer) = channels.get(&id)
+            && peer.addr == addr
         {
-            return Ok(self.peer_client(channel.clone()));
+            return Ok((self.peer_client(peer.channel.clone()), peer.proven.clone()));
         }
         let bad = |reason: String| BadAddress {
             id,
@@ -101,8 +131,16 @@ impl Network {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .connect_lazy();
-        channels.insert(id, (addr.to_string(), channel.clone()));
-        Ok(self.peer_client(channel))
+        let proven = Arc::new(AtomicBool::new(false));
+        channels.insert(
+            id,
+            Peer {
+                addr: addr.to_string(),
+                channel: channel.clone(),
+                proven: proven.clone(),
+            },
+        );
+        Ok((self.peer_client(channel), proven))
     }
 }
 
@@ -110,9 +148,15 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
+        let (client, proven) = match self.peer(target, &node.cluster_addr) {
+            Ok((client, proven)) => (Ok(client), proven),
+            Err(e) => (Err(Arc::new(e)), Arc::default()),
+        };
         Connection {
             target,
-            client: self.client(target, &node.cluster_addr).map_err(Arc::new),
+            client,
+            proven,
+            secret: self.secret.clone(),
         }
     }
 }
@@ -121,6 +165,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: NodeId,
     client: Result<PeerClient, Arc<BadAddress>>,
+    /// Whether the peer proved it holds the cluster secret (shared by the channel's users).
+    proven: Arc<AtomicBool>,
+    /// The cluster secret, if there is one.
+    secret: Option<Arc<Secret>>,
 }
 
 /// Maps a gRPC status to openraft's notion of why a call failed: `Unavailable` (connection refused
@@ -161,10 +209,30 @@ impl Connection {
         F: FnOnce(PeerClient, tonic::Request<Payload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
     {
-        let client = match &self.client {
+        let mut client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e.as_ref()))),
         };
+        if let Some(secret) = &self.secret
+            && !self.proven.load(Ordering::Acquire)
+        {
+            match challenge(&mut client, Some(secret), option.hard_ttl()).await {
+                Ok(()) => self.proven.store(true, Ordering::Release),
+                Err(why) => {
+                    let e = Unproven {
+                        id: self.target,
+                        why,
+                    };
+                    static UNPROVEN: Throttle = Throttle::new();
+                    if UNPROVEN.due() {
+                        tracing::warn!(error = %e, "peer refused");
+                    } else {
+                        tracing::debug!(error = %e, "peer refused");
+                    }
+                    return Err(RPCError::Unreachable(Unreachable::new(&e)));
+                }
+            }
+        }
         let request = request(req, Some(option.hard_ttl()))
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let payload = method(client, request)

@@ -28,7 +28,7 @@ use crate::forward::{CATCH_UP_WAIT, ForwardError, ForwardRequest, ForwardRespons
 use crate::network::{Network, request};
 use crate::pb::InfoRequest;
 use crate::pb::cluster_server::ClusterServer;
-use crate::security::{CHALLENGE, Incoming, Secret, Security};
+use crate::security::{Incoming, Secret, Security, challenge};
 use crate::server::{ClusterService, MAX_MESSAGE};
 
 /// How long a request waits for a leader before the client is told to retry (503).
@@ -610,12 +610,6 @@ impl Node {
             .network
             .client(id, addr)
             .map_err(|e| ForwardError::Invalid(e.to_string()))?;
-        let challenge = hex::encode(rand::random::<[u8; 16]>());
-        let mut req = tonic::Request::new(InfoRequest {});
-        req.set_timeout(VERIFY_TIMEOUT);
-        if let Ok(value) = challenge.parse() {
-            req.metadata_mut().insert(CHALLENGE, value);
-        }
         let hint = match (self.inner.secret.is_some(), self.inner.tls) {
             (true, true) => "this cluster's --cluster-secret and a certificate signed by its CA",
             (true, false) => "this cluster's --cluster-secret",
@@ -627,18 +621,9 @@ impl Node {
                 "node {id} at {addr} failed the cluster's credentials check ({why}); start it with {hint}"
             ))
         };
-        let reply = tokio::time::timeout(VERIFY_TIMEOUT, client.info(req))
+        challenge(&mut client, self.inner.secret.as_deref(), VERIFY_TIMEOUT)
             .await
-            .map_err(|_| refused("no answer in time".into()))?
-            .map_err(|status| refused(status.message().to_string()))?;
-        if let Some(secret) = &self.inner.secret
-            && !secret.verify(challenge.as_bytes(), reply.metadata())
-        {
-            return Err(refused(
-                "it could not prove that it holds the cluster secret".into(),
-            ));
-        }
-        Ok(())
+            .map_err(refused)
     }
 
     async fn remove_member_here(&self, id: NodeId) -> Result<ForwardResponse, ForwardError> {

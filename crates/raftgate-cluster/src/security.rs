@@ -8,10 +8,11 @@
 //!   ([`Incoming`]) before any Raft or forwarding code runs. A node with another secret, or none,
 //!   has its RPCs refused with a log line saying why.
 //!
-//! Before a node is added as a member, the leader also makes it prove that it holds the secret
-//! (a random challenge, answered in the `Info` reply's metadata), so that a node started without
-//! the secret — which would accept anything — is never made a member and never sent the log.
-//! The secret itself never crosses the wire, only digests of it.
+//! A node started without the secret would accept anything, so the secret is also checked the
+//! other way: before a node is added as a member, and before the first Raft message on each
+//! connection to a peer, the sender makes the receiver prove that it holds the secret (a random
+//! [`challenge`], answered in the `Info` reply's metadata). Such a node is therefore never made a
+//! member nor sent the log. The secret itself never crosses the wire, only digests of it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,9 @@ use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
+
+use crate::network::PeerClient;
+use crate::pb::InfoRequest;
 
 /// Metadata carrying the digest of the cluster secret on every RPC.
 const BEARER: &str = "x-raftgate-cluster";
@@ -178,7 +182,8 @@ impl Interceptor for Incoming {
         } else {
             "no cluster secret"
         };
-        if should_warn() {
+        static REFUSED: Throttle = Throttle::new();
+        if REFUSED.due() {
             tracing::warn!(
                 %peer,
                 "refused a cluster RPC from {peer}: it presented {why}; every node of a cluster must run with the same --cluster-secret"
@@ -192,17 +197,52 @@ impl Interceptor for Incoming {
     }
 }
 
-/// Whether enough time passed since the last refusal logged at `warn`.
-fn should_warn() -> bool {
-    static LAST_MS: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let last = LAST_MS.load(Ordering::Relaxed);
-    let due = last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
-    due && LAST_MS
-        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-        .is_ok()
+/// Makes the peer behind `client` prove, within `timeout`, that it completes the TLS handshake
+/// (when configured) and holds `secret` (when there is one); `Err` says why it did not.
+pub(crate) async fn challenge(
+    client: &mut PeerClient,
+    secret: Option<&Secret>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let challenge = hex::encode(rand::random::<[u8; 16]>());
+    let mut req = Request::new(InfoRequest {});
+    req.set_timeout(timeout);
+    if let Ok(value) = challenge.parse() {
+        req.metadata_mut().insert(CHALLENGE, value);
+    }
+    let reply = tokio::time::timeout(timeout, client.info(req))
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+        .map_err(|status| status.message().to_string())?;
+    match secret {
+        Some(secret) if !secret.verify(challenge.as_bytes(), reply.metadata()) => {
+            Err("it could not prove that it holds the cluster secret".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Limits one kind of refusal to a `warn` line every [`WARN_EVERY`].
+pub(crate) struct Throttle(AtomicU64);
+
+impl Throttle {
+    /// A throttle that lets the first refusal through.
+    pub(crate) const fn new() -> Throttle {
+        Throttle(AtomicU64::new(0))
+    }
+
+    /// Whether enough time passed since the last refusal logged at `warn`.
+    pub(crate) fn due(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.0.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
+        due && self
+            .0
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ fn consumer(tag: &str) -> ConsumerSpec {
     ConsumerSpec {
         custom_id: Some(tag.to_owned()),
         tags: vec![tag.to_owned()],
+        ..Default::default()
     }
 }
 

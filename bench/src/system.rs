@@ -70,7 +70,7 @@ impl Workload {
             System::Raftgate => {
                 let empty = ConsumerSpec {
                     custom_id: Some(String::new()),
-                    tags: Vec::new(),
+                    ..Default::default()
                 };
                 let overhead = serde_json::to_vec(&empty).map_or(0, |body| body.len());
                 value_size.saturating_sub(overhead).clamp(1, MAX_CUSTOM_ID)
@@ -92,7 +92,7 @@ impl Workload {
             System::Raftgate => {
                 let spec = ConsumerSpec {
                     custom_id: Some(value),
-                    tags: Vec::new(),
+                    ..Default::default()
                 };
                 WriteRequest {
                     method: Method::PUT,

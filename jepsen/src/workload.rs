@@ -298,7 +298,7 @@ async fn write(ctx: &Ctx, process: u64, key: &str, node: usize) -> OpType {
     ));
     let spec = ConsumerSpec {
         custom_id: Some(value.to_string()),
-        tags: vec![],
+        ..Default::default()
     };
     let result = put_consumer(ctx, node, key, &spec, None).await;
     finish(
@@ -325,7 +325,7 @@ async fn cas(ctx: &Ctx, process: u64, key: &str, node: usize, current: Seen) -> 
     ));
     let spec = ConsumerSpec {
         custom_id: Some(new.to_string()),
-        tags: vec![],
+        ..Default::default()
     };
     let result = put_consumer(ctx, node, key, &spec, Some(current.version)).await;
     finish(ctx, process, "cas", Some(key), value, node, &result)
@@ -380,8 +380,8 @@ pub async fn set(ctx: Ctx, opts: SetOpts) {
                         node,
                     ));
                     let spec = ConsumerSpec {
-                        custom_id: None,
                         tags: vec!["jepsen-set".into()],
+                        ..Default::default()
                     };
                     let name = format!("{SET_PREFIX}{element}");
                     let result = put_consumer(&ctx, node, &name, &spec, None).await;

@@ -11,6 +11,7 @@
 mod audit;
 mod auth;
 mod cluster;
+mod consumers;
 pub mod error;
 mod extract;
 mod instances;
@@ -64,6 +65,7 @@ pub fn router(node: Node, token: Option<&str>, health: Option<HealthSource>) -> 
         .merge(instances::routes())
         .merge(upstreams::routes())
         .merge(keys::routes())
+        .merge(consumers::routes())
         .merge(cluster::routes())
         .merge(tokens::routes())
         .merge(audit::routes())

@@ -12,6 +12,10 @@ use raftgate_model::api::{
     TargetHealth, UpstreamHealth,
 };
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
+use raftgate_model::policy::{
+    AclPolicy, AuthPolicy, BasicAuth, BasicCredential, ConsumerUsage, CorsPolicy, IpPolicy,
+    JwtAlgorithm, JwtAuth, JwtCredential, KeyAuth, LimitScope, Policies, UsageEntry,
+};
 use raftgate_model::state::Resource;
 use raftgate_model::{
     ActiveCheck, CertificateInfo, CertificateSpec, ConsumerSpec, Entity, HashOn, HeaderOps,
@@ -316,6 +320,21 @@ fn build() -> OpenApi {
     access_paths(&mut paths);
     let consumer = || param("name", ParameterIn::Path, "consumer name");
     paths.add_path_operation(
+        "/consumers/{name}/usage",
+        vec![HttpMethod::Get],
+        op(
+            "consumers",
+            "A consumer's rate-limit and quota counters, cluster-wide",
+        )
+        .parameter(consumer())
+        .parameter(consistent())
+        .response(
+            "200",
+            ok("The counters", Ref::from_schema_name("ConsumerUsage")),
+        )
+        .response("404", error("No such consumer")),
+    );
+    paths.add_path_operation(
         "/consumers/{name}/keys",
         vec![HttpMethod::Post],
         op("keys", "Create an API key; the secret is returned only now")
@@ -437,6 +456,20 @@ fn build() -> OpenApi {
         .schema_from::<RateWindow>()
         .schema_from::<CreatedKey>()
         .schema_from::<KeyInfo>()
+        .schema_from::<ConsumerUsage>()
+        .schema_from::<UsageEntry>()
+        .schema_from::<Policies>()
+        .schema_from::<AuthPolicy>()
+        .schema_from::<KeyAuth>()
+        .schema_from::<JwtAuth>()
+        .schema_from::<BasicAuth>()
+        .schema_from::<AclPolicy>()
+        .schema_from::<IpPolicy>()
+        .schema_from::<CorsPolicy>()
+        .schema_from::<LimitScope>()
+        .schema_from::<JwtCredential>()
+        .schema_from::<JwtAlgorithm>()
+        .schema_from::<BasicCredential>()
         .schema_from::<ClusterStatus>()
         .schema_from::<Member>()
         .schema_from::<Role>()

@@ -86,7 +86,8 @@ async fn put<R: Resource>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let spec: R = json_body(body)?;
+    let mut spec: R = json_body(body)?;
+    crate::consumers::hash_secrets(&mut spec).await?;
     put_spec(&s, &caller, name, spec, if_match(&headers)?).await
 }
 

@@ -34,6 +34,7 @@ use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, NodeUpstreams,
 };
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
+use raftgate_model::policy::ConsumerUsage;
 use raftgate_model::state::Resource;
 use raftgate_model::{
     ConsumerSpec, Entity, InstanceSpec, Kind, NodeId, RateLimitSpec, RouteSpec, ServiceSpec,
@@ -347,6 +348,16 @@ impl AdminClient {
     pub async fn create_key(&self, consumer: &str) -> Result<CreatedKey, ClientError> {
         self.call(Method::POST, &keys_path(consumer), NO_BODY, None)
             .await
+    }
+
+    /// The rate-limit and quota counters of `consumer`, cluster-wide.
+    pub async fn consumer_usage(&self, consumer: &str) -> Result<ConsumerUsage, ClientError> {
+        let path = format!(
+            "/{}/{}/usage",
+            Kind::Consumer.collection(),
+            encode_segment(consumer)
+        );
+        self.call(Method::GET, &path, NO_BODY, None).await
     }
 
     /// Lists the keys of `consumer` (without secrets).

@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::NodeId;
 use crate::access::{AuditOperation, StoredToken};
+use crate::policy::UsageDelta;
 use crate::resource::{
     CertificateSpec, ConsumerSpec, InstanceSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey,
 };
@@ -141,6 +143,15 @@ pub enum Command {
     /// Removes every instance whose last heartbeat is older than its TTL at the proposal's
     /// time. Proposed by the leader, so expiry is decided once for the whole cluster.
     ExpireInstances,
+    /// One node's rate-limit usage since its last report, added to the replicated counters.
+    /// Each node sends one per sync interval (never one per request); applying it also drops
+    /// counters whose windows ended before the proposal's time.
+    RecordUsage {
+        /// The reporting node: counters keep each node's share of the current window.
+        node: NodeId,
+        /// What it admitted, by counter and window.
+        deltas: Vec<UsageDelta>,
+    },
     /// Records in the audit log an admin operation that changes no replicated resource (a
     /// membership change, a snapshot), so that it is readable on every node like the writes.
     Record {

@@ -12,6 +12,7 @@ pub mod access;
 pub mod api;
 pub mod codec;
 pub mod command;
+pub mod policy;
 pub mod resource;
 pub mod state;
 pub mod validate;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::policy::{BasicCredential, JwtCredential, LimitScope, Policies};
+
 /// A stored resource: the user's spec plus the bookkeeping every resource carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Entity<T> {
@@ -206,6 +208,9 @@ pub struct ServiceSpec {
     /// How often DNS names among the targets are resolved again.
     #[serde(default = "default_dns_refresh_ms")]
     pub dns_refresh_ms: u64,
+    /// Policies of every route of this service; a route's own policies override them.
+    #[serde(default)]
+    pub policies: Policies,
 }
 
 fn default_dns_refresh_ms() -> u64 {
@@ -223,6 +228,7 @@ impl Default for ServiceSpec {
             retries: 0,
             health_checks: HealthChecks::default(),
             dns_refresh_ms: default_dns_refresh_ms(),
+            policies: Policies::default(),
         }
     }
 }
@@ -279,6 +285,9 @@ pub struct RouteSpec {
     /// Changes to the response headers sent to the client.
     #[serde(default)]
     pub response_headers: HeaderOps,
+    /// Authentication, ACL, limits, CORS: each field set here overrides the service's.
+    #[serde(default)]
+    pub policies: Policies,
 }
 
 /// A service instance that registered itself (service discovery). It stays in the service's
@@ -335,6 +344,18 @@ pub struct ConsumerSpec {
     /// Free-form labels for searching and grouping.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Groups this consumer belongs to, for ACLs.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// JWT verification keys (shared secrets, public keys or key sets), named by issuer.
+    #[serde(default)]
+    pub jwt: Vec<JwtCredential>,
+    /// HTTP basic credential; the password is hashed by the admin API before it is stored.
+    #[serde(default)]
+    pub basic_auth: Option<BasicCredential>,
+    /// This consumer's own limit for a rate limit, by rate-limit name (overrides its `limit`).
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
 }
 
 /// The window a rate limit counts over.
@@ -361,6 +382,17 @@ pub struct RateLimitSpec {
     pub limit: u64,
     /// Window length.
     pub window: RateWindow,
+    /// What is counted separately: each consumer, route, consumer on a route, or client IP.
+    #[serde(default)]
+    pub scope: LimitScope,
+    /// Count in fixed calendar windows (quotas: "10,000 a month") rather than a sliding
+    /// window (weighted previous + current window).
+    #[serde(default)]
+    pub fixed: bool,
+    /// When this node could not exchange counts with the cluster for a while: admit requests
+    /// (true) or refuse them (false, the default).
+    #[serde(default)]
+    pub fail_open: bool,
 }
 
 /// An API key as stored: only a hash of the secret is kept.

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::access::{AuditLog, StoredToken};
 use crate::command::{Kind, Spec};
+use crate::policy::UsageCounter;
 use crate::resource::{
     CertificateInfo, CertificateSpec, ConsumerSpec, Entity, InstanceSpec, RateLimitSpec, RouteSpec,
     ServiceSpec, StoredKey,
@@ -45,6 +46,8 @@ pub struct State {
     pub tokens: Table<StoredToken>,
     /// The last admin writes, oldest first (see [`crate::access`]).
     pub audit: AuditLog,
+    /// Rate-limit and quota counters, by counter key (`{rate limit}/{scope}:{subject}`).
+    pub usage: Arc<OrdMap<String, UsageCounter>>,
     /// Index of the last log entry applied to this state.
     pub applied_index: u64,
 }

@@ -122,7 +122,7 @@ pub fn service(spec: &ServiceSpec) -> Result<(), ValidationError> {
     if spec.dns_refresh_ms < 100 {
         return Err(err("dns_refresh_ms", "must be at least 100"));
     }
-    Ok(())
+    crate::policy::validate(&spec.policies)
 }
 
 /// Host names, `*.` wildcards allowed.
@@ -143,7 +143,7 @@ fn hosts(field: &str, hosts: &[String]) -> Result<(), ValidationError> {
 }
 
 /// HTTP header names: RFC 9110 tokens.
-fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
@@ -238,7 +238,7 @@ pub fn route(spec: &RouteSpec) -> Result<(), ValidationError> {
             }
         }
     }
-    Ok(())
+    crate::policy::validate(&spec.policies)
 }
 
 /// See [`InstanceSpec`].
@@ -283,7 +283,7 @@ pub fn consumer(spec: &ConsumerSpec) -> Result<(), ValidationError> {
     {
         return Err(err("custom_id", "must be 1 to 256 characters long"));
     }
-    Ok(())
+    crate::policy::validate_consumer(spec)
 }
 
 /// See [`RateLimitSpec`].

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
+use raftgate_policy::{Admitted, Answer, Engine, RoutePolicies};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -77,6 +79,9 @@ enum Failure {
     HeadersTooLarge { limit: usize },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// Refused (or, for a CORS preflight, answered) by the route's policies.
+    #[error("{}", .0.error.as_ref().map_or("", |(_, message)| message.as_str()))]
+    Policy(Box<Answer>),
 }
 
 impl Failure {
@@ -90,30 +95,50 @@ impl Failure {
                 "headers_too_large",
             ),
             Failure::Upstream(error) => error.status_and_code(),
+            Failure::Policy(answer) => (
+                answer.status,
+                answer.error.as_ref().map_or("", |(code, _)| code),
+            ),
         }
     }
 
     fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
         let (status, code) = self.status_and_code();
-        let body = ErrorBody {
-            error: code.into(),
-            message: self.to_string(),
-            request_id: request_id.to_str().unwrap_or_default().into(),
+        // A CORS preflight answer has no body.
+        let json = !matches!(&self, Failure::Policy(answer) if answer.error.is_none());
+        let body = if json {
+            let body = ErrorBody {
+                error: code.into(),
+                message: self.to_string(),
+                request_id: request_id.to_str().unwrap_or_default().into(),
+            };
+            Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+        } else {
+            Full::default()
         };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from(json))));
+        let mut response = Response::new(Either::Right(body));
         *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        if json {
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        if let Failure::Policy(answer) = self {
+            response.headers_mut().extend(answer.headers);
+        }
         response
     }
 }
 
-/// A request ready for its upstream, the pool of its service, and its route when the route
-/// changes response headers.
-type Prepared = (Request<Incoming>, Arc<Pool>, Option<Arc<Route>>);
+/// A request ready for its upstream, the pool of its service, its route when the route
+/// changes response headers, and the route's policies when it has any.
+type Prepared = (
+    Request<Incoming>,
+    Arc<Pool>,
+    Option<Arc<Route>>,
+    Option<Arc<RoutePolicies>>,
+);
 
 /// The client end of a connection: what every request on it shares.
 pub(crate) struct Peer {
@@ -145,16 +170,24 @@ pub(crate) struct Forwarder {
     max_headers: usize,
     /// [`ProxyConfig::max_body_bytes`].
     max_body_bytes: Option<u64>,
+    /// Credentials and rate-limit counters for the routes' policies.
+    policies: Arc<Engine>,
 }
 
 impl Forwarder {
-    pub(crate) fn new(router: Router, config: &ProxyConfig) -> Forwarder {
+    pub(crate) fn new(router: Router, config: &ProxyConfig, policies: Arc<Engine>) -> Forwarder {
         Forwarder {
             router: ArcSwap::from_pointee(router),
             ids: RequestIds::new(),
             max_headers: config.max_headers,
             max_body_bytes: config.max_body_bytes,
+            policies,
         }
+    }
+
+    /// The policy engine; the reload task refreshes its credentials and counters.
+    pub(crate) fn policies(&self) -> &Engine {
+        &self.policies
     }
 
     /// The router in use; the reload task swaps it.
@@ -173,24 +206,36 @@ impl Forwarder {
         let prepared = self
             .check_limits(&request)
             .and_then(|()| self.upstream_request(request, peer, &request_id));
-        let (result, response_ops) = match prepared {
-            Ok((request, pool, response_ops)) => {
+        let (result, response_ops, admitted) = match prepared {
+            Ok((request, pool, response_ops, policies)) => {
                 let (mut parts, body) = request.into_parts();
-                if let Some(upgrade) = &upgrade {
-                    upgrade::restore(&mut parts.headers, upgrade.protocol());
+                match self
+                    .admit(policies.as_deref(), &mut parts, peer, &body)
+                    .await
+                {
+                    Ok(admitted) => {
+                        if let Some(upgrade) = &upgrade {
+                            upgrade::restore(&mut parts.headers, upgrade.protocol());
+                        }
+                        let limit = body_limit(self.max_body_bytes, admitted.as_ref());
+                        let (body, overflow) = ClientBody::new(body, limit);
+                        let result = match pool.forward(parts, body, &peer.ip).await {
+                            // Whatever the upstream made of a cut-off body, the client sent too much.
+                            _ if overflow.is_some_and(|o| o.happened()) => {
+                                Err(Failure::BodyTooLarge {
+                                    limit: limit.unwrap_or_default(),
+                                })
+                            }
+                            result => result.map_err(Failure::from),
+                        };
+                        (result, response_ops, admitted)
+                    }
+                    Err(failure) => (Err(failure), None, None),
                 }
-                let (body, overflow) = ClientBody::new(body, self.max_body_bytes);
-                let result = match pool.forward(parts, body, &peer.ip).await {
-                    // Whatever the upstream made of a cut-off body, the client sent too much.
-                    _ if overflow.is_some_and(|o| o.happened()) => Err(Failure::BodyTooLarge {
-                        limit: self.max_body_bytes.unwrap_or_default(),
-                    }),
-                    result => result.map_err(Failure::from),
-                };
-                (result, response_ops)
             }
-            Err(failure) => (Err(failure), None),
+            Err(failure) => (Err(failure), None, None),
         };
+        let consumer = admitted.as_ref().and_then(|a| a.consumer.as_deref());
         let mut response = match result {
             Ok(response) => {
                 let mut response = response.map(Either::Left);
@@ -206,10 +251,13 @@ impl Forwarder {
                 if let Some(route) = response_ops {
                     route.response_headers.apply(response.headers_mut());
                 }
+                if let Some(admitted) = admitted {
+                    response.headers_mut().extend(admitted.response_headers);
+                }
                 response
             }
             Err(failure) => {
-                debug!(request_id = ?request_id, error = %failure,
+                debug!(request_id = ?request_id, consumer, error = %failure,
                     source = ?std::error::Error::source(&failure), upstream = failure_target(&failure),
                     "request not forwarded");
                 failure.into_response(&request_id)
@@ -217,6 +265,27 @@ impl Forwarder {
         };
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
         Ok(response)
+    }
+
+    /// Runs the route's policies, if it has any, on a request about to be forwarded.
+    async fn admit(
+        &self,
+        policies: Option<&RoutePolicies>,
+        parts: &mut Parts,
+        peer: &Peer,
+        body: &Incoming,
+    ) -> Result<Option<Admitted>, Failure> {
+        let Some(policies) = policies else {
+            return Ok(None);
+        };
+        let declared = body.size_hint().exact();
+        match policies
+            .check(&self.policies, parts, peer.addr.ip(), declared)
+            .await
+        {
+            Ok(admitted) => Ok(Some(admitted)),
+            Err(answer) => Err(Failure::Policy(answer)),
+        }
     }
 
     /// Refuses a request with more header lines or a larger declared body than configured.
@@ -288,7 +357,21 @@ impl Forwarder {
 
         let response_ops =
             (!matched.route.response_headers.is_empty()).then(|| matched.route.clone());
-        Ok((Request::from_parts(parts, body), pool, response_ops))
+        let policies = matched.route.policies.clone();
+        Ok((
+            Request::from_parts(parts, body),
+            pool,
+            response_ops,
+            policies,
+        ))
+    }
+}
+
+/// The proxy's body size limit, lowered by the route's own if it has one.
+fn body_limit(proxy: Option<u64>, admitted: Option<&Admitted>) -> Option<u64> {
+    match admitted.and_then(|a| a.max_body_bytes) {
+        Some(route) => Some(proxy.map_or(route, |p| p.min(route))),
+        None => proxy,
     }
 }
 

@@ -161,6 +161,7 @@ pub struct Proxy {
     states: watch::Receiver<Arc<State>>,
     config: ProxyConfig,
     upstreams: Upstreams,
+    policies: Arc<raftgate_policy::Engine>,
 }
 
 /// The connection settings shared by every connection.
@@ -178,7 +179,16 @@ impl Proxy {
             states,
             config,
             upstreams: Upstreams::new(),
+            policies: Arc::new(raftgate_policy::Engine::standalone()),
         }
+    }
+
+    /// Enforces the routes' policies with `engine` — the node's, whose rate-limit counters
+    /// its sync task reports to the cluster — instead of a standalone engine that counts
+    /// only on this proxy.
+    pub fn with_policies(mut self, engine: Arc<raftgate_policy::Engine>) -> Proxy {
+        self.policies = engine;
+        self
     }
 
     /// A handle on this node's view of its upstream targets' health, for the admin API: take
@@ -231,11 +241,12 @@ impl Proxy {
             Some(c) => Some(TlsAcceptor::from(c.server_config()?)),
             None => None,
         };
+        self.policies.refresh(&state);
         let router = Router::compile(&state, &self.upstreams.sync(&state));
         info!(%addr, tls_addr = ?tls_addr, routes = router.route_count(),
             services = router.service_count(), applied_index = state.applied_index,
             "proxy listening");
-        let forwarder = Arc::new(Forwarder::new(router, &self.config));
+        let forwarder = Arc::new(Forwarder::new(router, &self.config, self.policies));
         let reload = tokio::spawn(reload(
             self.states,
             forwarder.clone(),
@@ -353,6 +364,7 @@ async fn reload(
             certificates.reload(&state.certificates);
         }
         let services = upstreams.sync(&state);
+        forwarder.policies().refresh(&state);
         if forwarder.router().load().is_compiled_from(&state) {
             continue;
         }

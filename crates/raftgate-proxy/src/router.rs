@@ -79,7 +79,8 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, Method};
 use raftgate_model::state::Table;
 use raftgate_model::validate::{PathMatch, path_match};
-use raftgate_model::{Entity, RouteSpec, ServiceSpec, State};
+use raftgate_model::{Entity, RateLimitSpec, RouteSpec, ServiceSpec, State};
+use raftgate_policy::RoutePolicies;
 use regex::{Regex, RegexSet};
 use tracing::warn;
 
@@ -96,7 +97,7 @@ pub struct Router {
     routes: usize,
     services: usize,
     /// The tables compiled, to tell whether a new state needs a new router.
-    source: (Table<RouteSpec>, Table<ServiceSpec>),
+    source: (Table<RouteSpec>, Table<ServiceSpec>, Table<RateLimitSpec>),
 }
 
 /// The routes of one host group, indexed by path. Every list of routes is sorted by
@@ -147,6 +148,9 @@ pub struct Route {
     pub(crate) response_headers: HeaderOps,
     /// Where matched requests go.
     pub service: Arc<Service>,
+    /// Authentication, ACL, limits, CORS: the route's own merged over its service's; `None`
+    /// when it has none.
+    pub(crate) policies: Option<Arc<RoutePolicies>>,
 }
 
 /// One entry of [`RouteSpec::headers`].
@@ -251,7 +255,11 @@ impl Router {
     pub fn compile(state: &State, services: &Services) -> Router {
         let mut router = Router {
             services: services.len(),
-            source: (state.routes.clone(), state.services.clone()),
+            source: (
+                state.routes.clone(),
+                state.services.clone(),
+                state.rate_limits.clone(),
+            ),
             ..Router::default()
         };
         for entity in state.routes.values() {
@@ -260,13 +268,22 @@ impl Router {
                     "route names a service that does not exist; route skipped");
                 continue;
             };
-            router.add(entity, service);
+            let policies = state
+                .services
+                .get(&entity.spec.service)
+                .and_then(|s| RoutePolicies::compile(&entity.name, &entity.spec, &s.spec, state));
+            router.add(entity, service, policies);
         }
         router.finish();
         router
     }
 
-    fn add(&mut self, entity: &Entity<RouteSpec>, service: &Arc<Service>) {
+    fn add(
+        &mut self,
+        entity: &Entity<RouteSpec>,
+        service: &Arc<Service>,
+        policies: Option<Arc<RoutePolicies>>,
+    ) {
         let spec = &entity.spec;
         let name = entity.name.as_str();
         let paths: Vec<CompiledPath> = spec
@@ -318,6 +335,7 @@ impl Router {
             request_headers: HeaderOps::compile(name, &spec.request_headers),
             response_headers: HeaderOps::compile(name, &spec.response_headers),
             service: service.clone(),
+            policies,
         });
         self.routes += 1;
         if spec.hosts.is_empty() {
@@ -401,11 +419,13 @@ impl Router {
         self.services
     }
 
-    /// Whether `state` has the very routes and services this router was compiled from (the
-    /// state machine keeps a table's `Arc` when a change does not touch it), so that changes
-    /// to consumers or keys cost no recompilation.
+    /// Whether `state` has the very routes, services and rate limits this router was compiled
+    /// from (the state machine keeps a table's `Arc` when a change does not touch it), so that
+    /// changes to consumers, keys or usage counters cost no recompilation.
     pub fn is_compiled_from(&self, state: &State) -> bool {
-        Arc::ptr_eq(&self.source.0, &state.routes) && Arc::ptr_eq(&self.source.1, &state.services)
+        Arc::ptr_eq(&self.source.0, &state.routes)
+            && Arc::ptr_eq(&self.source.1, &state.services)
+            && Arc::ptr_eq(&self.source.2, &state.rate_limits)
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use raftgate_model::access::{self, AuditEntry, AuditOperation, StoredToken};
 use raftgate_model::command::Applied;
+use raftgate_model::policy::Policies;
 use raftgate_model::state::Resource;
 use raftgate_model::{
     CertificateSpec, Command, ConsumerSpec, Entity, InstanceSpec, Kind, Outcome, Proposal,
@@ -42,8 +43,10 @@ fn audit(state: &mut State, index: u64, proposal: &Proposal, actor: &str, applie
             name,
             error,
         } => (*operation, None, name.clone(), error.clone()),
-        // Liveness and expiry are the cluster's own bookkeeping, not admin decisions.
-        Command::Heartbeat { .. } | Command::ExpireInstances => return,
+        // Liveness, expiry and usage are the cluster's own bookkeeping, not admin decisions.
+        Command::Heartbeat { .. } | Command::ExpireInstances | Command::RecordUsage { .. } => {
+            return;
+        }
     };
     let error = error.or_else(|| applied.as_ref().err().map(ToString::to_string));
     access::record(
@@ -71,7 +74,10 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
         } => {
             check_version(state, spec.kind(), name, *if_version)?;
             match &**spec {
-                Spec::Service(s) => put(state, name, s.clone(), index, at),
+                Spec::Service(s) => {
+                    check_rate_limits(state, &s.policies)?;
+                    put(state, name, s.clone(), index, at)
+                }
                 Spec::Route(r) => {
                     if !state.services.contains_key(&r.service) {
                         return Err(Rejection::MissingReference {
@@ -80,6 +86,7 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                             name: r.service.clone(),
                         });
                     }
+                    check_rate_limits(state, &r.policies)?;
                     put(state, name, r.clone(), index, at)
                 }
                 Spec::Consumer(c) => put(state, name, c.clone(), index, at),
@@ -163,12 +170,37 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
         }
         Command::Heartbeat { instance } => heartbeat(state, index, at, instance),
         Command::ExpireInstances => expire(state, index, at),
+        Command::RecordUsage { node, deltas } => {
+            raftgate_model::policy::apply_usage(Arc::make_mut(&mut state.usage), *node, deltas, at);
+            Ok(Outcome {
+                index,
+                version: None,
+                created: false,
+            })
+        }
         // Only the audit entry, written by `apply`.
         Command::Record { .. } => Ok(Outcome {
             index,
             version: None,
             created: false,
         }),
+    }
+}
+
+/// Policies may only name rate limits that exist.
+fn check_rate_limits(state: &State, policies: &Policies) -> Result<(), Rejection> {
+    match policies
+        .rate_limits
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !state.rate_limits.contains_key(*l))
+    {
+        Some((i, l)) => Err(Rejection::MissingReference {
+            field: format!("policies.rate_limits[{i}]"),
+            kind: Kind::RateLimit,
+            name: l.clone(),
+        }),
+        None => Ok(()),
     }
 }
 

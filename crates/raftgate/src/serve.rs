@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// are streamed.
     #[arg(long)]
     pub max_body_bytes: Option<u64>,
+    /// Milliseconds between two reports of this node's rate-limit usage to the cluster (one
+    /// Raft entry each): shorter is more accurate, longer costs less. Default 250.
+    #[arg(long)]
+    pub usage_sync_ms: Option<u64>,
     /// Host name or IP other nodes and clients use to reach this node, when the listen addresses
     /// are wildcards (0.0.0.0), e.g. in containers. `{hostname}` is replaced by the host name.
     #[arg(long)]
@@ -323,7 +327,15 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config);
+    let usage_sync = flags
+        .usage_sync_ms
+        .or(file.usage_sync_ms)
+        .map_or(raftgate_policy::DEFAULT_SYNC_INTERVAL, |ms| {
+            std::time::Duration::from_millis(ms.max(10))
+        });
+    let policies = std::sync::Arc::new(raftgate_policy::Engine::new(node.id(), usage_sync));
+    let usage_task = tokio::spawn(report_usage(node.clone(), policies.clone()));
+    let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config).with_policies(policies);
     let health = proxy.health();
     let health: raftgate_admin::HealthSource = std::sync::Arc::new(move || health.all());
     let proxy_task = match tls_listener {
@@ -341,6 +353,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
 
     shutdown_signal().await;
     tracing::info!("shutting down");
+    usage_task.abort();
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = proxy_task.await {
         tracing::warn!(error = %e, "proxy stopped with an error");
@@ -350,6 +363,32 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// Reports this node's rate-limit usage through Raft every sync interval, and keeps the number
+/// of members, between which each limit's remaining budget is divided, current.
+async fn report_usage(node: Node, engine: std::sync::Arc<raftgate_policy::Engine>) {
+    let members = async {
+        loop {
+            if let Ok(status) = node.status().await
+                && !status.members.is_empty()
+            {
+                engine.counters().set_nodes(status.members.len() as u64);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    };
+    let report = raftgate_policy::sync_loop(engine.clone(), |deltas| {
+        let node = node.clone();
+        async move {
+            let command = raftgate_model::Command::RecordUsage {
+                node: node.id(),
+                deltas,
+            };
+            node.write(command).await.map(|_| node.state())
+        }
+    });
+    tokio::join!(members, report);
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,475 @@
+//! Who is calling: API keys, JWTs and HTTP basic credentials, looked up in an index built from
+//! the replicated consumers and keys.
+//!
+//! - **Keys** are stored as SHA-256 only. Keys are 192-bit random secrets, so a fast hash is
+//!   enough; the index is keyed by the digest's first 8 bytes and the full digest is then
+//!   compared in constant time. A consumer may hold several keys at once, which is how a key is
+//!   rotated without downtime: create the new one, move clients over, delete the old one.
+//! - **JWTs** name their consumer by the `iss` claim; the consumer's credential for that issuer
+//!   (an HS256 secret, an RS256/ES256 public key, or a JWK Set) verifies the signature, and
+//!   `exp`, `nbf`, `iss` and `aud` are checked.
+//! - **Basic** passwords are stored as Argon2id hashes. Verifying one takes tens of
+//!   milliseconds, so it runs on the blocking pool, and a successful verification is
+//!   remembered (keyed by a SHA-256 of the user, password and stored hash) until the consumers
+//!   change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use http::HeaderMap;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use raftgate_model::policy::{JwtAlgorithm, JwtAuth, JwtCredential};
+use raftgate_model::{ConsumerSpec, State};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::warn;
+
+/// Why a request is not authenticated; the message is shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credential of an accepted kind was sent.
+    #[error("credentials are required; send {0}")]
+    Missing(String),
+    /// The API key matches no consumer (wrong or revoked).
+    #[error("the API key is not valid; check it, or ask for a new one if it was revoked")]
+    BadKey,
+    /// The token is not acceptable.
+    #[error("the token is not valid: {0}")]
+    BadToken(String),
+    /// The user name or password is wrong.
+    #[error("the user name or password is not valid")]
+    BadPassword,
+}
+
+/// A consumer as policies need it.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Its name, sent upstream in `X-Consumer-Name`.
+    pub name: Arc<str>,
+    /// Its groups, for ACLs.
+    pub groups: Box<[String]>,
+    /// Its own limits, by rate-limit name.
+    pub limits: HashMap<String, u64>,
+}
+
+/// How one JWT issuer's tokens are verified.
+struct JwtVerifier {
+    consumer: Arc<Consumer>,
+    algorithm: Algorithm,
+    /// One key, or keys by `kid` from a JWK Set.
+    keys: JwtKeys,
+}
+
+enum JwtKeys {
+    One(DecodingKey),
+    Set(HashMap<String, DecodingKey>),
+}
+
+/// Key digests by their first 8 bytes, with the consumer owning each.
+type KeyIndex = HashMap<u64, Vec<([u8; 32], Arc<Consumer>)>>;
+
+/// The credentials of every consumer, indexed for the request path; rebuilt when consumers or
+/// keys change.
+pub struct Credentials {
+    /// Key digests by their first 8 bytes.
+    keys: KeyIndex,
+    jwt: HashMap<String, JwtVerifier>,
+    basic: HashMap<String, (Arc<Consumer>, String)>,
+    /// Basic credentials verified since this index was built, by SHA-256 of user, password and
+    /// stored hash.
+    verified: Mutex<HashMap<[u8; 32], Arc<Consumer>>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("keys", &self.keys.len())
+            .field("jwt_issuers", &self.jwt.len())
+            .field("basic_users", &self.basic.len())
+            .finish()
+    }
+}
+
+/// Remembered basic verifications at most; the cache is cleared when full.
+const VERIFIED_MAX: usize = 10_000;
+
+fn consumer(name: &str, spec: &ConsumerSpec) -> Arc<Consumer> {
+    Arc::new(Consumer {
+        name: name.into(),
+        groups: spec.groups.clone().into(),
+        limits: spec.limits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    })
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+    }
+}
+
+fn decoding_key(c: &JwtCredential) -> Result<JwtKeys, String> {
+    if let Some(jwks) = &c.jwks {
+        let set: JwkSet = serde_json::from_str(jwks).map_err(|e| e.to_string())?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let kid = jwk.common.key_id.clone().unwrap_or_default();
+            keys.insert(kid, DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?);
+        }
+        return Ok(JwtKeys::Set(keys));
+    }
+    let key = c.key.as_deref().unwrap_or_default().as_bytes();
+    let key = match c.algorithm {
+        JwtAlgorithm::HS256 => DecodingKey::from_secret(key),
+        JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(key).map_err(|e| e.to_string())?,
+        JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(key).map_err(|e| e.to_string())?,
+    };
+    Ok(JwtKeys::One(key))
+}
+
+/// The first 8 bytes of a digest, as the index key.
+fn bucket(digest: &[u8; 32]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(b)
+}
+
+impl Credentials {
+    /// Indexes the consumers and keys of `state`. Credentials that cannot be used (a PEM key
+    /// that does not parse) are left out with a warning.
+    pub fn build(state: &State) -> Credentials {
+        let consumers: HashMap<&str, Arc<Consumer>> = state
+            .consumers
+            .values()
+            .map(|c| (c.name.as_str(), consumer(&c.name, &c.spec)))
+            .collect();
+        let mut keys = KeyIndex::new();
+        for key in state.keys.values() {
+            let Some(owner) = consumers.get(key.spec.consumer.as_str()) else {
+                continue;
+            };
+            let mut digest = [0u8; 32];
+            if hex_decode(&key.spec.hash, &mut digest).is_none() {
+                warn!(key = %key.name, "stored key hash is not hex SHA-256; key ignored");
+                continue;
+            }
+            keys.entry(bucket(&digest))
+                .or_default()
+                .push((digest, owner.clone()));
+        }
+        let mut jwt = HashMap::new();
+        let mut basic = HashMap::new();
+        for c in state.consumers.values() {
+            let owner = &consumers[c.name.as_str()];
+            for cred in &c.spec.jwt {
+                match decoding_key(cred) {
+                    Ok(keys) => {
+                        jwt.insert(
+                            cred.issuer.clone(),
+                            JwtVerifier {
+                                consumer: owner.clone(),
+                                algorithm: algorithm(cred.algorithm),
+                                keys,
+                            },
+                        );
+                    }
+                    Err(error) => warn!(consumer = %c.name, issuer = %cred.issuer, %error,
+                        "JWT credential key does not parse; tokens of this issuer are refused"),
+                }
+            }
+            if let Some(b) = &c.spec.basic_auth {
+                basic.insert(b.username.clone(), (owner.clone(), b.password.clone()));
+            }
+        }
+        Credentials {
+            keys,
+            jwt,
+            basic,
+            verified: Mutex::default(),
+        }
+    }
+
+    /// The consumer owning API key `key`.
+    pub fn by_key(&self, key: &str) -> Result<Arc<Consumer>, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.keys
+            .get(&bucket(&digest))
+            .and_then(|candidates| {
+                candidates
+                    .iter()
+                    .find(|(d, _)| bool::from(d.ct_eq(&digest)))
+            })
+            .map(|(_, c)| c.clone())
+            .ok_or(AuthError::BadKey)
+    }
+
+    /// The consumer whose credential verifies `token`, checked against `policy`.
+    pub fn by_jwt(&self, token: &str, policy: &JwtAuth) -> Result<Arc<Consumer>, AuthError> {
+        let bad = |m: &str| AuthError::BadToken(m.to_string());
+        let payload = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .ok_or_else(|| bad("it is not a JWT (header.payload.signature, base64url)"))?;
+        #[derive(serde::Deserialize)]
+        struct Issuer {
+            iss: Option<String>,
+        }
+        let iss = serde_json::from_slice::<Issuer>(&payload)
+            .ok()
+            .and_then(|i| i.iss)
+            .ok_or_else(|| bad("it has no iss claim naming its issuer"))?;
+        let verifier = self
+            .jwt
+            .get(&iss)
+            .ok_or_else(|| bad("no consumer has a JWT credential for its issuer"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(&e.to_string()))?;
+        let key = match &verifier.keys {
+            JwtKeys::One(k) => k,
+            JwtKeys::Set(keys) => keys
+                .get(header.kid.as_deref().unwrap_or_default())
+                .ok_or_else(|| bad("its kid names no key of the issuer's key set"))?,
+        };
+        let mut validation = Validation::new(verifier.algorithm);
+        validation.set_issuer(&[&iss]);
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        validation.validate_nbf = true;
+        validation.leeway = policy.leeway_s;
+        if policy.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&policy.audiences);
+        }
+        match jsonwebtoken::decode::<serde_json::Value>(token, key, &validation) {
+            Ok(_) => Ok(verifier.consumer.clone()),
+            Err(e) => Err(bad(match e.kind() {
+                ErrorKind::ExpiredSignature => "it has expired (exp)",
+                ErrorKind::ImmatureSignature => "it is not valid yet (nbf)",
+                ErrorKind::InvalidAudience => "its audience (aud) is not accepted here",
+                ErrorKind::InvalidIssuer => "its issuer (iss) does not match",
+                ErrorKind::InvalidSignature => "its signature does not verify",
+                ErrorKind::InvalidAlgorithm => "it is signed with another algorithm",
+                ErrorKind::MissingRequiredClaim(_) => "it lacks a required claim (exp, iss)",
+                _ => "it cannot be decoded",
+            })),
+        }
+    }
+
+    /// The consumer with basic credential `user`/`password`. Slow on first sight of a pair:
+    /// Argon2 runs on the blocking pool.
+    pub async fn by_password(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Arc<Consumer>, AuthError> {
+        let (owner, phc) = self.basic.get(user).ok_or(AuthError::BadPassword)?;
+        let mut h = Sha256::new();
+        for part in [user, password, phc] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let memo: [u8; 32] = h.finalize().into();
+        if let Some(c) = self.verified_get(&memo) {
+            return Ok(c);
+        }
+        let (phc, password) = (phc.clone(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&phc).is_ok_and(|hash| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &hash)
+                    .is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            return Err(AuthError::BadPassword);
+        }
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(memo, owner.clone());
+        Ok(owner.clone())
+    }
+
+    fn verified_get(&self, memo: &[u8; 32]) -> Option<Arc<Consumer>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(memo)
+            .cloned()
+    }
+}
+
+/// `user:password` from an `Authorization: Basic` header.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(rest.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn hex_decode(hex: &str, out: &mut [u8; 32]) -> Option<()> {
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(())
+}
+
+/// Hashes a basic-auth password for storage (Argon2id, random salt): what the admin API does
+/// before a consumer is written.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    use argon2::PasswordHasher;
+    use argon2::password_hash::SaltString;
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftgate_model::policy::BasicCredential;
+    use raftgate_model::{Entity, StoredKey};
+
+    fn state() -> State {
+        let mut s = State::default();
+        let mut alice = ConsumerSpec {
+            groups: vec!["gold".into()],
+            ..Default::default()
+        };
+        alice.jwt.push(JwtCredential {
+            issuer: "alice-iss".into(),
+            algorithm: JwtAlgorithm::HS256,
+            key: Some("s3cret".into()),
+            jwks: None,
+        });
+        alice.basic_auth = Some(BasicCredential {
+            username: "alice".into(),
+            password: hash_password("pw").unwrap(),
+        });
+        std::sync::Arc::make_mut(&mut s.consumers)
+            .insert("alice".into(), Entity::new("alice", alice));
+        let key = StoredKey {
+            consumer: "alice".into(),
+            prefix: "rgk_".into(),
+            hash: Sha256::digest(b"rgk_one")
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        };
+        std::sync::Arc::make_mut(&mut s.keys).insert("k1".into(), Entity::new("k1", key));
+        s
+    }
+
+    #[tokio::test]
+    async fn keys_tokens_and_passwords() {
+        let creds = Credentials::build(&state());
+        assert_eq!(&*creds.by_key("rgk_one").unwrap().name, "alice");
+        assert_eq!(creds.by_key("rgk_two").unwrap_err(), AuthError::BadKey);
+
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let sign = |claims: serde_json::Value, secret: &[u8]| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        let policy = JwtAuth {
+            audiences: vec!["api".into()],
+            leeway_s: 0,
+        };
+        let good = serde_json::json!({"iss": "alice-iss", "aud": "api", "exp": now + 60});
+        assert!(
+            creds
+                .by_jwt(&sign(good.clone(), b"s3cret"), &policy)
+                .is_ok()
+        );
+        let wrong_key = creds.by_jwt(&sign(good, b"other"), &policy).unwrap_err();
+        assert!(wrong_key.to_string().contains("signature"), "{wrong_key}");
+        let expired = serde_json::json!({"iss": "alice-iss", "aud": "api", "exp": now - 60});
+        assert!(
+            creds
+                .by_jwt(&sign(expired, b"s3cret"), &policy)
+                .unwrap_err()
+                .to_string()
+                .contains("expired")
+        );
+        let aud = serde_json::json!({"iss": "alice-iss", "aud": "web", "exp": now + 60});
+        assert!(
+            creds
+                .by_jwt(&sign(aud, b"s3cret"), &policy)
+                .unwrap_err()
+                .to_string()
+                .contains("audience")
+        );
+        let nbf = serde_json::json!({"iss": "alice-iss", "exp": now + 600, "nbf": now + 300, "aud": "api"});
+        assert!(
+            creds
+                .by_jwt(&sign(nbf, b"s3cret"), &policy)
+                .unwrap_err()
+                .to_string()
+                .contains("not valid yet")
+        );
+
+        assert_eq!(
+            &*creds.by_password("alice", "pw").await.unwrap().name,
+            "alice"
+        );
+        // Second time from the cache.
+        assert!(creds.by_password("alice", "pw").await.is_ok());
+        assert_eq!(
+            creds.by_password("alice", "nope").await.unwrap_err(),
+            AuthError::BadPassword
+        );
+        assert_eq!(
+            creds.by_password("bob", "pw").await.unwrap_err(),
+            AuthError::BadPassword
+        );
+    }
+
+    #[test]
+    fn authorization_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Basic YWxpY2U6cHc6eA==".parse().unwrap(),
+        );
+        assert_eq!(basic_credentials(&h), Some(("alice".into(), "pw:x".into())));
+        h.insert(http::header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        assert_eq!(basic_credentials(&h), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! Policies: the one place that decides whether a request may pass — authentication (API keys,
+//! JWTs, HTTP basic), consumer ACLs, client IP rules, request-size limits, CORS — and the
+//! cluster-wide rate limits and quotas.
+//!
+//! The proxy compiles each route's effective policies ([`RoutePolicies`]) with its router and
+//! calls [`RoutePolicies::check`] once the route is matched and before the upstream call. The
+//! request path only reads immutable snapshots (credentials in an `ArcSwap`) and per-counter
+//! atomics: no global lock, no I/O, no consensus round.
+//!
+//! Rate-limit counters are cluster-wide without a consensus round per request: each node
+//! decides locally ([`counter`]) and a background task ([`sync_loop`]) proposes one Raft command
+//! per sync interval carrying that node's usage since its last report. The [`counter`] module
+//! explains the admission rule and documents the worst-case over-admission:
+//! `over ≤ min((n − 1)/n·r·(T + c), (n − 1)/n·L) + n` for `n` nodes, a sync interval `T`, a commit
+//! time `c`, an offered rate `r` and a limit `L`.
+
+#![warn(missing_docs)]
+
+pub mod access;
+pub mod auth;
+pub mod counter;
+pub mod route;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use raftgate_model::policy::UsageDelta;
+use raftgate_model::state::Table;
+use raftgate_model::{ConsumerSpec, NodeId, State, StoredKey};
+use tracing::{debug, warn};
+
+pub use auth::{Credentials, hash_password};
+pub use counter::{Counters, Limit, LimitStatus, Refusal, Reservation};
+pub use route::{Admitted, Answer, RoutePolicies, X_CONSUMER_NAME};
+
+/// Default time between two usage reports of a node.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(250);
+/// Sync intervals without a successful report after which a node's counts are stale and each
+/// limit's `fail_open` decides.
+pub const STALE_INTERVALS: u32 = 20;
+
+/// A node's policy engine: the credentials index and the counters, shared by every request.
+#[derive(Debug)]
+pub struct Engine {
+    counters: Counters,
+    credentials: ArcSwap<Credentials>,
+    /// The consumers and keys the credentials were built from; only the reload task locks it.
+    source: Mutex<Option<(Table<ConsumerSpec>, Table<StoredKey>)>>,
+}
+
+impl Engine {
+    /// The engine of cluster node `node`, whose usage is reported every `interval` by
+    /// [`sync_loop`].
+    pub fn new(node: NodeId, interval: Duration) -> Engine {
+        Engine {
+            counters: Counters::new(node, interval, STALE_INTERVALS),
+            credentials: ArcSwap::from_pointee(Credentials::build(&State::default())),
+            source: Mutex::new(None),
+        }
+    }
+
+    /// An engine that counts only locally and never goes stale: for a proxy without a cluster
+    /// (tests, benchmarks), where nobody runs [`sync_loop`].
+    pub fn standalone() -> Engine {
+        Engine {
+            counters: Counters::new(0, DEFAULT_SYNC_INTERVAL, u32::MAX),
+            ..Engine::new(0, DEFAULT_SYNC_INTERVAL)
+        }
+    }
+
+    /// Brings the credentials and the known counters up to `state`; cheap when they did not
+    /// change (pointer comparisons).
+    pub fn refresh(&self, state: &State) {
+        self.counters.set_known(state.applied_index, &state.usage);
+        let mut source = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        let same = source
+            .as_ref()
+            .is_some_and(|(c, k)| Arc::ptr_eq(c, &state.consumers) && Arc::ptr_eq(k, &state.keys));
+        if !same {
+            self.credentials.store(Arc::new(Credentials::build(state)));
+            *source = Some((state.consumers.clone(), state.keys.clone()));
+        }
+    }
+
+    /// The current credentials index.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.load_full()
+    }
+
+    /// The counters, for rate limits and for other users of the engine (the AI gateway's token
+    /// and budget limits).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+/// Reports this node's usage every sync interval through `propose` until the future is dropped.
+/// `propose` writes a [`raftgate_model::Command::RecordUsage`] through Raft and returns the
+/// local state once it applied it. One proposal per interval, and none when nothing was
+/// admitted. A failed proposal is retried with
+/// the next one; if it did apply after all, that usage counts twice (the error is on the safe
+/// side).
+pub async fn sync_loop<F, Fut, E>(engine: Arc<Engine>, mut propose: F)
+where
+    F: FnMut(Vec<UsageDelta>) -> Fut,
+    Fut: Future<Output = Result<Arc<State>, E>>,
+    E: std::fmt::Display,
+{
+    let counters = engine.counters();
+    let mut tick = tokio::time::interval(counters.interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        tick.tick().await;
+        let now = counter::now_ms();
+        let (deltas, pending) = counters.collect(now);
+        if deltas.is_empty() {
+            counters.mark_synced(now);
+            continue;
+        }
+        let count = deltas.len();
+        match propose(deltas).await {
+            Ok(state) => {
+                counters.set_known(state.applied_index, &state.usage);
+                counters.confirm(&pending, now);
+                failures = 0;
+                debug!(counters = count, "usage reported");
+            }
+            Err(error) => {
+                failures += 1;
+                // Once, then every 100th time: a partitioned node fails every interval.
+                if failures % 100 == 1 {
+                    warn!(%error, failures, "usage report failed; rate limits use the last known counts");
+                }
+            }
+        }
+    }
+}

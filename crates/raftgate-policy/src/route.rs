@@ -1,0 +1,425 @@
+//! The effective policies of one route, compiled, and the check every request of that route
+//! goes through before it is forwarded.
+//!
+//! The order is: CORS preflight (answered here), client IP, declared body size, credentials,
+//! ACL, rate limits. The first refusal answers; a request refused by a later rate limit gives
+//! back what the earlier ones reserved.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{StatusCode, Uri};
+use raftgate_model::policy::{AclPolicy, AuthPolicy, LimitScope, Policies};
+use raftgate_model::{RateLimitSpec, RouteSpec, ServiceSpec, State};
+use tracing::warn;
+
+use crate::Engine;
+use crate::access::{Cors, CorsVerdict, IpRules, acl_admits};
+use crate::auth::{AuthError, Consumer, basic_credentials, bearer};
+use crate::counter::{Limit, LimitStatus, Refusal, Reservation, now_ms};
+
+/// The header that tells the upstream who called.
+pub static X_CONSUMER_NAME: HeaderName = HeaderName::from_static("x-consumer-name");
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// A rate limit as one route uses it.
+#[derive(Debug)]
+struct RouteLimit {
+    name: Box<str>,
+    spec: RateLimitSpec,
+}
+
+/// The compiled policies of one route (its own merged over its service's).
+#[derive(Debug)]
+pub struct RoutePolicies {
+    route: Box<str>,
+    auth: Option<AuthPolicy>,
+    key_header: Option<HeaderName>,
+    acl: Option<AclPolicy>,
+    limits: Vec<RouteLimit>,
+    max_body_bytes: Option<u64>,
+    ip: Option<IpRules>,
+    cors: Option<Cors>,
+}
+
+/// The proxy's own answer to a request it does not forward.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: StatusCode,
+    /// Machine-readable code and message for the JSON error body; `None` for an answer without
+    /// a body (a CORS preflight).
+    pub error: Option<(&'static str, String)>,
+    /// Headers of the answer (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`, CORS).
+    pub headers: HeaderMap,
+}
+
+impl Answer {
+    fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Box<Answer> {
+        Box::new(Answer {
+            status,
+            error: Some((code, message.into())),
+            headers: HeaderMap::new(),
+        })
+    }
+}
+
+/// A request the policies let through.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// The authenticated consumer, for logs.
+    pub consumer: Option<Arc<str>>,
+    /// Headers to add to the upstream's answer (CORS, `RateLimit-*`).
+    pub response_headers: HeaderMap,
+    /// The route's body size limit, to enforce on a streamed body too.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl RoutePolicies {
+    /// The effective policies of route `name`, or `None` when it has none (then the proxy skips
+    /// the policy step). Rate limits that do not exist are skipped with a warning.
+    pub fn compile(
+        name: &str,
+        route: &RouteSpec,
+        service: &ServiceSpec,
+        state: &State,
+    ) -> Option<Arc<RoutePolicies>> {
+        let p = Policies::overlay(&route.policies, &service.policies);
+        if p.is_empty() {
+            return None;
+        }
+        let limits = p
+            .rate_limits
+            .iter()
+            .filter_map(|l| match state.rate_limits.get(l) {
+                Some(e) => Some(RouteLimit {
+                    name: l.as_str().into(),
+                    spec: e.spec.clone(),
+                }),
+                None => {
+                    warn!(route = name, rate_limit = %l, "rate limit does not exist; not enforced");
+                    None
+                }
+            })
+            .collect();
+        let key_header = p
+            .auth
+            .as_ref()
+            .and_then(|a| a.key_auth.as_ref())
+            .and_then(|k| HeaderName::from_bytes(k.header.as_bytes()).ok());
+        Some(Arc::new(RoutePolicies {
+            route: name.into(),
+            key_header,
+            acl: p.acl,
+            limits,
+            max_body_bytes: p.max_body_bytes,
+            ip: p.ip.as_ref().map(IpRules::compile),
+            cors: p.cors.as_ref().map(Cors::compile),
+            auth: p.auth,
+        }))
+    }
+
+    /// Decides on one request; on success the request is ready for its upstream: credentials
+    /// removed (unless configured otherwise) and `X-Consumer-Name` set.
+    pub async fn check(
+        &self,
+        engine: &Engine,
+        parts: &mut Parts,
+        client_ip: IpAddr,
+        declared_body: Option<u64>,
+    ) -> Result<Admitted, Box<Answer>> {
+        let mut admitted = Admitted {
+            max_body_bytes: self.max_body_bytes,
+            ..Admitted::default()
+        };
+        if let Some(cors) = &self.cors {
+            match cors.check(&parts.method, &parts.headers) {
+                CorsVerdict::Ignore => {}
+                CorsVerdict::Preflight(status, headers) => {
+                    return Err(Box::new(Answer {
+                        status,
+                        error: None,
+                        headers,
+                    }));
+                }
+                CorsVerdict::Allow(headers) => admitted.response_headers.extend(headers),
+            }
+        }
+        if let Some(ip) = &self.ip
+            && !ip.admits(client_ip)
+        {
+            return Err(Answer::error(
+                StatusCode::FORBIDDEN,
+                "ip_denied",
+                "requests from your address are not allowed on this route",
+            ));
+        }
+        if let (Some(limit), Some(size)) = (self.max_body_bytes, declared_body)
+            && size > limit
+        {
+            return Err(Answer::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the request body is larger than this route accepts ({limit} bytes); send less"
+                ),
+            ));
+        }
+        let consumer = match &self.auth {
+            Some(auth) => {
+                parts.headers.remove(&X_CONSUMER_NAME);
+                let consumer = self
+                    .authenticate(engine, auth, parts)
+                    .await
+                    .map_err(|e| self.unauthorized(auth, &e))?;
+                if let Some(acl) = &self.acl
+                    && !acl_admits(acl, &consumer)
+                {
+                    return Err(Answer::error(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("consumer '{}' is not allowed on this route", consumer.name),
+                    ));
+                }
+                if let Ok(v) = HeaderValue::from_str(&consumer.name) {
+                    parts.headers.insert(&X_CONSUMER_NAME, v);
+                }
+                admitted.consumer = Some(consumer.name.clone());
+                Some(consumer)
+            }
+            None => None,
+        };
+        if !self.limits.is_empty() {
+            let status = self.limit(engine, consumer.as_deref(), client_ip)?;
+            if let Some(s) = status {
+                ratelimit_headers(&mut admitted.response_headers, &s);
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Counts the request against every rate limit; the most restrictive status on success.
+    fn limit(
+        &self,
+        engine: &Engine,
+        consumer: Option<&Consumer>,
+        client_ip: IpAddr,
+    ) -> Result<Option<LimitStatus>, Box<Answer>> {
+        let now = now_ms();
+        let mut reserved: Vec<Reservation> = Vec::with_capacity(self.limits.len());
+        let mut tightest: Option<LimitStatus> = None;
+        for l in &self.limits {
+            let subject = match (l.spec.scope, consumer) {
+                (LimitScope::Consumer, Some(c)) => format!("consumer:{}", c.name),
+                (LimitScope::ConsumerRoute, Some(c)) => {
+                    format!("consumer_route:{}:{}", c.name, self.route)
+                }
+                (LimitScope::Route, _) => format!("route:{}", self.route),
+                // Without a consumer, per-consumer limits count per client address.
+                _ => format!("ip:{client_ip}"),
+            };
+            let key = format!("{}/{subject}", l.name);
+            let limit = consumer
+                .and_then(|c| c.limits.get(&*l.name).copied())
+                .unwrap_or(l.spec.limit);
+            let check = Limit {
+                key: &key,
+                window: l.spec.window,
+                limit,
+                fixed: l.spec.fixed,
+                fail_open: l.spec.fail_open,
+            };
+            match engine.counters().acquire(&check, 1, now) {
+                Ok(r) => {
+                    if tightest.is_none_or(|t| r.status.remaining < t.remaining) {
+                        tightest = Some(r.status);
+                    }
+                    reserved.push(r);
+                }
+                Err(refusal) => {
+                    for r in reserved {
+                        r.settle(0);
+                    }
+                    return Err(too_many(&l.name, &refusal));
+                }
+            }
+        }
+        Ok(tightest)
+    }
+
+    async fn authenticate(
+        &self,
+        engine: &Engine,
+        auth: &AuthPolicy,
+        parts: &mut Parts,
+    ) -> Result<Arc<Consumer>, AuthError> {
+        let credentials = engine.credentials();
+        if let Some(k) = &auth.key_auth {
+            let from_header = self
+                .key_header
+                .as_ref()
+                .and_then(|h| parts.headers.get(h))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(key) = from_header {
+                if k.hide_credentials
+                    && let Some(h) = &self.key_header
+                {
+                    parts.headers.remove(h);
+                }
+                return credentials.by_key(&key);
+            }
+            // A bearer token with dots is a JWT when JWTs are accepted too.
+            let bearer_key = bearer(&parts.headers)
+                .filter(|t| k.bearer && !(auth.jwt.is_some() && t.contains('.')))
+                .map(str::to_owned);
+            if let Some(key) = bearer_key {
+                if k.hide_credentials {
+                    parts.headers.remove(header::AUTHORIZATION);
+                }
+                return credentials.by_key(&key);
+            }
+            if let Some(param) = &k.query_param
+                && let Some(key) = query_value(&parts.uri, param)
+            {
+                if k.hide_credentials {
+                    parts.uri = without_query_param(&parts.uri, param);
+                }
+                return credentials.by_key(&key);
+            }
+        }
+        if let Some(jwt) = &auth.jwt
+            && let Some(token) = bearer(&parts.headers).map(str::to_owned)
+        {
+            return credentials.by_jwt(&token, jwt);
+        }
+        if auth.basic.is_some()
+            && let Some((user, password)) = basic_credentials(&parts.headers)
+        {
+            parts.headers.remove(header::AUTHORIZATION);
+            return credentials.by_password(&user, &password).await;
+        }
+        Err(AuthError::Missing(accepted(auth)))
+    }
+
+    fn unauthorized(&self, auth: &AuthPolicy, error: &AuthError) -> Box<Answer> {
+        let mut answer = Answer::error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string());
+        let h = &mut answer.headers;
+        if auth.key_auth.is_some() || auth.jwt.is_some() {
+            let challenge = match error {
+                AuthError::BadToken(_) | AuthError::BadKey => {
+                    "Bearer realm=\"raftgate\", error=\"invalid_token\""
+                }
+                _ => "Bearer realm=\"raftgate\"",
+            };
+            h.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        if let Some(basic) = &auth.basic
+            && let Ok(v) = HeaderValue::from_str(&format!(
+                "Basic realm=\"{}\", charset=\"UTF-8\"",
+                basic.realm.replace('"', "")
+            ))
+        {
+            h.append(header::WWW_AUTHENTICATE, v);
+        }
+        answer
+    }
+}
+
+/// The credentials a route accepts, for the 401 message.
+fn accepted(auth: &AuthPolicy) -> String {
+    let mut ways = Vec::new();
+    if let Some(k) = &auth.key_auth {
+        ways.push(format!("an API key in the '{}' header", k.header));
+        if k.bearer {
+            ways.push("'Authorization: Bearer <key>'".into());
+        }
+        if let Some(q) = &k.query_param {
+            ways.push(format!("the '{q}' query parameter"));
+        }
+    }
+    if auth.jwt.is_some() {
+        ways.push("a JWT as 'Authorization: Bearer <token>'".into());
+    }
+    if auth.basic.is_some() {
+        ways.push("'Authorization: Basic' user and password".into());
+    }
+    ways.join(", or ")
+}
+
+fn ratelimit_headers(h: &mut HeaderMap, s: &LimitStatus) {
+    h.insert(&RATELIMIT_LIMIT, HeaderValue::from(s.limit));
+    h.insert(&RATELIMIT_REMAINING, HeaderValue::from(s.remaining));
+    h.insert(&RATELIMIT_RESET, HeaderValue::from(s.reset_s));
+}
+
+fn too_many(limit: &str, r: &Refusal) -> Box<Answer> {
+    let message = if r.stale {
+        format!(
+            "rate limit '{limit}' cannot be checked: this node lost touch with the cluster; retry later or on another node"
+        )
+    } else {
+        format!(
+            "rate limit '{limit}' exceeded; retry after {} s",
+            r.retry_after_s
+        )
+    };
+    let mut answer = Answer::error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    answer
+        .headers
+        .insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_s));
+    ratelimit_headers(&mut answer.headers, &r.status);
+    answer
+}
+
+/// The value of query parameter `name` (not percent-decoded: keys are URL-safe).
+fn query_value(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+/// `uri` without query parameter `name`.
+fn without_query_param(uri: &Uri, name: &str) -> Uri {
+    let Some(query) = uri.query() else {
+        return uri.clone();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| p.split_once('=').map_or(*p, |(k, _)| k) != name)
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    match path_and_query.parse() {
+        Ok(pq) => parts.path_and_query = Some(pq),
+        Err(_) => return uri.clone(),
+    }
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters() {
+        let uri: Uri = "/a/b?x=1&apikey=secret&y=2".parse().unwrap();
+        assert_eq!(query_value(&uri, "apikey").as_deref(), Some("secret"));
+        assert_eq!(without_query_param(&uri, "apikey"), "/a/b?x=1&y=2");
+        let only: Uri = "/p?apikey=s".parse().unwrap();
+        assert_eq!(without_query_param(&only, "apikey"), "/p");
+        assert_eq!(query_value(&only, "other"), None);
+    }
+}

@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use raftgate_model::access::{ANONYMOUS_ACTOR, BOOTSTRAP_ACTOR, TokenRole};
+use raftgate_model::{Command, Spec};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -47,6 +48,28 @@ pub struct Secret {
     pub prefix: String,
     /// Hex SHA-256 of `secret`.
     pub hash: String,
+}
+
+/// Writes a newly made credential `spec` under `name` for `caller`, failing (412) rather than
+/// replacing one that already exists; returns the write's log index.
+pub async fn write_new(
+    s: &Shared,
+    caller: &Caller,
+    name: &str,
+    spec: Spec,
+) -> Result<u64, ApiError> {
+    let outcome = s
+        .node
+        .write_as(
+            &caller.name,
+            Command::Put {
+                name: name.to_string(),
+                spec: Box::new(spec),
+                if_version: Some(0),
+            },
+        )
+        .await?;
+    Ok(outcome.index)
 }
 
 impl Secret {

@@ -9,7 +9,7 @@ use axum::routing::{delete, get};
 use raftgate_model::api::{CreatedKey, KeyInfo};
 use raftgate_model::{Command, Kind, Spec, StoredKey};
 
-use crate::auth::{Caller, Secret};
+use crate::auth::{Caller, Secret, write_new};
 use crate::extract::ReadQuery;
 use crate::resources::{List, state_for};
 use crate::{ApiError, Shared};
@@ -44,17 +44,7 @@ async fn create(
         prefix: prefix.clone(),
         hash,
     };
-    let outcome = s
-        .node
-        .write_as(
-            &caller.name,
-            Command::Put {
-                name: id.clone(),
-                spec: Box::new(Spec::Key(stored)),
-                if_version: Some(0),
-            },
-        )
-        .await?;
+    let version = write_new(&s, &caller, &id, Spec::Key(stored)).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedKey {
@@ -62,7 +52,7 @@ async fn create(
             consumer,
             key: secret,
             prefix,
-            version: outcome.index,
+            version,
         }),
     ))
 }

@@ -12,7 +12,7 @@ use raftgate_model::access::{ANONYMOUS_ACTOR, BOOTSTRAP_ACTOR, StoredToken};
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::{Command, Kind, Spec, validate};
 
-use crate::auth::{Caller, Secret};
+use crate::auth::{Caller, Secret, write_new};
 use crate::extract::{ReadQuery, json_body};
 use crate::resources::{List, state_for};
 use crate::{ApiError, Shared};
@@ -55,18 +55,8 @@ async fn create(
         prefix: prefix.clone(),
         hash,
     };
-    let outcome = s
-        .node
-        .write_as(
-            &caller.name,
-            Command::Put {
-                name: name.clone(),
-                spec: Box::new(Spec::Token(stored)),
-                // Two concurrent creations of one name: the second fails rather than replaces.
-                if_version: Some(0),
-            },
-        )
-        .await?;
+    // Two concurrent creations of one name: the second fails rather than replaces.
+    let version = write_new(&s, &caller, &name, Spec::Token(stored)).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedToken {
@@ -74,7 +64,7 @@ async fn create(
             role,
             token: secret,
             prefix,
-            version: outcome.index,
+            version,
         }),
     ))
 }

@@ -446,4 +446,43 @@ mod tests {
         assert_eq!(file.peers.len(), 1);
         assert!(toml::from_str::<ServeArgs>("idd = 2").is_err());
     }
+
+    #[test]
+    fn cluster_security_settings() {
+        let none = ServeArgs::default();
+        let open = security(&none, &none).unwrap();
+        assert!(open.tls.is_none() && open.secret.is_none());
+        // TLS files go together.
+        let partial = ServeArgs {
+            cluster_ca: Some("ca.pem".into()),
+            ..ServeArgs::default()
+        };
+        assert!(security(&partial, &none).is_err());
+        let short = ServeArgs {
+            cluster_secret: Some("short".into()),
+            ..ServeArgs::default()
+        };
+        assert!(security(&short, &none).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "  0123456789abcdef0123\n").unwrap();
+        let file: ServeArgs = toml::from_str(&format!(
+            "cluster_secret_file = {:?}",
+            path.display().to_string()
+        ))
+        .unwrap();
+        let from_file = security(&none, &file).unwrap();
+        assert_eq!(from_file.secret.as_deref(), Some("0123456789abcdef0123"));
+        let flag = ServeArgs {
+            cluster_secret: Some("another-secret-of-enough-length".into()),
+            ..ServeArgs::default()
+        };
+        assert!(security(&flag, &file).is_err(), "the secret is given once");
+        let missing = ServeArgs {
+            cluster_secret_file: Some(dir.path().join("absent")),
+            ..ServeArgs::default()
+        };
+        assert!(security(&missing, &none).is_err());
+    }
 }

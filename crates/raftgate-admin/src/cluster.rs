@@ -44,7 +44,8 @@ async fn status(State(s): State<Shared>) -> Result<axum::Json<ClusterStatus>, Ap
 }
 
 /// Records a cluster operation in the replicated audit log. The operation is over by now, so a
-/// failure to record it is logged rather than answered.
+/// failure to record it is logged rather than answered; operations that failed for want of a
+/// leader are not recorded.
 async fn record<T>(
     s: &Shared,
     caller: &Caller,
@@ -52,6 +53,10 @@ async fn record<T>(
     name: Option<String>,
     result: &Result<T, WriteError>,
 ) {
+    // Without a leader the record could not be written either; do not make the caller wait twice.
+    if let Err(WriteError::NoLeader { .. } | WriteError::Stopped(_)) = result {
+        return;
+    }
     let error = result.as_ref().err().map(ToString::to_string);
     let command = Command::Record {
         operation,

@@ -91,6 +91,9 @@ pub enum BenchError {
         /// The tool's exit status and output.
         detail: String,
     },
+    /// The admin API refused or failed a setup write.
+    #[error("{0}; check that the raftgate node runs and its admin API answers")]
+    Admin(String),
     /// Command-line values that do not fit together.
     #[error("invalid arguments: {0}")]
     Args(String),

@@ -50,6 +50,9 @@ pub struct LoadArgs {
     /// Comma-separated process ids of the upstream server.
     #[arg(long, value_delimiter = ',')]
     pub upstream_pids: Vec<u32>,
+    /// More request headers, `Name: value` (repeat the flag).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
     /// The wrk executable.
     #[arg(long, default_value = "wrk")]
     pub wrk: PathBuf,
@@ -273,6 +276,7 @@ fn wrk(args: &LoadArgs, seconds: u64, script: &std::path::Path) -> Result<WrkSum
         .arg(format!("--duration={seconds}s"))
         .arg("--timeout=5s")
         .arg(format!("--header=Host: {}", args.host))
+        .args(args.headers.iter().map(|h| format!("--header={h}")))
         .arg(format!("--script={}", script.display()))
         .arg(&args.url)
         .output()

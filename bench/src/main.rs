@@ -10,6 +10,7 @@
 mod conn;
 mod error;
 mod failover;
+mod limits;
 mod load;
 mod proxy_report;
 mod report;
@@ -62,6 +63,16 @@ enum Command {
         /// Results files written from this tool's output.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Writes the rate-limit benchmark's routes, limits, consumers and keys; prints the keys.
+    LimitsSetup(limits::SetupArgs),
+    /// Offers a steady load over the nodes with one consumer's key; prints one JSON line
+    /// (admitted/limit, and what local limiting would admit).
+    LimitsAccuracy(limits::AccuracyArgs),
+    /// Prints the table of a `bench/limits` results file.
+    LimitsReport {
+        /// The results file.
+        file: PathBuf,
     },
     /// Prints `count` currently free loopback TCP ports, space-separated.
     FreePorts {
@@ -117,6 +128,15 @@ fn run(command: Command) -> Result<String, BenchError> {
             Ok(index.to_string())
         }
         Command::Report { files } => Ok(report::table(&report::read(&files)?)),
+        Command::LimitsSetup(args) => {
+            let report = runtime()?.block_on(limits::setup(args))?;
+            Ok(serde_json::to_string(&report).unwrap_or_default())
+        }
+        Command::LimitsAccuracy(args) => {
+            let report = runtime()?.block_on(limits::accuracy(args))?;
+            Ok(serde_json::to_string(&limits::LimitsRecord::Accuracy(report)).unwrap_or_default())
+        }
+        Command::LimitsReport { file } => limits::report(&file),
         Command::FreePorts { count } => free_ports(count),
     }
 }

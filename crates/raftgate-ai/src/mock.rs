@@ -115,6 +115,9 @@ impl MockProvider {
         let serving = state.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // Streamed events are small writes: without this, Nagle's algorithm and the
+                // client's delayed ACK hold each one back for up to 40 ms.
+                let _ = stream.set_nodelay(true);
                 let state = serving.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {

@@ -12,6 +12,7 @@ mod error;
 mod failover;
 mod limits;
 mod load;
+mod mock_llm;
 mod proxy_report;
 mod report;
 mod routes;
@@ -74,6 +75,9 @@ enum Command {
         /// The results file.
         file: PathBuf,
     },
+    /// Serves a mock OpenAI provider on loopback until stopped (the AI gateway benchmark's
+    /// upstream).
+    MockLlm(mock_llm::MockLlmArgs),
     /// Prints `count` currently free loopback TCP ports, space-separated.
     FreePorts {
         /// How many ports.
@@ -138,6 +142,7 @@ fn run(command: Command) -> Result<String, BenchError> {
         }
         Command::LimitsReport { file } => limits::report(&file),
         Command::FreePorts { count } => free_ports(count),
+        Command::MockLlm(args) => runtime()?.block_on(mock_llm::run(args)),
     }
 }
 

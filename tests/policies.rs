@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use raftgate_client::{AdminClient, ClientError};
 use raftgate_model::policy::{
-    AclPolicy, AuthPolicy, BasicAuth, BasicCredential, CorsPolicy, IpPolicy, JwtAlgorithm, JwtAuth,
+    AllowDeny, AuthPolicy, BasicAuth, BasicCredential, CorsPolicy, JwtAlgorithm, JwtAuth,
     JwtCredential, KeyAuth, LimitScope, Policies,
 };
 use raftgate_model::{ConsumerSpec, NodeId, RateLimitSpec, RateWindow, RouteSpec};
@@ -242,7 +242,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
             "/key",
             Policies {
                 auth: Some(key_auth),
-                acl: Some(AclPolicy {
+                acl: Some(AllowDeny {
                     allow: vec!["gold".into()],
                     deny: vec![],
                 }),
@@ -489,7 +489,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
             "svc",
             "/walled",
             Policies {
-                ip: Some(IpPolicy {
+                ip: Some(AllowDeny {
                     allow: vec![],
                     deny: vec!["127.0.0.0/8".into()],
                 }),
@@ -557,7 +557,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
         "svc",
         "/x",
         Policies {
-            ip: Some(IpPolicy {
+            ip: Some(AllowDeny {
                 allow: vec!["10.0.0.0/99".into()],
                 deny: vec![],
             }),
@@ -587,7 +587,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
         "svc",
         "/x",
         Policies {
-            acl: Some(AclPolicy::default()),
+            acl: Some(AllowDeny::default()),
             ..Default::default()
         },
     );

@@ -13,8 +13,8 @@ use raftgate_model::api::{
 };
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::policy::{
-    AclPolicy, AuthPolicy, BasicAuth, BasicCredential, ConsumerUsage, CorsPolicy, IpPolicy,
-    JwtAlgorithm, JwtAuth, JwtCredential, KeyAuth, LimitScope, Policies, UsageEntry,
+    AllowDeny, AuthPolicy, BasicAuth, BasicCredential, ConsumerUsage, CorsPolicy, JwtAlgorithm,
+    JwtAuth, JwtCredential, KeyAuth, LimitScope, Policies, UsageEntry,
 };
 use raftgate_model::state::Resource;
 use raftgate_model::{
@@ -463,8 +463,7 @@ fn build() -> OpenApi {
         .schema_from::<KeyAuth>()
         .schema_from::<JwtAuth>()
         .schema_from::<BasicAuth>()
-        .schema_from::<AclPolicy>()
-        .schema_from::<IpPolicy>()
+        .schema_from::<AllowDeny>()
         .schema_from::<CorsPolicy>()
         .schema_from::<LimitScope>()
         .schema_from::<JwtCredential>()

@@ -32,18 +32,18 @@ pub struct Policies {
     /// Who may call: requests without valid credentials get a 401.
     #[serde(default)]
     pub auth: Option<AuthPolicy>,
-    /// Which authenticated consumers may call (403 otherwise); needs `auth`.
+    /// Which authenticated consumers may call, by name or group (403 otherwise); needs `auth`.
     #[serde(default)]
-    pub acl: Option<AclPolicy>,
+    pub acl: Option<AllowDeny>,
     /// Names of rate-limit resources (`/rate-limits/{name}`) enforced, cluster-wide.
     #[serde(default)]
     pub rate_limits: Vec<String>,
     /// Largest request body accepted, in bytes (413 above it).
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
-    /// Client addresses allowed or refused (403).
+    /// Client addresses allowed or refused, as CIDR blocks (403).
     #[serde(default)]
-    pub ip: Option<IpPolicy>,
+    pub ip: Option<AllowDeny>,
     /// Cross-origin requests: the proxy answers preflights and adds the CORS headers.
     #[serde(default)]
     pub cors: Option<CorsPolicy>,
@@ -150,28 +150,16 @@ fn default_realm() -> String {
     "raftgate".into()
 }
 
-/// Consumers allowed or refused, by consumer name or group. Deny wins; an empty `allow`
-/// admits every consumer not denied.
+/// An allow list and a deny list: for an ACL, consumer names or groups; for IP rules, CIDR
+/// blocks (`10.0.0.0/8`, `2001:db8::/32`) or single addresses. Deny wins; an empty `allow`
+/// admits everything not denied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AclPolicy {
-    /// Consumer names or groups admitted.
+pub struct AllowDeny {
+    /// Admitted.
     #[serde(default)]
     pub allow: Vec<String>,
-    /// Consumer names or groups refused.
-    #[serde(default)]
-    pub deny: Vec<String>,
-}
-
-/// Client addresses, as CIDR blocks (`10.0.0.0/8`, `2001:db8::/32`) or single addresses.
-/// Deny wins; an empty `allow` admits every address not denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct IpPolicy {
-    /// Addresses admitted.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// Addresses refused.
+    /// Refused.
     #[serde(default)]
     pub deny: Vec<String>,
 }
@@ -690,7 +678,7 @@ mod tests {
         let service = Policies {
             rate_limits: vec!["svc".into()],
             max_body_bytes: Some(10),
-            acl: Some(AclPolicy::default()),
+            acl: Some(AllowDeny::default()),
             ..Default::default()
         };
         let route = Policies {

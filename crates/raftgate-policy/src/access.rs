@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
-use raftgate_model::policy::{AclPolicy, CorsPolicy, IpPolicy, parse_cidr};
+use raftgate_model::policy::{AllowDeny, CorsPolicy, parse_cidr};
 use tracing::warn;
 
 use crate::auth::Consumer;
@@ -39,7 +39,7 @@ impl Block {
     }
 }
 
-/// Compiled [`IpPolicy`].
+/// Compiled IP rules ([`Policies::ip`](raftgate_model::policy::Policies::ip)).
 #[derive(Debug)]
 pub struct IpRules {
     allow: Vec<Block>,
@@ -48,7 +48,7 @@ pub struct IpRules {
 
 impl IpRules {
     /// Compiles `policy`; entries that do not parse (validation prevents them) are skipped.
-    pub fn compile(policy: &IpPolicy) -> IpRules {
+    pub fn compile(policy: &AllowDeny) -> IpRules {
         let blocks = |list: &[String]| {
             list.iter()
                 .filter_map(|c| {
@@ -74,7 +74,7 @@ impl IpRules {
 }
 
 /// Whether `consumer` passes `acl`: deny wins, then an empty allow list admits everyone.
-pub fn acl_admits(acl: &AclPolicy, consumer: &Consumer) -> bool {
+pub fn acl_admits(acl: &AllowDeny, consumer: &Consumer) -> bool {
     let matches = |subject: &String| {
         **subject == *consumer.name || consumer.groups.iter().any(|g| g == subject)
     };
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn ip_rules() {
-        let rules = IpRules::compile(&IpPolicy {
+        let rules = IpRules::compile(&AllowDeny {
             allow: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
             deny: vec!["10.1.2.3".into()],
         });
@@ -192,7 +192,7 @@ mod tests {
         assert!(!rules.admits("10.1.2.3".parse().unwrap()));
         assert!(!rules.admits("11.0.0.1".parse().unwrap()));
         assert!(rules.admits("2001:db8::1".parse().unwrap()));
-        let everyone = IpRules::compile(&IpPolicy {
+        let everyone = IpRules::compile(&AllowDeny {
             allow: vec![],
             deny: vec!["0.0.0.0/0".into()],
         });
@@ -206,7 +206,7 @@ mod tests {
             groups: vec!["gold".to_string()].into(),
             limits: Default::default(),
         };
-        let acl = |allow: &[&str], deny: &[&str]| AclPolicy {
+        let acl = |allow: &[&str], deny: &[&str]| AllowDeny {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             deny: deny.iter().map(|s| s.to_string()).collect(),
         };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{StatusCode, Uri};
-use raftgate_model::policy::{AclPolicy, AuthPolicy, LimitScope, Policies};
+use raftgate_model::policy::{AllowDeny, AuthPolicy, LimitScope, Policies};
 use raftgate_model::{RateLimitSpec, RouteSpec, ServiceSpec, State};
 use tracing::warn;
 
@@ -39,7 +39,7 @@ pub struct RoutePolicies {
     route: Box<str>,
     auth: Option<AuthPolicy>,
     key_header: Option<HeaderName>,
-    acl: Option<AclPolicy>,
+    acl: Option<AllowDeny>,
     limits: Vec<RouteLimit>,
     max_body_bytes: Option<u64>,
     ip: Option<IpRules>,

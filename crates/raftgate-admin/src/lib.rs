@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod ai;
 mod audit;
 mod auth;
 mod cluster;
@@ -26,7 +27,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use raftgate_ai::secrets::SecretsKey;
 use raftgate_cluster::Node;
+use raftgate_model::ai::{ModelConfig, ProviderConfig};
 use raftgate_model::{CertificateSpec, ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
 
 pub use error::ApiError;
@@ -40,6 +43,8 @@ struct AdminState {
     node: Node,
     token: Option<auth::TokenHash>,
     health: Option<HealthSource>,
+    /// Seals AI provider credentials; without it they are refused.
+    secrets: Option<Arc<SecretsKey>>,
 }
 
 type Shared = Arc<AdminState>;
@@ -47,12 +52,18 @@ type Shared = Arc<AdminState>;
 /// Builds the admin API for `node`. With `token` (the bootstrap token, role admin), every
 /// request but `GET /health` must carry `Authorization: Bearer <token>` with it or with a token
 /// made through `POST /tokens`. `health` is where `GET /upstreams/health` reads this node's
-/// view of its upstream targets (the proxy's).
-pub fn router(node: Node, token: Option<&str>, health: Option<HealthSource>) -> Router {
+/// view of its upstream targets (the proxy's). `secrets` seals AI provider credentials.
+pub fn router(
+    node: Node,
+    token: Option<&str>,
+    health: Option<HealthSource>,
+    secrets: Option<Arc<SecretsKey>>,
+) -> Router {
     let state = Arc::new(AdminState {
         node,
         token: token.map(auth::TokenHash::new),
         health,
+        secrets,
     });
     Router::new()
         .route("/openapi.json", get(openapi::serve))
@@ -62,6 +73,8 @@ pub fn router(node: Node, token: Option<&str>, health: Option<HealthSource>) -> 
         .merge(resources::routes::<ConsumerSpec>())
         .merge(resources::routes::<RateLimitSpec>())
         .merge(resources::routes::<CertificateSpec>())
+        .merge(resources::routes::<ProviderConfig>())
+        .merge(resources::routes::<ModelConfig>())
         .merge(instances::routes())
         .merge(upstreams::routes())
         .merge(keys::routes())
@@ -85,9 +98,10 @@ pub async fn serve(
     node: Node,
     token: Option<String>,
     health: Option<HealthSource>,
+    secrets: Option<Arc<SecretsKey>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node, token.as_deref(), health))
+    axum::serve(listener, router(node, token.as_deref(), health, secrets))
         .with_graceful_shutdown(shutdown)
         .await
 }

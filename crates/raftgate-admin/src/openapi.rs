@@ -7,6 +7,9 @@ use std::sync::OnceLock;
 use axum::http::header;
 use axum::response::IntoResponse;
 use raftgate_model::access::{AuditEntry, AuditOperation, TokenRole};
+use raftgate_model::ai::{
+    Deployment, ModelConfig, Price, ProviderConfig, ProviderKind, ProviderView,
+};
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, Member, NodeUpstreams, Role,
     TargetHealth, UpstreamHealth,
@@ -316,6 +319,8 @@ fn build() -> OpenApi {
     resource_paths::<ConsumerSpec>(&mut paths);
     resource_paths::<RateLimitSpec>(&mut paths);
     resource_paths::<CertificateSpec>(&mut paths);
+    resource_paths::<ProviderConfig>(&mut paths);
+    resource_paths::<ModelConfig>(&mut paths);
     instance_paths(&mut paths);
     access_paths(&mut paths);
     let consumer = || param("name", ParameterIn::Path, "consumer name");
@@ -483,6 +488,12 @@ fn build() -> OpenApi {
         .schema_from::<AuditEntry>()
         .schema_from::<AuditOperation>()
         .schema_from::<Kind>()
+        .schema_from::<ProviderConfig>()
+        .schema_from::<ProviderView>()
+        .schema_from::<ProviderKind>()
+        .schema_from::<ModelConfig>()
+        .schema_from::<Deployment>()
+        .schema_from::<Price>()
         .build();
     OpenApiBuilder::new()
         .info(

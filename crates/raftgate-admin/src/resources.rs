@@ -88,6 +88,7 @@ async fn put<R: Resource>(
 ) -> Result<Response, ApiError> {
     let mut spec: R = json_body(body)?;
     crate::consumers::hash_secrets(&mut spec).await?;
+    crate::ai::prepare(&s, &name, &mut spec)?;
     put_spec(&s, &caller, name, spec, if_match(&headers)?).await
 }
 

@@ -68,17 +68,21 @@ pub async fn handle(
     access: &Access<'_>,
     body: Bytes,
 ) -> Response<AiBody> {
+    let answer = match route {
+        Route::Models => return json(StatusCode::OK, &gw.models(access.allowed)),
+        Route::ChatCompletions => chat(gw, access, &body).await,
+        Route::Embeddings => embeddings(gw, access, &body).await,
+        Route::Messages => anthropic_messages(gw, access, &body).await,
+    };
+    answer.unwrap_or_else(|e| error(route, &e))
+}
+
+/// An error answer in the dialect of `route`'s clients (Anthropic's for `/v1/messages`,
+/// OpenAI's otherwise), for refusals decided before [`handle`] (authentication, body size).
+pub fn error(route: Route, e: &ApiError) -> Response<AiBody> {
     match route {
-        Route::Models => json(StatusCode::OK, &gw.models(access.allowed)),
-        Route::ChatCompletions => chat(gw, access, &body)
-            .await
-            .unwrap_or_else(|e| json(e.status, &e.body())),
-        Route::Embeddings => embeddings(gw, access, &body)
-            .await
-            .unwrap_or_else(|e| json(e.status, &e.body())),
-        Route::Messages => anthropic_messages(gw, access, &body)
-            .await
-            .unwrap_or_else(|e| json(e.status, &messages::error_body(&e))),
+        Route::Messages => json(e.status, &messages::error_body(e)),
+        _ => json(e.status, &e.body()),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The gateway's configuration: providers, model aliases and their deployments, retry and
 //! cooldown policies.
 //!
-//! Plain serde structs with OpenAPI schemas, so they can become replicated resources
-//! (`PUT /ai/providers/{name}`, `PUT /ai/models/{alias}`) without changing shape. A model alias
+//! Providers and model aliases are replicated resources (`PUT /ai/providers/{name}`,
+//! `PUT /ai/models/{alias}`), defined in `raftgate_model::ai` and re-exported here. A model alias
 //! maps to deployments (a provider and its model name) ordered by `priority` (lower first) and,
 //! within one priority, chosen by `weight`; the next deployment serves when one fails.
 
@@ -11,81 +11,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::pricing::Price;
-use crate::providers::ProviderKind;
+use raftgate_model::State;
+pub use raftgate_model::ai::{Deployment, ModelConfig, ProviderConfig};
 
-/// One LLM provider account.
-#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ProviderConfig {
-    /// Which API it speaks.
-    pub kind: ProviderKind,
-    /// Base URL: `https://api.openai.com/v1` (OpenAI kinds include the version path),
-    /// `https://api.anthropic.com`, `https://generativelanguage.googleapis.com`,
-    /// `https://<resource>.openai.azure.com`.
-    pub base_url: String,
-    /// The credential; absent for keyless servers (Ollama, vLLM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
-    /// Azure's `api-version`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_version: Option<String>,
-    /// How long a complete answer may take; for streams, the longest wait for the first
-    /// event and between two events.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-fn default_timeout_ms() -> u64 {
-    120_000
-}
-
-/// Debug output never shows the credential, so logging a configuration cannot leak it.
-impl std::fmt::Debug for ProviderConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderConfig")
-            .field("kind", &self.kind)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("api_version", &self.api_version)
-            .field("timeout_ms", &self.timeout_ms)
-            .finish()
-    }
-}
-
-/// One place a model alias can be served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Deployment {
-    /// The provider's name in [`GatewayConfig::providers`].
-    pub provider: String,
-    /// The model name the provider knows (Azure: the deployment name).
-    pub model: String,
-    /// Share of traffic among deployments of the same priority.
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-    /// Lower is tried first; higher priorities are fallbacks.
-    #[serde(default)]
-    pub priority: u32,
-    /// This deployment's price, overriding the model's and the shipped table's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price: Option<Price>,
-}
-
-fn default_weight() -> u32 {
-    1
-}
-
-/// A model alias clients send as `model`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ModelConfig {
-    /// Where it is served.
-    pub deployments: Vec<Deployment>,
-    /// Price for all its deployments, overriding the shipped table.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price: Option<Price>,
-    /// Context window in tokens, for clients and budget checks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context_window: Option<u32>,
-}
+use crate::secrets::SecretsKey;
 
 /// Retries of one deployment before falling back to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -197,6 +126,52 @@ pub enum ConfigError {
 }
 
 impl GatewayConfig {
+    /// The configuration the replicated state describes, with credentials opened by `key`.
+    ///
+    /// One bad entry must not take the others down: a provider whose credential cannot be
+    /// opened (no key on this node, or another key sealed it) is left out, deployments on
+    /// providers that do not exist are dropped, and a model left without deployments is left
+    /// out; each with a warning saying what to fix.
+    pub fn from_state(state: &State, key: Option<&SecretsKey>) -> GatewayConfig {
+        let mut config = GatewayConfig::default();
+        for (name, entity) in state.ai_providers.iter() {
+            let mut provider = entity.spec.clone();
+            if let Some(sealed) = &provider.api_key {
+                let opened = key
+                    .ok_or_else(|| {
+                        "this node has no secrets key (--cluster-secret or --secrets-key-file)"
+                            .to_string()
+                    })
+                    .and_then(|k| k.open(sealed).map_err(|e| e.to_string()));
+                match opened {
+                    Ok(plain) => provider.api_key = Some(plain),
+                    Err(why) => {
+                        tracing::warn!(provider = %name, "AI provider left out: {why}");
+                        continue;
+                    }
+                }
+            }
+            config.providers.insert(name.clone(), provider);
+        }
+        for (alias, entity) in state.ai_models.iter() {
+            let mut model = entity.spec.clone();
+            model.deployments.retain(|d| {
+                let known = config.providers.contains_key(&d.provider);
+                if !known {
+                    tracing::warn!(model = %alias, provider = %d.provider,
+                        "AI model deployment left out: its provider does not exist or cannot be used");
+                }
+                known
+            });
+            if model.deployments.iter().any(|d| d.weight > 0) {
+                config.models.insert(alias.clone(), model);
+            } else {
+                tracing::warn!(model = %alias, "AI model left out: none of its deployments can take traffic");
+            }
+        }
+        config
+    }
+
     /// Checks references and URLs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, p) in &self.providers {

@@ -191,7 +191,7 @@ fn compile(config: &GatewayConfig, previous: &Compiled) -> Result<Compiled, Conf
             let entry = ProviderEntry {
                 name: name.clone(),
                 config: p.clone(),
-                adapter: p.kind.provider(),
+                adapter: crate::providers::adapter(p.kind),
                 timeout: Duration::from_millis(p.timeout_ms.max(1)),
             };
             (name.as_str(), Arc::new(entry))
@@ -279,6 +279,15 @@ pub struct Gateway {
     epoch: Instant,
 }
 
+/// Shows the served aliases only: the configuration holds credentials.
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("models", &self.compiled.load().models.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Gateway {
     /// A gateway serving `config`, reporting usage to `sink`.
     pub fn new(config: &GatewayConfig, sink: Arc<dyn UsageSink>) -> Result<Gateway, ConfigError> {
@@ -352,7 +361,7 @@ impl Gateway {
         let usage = Usage::new(tokens::count_request(req), output);
         let max_cost_usd = targets
             .iter()
-            .filter_map(|t| t.price.map(|p| p.cost(&usage)))
+            .filter_map(|t| t.price.map(|p| crate::pricing::cost(&p, &usage)))
             .fold(0.0, f64::max);
         Some(Reservation {
             tokens: usage.total_tokens,
@@ -804,7 +813,10 @@ struct Report {
 
 impl Report {
     fn send(self, operation: Operation, stream: bool, usage: Usage, estimated: bool, done: bool) {
-        let cost_usd = self.target.price.map_or(0.0, |p| p.cost(&usage));
+        let cost_usd = self
+            .target
+            .price
+            .map_or(0.0, |p| crate::pricing::cost(&p, &usage));
         self.sink.record(UsageRecord {
             caller: self.caller,
             model: self.model,

@@ -13,6 +13,7 @@
 //!   reports no usage;
 //! - [`config`] and [`engine`]: model aliases over provider deployments, and the engine that
 //!   routes, retries, falls back, cools failing deployments down, streams and reports usage;
+//! - [`secrets`]: provider credentials sealed at rest with a key derived from a cluster secret;
 //! - [`error`]: the one error type and its OpenAI-style body;
 //! - `mock` (feature `mock`): loopback servers speaking the providers' wire formats, for tests
 //!   and benchmarks.
@@ -27,6 +28,7 @@ pub mod mock;
 pub mod openai;
 pub mod pricing;
 pub mod providers;
+pub mod secrets;
 pub mod sse;
 pub mod tokens;
 

@@ -6,26 +6,15 @@
 //! model versions (`claude-3-5-haiku-20241022`, `gpt-4o-2024-08-06`) find their family by the
 //! longest matching prefix.
 
-use serde::{Deserialize, Serialize};
-
 use crate::openai::Usage;
 
-/// USD per million input and output tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Price {
-    /// USD per million input (prompt) tokens.
-    pub input_per_million: f64,
-    /// USD per million output (completion) tokens.
-    pub output_per_million: f64,
-}
+pub use raftgate_model::ai::Price;
 
-impl Price {
-    /// The cost of `usage` in USD.
-    pub fn cost(&self, usage: &Usage) -> f64 {
-        (usage.prompt_tokens as f64 * self.input_per_million
-            + usage.completion_tokens as f64 * self.output_per_million)
-            / 1_000_000.0
-    }
+/// The cost of `usage` in USD at `price`.
+pub fn cost(price: &Price, usage: &Usage) -> f64 {
+    (usage.prompt_tokens as f64 * price.input_per_million
+        + usage.completion_tokens as f64 * price.output_per_million)
+        / 1_000_000.0
 }
 
 /// (model name or prefix, input, output) in USD per million tokens.
@@ -118,7 +107,7 @@ mod tests {
             input_per_million: 3.0,
             output_per_million: 15.0,
         };
-        let cost = price.cost(&Usage::new(1_000, 2_000));
+        let cost = cost(&price, &Usage::new(1_000, 2_000));
         assert!((cost - 0.033).abs() < 1e-12, "{cost}");
     }
 }

@@ -30,6 +30,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use raftgate_model::access::{AuditEntry, TokenRole};
+use raftgate_model::ai::{ModelConfig, ProviderConfig, ProviderView};
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, NodeUpstreams,
 };
@@ -101,13 +102,15 @@ impl ClientError {
 
 /// The resources that have their own admin URL collection (`/{collection}/{name}`, see
 /// [`Kind::collection`]); API keys do not, they live under their consumer (see
-/// [`AdminClient::create_key`]).
+/// [`AdminClient::create_key`]). AI providers, whose admin view differs from their spec, have
+/// their own methods ([`AdminClient::put_ai_provider`]).
 pub trait AdminResource: Resource {}
 
 impl AdminResource for ServiceSpec {}
 impl AdminResource for RouteSpec {}
 impl AdminResource for ConsumerSpec {}
 impl AdminResource for RateLimitSpec {}
+impl AdminResource for ModelConfig {}
 
 /// The `{"data": [...]}` envelope of list answers.
 #[derive(Deserialize)]
@@ -333,6 +336,30 @@ impl AdminClient {
         Ok(listing.data)
     }
 
+    /// Creates or replaces AI provider `name` (`PUT /ai/providers/{name}`); its credential is
+    /// encrypted by the cluster and never returned, so the answer is the provider's view.
+    pub async fn put_ai_provider(
+        &self,
+        name: &str,
+        spec: &ProviderConfig,
+    ) -> Result<Entity<ProviderView>, ClientError> {
+        self.call(Method::PUT, &provider_path(name), Some(spec), None)
+            .await
+    }
+
+    /// Reads AI provider `name` (without its credential).
+    pub async fn get_ai_provider(&self, name: &str) -> Result<Entity<ProviderView>, ClientError> {
+        self.call(Method::GET, &provider_path(name), NO_BODY, None)
+            .await
+    }
+
+    /// Deletes AI provider `name`.
+    pub async fn delete_ai_provider(&self, name: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &provider_path(name), NO_BODY, None)
+            .await
+            .map(drop)
+    }
+
     /// Deletes `name`, optionally only if it is at version `if_match`.
     pub async fn delete<T: AdminResource>(
         &self,
@@ -519,6 +546,14 @@ impl AdminClient {
 
 /// The `body` argument of a call without a body.
 const NO_BODY: Option<&()> = None;
+
+fn provider_path(name: &str) -> String {
+    format!(
+        "/{}/{}",
+        Kind::AiProvider.collection(),
+        encode_segment(name)
+    )
+}
 
 fn item_path<T: AdminResource>(name: &str) -> String {
     format!("/{}/{}", T::KIND.collection(), encode_segment(name))

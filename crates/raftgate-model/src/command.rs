@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use crate::NodeId;
 use crate::access::{AuditOperation, StoredToken};
+use crate::ai::{ModelConfig, ProviderConfig};
 use crate::policy::UsageDelta;
 use crate::resource::{
     CertificateSpec, ConsumerSpec, InstanceSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey,
@@ -36,6 +37,10 @@ pub enum Kind {
     Certificate,
     /// Admin API tokens.
     Token,
+    /// LLM provider accounts of the AI gateway.
+    AiProvider,
+    /// Model aliases of the AI gateway.
+    AiModel,
 }
 
 impl Kind {
@@ -50,6 +55,8 @@ impl Kind {
             Kind::Instance => "instance",
             Kind::Certificate => "certificate",
             Kind::Token => "token",
+            Kind::AiProvider => "ai_provider",
+            Kind::AiModel => "ai_model",
         }
     }
 }
@@ -66,6 +73,8 @@ impl Kind {
             Kind::Instance => "instances",
             Kind::Certificate => "certificates",
             Kind::Token => "tokens",
+            Kind::AiProvider => "ai/providers",
+            Kind::AiModel => "ai/models",
         }
     }
 }
@@ -95,6 +104,10 @@ pub enum Spec {
     Certificate(CertificateSpec),
     /// See [`StoredToken`].
     Token(StoredToken),
+    /// See [`ProviderConfig`].
+    AiProvider(ProviderConfig),
+    /// See [`ModelConfig`].
+    AiModel(ModelConfig),
 }
 
 impl Spec {
@@ -109,6 +122,8 @@ impl Spec {
             Spec::Instance(_) => Kind::Instance,
             Spec::Certificate(_) => Kind::Certificate,
             Spec::Token(_) => Kind::Token,
+            Spec::AiProvider(_) => Kind::AiProvider,
+            Spec::AiModel(_) => Kind::AiModel,
         }
     }
 }

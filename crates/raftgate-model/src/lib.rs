@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod ai;
 pub mod api;
 pub mod codec;
 pub mod command;

@@ -356,6 +356,9 @@ pub struct ConsumerSpec {
     /// This consumer's own limit for a rate limit, by rate-limit name (overrides its `limit`).
     #[serde(default)]
     pub limits: BTreeMap<String, u64>,
+    /// AI model aliases this consumer may use through the AI gateway; empty means all.
+    #[serde(default)]
+    pub ai_models: Vec<String>,
 }
 
 /// The window a rate limit counts over.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::access::{AuditLog, StoredToken};
+use crate::ai::{ModelConfig, ProviderConfig, ProviderView};
 use crate::command::{Kind, Spec};
 use crate::policy::UsageCounter;
 use crate::resource::{
@@ -46,6 +47,10 @@ pub struct State {
     pub tokens: Table<StoredToken>,
     /// The last admin writes, oldest first (see [`crate::access`]).
     pub audit: AuditLog,
+    /// LLM providers of the AI gateway (credentials sealed).
+    pub ai_providers: Table<ProviderConfig>,
+    /// Model aliases of the AI gateway.
+    pub ai_models: Table<ModelConfig>,
     /// Rate-limit and quota counters, by counter key (`{rate limit}/{scope}:{subject}`).
     pub usage: Arc<OrdMap<String, UsageCounter>>,
     /// Index of the last log entry applied to this state.
@@ -67,6 +72,8 @@ impl State {
             Kind::Instance => v(&self.instances, name),
             Kind::Certificate => v(&self.certificates, name),
             Kind::Token => v(&self.tokens, name),
+            Kind::AiProvider => v(&self.ai_providers, name),
+            Kind::AiModel => v(&self.ai_models, name),
         }
     }
 
@@ -171,6 +178,7 @@ resource!(ConsumerSpec, Consumer, consumers, validate::consumer);
 resource!(RateLimitSpec, RateLimit, rate_limits, validate::rate_limit);
 resource!(StoredKey, Key, keys, validate::key);
 resource!(InstanceSpec, Instance, instances, validate::instance);
+resource!(ModelConfig, AiModel, ai_models, validate::ai_model);
 // Tokens have no generic CRUD routes (see the admin API's `tokens` module), so this view, which
 // shows the hash, is never served.
 resource!(StoredToken, Token, tokens, validate::token);
@@ -195,5 +203,25 @@ impl Resource for CertificateSpec {
             cert: self.cert.clone(),
             snis: self.snis.clone(),
         }
+    }
+}
+
+impl Resource for ProviderConfig {
+    const KIND: Kind = Kind::AiProvider;
+    fn table(state: &State) -> &Table<Self> {
+        &state.ai_providers
+    }
+    fn table_mut(state: &mut State) -> &mut Table<Self> {
+        &mut state.ai_providers
+    }
+    fn into_spec(self) -> Spec {
+        Spec::AiProvider(self)
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        validate::ai_provider(self)
+    }
+    type View = ProviderView;
+    fn view(&self) -> ProviderView {
+        ProviderConfig::view(self)
     }
 }

@@ -5,6 +5,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::access::StoredToken;
+use crate::ai::{ModelConfig, ProviderConfig};
 use crate::resource::{
     CertificateSpec, ConsumerSpec, HashOn, InstanceSpec, LbPolicy, RateLimitSpec, RouteSpec,
     ServiceSpec, StoredKey,
@@ -284,6 +285,51 @@ pub fn consumer(spec: &ConsumerSpec) -> Result<(), ValidationError> {
         return Err(err("custom_id", "must be 1 to 256 characters long"));
     }
     crate::policy::validate_consumer(spec)
+}
+
+/// See [`ProviderConfig`]. Whether models reference existing providers is checked by the
+/// admin API against the whole gateway configuration.
+pub fn ai_provider(spec: &ProviderConfig) -> Result<(), ValidationError> {
+    let url = spec.base_url.as_str();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+        return Err(err(
+            "base_url",
+            "must be an absolute http:// or https:// URL, e.g. https://api.openai.com/v1",
+        ));
+    }
+    if spec.timeout_ms == 0 {
+        return Err(err("timeout_ms", "must be at least 1"));
+    }
+    if spec.api_key.as_ref().is_some_and(String::is_empty) {
+        return Err(err(
+            "api_key",
+            "must not be empty; leave it out for keyless servers",
+        ));
+    }
+    Ok(())
+}
+
+/// See [`ModelConfig`].
+pub fn ai_model(spec: &ModelConfig) -> Result<(), ValidationError> {
+    if spec.deployments.is_empty() {
+        return Err(err("deployments", "must list at least one deployment"));
+    }
+    for (i, d) in spec.deployments.iter().enumerate() {
+        name(&format!("deployments[{i}].provider"), &d.provider)?;
+        if d.model.is_empty() {
+            return Err(err(format!("deployments[{i}].model"), "must not be empty"));
+        }
+    }
+    if spec.deployments.iter().all(|d| d.weight == 0) {
+        return Err(err(
+            "deployments",
+            "at least one deployment needs a weight above 0",
+        ));
+    }
+    Ok(())
 }
 
 /// See [`RateLimitSpec`].

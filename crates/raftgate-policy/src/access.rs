@@ -205,6 +205,7 @@ mod tests {
             name: Arc::from("alice"),
             groups: vec!["gold".to_string()].into(),
             limits: Default::default(),
+            ai_models: Default::default(),
         };
         let acl = |allow: &[&str], deny: &[&str]| AllowDeny {
             allow: allow.iter().map(|s| s.to_string()).collect(),

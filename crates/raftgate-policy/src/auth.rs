@@ -55,6 +55,8 @@ pub struct Consumer {
     pub groups: Box<[String]>,
     /// Its own limits, by rate-limit name.
     pub limits: HashMap<String, u64>,
+    /// The AI model aliases it may use; empty means all.
+    pub ai_models: Box<[String]>,
 }
 
 /// How one JWT issuer's tokens are verified.
@@ -103,6 +105,7 @@ fn consumer(name: &str, spec: &ConsumerSpec) -> Arc<Consumer> {
         name: name.into(),
         groups: spec.groups.clone().into(),
         limits: spec.limits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        ai_models: spec.ai_models.clone().into(),
     })
 }
 

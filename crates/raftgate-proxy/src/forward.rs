@@ -16,6 +16,8 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
+use raftgate_ai::Gateway;
+use raftgate_ai::api::{AiBody, Route as AiRoute};
 use raftgate_policy::{Admitted, Answer, Engine, RoutePolicies};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
@@ -27,8 +29,9 @@ use crate::router::{Route, Router};
 use crate::upgrade::{self, Upgrade};
 use crate::upstream::{Pool, UpstreamBody, UpstreamError, rewrite_path};
 
-/// Body of every response the proxy sends: the upstream's, streamed, or a short error body.
-pub(crate) type Body = Either<UpstreamBody, Full<Bytes>>;
+/// Body of every response the proxy sends: the upstream's, streamed, a short error body, or
+/// the AI gateway's answer (complete JSON or an event stream).
+pub(crate) type Body = Either<UpstreamBody, Either<Full<Bytes>, AiBody>>;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -116,7 +119,7 @@ impl Failure {
         } else {
             Full::default()
         };
-        let mut response = Response::new(Either::Right(body));
+        let mut response = Response::new(Either::Right(Either::Left(body)));
         *response.status_mut() = status;
         if json {
             response.headers_mut().insert(
@@ -172,6 +175,8 @@ pub(crate) struct Forwarder {
     max_body_bytes: Option<u64>,
     /// Credentials and rate-limit counters for the routes' policies.
     policies: Arc<Engine>,
+    /// The node's AI gateway, serving the unified API before routing.
+    ai: Option<Arc<Gateway>>,
 }
 
 impl Forwarder {
@@ -182,7 +187,14 @@ impl Forwarder {
             max_headers: config.max_headers,
             max_body_bytes: config.max_body_bytes,
             policies,
+            ai: None,
         }
+    }
+
+    /// Serves the unified AI API with `gateway`.
+    pub(crate) fn with_ai(mut self, gateway: Option<Arc<Gateway>>) -> Forwarder {
+        self.ai = gateway;
+        self
     }
 
     /// The policy engine; the reload task refreshes its credentials and counters.
@@ -202,6 +214,16 @@ impl Forwarder {
         mut request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let request_id = self.ids.for_request(request.headers());
+        if let Some(gateway) = &self.ai
+            && let Some(route) = AiRoute::of(request.method(), request.uri().path())
+        {
+            let response =
+                crate::ai::serve(gateway, &self.policies, route, request, self.max_body_bytes)
+                    .await;
+            let mut response = response.map(|b| Either::Right(Either::Right(b)));
+            response.headers_mut().insert(&X_REQUEST_ID, request_id);
+            return Ok(response);
+        }
         let upgrade = Upgrade::take(&mut request);
         let prepared = self
             .check_limits(&request)
@@ -283,7 +305,13 @@ impl Forwarder {
             .check(&self.policies, parts, peer.addr.ip(), declared)
             .await
         {
-            Ok(admitted) => Ok(Some(admitted)),
+            Ok(admitted) => {
+                debug!(
+                    consumer = admitted.consumer.as_deref(),
+                    "request admitted by the route's policies"
+                );
+                Ok(Some(admitted))
+            }
             Err(answer) => Err(Failure::Policy(answer)),
         }
     }

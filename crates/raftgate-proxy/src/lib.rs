@@ -62,6 +62,7 @@
 
 #![warn(missing_docs)]
 
+mod ai;
 mod client_body;
 mod forward;
 mod header_ops;
@@ -162,6 +163,7 @@ pub struct Proxy {
     config: ProxyConfig,
     upstreams: Upstreams,
     policies: Arc<raftgate_policy::Engine>,
+    ai: Option<Arc<raftgate_ai::Gateway>>,
 }
 
 /// The connection settings shared by every connection.
@@ -180,7 +182,15 @@ impl Proxy {
             config,
             upstreams: Upstreams::new(),
             policies: Arc::new(raftgate_policy::Engine::standalone()),
+            ai: None,
         }
+    }
+
+    /// Serves the unified AI API (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`,
+    /// `/v1/messages`) with `gateway`, for callers with a consumer key, before routing.
+    pub fn with_ai(mut self, gateway: Arc<raftgate_ai::Gateway>) -> Proxy {
+        self.ai = Some(gateway);
+        self
     }
 
     /// Enforces the routes' policies with `engine` — the node's, whose rate-limit counters
@@ -246,7 +256,8 @@ impl Proxy {
         info!(%addr, tls_addr = ?tls_addr, routes = router.route_count(),
             services = router.service_count(), applied_index = state.applied_index,
             "proxy listening");
-        let forwarder = Arc::new(Forwarder::new(router, &self.config, self.policies));
+        let forwarder =
+            Arc::new(Forwarder::new(router, &self.config, self.policies).with_ai(self.ai));
         let reload = tokio::spawn(reload(
             self.states,
             forwarder.clone(),

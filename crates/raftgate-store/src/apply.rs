@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use raftgate_model::access::{self, AuditEntry, AuditOperation, StoredToken};
+use raftgate_model::ai::{ModelConfig, ProviderConfig};
 use raftgate_model::command::Applied;
 use raftgate_model::policy::Policies;
 use raftgate_model::state::Resource;
@@ -113,6 +114,8 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 }
                 Spec::Certificate(c) => put(state, name, c.clone(), index, at),
                 Spec::Token(t) => put(state, name, t.clone(), index, at),
+                Spec::AiProvider(p) => put(state, name, p.clone(), index, at),
+                Spec::AiModel(m) => put(state, name, m.clone(), index, at),
             }
         }
         Command::Delete {
@@ -161,6 +164,8 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 Kind::Instance => remove::<InstanceSpec>(state, name),
                 Kind::Certificate => remove::<CertificateSpec>(state, name),
                 Kind::Token => remove::<StoredToken>(state, name),
+                Kind::AiProvider => remove::<ProviderConfig>(state, name),
+                Kind::AiModel => remove::<ModelConfig>(state, name),
             }
             Ok(Outcome {
                 index,

@@ -2,6 +2,7 @@
 //! admin API (`cluster`, `get`, `put`, `delete`, `token`, `audit`).
 
 mod admin_cli;
+mod ai;
 mod dev;
 mod serve;
 

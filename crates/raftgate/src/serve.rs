@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// File holding the cluster secret (surrounding whitespace ignored).
     #[arg(long)]
     pub cluster_secret_file: Option<PathBuf>,
+    /// File holding the key AI provider credentials are encrypted with at rest (the same on
+    /// every node). Without it, the key is derived from the cluster secret.
+    #[arg(long)]
+    pub secrets_key_file: Option<PathBuf>,
     /// Raft heartbeat period in milliseconds.
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -230,6 +234,13 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         .init();
 
     let security = security(&flags, &file)?;
+    let secrets = crate::ai::secrets_key(
+        flags
+            .secrets_key_file
+            .as_deref()
+            .or(file.secrets_key_file.as_deref()),
+        security.secret.as_deref(),
+    )?;
     let id = if flags.id_from_hostname || file.id_from_hostname {
         id_from_hostname(&hostname()?)?
     } else {
@@ -335,7 +346,21 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         });
     let policies = std::sync::Arc::new(raftgate_policy::Engine::new(node.id(), usage_sync));
     let usage_task = tokio::spawn(report_usage(node.clone(), policies.clone()));
-    let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config).with_policies(policies);
+    let gateway = std::sync::Arc::new(
+        raftgate_ai::Gateway::new(
+            &raftgate_ai::GatewayConfig::default(),
+            std::sync::Arc::new(crate::ai::LogUsage),
+        )
+        .map_err(|e| CliError::Config(e.to_string()))?,
+    );
+    let ai_task = tokio::spawn(crate::ai::follow(
+        node.subscribe(),
+        gateway.clone(),
+        secrets.clone(),
+    ));
+    let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config)
+        .with_policies(policies)
+        .with_ai(gateway);
     let health = proxy.health();
     let health: raftgate_admin::HealthSource = std::sync::Arc::new(move || health.all());
     let proxy_task = match tls_listener {
@@ -347,6 +372,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         node.clone(),
         token.clone(),
         Some(health),
+        secrets,
         stopped(),
     ));
     tracing::info!(id, %admin_addr, %proxy_addr, %cluster_addr, "admin API listening");
@@ -354,6 +380,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     usage_task.abort();
+    ai_task.abort();
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = proxy_task.await {
         tracing::warn!(error = %e, "proxy stopped with an error");

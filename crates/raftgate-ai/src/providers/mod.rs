@@ -4,7 +4,7 @@
 //! provider's answer back into canonical form, its event stream into `chat.completion.chunk`s
 //! (through a stateful [`StreamTranslator`] fed one event at a time, so nothing is buffered),
 //! and its error bodies into [`ApiError`]s. Adding a kind is a new file here, a variant of
-//! [`ProviderKind`] and its arm in [`ProviderKind::provider`].
+//! [`ProviderKind`] (in `raftgate-model`) and its arm in [`adapter`].
 
 pub mod anthropic;
 pub mod azure;
@@ -14,7 +14,7 @@ pub mod openai;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::openai::{
@@ -22,44 +22,17 @@ use crate::openai::{
 };
 use crate::sse::SseEvent;
 
-/// Which API a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// OpenAI and every OpenAI-compatible server (Mistral, DeepSeek, Groq, Together, vLLM,
-    /// Ollama, LM Studio): only the base URL differs.
-    Openai,
-    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
-    Azure,
-    /// Anthropic's Messages API.
-    Anthropic,
-    /// Google Gemini (`generateContent`).
-    Gemini,
-    /// Cohere's Chat API v2.
-    Cohere,
-}
+pub use raftgate_model::ai::ProviderKind;
 
-impl ProviderKind {
-    /// The translation for this kind.
-    pub fn provider(self) -> &'static dyn Provider {
-        match self {
-            ProviderKind::Openai => &openai::OpenAi,
-            ProviderKind::Azure => &azure::Azure,
-            ProviderKind::Anthropic => &anthropic::Anthropic,
-            ProviderKind::Gemini => &gemini::Gemini,
-            ProviderKind::Cohere => &cohere::Cohere,
-        }
-    }
-
-    /// The kind's name as configured.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProviderKind::Openai => "openai",
-            ProviderKind::Azure => "azure",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Cohere => "cohere",
-        }
+/// The translation for a provider kind (the kind itself is a replicated setting in
+/// `raftgate-model`; how it is spoken lives here).
+pub fn adapter(kind: ProviderKind) -> &'static dyn Provider {
+    match kind {
+        ProviderKind::Openai => &openai::OpenAi,
+        ProviderKind::Azure => &azure::Azure,
+        ProviderKind::Anthropic => &anthropic::Anthropic,
+        ProviderKind::Gemini => &gemini::Gemini,
+        ProviderKind::Cohere => &cohere::Cohere,
     }
 }
 

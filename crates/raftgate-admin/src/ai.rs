@@ -1,0 +1,70 @@
+//! What the admin API adds to the AI gateway's resources beyond generic CRUD: a provider's
+//! credential is sealed with the cluster's secrets key before anything is proposed (so the
+//! Raft log, the WAL and snapshots only hold ciphertext, and it is refused when no key is
+//! configured rather than stored in clear), and providers and models are checked with the
+//! gateway's own validation before they are written.
+
+use std::any::Any;
+
+use raftgate_ai::GatewayConfig;
+use raftgate_ai::config::ConfigError;
+use raftgate_ai::secrets::is_sealed;
+use raftgate_model::ai::{ModelConfig, ProviderConfig};
+
+use crate::{AdminState, ApiError};
+
+/// Seals a provider's credential and validates providers and models; other specs pass.
+pub fn prepare(s: &AdminState, name: &str, spec: &mut (dyn Any + Send)) -> Result<(), ApiError> {
+    let mut config = GatewayConfig::default();
+    if let Some(provider) = spec.downcast_mut::<ProviderConfig>() {
+        // Checked before sealing, while the credential is still the user's.
+        raftgate_model::validate::ai_provider(provider)?;
+        seal(s, provider)?;
+        config.providers.insert(name.to_string(), provider.clone());
+    } else if let Some(model) = spec.downcast_ref::<ModelConfig>() {
+        // Only this model is checked, against the providers that exist now, so a model broken
+        // by an earlier provider deletion does not block unrelated writes.
+        let state = s.node.state();
+        config.providers = state
+            .ai_providers
+            .iter()
+            .map(|(n, e)| (n.clone(), e.spec.clone()))
+            .collect();
+        config.models.insert(name.to_string(), model.clone());
+    } else {
+        return Ok(());
+    }
+    config.validate().map_err(|e| {
+        let field = match e {
+            ConfigError::BadBaseUrl { .. } => "base_url",
+            _ => "deployments",
+        };
+        ApiError::BadRequest {
+            field: Some(field.into()),
+            message: e.to_string(),
+        }
+    })
+}
+
+fn seal(s: &AdminState, provider: &mut ProviderConfig) -> Result<(), ApiError> {
+    let Some(plain) = provider.api_key.take() else {
+        return Ok(());
+    };
+    let bad = |message: String| ApiError::BadRequest {
+        field: Some("api_key".into()),
+        message,
+    };
+    let Some(key) = &s.secrets else {
+        return Err(bad("this cluster has no secrets key, so provider credentials cannot be encrypted at rest; start every node with --cluster-secret or --secrets-key-file".into()));
+    };
+    // A provider read back from another cluster's export may carry a sealed value: keep it
+    // only if this cluster's key opens it.
+    let sealed = if is_sealed(&plain) {
+        key.open(&plain).map_err(|e| bad(e.to_string()))?;
+        plain
+    } else {
+        key.seal(&plain).map_err(|e| bad(e.to_string()))?
+    };
+    provider.api_key = Some(sealed);
+    Ok(())
+}

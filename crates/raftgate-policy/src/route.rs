@@ -411,7 +411,89 @@ fn without_query_param(uri: &Uri, name: &str) -> Uri {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use raftgate_model::policy::KeyAuth;
+    use raftgate_model::{ConsumerSpec, Entity, RateWindow, StoredKey};
+    use sha2::{Digest, Sha256};
+
+    /// A route limited to 1 request a minute per consumer, where alice may make 3.
+    fn limited() -> (State, RouteSpec) {
+        let mut state = State::default();
+        let limit = RateLimitSpec {
+            limit: 1,
+            window: RateWindow::Minute,
+            scope: LimitScope::Consumer,
+            fixed: false,
+            fail_open: false,
+        };
+        Arc::make_mut(&mut state.rate_limits).insert("rpm".into(), Entity::new("rpm", limit));
+        for (name, own) in [("alice", Some(3)), ("bob", None)] {
+            let spec = ConsumerSpec {
+                limits: own.map(|l| ("rpm".to_string(), l)).into_iter().collect(),
+                ..Default::default()
+            };
+            Arc::make_mut(&mut state.consumers).insert(name.into(), Entity::new(name, spec));
+            let key = StoredKey {
+                consumer: name.into(),
+                prefix: String::new(),
+                hash: Sha256::digest(format!("key-{name}"))
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            };
+            Arc::make_mut(&mut state.keys).insert(name.into(), Entity::new(name, key));
+        }
+        let route = RouteSpec {
+            service: "svc".into(),
+            policies: Policies {
+                auth: Some(AuthPolicy {
+                    key_auth: Some(KeyAuth::default()),
+                    ..Default::default()
+                }),
+                rate_limits: vec!["rpm".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        (state, route)
+    }
+
+    #[tokio::test]
+    async fn a_consumers_own_limit_overrides_the_limit() {
+        let (state, route) = limited();
+        let policies = RoutePolicies::compile("r", &route, &ServiceSpec::default(), &state)
+            .expect("the route has policies");
+        let engine = Engine::standalone();
+        engine.refresh(&state);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut admitted = BTreeMap::new();
+        let mut last = None;
+        for name in ["alice", "bob"] {
+            for _ in 0..5 {
+                let (mut parts, ()) = http::Request::get("/")
+                    .header("apikey", format!("key-{name}"))
+                    .body(())
+                    .unwrap()
+                    .into_parts();
+                match policies.check(&engine, &mut parts, ip, None).await {
+                    Ok(a) => {
+                        assert_eq!(parts.headers[&X_CONSUMER_NAME], name);
+                        assert!(!parts.headers.contains_key("apikey"), "key hidden");
+                        *admitted.entry(name).or_insert(0) += 1;
+                        assert!(a.response_headers.contains_key(&RATELIMIT_REMAINING));
+                    }
+                    Err(answer) => last = Some(answer),
+                }
+            }
+        }
+        assert_eq!(admitted, BTreeMap::from([("alice", 3), ("bob", 1)]));
+        let refused = last.expect("refusals");
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.headers.contains_key(header::RETRY_AFTER));
+        assert_eq!(refused.headers[&RATELIMIT_LIMIT], "1");
+    }
 
     #[test]
     fn query_parameters() {

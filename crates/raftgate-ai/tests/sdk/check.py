@@ -2,6 +2,8 @@
 
 Run against `cargo run -p raftgate-ai --features mock --example mock_gateway -- 127.0.0.1:PORT`:
     python3 check.py http://127.0.0.1:PORT
+or against a raftgate node's proxy with a consumer key (tests/ai_gateway.rs does this):
+    python3 check.py http://127.0.0.1:PROXY_PORT CONSUMER_KEY
 Prints one line per check and `N passed, N failed` last; exits non-zero when any failed.
 """
 
@@ -12,7 +14,7 @@ import anthropic
 import openai
 
 BASE = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:18080"
-KEY = "sk-consumer"
+KEY = sys.argv[2] if len(sys.argv) > 2 else "sk-consumer"
 oa = openai.OpenAI(base_url=BASE + "/v1", api_key=KEY, max_retries=0)
 an = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0)
 results = []

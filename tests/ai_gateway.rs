@@ -1,0 +1,432 @@
+//! The AI gateway on real processes: providers and models written through one node of a
+//! three-node cluster, served by every node's proxy in front of mock providers on loopback
+//! (speaking the providers' real wire formats), authenticated with consumer keys; credentials
+//! sealed at rest; and the official `openai` and `anthropic` Python SDKs driven against a node.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
+use raftgate_ai::providers::ProviderKind;
+use raftgate_model::ConsumerSpec;
+use raftgate_model::NodeId;
+use raftgate_model::ai::{Deployment, ModelConfig, ProviderConfig};
+use serde_json::{Value, json};
+use support::{Cluster, api_error, eventually};
+
+const IDS: [NodeId; 3] = [1, 2, 3];
+const SECRET: &str = "the-cluster-secret-of-the-ai-test";
+
+/// Starts a three-node cluster whose nodes share `secret` (the secrets key is derived from it).
+async fn cluster(secret: Option<&str>) -> Cluster {
+    let mut cluster = Cluster::new(&IDS, None);
+    for id in IDS {
+        if let Some(s) = secret {
+            cluster.set_args(id, vec!["--cluster-secret".into(), s.into()]);
+        }
+        cluster.spawn(id);
+    }
+    for id in IDS {
+        cluster.wait_healthy(id).await;
+    }
+    cluster.wait_for_leader(&IDS).await;
+    cluster
+}
+
+/// The mock providers, kept alive for the test.
+struct Mocks {
+    openai: MockProvider,
+    anthropic: MockProvider,
+    gemini: MockProvider,
+    cohere: MockProvider,
+    breaking: MockProvider,
+    failing: MockProvider,
+}
+
+impl Mocks {
+    async fn start() -> Mocks {
+        let start = |kind| async move { MockProvider::start(kind).await.expect("start a mock") };
+        let m = Mocks {
+            openai: start(ProviderKind::Openai).await,
+            anthropic: start(ProviderKind::Anthropic).await,
+            gemini: start(ProviderKind::Gemini).await,
+            cohere: start(ProviderKind::Cohere).await,
+            breaking: start(ProviderKind::Openai).await,
+            failing: start(ProviderKind::Anthropic).await,
+        };
+        m.breaking.set(Behavior {
+            failure: Some(Failure::MidStream { after_events: 2 }),
+            ..Behavior::default()
+        });
+        m.failing.set(Behavior {
+            failure: Some(Failure::Status(529)),
+            ..Behavior::default()
+        });
+        m
+    }
+}
+
+fn provider(kind: ProviderKind, mock: &MockProvider) -> ProviderConfig {
+    ProviderConfig {
+        kind,
+        base_url: mock.base_url(),
+        api_key: Some(MOCK_KEY.into()),
+        api_version: None,
+        timeout_ms: 10_000,
+    }
+}
+
+fn model(deployments: &[(&str, &str)]) -> ModelConfig {
+    ModelConfig {
+        deployments: deployments
+            .iter()
+            .enumerate()
+            .map(|(priority, (provider, model))| Deployment {
+                provider: (*provider).into(),
+                model: (*model).into(),
+                weight: 1,
+                priority: priority as u32,
+                price: None,
+            })
+            .collect(),
+        price: None,
+        context_window: None,
+    }
+}
+
+/// Writes the mock_gateway example's providers and models through node `via`, and a consumer
+/// `app` that may use every model but `secret`; returns the consumer's key.
+async fn configure(cluster: &Cluster, via: NodeId, m: &Mocks) -> String {
+    let client = cluster.client(via);
+    let providers = [
+        ("openai", provider(ProviderKind::Openai, &m.openai)),
+        ("anthropic", provider(ProviderKind::Anthropic, &m.anthropic)),
+        ("gemini", provider(ProviderKind::Gemini, &m.gemini)),
+        ("cohere", provider(ProviderKind::Cohere, &m.cohere)),
+        ("breaking", provider(ProviderKind::Openai, &m.breaking)),
+        ("failing", provider(ProviderKind::Anthropic, &m.failing)),
+    ];
+    for (name, spec) in &providers {
+        let stored = client
+            .put_ai_provider(name, spec)
+            .await
+            .unwrap_or_else(|e| panic!("put provider {name}: {e}"));
+        assert!(stored.spec.api_key_set, "{name}: the credential is stored");
+    }
+    let models = [
+        ("gpt", model(&[("openai", "gpt-4o-mini")])),
+        (
+            "claude",
+            model(&[("anthropic", "claude-3-5-haiku-20241022")]),
+        ),
+        ("gemini", model(&[("gemini", "gemini-2.5-flash")])),
+        ("command", model(&[("cohere", "command-r-08-2024")])),
+        ("midstream", model(&[("breaking", "gpt-4o-mini")])),
+        ("emb", model(&[("openai", "text-embedding-3-small")])),
+        (
+            "fallback",
+            model(&[
+                ("failing", "claude-3-5-haiku-latest"),
+                ("openai", "gpt-4o-mini"),
+            ]),
+        ),
+        ("broken", model(&[("failing", "claude-3-5-haiku-latest")])),
+        ("secret", model(&[("openai", "gpt-4o")])),
+    ];
+    for (alias, spec) in &models {
+        client
+            .put(alias, spec, None)
+            .await
+            .unwrap_or_else(|e| panic!("put model {alias}: {e}"));
+    }
+    let allowed = models
+        .iter()
+        .map(|(a, _)| a.to_string())
+        .filter(|a| a != "secret")
+        .collect();
+    let consumer = ConsumerSpec {
+        ai_models: allowed,
+        ..ConsumerSpec::default()
+    };
+    client
+        .put("app", &consumer, None)
+        .await
+        .expect("put consumer");
+    client.create_key("app").await.expect("create a key").key
+}
+
+/// A plain HTTP client for the proxies.
+fn http() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request to `proxy`; answers the status and the whole body.
+async fn call(
+    proxy: SocketAddr,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("http://{proxy}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .expect("a valid request");
+    let exchange = async {
+        let response = http().request(request).await.expect("an answer");
+        let status = response.status();
+        let body = response.into_body().collect().await.expect("a body");
+        (
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("an answer within 20 s")
+}
+
+/// What the mocks answer to "hello world".
+const ECHO: &str = "echo: hello world";
+
+/// `POST /v1/chat/completions` through `proxy` with consumer key `key`.
+async fn post_chat(proxy: SocketAddr, key: &str, body: Value) -> (StatusCode, String) {
+    call(proxy, Method::POST, "/v1/chat/completions", key, Some(body)).await
+}
+
+/// A non-streamed chat with `model` that must answer `status`; returns the JSON answer.
+async fn completion(proxy: SocketAddr, key: &str, model: &str, status: StatusCode) -> Value {
+    let (got, body) = post_chat(proxy, key, chat(model, false)).await;
+    assert_eq!(got, status, "{model} through {proxy}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream,
+           "messages": [{"role": "user", "content": "hello world"}]})
+}
+
+/// Waits until node `proxy` serves the consumer's models (configuration and key replicated).
+async fn wait_served(proxy: SocketAddr, key: &str) {
+    let served = eventually(Duration::from_secs(20), || async {
+        let (status, body) = call(proxy, Method::GET, "/v1/models", key, None).await;
+        (status == StatusCode::OK && body.contains("\"fallback\"")).then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "proxy {proxy} never served the AI models");
+}
+
+/// The text of an OpenAI event stream: the deltas' contents in order; asserts it ends with
+/// `[DONE]`.
+fn streamed_text(body: &str) -> String {
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(
+        events.last(),
+        Some(&"[DONE]"),
+        "stream ends with [DONE]: {body}"
+    );
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).expect("each event is JSON"))
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_the_ai_api_from_replicated_providers_and_models() {
+    let cluster = cluster(Some(SECRET)).await;
+    let mocks = Mocks::start().await;
+    let key = configure(&cluster, 2, &mocks).await;
+
+    // The admin API never shows the credential.
+    let read = cluster
+        .client(3)
+        .get_ai_provider("openai")
+        .await
+        .expect("read");
+    let shown = serde_json::to_string(&read).expect("encode");
+    assert!(
+        read.spec.api_key_set && !shown.contains(MOCK_KEY),
+        "{shown}"
+    );
+    // A model on a provider that does not exist is refused, naming the field.
+    let bad = cluster
+        .client(1)
+        .put("typo", &model(&[("nope", "gpt-4o")]), None)
+        .await;
+    let body = api_error(bad, StatusCode::BAD_REQUEST);
+    assert_eq!(body.field.as_deref(), Some("deployments"), "{body:?}");
+
+    for id in IDS {
+        let proxy = cluster.node(id).addrs.proxy;
+        wait_served(proxy, &key).await;
+
+        let answer = completion(proxy, &key, "gpt", StatusCode::OK).await;
+        assert_eq!(
+            answer["choices"][0]["message"]["content"], ECHO,
+            "node {id}"
+        );
+        assert_eq!(answer["usage"]["completion_tokens"], 3, "node {id}");
+        // Fallback: the failing provider (529) is tried first, the next priority answers.
+        let answer = completion(proxy, &key, "fallback", StatusCode::OK).await;
+        assert_eq!(
+            answer["choices"][0]["message"]["content"], ECHO,
+            "node {id}"
+        );
+
+        for model in ["gpt", "claude", "gemini"] {
+            let (status, body) = post_chat(proxy, &key, chat(model, true)).await;
+            assert_eq!(status, StatusCode::OK, "node {id} {model}: {body}");
+            assert_eq!(streamed_text(&body), ECHO, "node {id} {model}");
+        }
+
+        let (status, body) = call(proxy, Method::GET, "/v1/models", &key, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !body.contains("\"secret\""),
+            "node {id} hides forbidden models: {body}"
+        );
+
+        let refused = completion(proxy, "sk-wrong", "gpt", StatusCode::UNAUTHORIZED).await;
+        assert_eq!(refused["error"]["code"], "invalid_api_key", "node {id}");
+        let refused = completion(proxy, &key, "secret", StatusCode::NOT_FOUND).await;
+        assert_eq!(refused["error"]["code"], "model_not_found", "node {id}");
+    }
+    assert!(
+        mocks.failing.hits() > 0,
+        "the failing provider was tried before the fallback"
+    );
+    assert!(mocks.openai.hits() > 0 && mocks.anthropic.hits() > 0 && mocks.gemini.hits() > 0);
+    // Every request reached a mock with the provider credential, opened on each node.
+    let received = mocks.openai.received();
+    assert!(
+        received.iter().all(|r| r
+            .headers
+            .get("authorization")
+            .is_some_and(|v| v.as_bytes() == format!("Bearer {MOCK_KEY}").as_bytes())),
+        "every node sends the opened credential"
+    );
+
+    // At rest (WAL, snapshots) the credential is only ciphertext.
+    for entry in walk(cluster.dir()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(MOCK_KEY.len())
+                .any(|w| w == MOCK_KEY.as_bytes()),
+            "{} holds the provider credential in clear",
+            entry.display()
+        );
+    }
+}
+
+/// Every file under `dir` except the nodes' logs.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_none_or(|e| e != "log") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secrets_key_a_provider_credential_is_refused() {
+    let mut cluster = Cluster::new(&[1], None);
+    cluster.spawn(1);
+    cluster.wait_healthy(1).await;
+    cluster.wait_for_leader(&[1]).await;
+    assert!(
+        cluster.log_text(1).contains("no secrets key"),
+        "the node says at startup that it has no secrets key"
+    );
+    let mock = MockProvider::start(ProviderKind::Openai)
+        .await
+        .expect("mock");
+    let refused = cluster
+        .client(1)
+        .put_ai_provider("openai", &provider(ProviderKind::Openai, &mock))
+        .await;
+    let body = api_error(refused, StatusCode::BAD_REQUEST);
+    assert_eq!(body.field.as_deref(), Some("api_key"));
+    assert!(body.message.contains("--cluster-secret"), "{body:?}");
+    // A keyless server (Ollama, vLLM) needs no key.
+    let keyless = ProviderConfig {
+        api_key: None,
+        ..provider(ProviderKind::Openai, &mock)
+    };
+    let stored = cluster
+        .client(1)
+        .put_ai_provider("local", &keyless)
+        .await
+        .expect("a keyless provider is stored");
+    assert!(!stored.spec.api_key_set);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_and_anthropic_sdks_against_a_node() {
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import openai, anthropic"])
+        .output();
+    match python {
+        Ok(out) if out.status.success() => {}
+        other => panic!(
+            "the SDK check needs python3 with the official SDKs: run `pip install openai anthropic` ({other:?})"
+        ),
+    }
+    let cluster = cluster(Some(SECRET)).await;
+    let mocks = Mocks::start().await;
+    let key = configure(&cluster, 1, &mocks).await;
+    let proxy = cluster.node(3).addrs.proxy;
+    wait_served(proxy, &key).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../raftgate-ai/tests/sdk/check.py"
+    );
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("http://{proxy}"))
+        .arg(&key)
+        .output()
+        .await
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The last line is `N passed, M failed`; every check of the script must have run and passed.
+    let passed = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_suffix(" passed, 0 failed"))
+        .and_then(|n| n.parse::<u32>().ok());
+    assert!(
+        out.status.success() && passed.is_some_and(|n| n >= 38),
+        "SDK check failed ({passed:?} passed):\n{stdout}\n{stderr}"
+    );
+}

@@ -7,8 +7,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Version of the byte format written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+/// Version of the byte format written by this build. Bump it whenever a replicated type
+/// changes shape (bincode has no field names to tolerate that): 2 added policies, consumer
+/// credentials, usage counters, admin tokens, the audit log and AI providers and models.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Largest value [`decode`] accepts; larger input is refused rather than allocated.
 pub const MAX_DECODE_BYTES: usize = 256 << 20;
@@ -26,7 +28,7 @@ pub enum CodecError {
     Decode(#[from] bincode::error::DecodeError),
     /// The bytes were written in a format this build does not know.
     #[error(
-        "data has format version {found}, this raftgate reads version {FORMAT_VERSION}; upgrade raftgate"
+        "data has format version {found}, this raftgate reads version {FORMAT_VERSION}: a node sending it needs the same raftgate version; data written by an older raftgate cannot be read: start this node with an empty data directory and let it catch up from the cluster (or re-apply the configuration)"
     )]
     Version {
         /// The version byte found.

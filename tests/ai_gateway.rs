@@ -18,7 +18,7 @@ use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
 use raftgate_ai::providers::ProviderKind;
 use raftgate_model::ConsumerSpec;
 use raftgate_model::NodeId;
-use raftgate_model::ai::{Deployment, ModelConfig, ProviderConfig};
+use raftgate_model::ai::{Deployment, ModelConfig, Period, ProviderConfig, UsageQuery};
 use serde_json::{Value, json};
 use support::{Cluster, api_error, eventually};
 
@@ -326,6 +326,44 @@ async fn every_node_serves_the_ai_api_from_replicated_providers_and_models() {
             .is_some_and(|v| v.as_bytes() == format!("Bearer {MOCK_KEY}").as_bytes())),
         "every node sends the opened credential"
     );
+
+    // Usage: each node reports its calls in batches; every node ends up with the sum.
+    // Per node, `gpt` served one complete and one streamed chat (refused calls are not used).
+    let gpt = UsageQuery {
+        consumer: Some("app".into()),
+        model: Some("gpt".into()),
+        ..UsageQuery::default()
+    };
+    for id in IDS {
+        let client = cluster.client(id);
+        let report = eventually(Duration::from_secs(20), || async {
+            let r = client.ai_usage(&gpt).await.ok()?;
+            (r.total.requests == 6).then_some(r)
+        })
+        .await
+        .unwrap_or_else(|| panic!("node {id} never reported the 6 gpt calls of the cluster"));
+        assert_eq!(report.data.len(), 1, "one daily bucket: {report:?}");
+        assert!(report.total.prompt_tokens > 0 && report.total.completion_tokens > 0);
+        let hourly = client
+            .ai_usage(&UsageQuery {
+                period: Some(Period::Hour),
+                ..gpt.clone()
+            })
+            .await
+            .expect("hourly usage");
+        assert_eq!(
+            hourly.total.requests, 6,
+            "hourly and daily agree on node {id}"
+        );
+        let all = client
+            .ai_usage(&UsageQuery::default())
+            .await
+            .expect("all usage");
+        assert_eq!(
+            all.total.requests, 15,
+            "gpt 6, claude 3, gemini 3, fallback 3: {all:?}"
+        );
+    }
 
     // At rest (WAL, snapshots) the credential is only ciphertext.
     for entry in walk(cluster.dir()) {

@@ -2,16 +2,45 @@
 //! credential is sealed with the cluster's secrets key before anything is proposed (so the
 //! Raft log, the WAL and snapshots only hold ciphertext, and it is refused when no key is
 //! configured rather than stored in clear), and providers and models are checked with the
-//! gateway's own validation before they are written.
+//! gateway's own validation before they are written. `GET /ai/usage` reports the replicated
+//! usage.
 
 use std::any::Any;
 
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
 use raftgate_ai::GatewayConfig;
 use raftgate_ai::config::ConfigError;
 use raftgate_ai::secrets::is_sealed;
-use raftgate_model::ai::{ModelConfig, ProviderConfig};
+use raftgate_model::ai::{ModelConfig, ProviderConfig, UsageQuery, UsageReport};
 
-use crate::{AdminState, ApiError};
+use crate::{AdminState, ApiError, Shared};
+
+/// The route `GET /ai/usage`.
+pub fn routes() -> Router<Shared> {
+    Router::new().route("/ai/usage", get(usage))
+}
+
+/// `GET /ai/usage?consumer=&model=&from=&to=&period=hour|day`: requests, tokens and cost from
+/// this node's copy of the replicated usage (every node reports, so every node has the sum).
+async fn usage(
+    State(s): State<Shared>,
+    q: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<axum::Json<UsageReport>, ApiError> {
+    let Query(query) = q.map_err(|e| ApiError::BadRequest {
+        field: None,
+        message: format!(
+            "bad query string: {}; use consumer=, model=, from= and to= (Unix milliseconds), period=hour or day",
+            e.body_text()
+        ),
+    })?;
+    Ok(axum::Json(UsageReport::of(
+        &s.node.state().ai_usage,
+        &query,
+    )))
+}
 
 /// Seals a provider's credential and validates providers and models; other specs pass.
 pub fn prepare(s: &AdminState, name: &str, spec: &mut (dyn Any + Send)) -> Result<(), ApiError> {

@@ -82,6 +82,7 @@ pub fn router(
         .merge(cluster::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(ai::routes())
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

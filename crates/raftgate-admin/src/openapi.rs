@@ -8,7 +8,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use raftgate_model::access::{AuditEntry, AuditOperation, TokenRole};
 use raftgate_model::ai::{
-    Deployment, ModelConfig, Price, ProviderConfig, ProviderKind, ProviderView,
+    AiUsage, Deployment, ModelConfig, Period, Price, ProviderConfig, ProviderKind, ProviderView,
+    UsageReport, UsageRow,
 };
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, Member, NodeUpstreams, Role,
@@ -325,6 +326,39 @@ fn build() -> OpenApi {
     access_paths(&mut paths);
     let consumer = || param("name", ParameterIn::Path, "consumer name");
     paths.add_path_operation(
+        "/ai/usage",
+        vec![HttpMethod::Get],
+        op(
+            "ai/usage",
+            "AI gateway usage (requests, tokens, cost) by hour or day, consumer and model",
+        )
+        .parameter(param("consumer", ParameterIn::Query, "only this consumer"))
+        .parameter(param("model", ParameterIn::Query, "only this model alias"))
+        .parameter(param(
+            "from",
+            ParameterIn::Query,
+            "buckets starting at or after this Unix millisecond",
+        ))
+        .parameter(param(
+            "to",
+            ParameterIn::Query,
+            "buckets starting before this Unix millisecond",
+        ))
+        .parameter(param(
+            "period",
+            ParameterIn::Query,
+            "hour (kept 7 days) or day (kept 400 days, the default)",
+        ))
+        .response(
+            "200",
+            ok(
+                "Matching buckets and their sum",
+                Ref::from_schema_name("UsageReport"),
+            ),
+        )
+        .response("400", error("Bad query string")),
+    );
+    paths.add_path_operation(
         "/consumers/{name}/usage",
         vec![HttpMethod::Get],
         op(
@@ -494,6 +528,10 @@ fn build() -> OpenApi {
         .schema_from::<ModelConfig>()
         .schema_from::<Deployment>()
         .schema_from::<Price>()
+        .schema_from::<UsageReport>()
+        .schema_from::<UsageRow>()
+        .schema_from::<AiUsage>()
+        .schema_from::<Period>()
         .build();
     OpenApiBuilder::new()
         .info(

@@ -30,7 +30,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use raftgate_model::access::{AuditEntry, TokenRole};
-use raftgate_model::ai::{ModelConfig, ProviderConfig, ProviderView};
+use raftgate_model::ai::{
+    ModelConfig, Period, ProviderConfig, ProviderView, UsageQuery, UsageReport,
+};
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, NodeUpstreams,
 };
@@ -384,6 +386,31 @@ impl AdminClient {
             Kind::Consumer.collection(),
             encode_segment(consumer)
         );
+        self.call(Method::GET, &path, NO_BODY, None).await
+    }
+
+    /// The AI gateway's usage that `query` selects (`GET /ai/usage`).
+    pub async fn ai_usage(&self, query: &UsageQuery) -> Result<UsageReport, ClientError> {
+        let mut params = Vec::new();
+        if let Some(c) = &query.consumer {
+            params.push(format!("consumer={}", encode_segment(c)));
+        }
+        if let Some(m) = &query.model {
+            params.push(format!("model={}", encode_segment(m)));
+        }
+        if let Some(f) = query.from {
+            params.push(format!("from={f}"));
+        }
+        if let Some(t) = query.to {
+            params.push(format!("to={t}"));
+        }
+        if let Some(p) = query.period {
+            params.push(format!(
+                "period={}",
+                if p == Period::Hour { "hour" } else { "day" }
+            ));
+        }
+        let path = format!("/ai/usage?{}", params.join("&"));
         self.call(Method::GET, &path, NO_BODY, None).await
     }
 

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::NodeId;
 use crate::access::{AuditOperation, StoredToken};
-use crate::ai::{ModelConfig, ProviderConfig};
+use crate::ai::{AiUsageDelta, ModelConfig, ProviderConfig};
 use crate::policy::UsageDelta;
 use crate::resource::{
     CertificateSpec, ConsumerSpec, InstanceSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey,
@@ -166,6 +166,13 @@ pub enum Command {
         node: NodeId,
         /// What it admitted, by counter and window.
         deltas: Vec<UsageDelta>,
+    },
+    /// One node's AI gateway usage since its last report, added to the hourly and daily
+    /// buckets. One per report interval and node, never one per call; applying it also drops
+    /// buckets older than their retention at the proposal's time.
+    RecordAiUsage {
+        /// What was used, by hour, consumer and model.
+        deltas: Vec<AiUsageDelta>,
     },
     /// Records in the audit log an admin operation that changes no replicated resource (a
     /// membership change, a snapshot), so that it is readable on every node like the writes.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::access::{AuditLog, StoredToken};
-use crate::ai::{ModelConfig, ProviderConfig, ProviderView};
+use crate::ai::{ModelConfig, ProviderConfig, ProviderView, UsageTable};
 use crate::command::{Kind, Spec};
 use crate::policy::UsageCounter;
 use crate::resource::{
@@ -51,6 +51,8 @@ pub struct State {
     pub ai_providers: Table<ProviderConfig>,
     /// Model aliases of the AI gateway.
     pub ai_models: Table<ModelConfig>,
+    /// AI gateway usage, rolled up per hour and day (see [`crate::ai::apply_ai_usage`]).
+    pub ai_usage: Arc<UsageTable>,
     /// Rate-limit and quota counters, by counter key (`{rate limit}/{scope}:{subject}`).
     pub usage: Arc<OrdMap<String, UsageCounter>>,
     /// Index of the last log entry applied to this state.

@@ -45,7 +45,10 @@ fn audit(state: &mut State, index: u64, proposal: &Proposal, actor: &str, applie
             error,
         } => (*operation, None, name.clone(), error.clone()),
         // Liveness, expiry and usage are the cluster's own bookkeeping, not admin decisions.
-        Command::Heartbeat { .. } | Command::ExpireInstances | Command::RecordUsage { .. } => {
+        Command::Heartbeat { .. }
+        | Command::ExpireInstances
+        | Command::RecordUsage { .. }
+        | Command::RecordAiUsage { .. } => {
             return;
         }
     };
@@ -177,6 +180,14 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
         Command::ExpireInstances => expire(state, index, at),
         Command::RecordUsage { node, deltas } => {
             raftgate_model::policy::apply_usage(Arc::make_mut(&mut state.usage), *node, deltas, at);
+            Ok(Outcome {
+                index,
+                version: None,
+                created: false,
+            })
+        }
+        Command::RecordAiUsage { deltas } => {
+            raftgate_model::ai::apply_ai_usage(Arc::make_mut(&mut state.ai_usage), deltas, at);
             Ok(Outcome {
                 index,
                 version: None,

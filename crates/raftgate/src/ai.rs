@@ -1,25 +1,111 @@
 //! The node's AI gateway: one [`Gateway`] per node, its configuration rebuilt from the
-//! replicated providers and models on every state change, and the secrets key their
-//! credentials are sealed with.
+//! replicated providers and models on every state change, the secrets key their credentials
+//! are sealed with, and its usage replicated in batches.
+//!
+//! Usage: each call's record goes on an unbounded channel (no lock, no I/O on the request
+//! path); a background task adds the records up per hour, consumer and model, and proposes one
+//! [`Command::RecordAiUsage`] per interval when there is something to report. A report that
+//! fails is kept and sent with the next one.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use raftgate_ai::secrets::SecretsKey;
 use raftgate_ai::{Gateway, GatewayConfig, UsageRecord, UsageSink};
-use raftgate_model::State;
-use tokio::sync::watch;
+use raftgate_cluster::Node;
+use raftgate_model::ai::{AiUsage, AiUsageDelta, HOUR_MS};
+use raftgate_model::{Command, State};
+use tokio::sync::{mpsc, watch};
 
 use crate::CliError;
 
-/// Usage records go to the log until usage is replicated: one debug line per call.
-pub struct LogUsage;
+/// The gateway's usage sink: hands each record to [`report_usage`].
+pub struct UsageChannel(mpsc::UnboundedSender<UsageRecord>);
 
-impl UsageSink for LogUsage {
-    fn record(&self, r: UsageRecord) {
-        tracing::debug!(consumer = ?r.caller.consumer, model = %r.model, provider = %r.provider,
-            prompt = r.usage.prompt_tokens, completion = r.usage.completion_tokens,
-            cost_usd = r.cost_usd, completed = r.completed, "AI usage");
+impl UsageChannel {
+    /// The sink, and the receiving end for [`report_usage`].
+    pub fn new() -> (Arc<UsageChannel>, mpsc::UnboundedReceiver<UsageRecord>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(UsageChannel(tx)), rx)
+    }
+}
+
+impl UsageSink for UsageChannel {
+    fn record(&self, record: UsageRecord) {
+        // Fails only once the reporter stopped, at shutdown.
+        let _ = self.0.send(record);
+    }
+}
+
+/// Usage not yet reported, by hour, consumer and model.
+type Pending = HashMap<(u64, String, String), AiUsage>;
+
+fn add(pending: &mut Pending, r: &UsageRecord, now_ms: u64) {
+    let key = (
+        now_ms - now_ms % HOUR_MS,
+        r.caller.consumer.clone().unwrap_or_default(),
+        r.model.clone(),
+    );
+    pending.entry(key).or_default().add(&AiUsage {
+        requests: 1,
+        prompt_tokens: r.usage.prompt_tokens,
+        completion_tokens: r.usage.completion_tokens,
+        cost_usd: r.cost_usd,
+    });
+}
+
+/// Replicates this node's AI usage: one Raft entry per `interval` with traffic, until the
+/// gateway is dropped.
+pub async fn report_usage(
+    node: Node,
+    mut records: mpsc::UnboundedReceiver<UsageRecord>,
+    interval: Duration,
+) {
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let mut pending = Pending::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            record = records.recv() => match record {
+                Some(r) => add(&mut pending, &r, now_ms()),
+                None => return,
+            },
+            _ = tick.tick() => {
+                if pending.is_empty() {
+                    continue;
+                }
+                let deltas: Vec<AiUsageDelta> = pending
+                    .iter()
+                    .map(|((hour_ms, consumer, model), usage)| AiUsageDelta {
+                        hour_ms: *hour_ms,
+                        consumer: consumer.clone(),
+                        model: model.clone(),
+                        usage: *usage,
+                    })
+                    .collect();
+                match node.write(Command::RecordAiUsage { deltas }).await {
+                    Ok(_) => {
+                        pending.clear();
+                        failures = 0;
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        // Once, then every 100th time: a partitioned node fails every interval.
+                        if failures % 100 == 1 {
+                            tracing::warn!(%error, failures, "AI usage report failed; it is kept for the next one");
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

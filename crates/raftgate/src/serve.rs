@@ -47,8 +47,8 @@ pub struct ServeArgs {
     /// are streamed.
     #[arg(long)]
     pub max_body_bytes: Option<u64>,
-    /// Milliseconds between two reports of this node's rate-limit usage to the cluster (one
-    /// Raft entry each): shorter is more accurate, longer costs less. Default 250.
+    /// Milliseconds between two reports of this node's rate-limit and AI usage to the cluster
+    /// (one Raft entry each): shorter is more accurate, longer costs less. Default 250.
     #[arg(long)]
     pub usage_sync_ms: Option<u64>,
     /// Host name or IP other nodes and clients use to reach this node, when the listen addresses
@@ -346,13 +346,16 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         });
     let policies = std::sync::Arc::new(raftgate_policy::Engine::new(node.id(), usage_sync));
     let usage_task = tokio::spawn(report_usage(node.clone(), policies.clone()));
+    let (ai_usage, ai_records) = crate::ai::UsageChannel::new();
     let gateway = std::sync::Arc::new(
-        raftgate_ai::Gateway::new(
-            &raftgate_ai::GatewayConfig::default(),
-            std::sync::Arc::new(crate::ai::LogUsage),
-        )
-        .map_err(|e| CliError::Config(e.to_string()))?,
+        raftgate_ai::Gateway::new(&raftgate_ai::GatewayConfig::default(), ai_usage)
+            .map_err(|e| CliError::Config(e.to_string()))?,
     );
+    let ai_usage_task = tokio::spawn(crate::ai::report_usage(
+        node.clone(),
+        ai_records,
+        usage_sync,
+    ));
     let ai_task = tokio::spawn(crate::ai::follow(
         node.subscribe(),
         gateway.clone(),
@@ -381,6 +384,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     tracing::info!("shutting down");
     usage_task.abort();
     ai_task.abort();
+    ai_usage_task.abort();
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = proxy_task.await {
         tracing::warn!(error = %e, "proxy stopped with an error");

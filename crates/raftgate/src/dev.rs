@@ -92,6 +92,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let peers: Vec<String> = (0..NODES)
         .map(|i| format!("{}={}", i + 1, addr(args.cluster_port + i)))
         .collect();
+    let secrets_key = secrets_key_file(&dir)?;
     let mut children: Vec<Child> = Vec::new();
     for i in 0..NODES {
         let id = i + 1;
@@ -108,6 +109,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         for p in &peers {
             cmd.args(["--peer", p]);
         }
+        cmd.arg("--secrets-key-file").arg(&secrets_key);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -127,6 +129,22 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         let _ = child.kill().await;
     }
     result
+}
+
+/// The dev cluster's key for AI provider credentials: made once from the OS's random source
+/// and kept with the data, so credentials stored in an earlier run still open.
+fn secrets_key_file(dir: &std::path::Path) -> Result<std::path::PathBuf, CliError> {
+    use std::io::Read;
+    let path = dir.join("secrets.key");
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(CliError::io("reading /dev/urandom for the dev secrets key"))?;
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, text).map_err(CliError::io("writing the dev secrets key"))?;
+    }
+    Ok(path)
 }
 
 async fn configure(

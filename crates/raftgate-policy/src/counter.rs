@@ -43,7 +43,10 @@
 //!                                                                     and interval always passes)
 //! ```
 //!
-//! and it is 0 when traffic stops before the budget runs out. Example: 3 nodes, T = 250 ms,
+//! and it is 0 when traffic stops before the budget runs out. The sliding window itself is an
+//! estimate on top of that: it assumes the previous window's requests were spread evenly, so
+//! traffic bunched at the end of one window lets more than `L` through over a window-long span
+//! that straddles two windows; fixed windows (`fixed: true`) have no such error. Example: 3 nodes, T = 250 ms,
 //! c ≈ 5 ms, a limit of 1,000/min hit at 100 req/s: at most ⅔ · 100 · 0.255 + 3 ≈ 20 extra
 //! requests (2 %); in practice less, since the shares shrink as the budget does.
 //! A node cut off from the majority stops syncing: it admits at most one share more and then

@@ -37,14 +37,34 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Lines of each node's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 150;
 
-/// `n` distinct free loopback ports. The listeners are held together so no port is handed out
-/// twice, then released for the node to bind.
+/// Ports handed out are taken from below the kernel's ephemeral range (32768–60999 by default
+/// on Linux): a port from that range, released for a node to bind, can meanwhile become the
+/// source port of any outgoing connection and make the node fail to start.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// Where this test process walks [`PORTS`] from; processes start at different places (by pid),
+/// so concurrent test binaries rarely try the same ports.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// `n` distinct free loopback ports, checked by binding them (all held together, so none is
+/// handed out twice), then released for the node to bind.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port"))
-        .collect();
-    listeners
-        .iter()
+    let span = PORTS.end - PORTS.start;
+    let origin = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let step = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = PORTS.start + (origin + step) % span;
+        let port = u16::try_from(port).expect("ports are below 32000");
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free loopback ports in {PORTS:?}");
+    held.iter()
         .map(|l| l.local_addr().expect("local address").port())
         .collect()
 }

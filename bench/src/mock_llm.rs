@@ -35,5 +35,8 @@ pub async fn run(args: MockLlmArgs) -> Result<String, BenchError> {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
-    Ok(format!("{{\"mock\":\"{url}\",\"requests\":{}}}", mock.hits()))
+    Ok(format!(
+        "{{\"mock\":\"{url}\",\"requests\":{}}}",
+        mock.hits()
+    ))
 }

@@ -428,17 +428,49 @@ async fn without_a_secrets_key_a_provider_credential_is_refused() {
     assert!(!stored.spec.api_key_set);
 }
 
+/// A python with the official `openai` and `anthropic` packages: the system's `python3` when it
+/// has them, otherwise a virtualenv under the target directory where they are installed from
+/// PyPI once, so that `cargo test` needs nothing installed by hand beyond python3.
+fn python_with_sdks() -> std::path::PathBuf {
+    let has_sdks = |python: &std::path::Path| {
+        std::process::Command::new(python)
+            .args(["-c", "import openai, anthropic"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let system = std::path::PathBuf::from("python3");
+    if has_sdks(&system) {
+        return system;
+    }
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
+    let python = venv.join("bin/python3");
+    if !has_sdks(&python) {
+        let run =
+            |cmd: &mut std::process::Command| cmd.output().is_ok_and(|out| out.status.success());
+        let made = run(std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv))
+            && run(std::process::Command::new(&python).args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "openai",
+                "anthropic",
+            ]));
+        assert!(
+            made && has_sdks(&python),
+            "the SDK check needs python3 with the official SDKs, and installing them into {} failed: run `pip install openai anthropic`",
+            venv.display()
+        );
+    }
+    python
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_and_anthropic_sdks_against_a_node() {
-    let python = std::process::Command::new("python3")
-        .args(["-c", "import openai, anthropic"])
-        .output();
-    match python {
-        Ok(out) if out.status.success() => {}
-        other => panic!(
-            "the SDK check needs python3 with the official SDKs: run `pip install openai anthropic` ({other:?})"
-        ),
-    }
+    let python = python_with_sdks();
     let cluster = cluster(Some(SECRET)).await;
     let mocks = Mocks::start().await;
     let key = configure(&cluster, 1, &mocks).await;
@@ -448,7 +480,7 @@ async fn official_openai_and_anthropic_sdks_against_a_node() {
         env!("CARGO_MANIFEST_DIR"),
         "/../raftgate-ai/tests/sdk/check.py"
     );
-    let out = tokio::process::Command::new("python3")
+    let out = tokio::process::Command::new(&python)
         .arg(script)
         .arg(format!("http://{proxy}"))
         .arg(&key)

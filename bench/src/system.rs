@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
-use raftgate_model::ConsumerSpec;
 use raftgate_model::api::ClusterStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -63,16 +62,12 @@ const MAX_CUSTOM_ID: usize = 256;
 
 impl Workload {
     /// A workload whose request bodies are about `value_size` bytes for raftgate (the whole JSON
-    /// consumer spec) and carry a `value_size`-byte value for etcd; each worker cycles over
-    /// `keys_per_worker` keys (at least one).
+    /// consumer spec, with only `custom_id` set) and carry a `value_size`-byte value for etcd;
+    /// each worker cycles over `keys_per_worker` keys (at least one).
     pub fn new(system: System, value_size: usize, keys_per_worker: u64) -> Self {
         let value_len = match system {
             System::Raftgate => {
-                let empty = ConsumerSpec {
-                    custom_id: Some(String::new()),
-                    ..Default::default()
-                };
-                let overhead = serde_json::to_vec(&empty).map_or(0, |body| body.len());
+                let overhead = consumer_body("").len();
                 value_size.saturating_sub(overhead).clamp(1, MAX_CUSTOM_ID)
             }
             System::Etcd => value_size.max(1),
@@ -89,17 +84,11 @@ impl Workload {
         let key = format!("k{worker}-{}", seq % self.keys_per_worker);
         let value = filler(worker, seq, self.value_len);
         match self.system {
-            System::Raftgate => {
-                let spec = ConsumerSpec {
-                    custom_id: Some(value),
-                    ..Default::default()
-                };
-                WriteRequest {
-                    method: Method::PUT,
-                    path: format!("/consumers/{key}"),
-                    body: to_body(&spec),
-                }
-            }
+            System::Raftgate => WriteRequest {
+                method: Method::PUT,
+                path: format!("/consumers/{key}"),
+                body: consumer_body(&value),
+            },
             System::Etcd => WriteRequest {
                 method: Method::POST,
                 path: "/v3/kv/put".to_owned(),
@@ -229,6 +218,12 @@ fn to_body(value: &impl Serialize) -> Bytes {
 }
 
 /// A printable value of exactly `len` bytes that differs from write to write.
+/// A consumer spec with only `custom_id` set (every other field takes its default), so the
+/// body's size does not grow with the fields consumers gain.
+fn consumer_body(custom_id: &str) -> Bytes {
+    to_body(&serde_json::json!({ "custom_id": custom_id }))
+}
+
 fn filler(worker: usize, seq: u64, len: usize) -> String {
     let mut value = format!("w{worker}-{seq}-");
     value.truncate(len);
@@ -263,6 +258,7 @@ fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raftgate_model::ConsumerSpec;
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

@@ -13,7 +13,7 @@
 //!   remembered (keyed by a SHA-256 of the user, password and stored hash) until the consumers
 //!   change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -24,6 +24,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use raftgate_model::policy::{JwtAlgorithm, JwtAuth, JwtCredential};
+use raftgate_model::state::Table;
 use raftgate_model::{ConsumerSpec, State};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -75,8 +76,8 @@ enum JwtKeys {
 /// Key digests by their first 8 bytes, with the consumer owning each.
 type KeyIndex = HashMap<u64, Vec<([u8; 32], Arc<Consumer>)>>;
 
-/// The credentials of every consumer, indexed for the request path; rebuilt when consumers or
-/// keys change.
+/// The credentials of every consumer, indexed for the request path; rebuilt when keys change or
+/// a consumer that owns credentials does (see [`Credentials::unaffected_by`]).
 pub struct Credentials {
     /// Key digests by their first 8 bytes.
     keys: KeyIndex,
@@ -85,6 +86,8 @@ pub struct Credentials {
     /// Basic credentials verified since this index was built, by SHA-256 of user, password and
     /// stored hash.
     verified: Mutex<HashMap<[u8; 32], Arc<Consumer>>>,
+    /// Consumers this index depends on: those named by a key, or with a JWT or basic credential.
+    owners: HashSet<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -143,6 +146,11 @@ fn bucket(digest: &[u8; 32]) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Whether a consumer carries credentials of its own (keys are separate resources).
+fn has_credentials(spec: &ConsumerSpec) -> bool {
+    !spec.jwt.is_empty() || spec.basic_auth.is_some()
+}
+
 impl Credentials {
     /// Indexes the consumers and keys of `state`. Credentials that cannot be used (a PEM key
     /// that does not parse) are left out with a warning.
@@ -153,7 +161,9 @@ impl Credentials {
             .map(|c| (c.name.as_str(), consumer(&c.name, &c.spec)))
             .collect();
         let mut keys = KeyIndex::new();
+        let mut owners = HashSet::new();
         for key in state.keys.values() {
+            owners.insert(key.spec.consumer.clone());
             let Some(owner) = consumers.get(key.spec.consumer.as_str()) else {
                 continue;
             };
@@ -169,6 +179,9 @@ impl Credentials {
         let mut jwt = HashMap::new();
         let mut basic = HashMap::new();
         for c in state.consumers.values() {
+            if has_credentials(&c.spec) {
+                owners.insert(c.name.clone());
+            }
             let owner = &consumers[c.name.as_str()];
             for cred in &c.spec.jwt {
                 match decoding_key(cred) {
@@ -195,7 +208,27 @@ impl Credentials {
             jwt,
             basic,
             verified: Mutex::default(),
+            owners,
         }
+    }
+
+    /// Whether going from consumers `old` to `new` (keys unchanged) leaves this index as it is:
+    /// every consumer added, changed or removed neither owns a key nor has a JWT or basic
+    /// credential. Costs the size of the change, not of the table, so that writing consumers
+    /// without credentials (the common bulk load) does not rebuild the index each time.
+    pub fn unaffected_by(&self, old: &Table<ConsumerSpec>, new: &Table<ConsumerSpec>) -> bool {
+        use imbl::ordmap::DiffItem;
+        old.diff(new).all(|item| {
+            let (name, now) = match item {
+                DiffItem::Add(name, entity)
+                | DiffItem::Update {
+                    new: (name, entity),
+                    ..
+                } => (name, Some(entity)),
+                DiffItem::Remove(name, _) => (name, None),
+            };
+            !self.owners.contains(name) && now.is_none_or(|e| !has_credentials(&e.spec))
+        })
     }
 
     /// The consumer owning API key `key`.
@@ -390,6 +423,34 @@ mod tests {
         };
         std::sync::Arc::make_mut(&mut s.keys).insert("k1".into(), Entity::new("k1", key));
         s
+    }
+
+    #[test]
+    fn only_consumers_with_credentials_affect_the_index() {
+        let before = state();
+        let creds = Credentials::build(&before);
+        let with = |name: &str, spec: ConsumerSpec| {
+            let mut s = before.clone();
+            std::sync::Arc::make_mut(&mut s.consumers).insert(name.into(), Entity::new(name, spec));
+            s.consumers
+        };
+        // A consumer without credentials, added: the index stays.
+        assert!(creds.unaffected_by(&before.consumers, &with("bob", ConsumerSpec::default())));
+        // One with a basic credential, or named by a key before it exists: rebuild.
+        let basic = ConsumerSpec {
+            basic_auth: Some(BasicCredential {
+                username: "bob".into(),
+                password: "x".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(!creds.unaffected_by(&before.consumers, &with("bob", basic)));
+        // The owner of a key changes (its groups): rebuild.
+        assert!(!creds.unaffected_by(&before.consumers, &with("alice", ConsumerSpec::default())));
+        // The owner is removed: rebuild.
+        let mut gone = before.clone();
+        std::sync::Arc::make_mut(&mut gone.consumers).remove("alice");
+        assert!(!creds.unaffected_by(&before.consumers, &gone.consumers));
     }
 
     #[tokio::test]

@@ -75,13 +75,15 @@ impl Engine {
     pub fn refresh(&self, state: &State) {
         self.counters.set_known(state.applied_index, &state.usage);
         let mut source = self.source.lock().unwrap_or_else(|p| p.into_inner());
-        let same = source
-            .as_ref()
-            .is_some_and(|(c, k)| Arc::ptr_eq(c, &state.consumers) && Arc::ptr_eq(k, &state.keys));
+        let same = source.as_ref().is_some_and(|(c, k)| {
+            Arc::ptr_eq(k, &state.keys)
+                && (Arc::ptr_eq(c, &state.consumers)
+                    || self.credentials.load().unaffected_by(c, &state.consumers))
+        });
         if !same {
             self.credentials.store(Arc::new(Credentials::build(state)));
-            *source = Some((state.consumers.clone(), state.keys.clone()));
         }
+        *source = Some((state.consumers.clone(), state.keys.clone()));
     }
 
     /// The current credentials index.

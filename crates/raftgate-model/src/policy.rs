@@ -238,39 +238,183 @@ pub struct BasicCredential {
     pub password: String,
 }
 
-/// One node's count for one counter and window, as carried by [`crate::Command::RecordUsage`].
+/// How a counter cuts time into buckets. A fixed calendar window (a quota) is one bucket. A
+/// sliding window is [`Span::buckets`] buckets, and admission counts every bucket that overlaps
+/// the window ending now, weighing only the oldest by its overlap: the estimate over any
+/// window-long span is off by at most a fraction of one bucket, where the classic two-window
+/// estimate can be off by most of a window when traffic is bunched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Span {
+    /// Window length.
+    pub window: RateWindow,
+    /// Fixed calendar windows instead of a sliding window.
+    pub fixed: bool,
+}
+
+impl Span {
+    /// Bucket length of a sliding window, Unix milliseconds. A sliding month is 30 days.
+    fn bucket_ms(self) -> u64 {
+        match self.window {
+            RateWindow::Second => 50,
+            RateWindow::Minute => 2 * SECOND,
+            RateWindow::Hour => 2 * MINUTE,
+            RateWindow::Day => 48 * MINUTE,
+            RateWindow::Month => DAY,
+        }
+    }
+
+    /// Buckets per window: 1 for a fixed window.
+    pub fn buckets(self) -> u64 {
+        if self.fixed {
+            1
+        } else {
+            match self.window {
+                RateWindow::Second => 20,
+                _ => 30,
+            }
+        }
+    }
+
+    /// Start of the bucket containing `ms`.
+    pub fn bucket_of(self, ms: u64) -> u64 {
+        if self.fixed {
+            self.window.start_of(ms)
+        } else {
+            ms - ms % self.bucket_ms()
+        }
+    }
+
+    /// Start of the bucket after the one starting at `start`.
+    pub fn next_bucket(self, start: u64) -> u64 {
+        if self.fixed {
+            self.window.next_start(start)
+        } else {
+            start + self.bucket_ms()
+        }
+    }
+
+    /// Start of the bucket before the one starting at `start`.
+    pub fn previous_bucket(self, start: u64) -> u64 {
+        if self.fixed {
+            self.window.previous_start(start)
+        } else {
+            start.saturating_sub(self.bucket_ms())
+        }
+    }
+
+    /// The oldest bucket still kept while `current` is the current one: for a sliding window
+    /// the one the window ending now partly overlaps; for a fixed window the window before,
+    /// which admission ignores but late reports and the usage API still use.
+    pub fn oldest(self, current: u64) -> u64 {
+        if self.fixed {
+            self.window.previous_start(current)
+        } else {
+            current.saturating_sub(self.buckets() * self.bucket_ms())
+        }
+    }
+
+    /// What counts against the limit at `now_ms`, from amounts by bucket start (a bucket may
+    /// appear more than once; buckets out of reach are ignored): the buckets the window ending
+    /// now covers, the oldest weighed by its overlap. A fixed window counts its current bucket.
+    pub fn weigh(self, now_ms: u64, amounts: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+        let current = self.bucket_of(now_ms);
+        let oldest = self.oldest(current);
+        let (mut full, mut partial) = (0u64, 0u64);
+        for (start, amount) in amounts {
+            if start == current || (!self.fixed && start > oldest && start < current) {
+                full = full.saturating_add(amount);
+            } else if start == oldest && !self.fixed {
+                partial = partial.saturating_add(amount);
+            }
+        }
+        if partial == 0 {
+            return full;
+        }
+        let end = self.next_bucket(current);
+        let weight = (end - now_ms.min(end)) as f64 / self.bucket_ms() as f64;
+        full.saturating_add((partial as f64 * weight).ceil() as u64)
+    }
+
+    /// When nothing of the bucket starting at `start` counts or shows any more, Unix ms.
+    fn expiry(self, start: u64) -> u64 {
+        if self.fixed {
+            self.window.next_start(self.window.next_start(start))
+        } else {
+            start + (self.buckets() + 1) * self.bucket_ms()
+        }
+    }
+}
+
+/// One node's count for one counter and bucket, as carried by [`crate::Command::RecordUsage`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageDelta {
     /// Counter key: `{rate limit}/{scope}:{subject}`.
     pub key: String,
-    /// Window kind of the counter.
-    pub window: RateWindow,
-    /// Start of the window counted, Unix milliseconds.
+    /// How the counter cuts time.
+    pub span: Span,
+    /// Start of the bucket counted, Unix milliseconds.
     pub start_ms: u64,
     /// Amount admitted since the node's last report; negative when settling returned some.
     pub amount: i64,
 }
 
-/// The replicated state of one counter: the current window per node, the previous one summed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct UsageCounter {
-    /// Window kind.
-    pub window: Option<RateWindow>,
-    /// Start of the current window, Unix milliseconds.
+/// A node's latest report on a counter: about what that node admits per sync interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Report {
+    /// Bucket the report was for.
     pub start_ms: u64,
-    /// Amount counted in the current window, by reporting node.
+    /// Amount reported.
+    pub amount: u64,
+}
+
+/// The replicated state of one counter: the current bucket per node, earlier buckets summed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageCounter {
+    /// How the counter cuts time.
+    pub span: Span,
+    /// Start of the current bucket, Unix milliseconds.
+    pub start_ms: u64,
+    /// Amount counted in the current bucket, by reporting node.
     pub current: BTreeMap<NodeId, u64>,
-    /// Amount counted in the window just before, all nodes together.
-    pub previous: u64,
-    /// Size of each node's latest report for the current window: about what that node admits
-    /// per sync interval, which the others set aside when they divide the remaining budget.
-    pub last: BTreeMap<NodeId, u64>,
+    /// Amount counted in the earlier buckets still in reach ([`Span::oldest`]), all nodes
+    /// together, by bucket start.
+    pub earlier: BTreeMap<u64, u64>,
+    /// Each node's latest report, which the others set aside when they divide the remaining
+    /// budget.
+    pub last: BTreeMap<NodeId, Report>,
 }
 
 impl UsageCounter {
-    /// Everything counted in the current window.
+    fn new(span: Span, start_ms: u64) -> UsageCounter {
+        UsageCounter {
+            span,
+            start_ms,
+            current: BTreeMap::new(),
+            earlier: BTreeMap::new(),
+            last: BTreeMap::new(),
+        }
+    }
+
+    /// Everything counted in the current bucket.
     pub fn current_total(&self) -> u64 {
         self.current.values().sum()
+    }
+
+    /// Amounts by bucket start, oldest first, the current bucket last.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.earlier
+            .iter()
+            .map(|(s, a)| (*s, *a))
+            .chain(std::iter::once((self.start_ms, self.current_total())))
+    }
+
+    /// Amount counted in the bucket starting at `start`.
+    pub fn at(&self, start: u64) -> u64 {
+        if start == self.start_ms {
+            self.current_total()
+        } else {
+            self.earlier.get(&start).copied().unwrap_or(0)
+        }
     }
 }
 
@@ -283,12 +427,15 @@ pub struct UsageEntry {
     pub scope: String,
     /// Window kind.
     pub window: RateWindow,
-    /// Start of the current window, Unix milliseconds.
+    /// Whether the window is a fixed calendar window (a quota) rather than a sliding one.
+    pub fixed: bool,
+    /// Start of the window counted, Unix milliseconds: the current calendar window, or the
+    /// sliding window ending now.
     pub window_start_ms: u64,
-    /// Amount used in the current window, as replicated (each node reports every sync
-    /// interval, so the last fraction of a second may be missing).
+    /// Amount used in that window, as replicated and as admission weighs it (each node
+    /// reports every sync interval, so the last fraction of a second may be missing).
     pub used: u64,
-    /// Amount used in the window before.
+    /// Amount used in the calendar window before (fixed windows; 0 for sliding ones).
     pub previous: u64,
     /// This consumer's limit for it, when the rate limit exists.
     pub limit: Option<u64>,
@@ -309,7 +456,7 @@ impl ConsumerUsage {
     pub fn of(state: &crate::State, name: &str, now_ms: u64) -> ConsumerUsage {
         let mut counters = Vec::new();
         for (key, c) in state.usage.iter() {
-            let (Some((limit, scope)), Some(window)) = (key.split_once('/'), c.window) else {
+            let Some((limit, scope)) = key.split_once('/') else {
                 continue;
             };
             let owner = scope.strip_prefix("consumer:").or_else(|| {
@@ -320,17 +467,15 @@ impl ConsumerUsage {
             if owner != Some(name) {
                 continue;
             }
-            let current = window.start_of(now_ms);
-            let (window_start_ms, used, previous) = if c.start_ms == current {
-                (current, c.current_total(), c.previous)
-            } else if window.next_start(c.start_ms) == current {
-                (current, 0, c.current_total())
-            } else if c.start_ms > current {
-                // Reported by a node whose clock is ahead.
-                (c.start_ms, c.current_total(), c.previous)
+            let span = c.span;
+            let current = span.bucket_of(now_ms);
+            let (window_start_ms, previous) = if span.fixed {
+                (current, c.at(span.previous_bucket(current)))
             } else {
-                (current, 0, 0)
+                let length = span.buckets() * (span.next_bucket(current) - current);
+                (now_ms.saturating_sub(length), 0)
             };
+            let used = span.weigh(now_ms, c.buckets());
             let configured = state.rate_limits.get(limit).map(|l| l.spec.limit);
             let own = state
                 .consumers
@@ -339,7 +484,8 @@ impl ConsumerUsage {
             counters.push(UsageEntry {
                 rate_limit: limit.to_string(),
                 scope: scope.to_string(),
-                window,
+                window: c.span.window,
+                fixed: c.span.fixed,
                 window_start_ms,
                 used,
                 previous,
@@ -493,7 +639,7 @@ pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// Applies one node's report to the replicated counters at `at_ms`, for the state machine:
-/// deterministic, and dropping counters whose windows ended before `at_ms`.
+/// deterministic, and dropping counters whose buckets are all out of reach at `at_ms`.
 pub fn apply_usage(
     usage: &mut OrdMap<String, UsageCounter>,
     node: NodeId,
@@ -501,46 +647,40 @@ pub fn apply_usage(
     at_ms: u64,
 ) {
     for d in deltas {
-        let entry = usage.entry(d.key.clone()).or_insert_with(|| UsageCounter {
-            window: Some(d.window),
-            start_ms: d.start_ms,
-            ..UsageCounter::default()
-        });
-        if entry.window != Some(d.window) {
+        let entry = usage
+            .entry(d.key.clone())
+            .or_insert_with(|| UsageCounter::new(d.span, d.start_ms));
+        if entry.span != d.span {
             // The limit changed its window: start over.
-            *entry = UsageCounter {
-                window: Some(d.window),
-                start_ms: d.start_ms,
-                ..UsageCounter::default()
-            };
+            *entry = UsageCounter::new(d.span, d.start_ms);
         }
         let add = |v: u64| v.saturating_add_signed(d.amount);
+        let report = Report {
+            start_ms: d.start_ms,
+            amount: add(0),
+        };
         if d.start_ms == entry.start_ms {
             let mine = entry.current.entry(node).or_default();
             *mine = add(*mine);
-            entry.last.insert(node, add(0));
+            entry.last.insert(node, report);
         } else if d.start_ms > entry.start_ms {
             let total = entry.current_total();
-            entry.previous = if d.window.next_start(entry.start_ms) == d.start_ms {
-                total
-            } else {
-                0
-            };
+            if total > 0 {
+                entry.earlier.insert(entry.start_ms, total);
+            }
+            entry.earlier = entry.earlier.split_off(&d.span.oldest(d.start_ms));
             entry.start_ms = d.start_ms;
             entry.current.clear();
             entry.current.insert(node, add(0));
-            entry.last.clear();
-            entry.last.insert(node, add(0));
-        } else if d.window.previous_start(entry.start_ms) == d.start_ms {
-            entry.previous = add(entry.previous);
+            entry.last.insert(node, report);
+        } else if d.start_ms >= d.span.oldest(entry.start_ms) {
+            let earlier = entry.earlier.entry(d.start_ms).or_default();
+            *earlier = add(*earlier);
         }
     }
     let over: Vec<String> = usage
         .iter()
-        .filter(|(_, c)| {
-            c.window
-                .is_none_or(|w| w.next_start(w.next_start(c.start_ms)) <= at_ms)
-        })
+        .filter(|(_, c)| c.span.expiry(c.start_ms) <= at_ms)
         .map(|(k, _)| k.clone())
         .collect();
     for key in over {
@@ -648,10 +788,14 @@ mod tests {
 
     #[test]
     fn replicated_counters_roll_over_and_expire() {
+        let quota = Span {
+            window: RateWindow::Minute,
+            fixed: true,
+        };
         let mut usage = OrdMap::new();
         let d = |start: u64, amount: i64| UsageDelta {
             key: "k".into(),
-            window: RateWindow::Minute,
+            span: quota,
             start_ms: start,
             amount,
         };
@@ -659,7 +803,7 @@ mod tests {
         apply_usage(&mut usage, 2, &[d(MINUTE, 7)], MINUTE);
         assert_eq!(usage["k"].current_total(), 12);
         apply_usage(&mut usage, 1, &[d(2 * MINUTE, 1)], 2 * MINUTE);
-        assert_eq!((usage["k"].previous, usage["k"].current_total()), (12, 1));
+        assert_eq!((usage["k"].at(MINUTE), usage["k"].current_total()), (12, 1));
         // A late report for the previous window still counts there.
         apply_usage(
             &mut usage,
@@ -668,8 +812,52 @@ mod tests {
             2 * MINUTE,
         );
         // Node 2 had nothing in the new window: its -1 saturates at 0.
-        assert_eq!((usage["k"].previous, usage["k"].current_total()), (15, 1));
+        assert_eq!((usage["k"].at(MINUTE), usage["k"].current_total()), (15, 1));
+        // A fixed window ignores the window before.
+        assert_eq!(quota.weigh(2 * MINUTE + 1, usage["k"].buckets()), 1);
         apply_usage(&mut usage, 1, &[], 4 * MINUTE);
+        assert!(usage.is_empty());
+    }
+
+    #[test]
+    fn a_sliding_window_counts_the_buckets_it_overlaps() {
+        let span = Span {
+            window: RateWindow::Minute,
+            fixed: false,
+        };
+        let (bucket, n) = (span.bucket_ms(), span.buckets());
+        assert_eq!(bucket * n, MINUTE);
+        let mut usage = OrdMap::new();
+        let d = |start: u64| UsageDelta {
+            key: "k".into(),
+            span,
+            start_ms: start,
+            amount: 10,
+        };
+        let t0 = 100 * MINUTE;
+        // 10 in each of the first 30 buckets of a minute, from two nodes in turn.
+        for i in 0..n {
+            apply_usage(
+                &mut usage,
+                1 + i % 2,
+                &[d(t0 + i * bucket)],
+                t0 + i * bucket,
+            );
+        }
+        let c = &usage["k"];
+        assert_eq!(c.buckets().map(|(_, a)| a).sum::<u64>(), 300);
+        // At the end of the minute the window holds everything.
+        assert_eq!(span.weigh(t0 + MINUTE - 1, c.buckets()), 300);
+        // A quarter of a bucket into the next minute, the window still overlaps three quarters of
+        // the first bucket.
+        assert_eq!(span.weigh(t0 + MINUTE + bucket / 4, c.buckets()), 290 + 8);
+        // Two buckets on, the first bucket is out of reach and the second half in.
+        assert_eq!(
+            span.weigh(t0 + MINUTE + bucket + bucket / 2, c.buckets()),
+            280 + 5
+        );
+        // The counter is dropped once its last bucket leaves the window.
+        apply_usage(&mut usage, 1, &[], t0 + 2 * MINUTE + bucket);
         assert!(usage.is_empty());
     }
 

@@ -373,7 +373,7 @@ pub enum RateWindow {
     Hour,
     /// One day.
     Day,
-    /// One calendar month.
+    /// One calendar month (fixed), or 30 days (sliding).
     Month,
 }
 
@@ -389,7 +389,7 @@ pub struct RateLimitSpec {
     #[serde(default)]
     pub scope: LimitScope,
     /// Count in fixed calendar windows (quotas: "10,000 a month") rather than a sliding
-    /// window (weighted previous + current window).
+    /// window (the last second, minute, hour, day or 30 days, counted in 20–30 buckets).
     #[serde(default)]
     pub fixed: bool,
     /// When this node could not exchange counts with the cluster for a while: admit requests

@@ -1,22 +1,27 @@
 //! The cluster-wide counter engine: admission decided locally, usage exchanged through Raft in
 //! batches.
 //!
-//! A counter is a key (`{limit}/{scope}:{subject}`), a [`RateWindow`] and amounts. The engine is
+//! A counter is a key (`{limit}/{scope}:{subject}`), a [`Span`] and amounts. The engine is
 //! generic over what an amount is — a request here; tokens or micro-dollars for the AI gateway —
 //! and admission is *reserve then settle*: [`Counters::acquire`] reserves an amount before the
 //! work, [`Reservation::settle`] corrects it with the actual amount afterwards.
 //!
 //! # How a node decides
 //!
-//! Each node keeps, per counter, two cells (current and previous window) of atomics: what it
-//! admitted (`local`) and how much of that it has already reported to the cluster
-//! (`reported`). The replicated [`State::usage`](raftgate_model::State) holds the cluster's
-//! counts, the current window per node. For a request at time `t` in a window of length `W`
-//! that started at `s`:
+//! Time is cut into buckets ([`Span`]): a fixed window (a quota) is one bucket; a sliding
+//! window is 20–30 buckets, and what counts at time `t` is every bucket the window ending at `t`
+//! overlaps, the oldest weighed by its overlap. Each node keeps, per counter, one cell of
+//! atomics per bucket in reach: what it admitted (`local`) and how much of that it has already
+//! reported to the cluster (`reported`). The replicated [`State::usage`](raftgate_model::State)
+//! holds the cluster's counts: the current bucket per node, earlier buckets summed. For a
+//! request at time `t`:
 //!
 //! ```text
-//! known    = previous_total × (1 − (t − s)/W) + current_total      (replicated; sliding window)
-//! unsynced = local − reported                                     (this node, not yet replicated)
+//! known    = Σ over buckets b in the window ending at t of w(b) × (replicated(b) + unsynced(b))
+//!            (w = 1, but the oldest bucket's overlap for a sliding window; unsynced = this
+//!            node's local − reported, not yet replicated; the current bucket's unsynced is
+//!            `unsynced` below)
+//! unsynced = local − reported of the current bucket
 //! others   = Σ over the other nodes of their latest report's size (≈ what each holds unsynced)
 //! admit a  ⇔  known + unsynced + a ≤ L
 //!          ∧  (unsynced = 0  ∨  unsynced + a ≤ ⌊(L − known − others) / n⌋)
@@ -43,11 +48,11 @@
 //!                                                                     and interval always passes)
 //! ```
 //!
-//! and it is 0 when traffic stops before the budget runs out. The sliding window itself is an
-//! estimate on top of that: it assumes the previous window's requests were spread evenly, so
-//! traffic bunched at the end of one window lets more than `L` through over a window-long span
-//! that straddles two windows; fixed windows (`fixed: true`) have no such error. Example: 3 nodes, T = 250 ms,
-//! c ≈ 5 ms, a limit of 1,000/min hit at 100 req/s: at most ⅔ · 100 · 0.255 + 3 ≈ 20 extra
+//! and it is 0 when traffic stops before the budget runs out. The sliding window adds its own
+//! error on top: it assumes the oldest bucket's requests were spread evenly over the bucket, so
+//! over a window-long span at most `L / buckets` more (3 % for 30 buckets) passes when they were
+//! bunched at its end, and nothing when they were not; fixed windows have no such error.
+//! Example: 3 nodes, T = 250 ms, c ≈ 5 ms, a limit of 1,000/min hit at 100 req/s: at most ⅔ · 100 · 0.255 + 3 ≈ 20 extra
 //! requests (2 %); in practice less, since the shares shrink as the budget does.
 //! A node cut off from the majority stops syncing: it admits at most one share more and then
 //! refuses; once its counts are older than `stale_intervals` intervals, each limit's
@@ -57,10 +62,11 @@
 //!
 //! The request path does one read-locked hash lookup in one of 64 shards (the write lock is
 //! taken only to add a new counter or by the sync task to drop dead ones), a lookup in the
-//! replicated map (an `ArcSwap` load, no lock) and a compare-and-swap. Raft carries one entry
+//! replicated map (an `ArcSwap` load, no lock), a pass over at most 31 cells and buckets, and a
+//! compare-and-swap. Raft carries one entry
 //! per node per sync interval with traffic, whatever the request rate.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -70,7 +76,7 @@ use arc_swap::ArcSwap;
 use imbl::OrdMap;
 #[cfg(test)]
 use raftgate_model::policy::apply_usage;
-use raftgate_model::policy::{UsageCounter, UsageDelta};
+use raftgate_model::policy::{Span, UsageCounter, UsageDelta};
 use raftgate_model::{NodeId, RateWindow};
 
 /// Shards of the local counter map: enough that two cores rarely touch the same lock word.
@@ -84,19 +90,19 @@ type Shard = RwLock<HashMap<Box<str>, Arc<Slot>>>;
 /// The replicated counters, as [`raftgate_model::State::usage`] holds them.
 pub type Known = Arc<OrdMap<String, UsageCounter>>;
 
-/// One counter on this node: two windows' worth of cells.
+/// One counter on this node: a cell per bucket in reach, and one to open the next bucket in.
 #[derive(Debug)]
 struct Slot {
-    window: RateWindow,
-    cells: [Cell; 2],
+    span: Span,
+    cells: Box<[Cell]>,
 }
 
-/// One window of one counter on this node.
+/// One bucket of one counter on this node.
 #[derive(Debug, Default)]
 struct Cell {
-    /// Window start (Unix ms); 0 unused; [`OPENING`] while being reset.
+    /// Bucket start (Unix ms); 0 unused; [`OPENING`] while being reset.
     start: AtomicU64,
-    /// Amount admitted by this node in the window (net of settlements).
+    /// Amount admitted by this node in the bucket (net of settlements).
     local: AtomicU64,
     /// Part of `local` the cluster has applied.
     reported: AtomicU64,
@@ -111,39 +117,41 @@ impl Cell {
 }
 
 impl Slot {
-    fn new(window: RateWindow) -> Slot {
+    fn new(span: Span) -> Slot {
         Slot {
-            window,
-            cells: [Cell::default(), Cell::default()],
+            span,
+            cells: (0..=span.buckets()).map(|_| Cell::default()).collect(),
         }
     }
 
-    /// The cell of the window starting at `start`, if this node has one.
+    /// The cell of the bucket starting at `start`, if this node has one.
     fn find(&self, start: u64) -> Option<&Cell> {
         self.cells
             .iter()
             .find(|c| c.start.load(Ordering::Acquire) == start)
     }
 
-    /// The cell of the window starting at `start`, reusing the one that is neither it nor the
-    /// window before (`previous`).
-    fn open(&self, start: u64, previous: u64) -> &Cell {
+    /// The cell of the bucket starting at `start`, reusing one out of reach: one older than the
+    /// oldest bucket in reach (there is always one, as there is a cell more than buckets in
+    /// reach), or else one ahead of `start` (left by a clock that went back).
+    fn open(&self, start: u64) -> &Cell {
+        let oldest = self.span.oldest(start);
+        let out_of_reach = |s: u64| s != OPENING && (s < oldest || s > start);
         loop {
             if let Some(cell) = self.find(start) {
                 return cell;
             }
-            let Some(reusable) = self.cells.iter().find(|c| {
-                let s = c.start.load(Ordering::Acquire);
-                s != previous && s != OPENING
-            }) else {
-                // The other cell is being opened by another thread: it takes nanoseconds.
+            let starts = self.cells.iter().map(|c| c.start.load(Ordering::Acquire));
+            let Some((i, old)) = starts
+                .enumerate()
+                .filter(|(_, s)| out_of_reach(*s))
+                .min_by_key(|(_, s)| *s)
+            else {
+                // Another thread is opening a cell: it takes nanoseconds.
                 std::hint::spin_loop();
                 continue;
             };
-            let old = reusable.start.load(Ordering::Acquire);
-            if old == start || old == previous || old == OPENING {
-                continue;
-            }
+            let reusable = &self.cells[i];
             if reusable
                 .start
                 .compare_exchange(old, OPENING, Ordering::AcqRel, Ordering::Acquire)
@@ -155,6 +163,14 @@ impl Slot {
                 return reusable;
             }
         }
+    }
+
+    /// This node's unsynced amounts by bucket, leaving out the bucket starting at `except`.
+    fn unsynced_except(&self, except: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.cells.iter().filter_map(move |c| {
+            let start = c.start.load(Ordering::Acquire);
+            (start != except && start != 0 && start != OPENING).then(|| (start, c.unsynced()))
+        })
     }
 }
 
@@ -171,6 +187,15 @@ pub struct Limit<'a> {
     pub fixed: bool,
     /// Admit when the counts are stale instead of refusing.
     pub fail_open: bool,
+}
+
+impl Limit<'_> {
+    fn span(&self) -> Span {
+        Span {
+            window: self.window,
+            fixed: self.fixed,
+        }
+    }
 }
 
 /// An amount counted by [`Counters::acquire`]; settle it when the real amount is known.
@@ -297,25 +322,25 @@ impl Counters {
         &self.shards[i]
     }
 
-    fn slot(&self, key: &str, window: RateWindow) -> Arc<Slot> {
+    fn slot(&self, key: &str, span: Span) -> Arc<Slot> {
         let shard = self.shard(key);
         // A poisoned shard only means a panic elsewhere mid-insert; the map itself is intact.
         if let Some(slot) = shard
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .filter(|s| s.window == window)
+            .filter(|s| s.span == span)
         {
             return slot.clone();
         }
         let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
         map.entry(key.into())
             .and_modify(|s| {
-                if s.window != window {
-                    *s = Arc::new(Slot::new(window));
+                if s.span != span {
+                    *s = Arc::new(Slot::new(span));
                 }
             })
-            .or_insert_with(|| Arc::new(Slot::new(window)))
+            .or_insert_with(|| Arc::new(Slot::new(span)))
             .clone()
     }
 
@@ -326,36 +351,39 @@ impl Counters {
         amount: u64,
         now_ms: u64,
     ) -> Result<Reservation, Refusal> {
-        let window = limit.window;
-        let start = window.start_of(now_ms);
-        let previous = window.previous_start(start);
-        let end = window.next_start(start);
-        let reset_s = (end - now_ms).div_ceil(1000);
-        let slot = self.slot(limit.key, window);
-        let cell = slot.open(start, previous);
-        let prev_unsynced = slot.find(previous).map_or(0, Cell::unsynced);
-
-        let (current_known, previous_known, others_recent) =
-            match self.known.load().1.get(limit.key) {
-                Some(c) if c.start_ms == start => (
-                    c.current_total(),
-                    c.previous,
-                    c.last
-                        .iter()
-                        .filter(|(n, _)| **n != self.node)
-                        .map(|(_, v)| *v)
-                        .sum::<u64>(),
-                ),
-                Some(c) if c.start_ms == previous => (0, c.current_total(), 0),
-                _ => (0, 0, 0),
-            };
-        let weight = if limit.fixed {
-            0.0
+        let span = limit.span();
+        let start = span.bucket_of(now_ms);
+        let end = span.next_bucket(start);
+        // When all counted now is gone: the end of a fixed window, or when the current bucket
+        // leaves a sliding one.
+        let reset_at = if span.fixed {
+            end
         } else {
-            (end - now_ms) as f64 / (end - start) as f64
+            end + (span.buckets() - 1) * (end - start)
         };
-        let previous_weighted = ((previous_known + prev_unsynced) as f64 * weight).ceil() as u64;
-        let known = previous_weighted + current_known;
+        let reset_s = (reset_at - now_ms).div_ceil(1000);
+        let slot = self.slot(limit.key, span);
+        let cell = slot.open(start);
+
+        let known_state = self.known.load();
+        let replicated = known_state.1.get(limit.key).filter(|c| c.span == span);
+        let buckets = || {
+            replicated
+                .into_iter()
+                .flat_map(UsageCounter::buckets)
+                .chain(slot.unsynced_except(start))
+        };
+        let known = span.weigh(now_ms, buckets());
+        // What the others reported for this bucket or the one before, the size of what each
+        // probably admitted since.
+        let recent = span.previous_bucket(start);
+        let others_recent = replicated.map_or(0, |c| {
+            c.last
+                .iter()
+                .filter(|(n, r)| **n != self.node && r.start_ms >= recent)
+                .map(|(_, r)| r.amount)
+                .sum::<u64>()
+        });
         let status = |used: u64| LimitStatus {
             limit: limit.limit,
             remaining: limit.limit.saturating_sub(used),
@@ -389,17 +417,9 @@ impl Counters {
             let unsynced = local.saturating_sub(cell.reported.load(Ordering::Acquire));
             let used = known + unsynced;
             if used + amount > limit.limit {
-                let current = current_known + unsynced;
-                let retry_after_s = retry_after(
-                    limit,
-                    amount,
-                    now_ms,
-                    (start, end),
-                    current,
-                    previous_known + prev_unsynced,
-                );
+                let buckets = buckets().chain(std::iter::once((start, unsynced)));
                 return Err(Refusal {
-                    retry_after_s,
+                    retry_after_s: retry_after(span, now_ms, used + amount - limit.limit, buckets),
                     status: status(used),
                     stale: false,
                 });
@@ -440,9 +460,9 @@ impl Counters {
         for shard in self.shards.iter() {
             let mut dead = Vec::new();
             for (key, slot) in shard.read().unwrap_or_else(|p| p.into_inner()).iter() {
-                let live_from = slot.window.previous_start(slot.window.start_of(now_ms));
+                let live_from = slot.span.oldest(slot.span.bucket_of(now_ms));
                 let mut alive = false;
-                for cell in &slot.cells {
+                for cell in slot.cells.iter() {
                     let start = cell.start.load(Ordering::Acquire);
                     if start == 0 || start == OPENING {
                         continue;
@@ -456,7 +476,7 @@ impl Counters {
                     alive = true;
                     deltas.push(UsageDelta {
                         key: key.to_string(),
-                        window: slot.window,
+                        span: slot.span,
                         start_ms: start,
                         amount: local as i64 - reported as i64,
                     });
@@ -498,23 +518,43 @@ impl Counters {
     }
 }
 
-/// Seconds until `amount` would fit again, assuming no more traffic.
+/// Seconds until `excess` more would fit at `now_ms`, assuming no more traffic: the time the
+/// buckets in reach (amounts by start, in any order, repeats summed) take to slide out of the
+/// window far enough. Each bucket leaves linearly over one bucket length — the oldest over the
+/// rest of the current bucket, the next over the bucket after, and so on; a fixed window only
+/// empties at its end.
 fn retry_after(
-    limit: &Limit<'_>,
-    amount: u64,
+    span: Span,
     now_ms: u64,
-    (start, end): (u64, u64),
-    current: u64,
-    previous: u64,
+    mut excess: u64,
+    amounts: impl Iterator<Item = (u64, u64)>,
 ) -> u64 {
-    let to_end = end - now_ms;
-    let wait_ms = if limit.fixed || current + amount > limit.limit || previous == 0 {
-        to_end
+    let start = span.bucket_of(now_ms);
+    let end = span.next_bucket(start);
+    let wait_ms = if span.fixed {
+        end - now_ms
     } else {
-        // previous × (end − t)/len ≤ L − a − current  ⇔  t ≥ end − len·(L − a − current)/previous
-        let room = (limit.limit - amount - current) as f64 / previous as f64;
-        let t = end as f64 - (end - start) as f64 * room;
-        (t - now_ms as f64).max(0.0) as u64
+        let oldest = span.oldest(start);
+        let length = end - start;
+        let mut by_bucket = BTreeMap::new();
+        for (s, a) in amounts.filter(|(s, _)| (oldest..=start).contains(s)) {
+            *by_bucket.entry(s).or_insert(0u64) += a;
+        }
+        let mut wait = None;
+        for (s, amount) in by_bucket {
+            // Bucket `s` leaves the window linearly over [from, from + length): it is the
+            // oldest while `from` is the current bucket.
+            let from = s + (start - oldest);
+            let left = span.weigh(now_ms, [(s, amount)]);
+            if left >= excess && amount > 0 {
+                // amount × (from + length − t)/length ≤ left − excess
+                let gone = from + length - (left - excess) * length / amount;
+                wait = Some(gone.saturating_sub(now_ms));
+                break;
+            }
+            excess -= left;
+        }
+        wait.unwrap_or(end + span.buckets() * length - now_ms)
     };
     wait_ms.div_ceil(1000).max(1)
 }
@@ -622,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sliding_window_weighs_the_previous_window() {
+    fn the_sliding_window_weighs_its_oldest_bucket() {
         let c = counters(1, 1);
         let mut usage = OrdMap::new();
         let t0 = 100 * MIN;
@@ -630,16 +670,20 @@ mod tests {
             c.acquire(&limit("k", 100), 1, t0).unwrap();
         }
         sync(&[&c], &mut usage, t0 + 1);
-        // A quarter into the next window, 75 % of the previous 100 still counts.
-        let t1 = t0 + MIN + MIN / 4;
+        // One second past the minute, the window still overlaps half of the first 2 s bucket.
+        let t1 = t0 + MIN + 1_000;
         c.mark_synced(t1);
         let admitted = (0..100)
             .filter(|_| c.acquire(&limit("k", 100), 1, t1).is_ok())
             .count();
-        assert_eq!(admitted, 25);
+        assert_eq!(admitted, 50);
         let refused = c.acquire(&limit("k", 100), 1, t1).unwrap_err();
-        // The next request fits once the previous window's weight drops by one request.
-        assert!(refused.retry_after_s <= 1, "{refused:?}");
+        // The next request fits once the oldest bucket's weight drops by one request.
+        assert_eq!(refused.retry_after_s, 1, "{refused:?}");
+        // 100 more fit only once all 100 counted now are gone: the first bucket's 50 by
+        // t0 + 62 s, the 50 just admitted (current bucket, t0 + 60 … 62 s) by t0 + 122 s.
+        let far = c.acquire(&limit("k", 100), 100, t1).unwrap_err();
+        assert_eq!(far.retry_after_s, 61, "{far:?}");
         // A fixed window (quota) does not look back.
         let quota = Limit {
             fixed: true,
@@ -650,6 +694,46 @@ mod tests {
         }
         assert_eq!(c.acquire(&quota, 1, t0 + 1).unwrap_err().retry_after_s, 60);
         assert!(c.acquire(&quota, 100, t1).is_ok());
+    }
+
+    /// Three times the limit offered steadily for five minutes, from a start that is not on a
+    /// window boundary: over every minute-long span the node admits the limit within 4 % (the
+    /// last 1/30 is the oldest bucket's estimate), and in the long run nearly all of it.
+    #[test]
+    fn any_minute_long_span_admits_about_the_limit() {
+        const L: u64 = 600;
+        let c = counters(1, 1);
+        let mut usage = OrdMap::new();
+        let t0 = 100 * MIN + 17_345;
+        let step = MIN / (3 * L); // 3 L per minute
+        let mut admitted_at = Vec::new();
+        let mut next_sync = t0;
+        let mut t = t0;
+        while t < t0 + 5 * MIN {
+            if t >= next_sync {
+                sync(&[&c], &mut usage, t);
+                next_sync += 200;
+            }
+            if c.acquire(&limit("k", L), 1, t).is_ok() {
+                admitted_at.push(t);
+            }
+            t += step;
+        }
+        let most = admitted_at
+            .iter()
+            .enumerate()
+            .map(|(i, &from)| admitted_at[i..].partition_point(|&a| a < from + MIN) as u64)
+            .max()
+            .unwrap();
+        assert!(
+            most <= L + L * 4 / 100,
+            "{most} in a minute for a limit of {L}"
+        );
+        let per_minute = admitted_at.len() as u64 / 5;
+        assert!(
+            per_minute >= L * 95 / 100,
+            "{per_minute} a minute on average"
+        );
     }
 
     #[test]

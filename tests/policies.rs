@@ -503,24 +503,21 @@ async fn every_auth_mode_acl_and_policy_validation() {
     proxy.wait_route(proxy_addr, "/walled").await;
     let r = proxy.get(proxy_addr, "/walled", &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "loopback is denied: {r:?}");
-    c.put(
-        "web",
-        &with_policies(
-            "svc",
-            "/web",
-            Policies {
-                cors: Some(CorsPolicy {
-                    origins: vec!["https://app.example".into()],
-                    max_age_s: 600,
-                    ..Default::default()
-                }),
+    // The route lists its methods, without OPTIONS: a preflight still reaches its CORS policy.
+    let mut web = with_policies(
+        "svc",
+        "/web",
+        Policies {
+            cors: Some(CorsPolicy {
+                origins: vec!["https://app.example".into()],
+                max_age_s: 600,
                 ..Default::default()
-            },
-        ),
-        None,
-    )
-    .await
-    .expect("PUT web route");
+            }),
+            ..Default::default()
+        },
+    );
+    web.methods = vec!["GET".into(), "PUT".into()];
+    c.put("web", &web, None).await.expect("PUT web route");
     proxy.wait_route(proxy_addr, "/web").await;
     let r = proxy
         .send(
@@ -543,6 +540,22 @@ async fn every_auth_mode_acl_and_policy_validation() {
         "https://app.example"
     );
     assert_eq!(r.headers["access-control-allow-methods"], "PUT");
+    let r = proxy
+        .send(
+            proxy_addr,
+            Method::OPTIONS,
+            "/web",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "DELETE"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "no route takes DELETE, so none answers its preflight: {r:?}"
+    );
     let r = proxy
         .get(proxy_addr, "/web", &[("origin", "https://app.example")])
         .await;

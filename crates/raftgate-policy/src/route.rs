@@ -80,6 +80,12 @@ pub struct Admitted {
 }
 
 impl RoutePolicies {
+    /// Whether the route answers CORS preflights: a preflight (`OPTIONS`) then matches it for
+    /// the method it asks about, even where the route does not list `OPTIONS`.
+    pub fn has_cors(&self) -> bool {
+        self.cors.is_some()
+    }
+
     /// The effective policies of route `name`, or `None` when it has none (then the proxy skips
     /// the policy step). Rate limits that do not exist are skipped with a warning.
     pub fn compile(

@@ -173,8 +173,21 @@ impl HeaderMatch {
 
 impl Route {
     fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
+        (self.methods.is_empty()
+            || self.methods.contains(method)
+            || self.preflight_for_a_method(method, headers))
             && self.headers.iter().all(|h| h.accepts(headers))
+    }
+
+    /// A CORS preflight asks with `OPTIONS` about a method the route does list: a route with a
+    /// CORS policy takes it, so the browser gets the policy's answer rather than a 404.
+    fn preflight_for_a_method(&self, method: &Method, headers: &HeaderMap) -> bool {
+        method == Method::OPTIONS
+            && self.policies.as_ref().is_some_and(|p| p.has_cors())
+            && headers
+                .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+                .is_some_and(|m| self.methods.contains(&m))
     }
 
     /// Order among routes that matched the same host and path the same way; see rules 3 to 5 of

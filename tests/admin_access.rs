@@ -182,6 +182,12 @@ async fn every_node_has_the_same_audit_log_naming_the_actor() {
         .find(|&id| id != leader)
         .expect("a follower");
     let writer = as_token(&cluster, follower, &ops.token);
+    // The follower knows the token once it has applied its creation.
+    eventually(Duration::from_secs(5), || async {
+        writer.list::<ServiceSpec>().await.ok()
+    })
+    .await
+    .expect("the follower accepts the new token");
 
     // Through a follower, so the actor travels with the forwarded write.
     writer

@@ -350,9 +350,9 @@ pub(crate) enum BodyError {
     TotalTimeout(Duration),
 }
 
-/// An upstream response body on its way to the client: counts the request in flight on its
-/// endpoint until done, cuts the stream at the service's total timeout, and gives the
-/// connection back for reuse once the body has been read to the end.
+/// An upstream response body on its way to the client: drives its connection's I/O, counts the
+/// request in flight on its endpoint until done, cuts the stream at the service's total
+/// timeout, and gives the connection back for reuse once the body has been read to the end.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
     inner: Incoming,
@@ -378,6 +378,12 @@ impl Body for UpstreamBody {
         {
             let total = this.pool.total.unwrap_or_default();
             return Poll::Ready(Some(Err(BodyError::TotalTimeout(total))));
+        }
+        // The connection's I/O first: it reads what the body is about to yield.
+        if let Some(lease) = &mut this.lease
+            && lease.poll_drive(cx).is_ready()
+        {
+            this.lease = None;
         }
         let frame = Pin::new(&mut this.inner)
             .poll_frame(cx)

@@ -1,25 +1,32 @@
-//! Keep-alive HTTP/1.1 connections to one upstream address, reused most-recent first.
+//! Keep-alive HTTP/1.1 connections to one upstream address, reused most-recent first, and
+//! driven by the request that uses them.
 //!
 //! Each endpoint keeps a stack of idle connections. A request takes the most recently used
 //! one (its socket is the likeliest to be open and its buffers warm), sends on it, and hands it
 //! back when the response body has been read to the end; a connection whose response was not
-//! read to the end, or that switched protocols, is closed instead. A request that an idle
-//! connection could not even start to send (the upstream had closed it) moves on to the next
-//! one, and to a new connection when none is left, so a stale keep-alive connection costs no
-//! error. Nothing here is shared between endpoints: the only lock is the endpoint's own, held
-//! for a push or a pop.
+//! read to the end is closed instead. A request that an idle connection could not even start
+//! to send (the upstream had closed it) moves on to the next one, and to a new connection when
+//! none is left, so a stale keep-alive connection costs no error. Nothing here is shared
+//! between endpoints: the only lock is the endpoint's own, held for a push or a pop.
 //!
-//! This is leaner than a general-purpose client pool: no per-request extension map, no
-//! checkout future, no background task to return a connection.
+//! A connection has no task of its own: the request's task polls it while it waits for the
+//! answer, and the response body polls it while the client reads. Client socket, upstream
+//! socket and the copy between them are then served by one task on one thread, without the
+//! wake-ups and channel hops a connection task costs on every exchange. A request that asks
+//! for a protocol switch (WebSocket) gets a connection of its own, driven by its own task, which
+//! hands the socket over after the `101`.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -45,8 +52,17 @@ pub(crate) enum SendError {
     Broken(#[source] hyper::Error),
 }
 
-struct Idle {
+/// The half of a connection that does the I/O; whoever uses the connection polls it.
+type Driver = Connection<TokioIo<TcpStream>, RequestBody>;
+
+/// A connection: the handle requests are sent through, and its I/O half.
+struct Conn {
     sender: SendRequest<RequestBody>,
+    driver: Driver,
+}
+
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
@@ -64,18 +80,30 @@ impl std::fmt::Debug for Conns {
     }
 }
 
-/// A connection lent to one exchange; given back with [`Lease::release`] once the response body
-/// has been read to the end, closed when dropped otherwise.
-#[derive(Debug)]
+/// A connection lent to one exchange: the response body drives it with [`Lease::poll_drive`],
+/// gives it back with [`Lease::release`] once read to the end, and closes it by dropping it
+/// otherwise.
 pub(crate) struct Lease {
-    sender: SendRequest<RequestBody>,
+    conn: Conn,
     conns: Arc<Conns>,
 }
 
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").finish_non_exhaustive()
+    }
+}
+
 impl Lease {
+    /// Does the connection's pending I/O (reads the answer into the response body, sends what
+    /// is left of the request body). Ready when the connection has ended: drop the lease then.
+    pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.conn.driver).poll(cx).map(|_| ())
+    }
+
     /// Returns the connection to its endpoint's idle stack (unless it has closed).
     pub(crate) fn release(self) {
-        self.conns.put(self.sender);
+        self.conns.put(self.conn);
     }
 }
 
@@ -86,18 +114,18 @@ impl Conns {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn take(&self) -> Option<SendRequest<RequestBody>> {
+    fn take(&self) -> Option<Conn> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop_back() {
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
+            if !entry.conn.sender.is_closed() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    fn put(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    fn put(&self, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -109,24 +137,31 @@ impl Conns {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: now });
+            idle.push_back(Idle { conn, since: now });
         }
     }
 
     /// Sends `request` to `addr` on an idle connection, or on a new one opened within
-    /// `connect`. The lease is `None` when the connection cannot be reused (101 answers).
+    /// `connect`. The lease is `None` for a protocol switch, whose connection is not reused.
     pub(crate) async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
         connect: Duration,
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
-        while let Some(mut sender) = self.take() {
-            if sender.ready().await.is_err() {
+        if request.headers().contains_key(header::UPGRADE) || request.method() == Method::CONNECT {
+            return Box::pin(switching(addr, connect, request)).await;
+        }
+        while let Some(conn) = self.take() {
+            let Conn { mut sender, driver } = conn;
+            // The connection first reads what arrived while it sat idle: an upstream's close.
+            let (ready, driver) = drive(driver, sender.ready()).await;
+            let Some(driver) = driver.filter(|_| ready.is_ok()) else {
                 continue;
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.lend(response, sender)),
+            };
+            let (sent, driver) = drive(driver, sender.try_send_request(request)).await;
+            match sent {
+                Ok(response) => return Ok(self.lend(response, sender, driver)),
                 Err(mut failed) => match failed.take_message() {
                     // Not a byte was sent: the connection had closed. Try the next one.
                     Some(unsent) => request = unsent,
@@ -135,28 +170,76 @@ impl Conns {
             }
         }
         // Boxed: opening is the rare path, and inline it would double this future's size.
-        let mut sender = Box::pin(open(addr, connect)).await?;
-        match sender.send_request(request).await {
-            Ok(response) => Ok(self.lend(response, sender)),
-            Err(error) => Err(SendError::Broken(error)),
-        }
+        let Conn { mut sender, driver } = Box::pin(open(addr, connect)).await?;
+        let (sent, driver) = drive(driver, sender.send_request(request)).await;
+        let response = sent.map_err(SendError::Broken)?;
+        Ok(self.lend(response, sender, driver))
     }
 
+    /// The response and its connection, to drive until the body is read; a connection that
+    /// already ended (it had nothing more to read) has nothing to lend.
     fn lend(
         self: &Arc<Self>,
         response: Response<Incoming>,
         sender: SendRequest<RequestBody>,
+        driver: Option<Driver>,
     ) -> (Response<Incoming>, Option<Lease>) {
-        let lease = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Lease {
-            sender,
+        let lease = driver.map(|driver| Lease {
+            conn: Conn { sender, driver },
             conns: self.clone(),
         });
         (response, lease)
     }
 }
 
-/// Opens a connection to `addr` and starts the task that drives it.
-async fn open(addr: SocketAddr, connect: Duration) -> Result<SendRequest<RequestBody>, SendError> {
+/// Polls `future` and, while it waits, the connection's I/O. The connection is given back
+/// unless it ended; an ended connection is dropped at once, which cancels what was queued on
+/// it, so `future` cannot wait on a connection nobody drives.
+async fn drive<F: Future>(driver: Driver, future: F) -> (F::Output, Option<Driver>) {
+    let mut driver = Some(driver);
+    let mut future = pin!(future);
+    let output = poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                return Poll::Ready(output);
+            }
+            let Some(d) = driver.as_mut() else {
+                return Poll::Pending;
+            };
+            if Pin::new(d).poll(cx).is_ready() {
+                driver = None;
+                continue;
+            }
+            // The I/O may have produced what `future` waits for.
+            return future.as_mut().poll(cx);
+        }
+    })
+    .await;
+    (output, driver)
+}
+
+/// A request asking for a protocol switch, on a connection of its own driven by its own task
+/// (which hands the socket to the upgrade after a `101`).
+async fn switching(
+    addr: SocketAddr,
+    connect: Duration,
+    request: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    let Conn { mut sender, driver } = open(addr, connect).await?;
+    tokio::spawn(async move {
+        if let Err(error) = driver.with_upgrades().await {
+            debug!(%addr, %error, "upstream connection ended with an error");
+        }
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(SendError::Broken)?;
+    Ok((response, None))
+}
+
+/// Opens a connection to `addr`.
+async fn open(addr: SocketAddr, connect: Duration) -> Result<Conn, SendError> {
     let stream = tokio::time::timeout(connect, TcpStream::connect(addr))
         .await
         .map_err(|_| SendError::ConnectTimeout)?
@@ -165,14 +248,9 @@ async fn open(addr: SocketAddr, connect: Duration) -> Result<SendRequest<Request
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%addr, %error, "cannot disable Nagle's algorithm on an upstream connection");
     }
-    let (sender, connection) = http1::Builder::new()
+    let (sender, driver) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Broken)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            debug!(%addr, %error, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(Conn { sender, driver })
 }

@@ -365,6 +365,30 @@ async fn every_node_serves_the_ai_api_from_replicated_providers_and_models() {
         );
     }
 
+    // Each node's own metrics count its calls: one complete and one streamed gpt chat.
+    for id in IDS {
+        let client = cluster.client(id);
+        let counted = eventually(Duration::from_secs(5), || async {
+            let text = client.metrics().await.ok()?;
+            let value = |name: &str| {
+                let series =
+                    format!("{name}{{model=\"gpt\",provider=\"openai\",consumer=\"app\"}} ");
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series.as_str()))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            (value("raftgate_ai_requests_total")? == 2.0
+                && value("raftgate_ai_prompt_tokens_total")? > 0.0
+                && value("raftgate_ai_completion_tokens_total")? > 0.0)
+                .then_some(())
+        })
+        .await;
+        assert!(
+            counted.is_some(),
+            "node {id}'s AI metrics count its 2 gpt calls"
+        );
+    }
+
     // At rest (WAL, snapshots) the credential is only ciphertext.
     for entry in walk(cluster.dir()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();

@@ -507,11 +507,28 @@ impl ProxyClient {
 
     /// `GET http://{proxy}{path}`: the status and body, or why there was no answer.
     pub async fn get(&self, proxy: SocketAddr, path: &str) -> Result<(StatusCode, String), String> {
+        self.get_with_headers(proxy, path, &[]).await
+    }
+
+    /// Like [`ProxyClient::get`], sending `headers` too.
+    pub async fn get_with_headers(
+        &self,
+        proxy: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, String), String> {
         let uri = format!("http://{proxy}{path}");
         let exchange = async {
+            let mut request = Request::get(&uri);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request
+                .body(Empty::new())
+                .map_err(|e| format!("bad request {uri}: {e}"))?;
             let response = self
                 .http
-                .get(uri.parse().map_err(|e| format!("bad uri {uri}: {e}"))?)
+                .request(request)
                 .await
                 .map_err(|e| format!("GET {uri}: {e:?}"))?;
             let status = response.status();

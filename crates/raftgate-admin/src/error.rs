@@ -36,6 +36,10 @@ pub enum ApiError {
     /// The cluster could not carry out the request.
     #[error(transparent)]
     Cluster(#[from] WriteError),
+    /// The metrics could not be written out as text (a bug: encoding into memory cannot fail
+    /// otherwise).
+    #[error("encoding the metrics failed ({0}); please report this as a bug")]
+    Metrics(#[source] std::fmt::Error),
 }
 
 impl From<ValidationError> for ApiError {
@@ -60,6 +64,7 @@ impl ApiError {
             }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics_failed", None),
             ApiError::Cluster(e) => match e {
                 WriteError::Rejected(r) => match r {
                     Rejection::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),

@@ -17,6 +17,7 @@ pub mod error;
 mod extract;
 mod instances;
 mod keys;
+mod metrics;
 pub mod openapi;
 mod resources;
 mod tokens;
@@ -29,6 +30,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use raftgate_ai::secrets::SecretsKey;
 use raftgate_cluster::Node;
+use raftgate_metrics::Metrics;
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
 use raftgate_model::{CertificateSpec, ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
 
@@ -45,29 +47,35 @@ struct AdminState {
     health: Option<HealthSource>,
     /// Seals AI provider credentials; without it they are refused.
     secrets: Option<Arc<SecretsKey>>,
+    /// The node's metrics, served at `GET /metrics`.
+    metrics: Arc<Metrics>,
 }
 
 type Shared = Arc<AdminState>;
 
 /// Builds the admin API for `node`. With `token` (the bootstrap token, role admin), every
-/// request but `GET /health` must carry `Authorization: Bearer <token>` with it or with a token
-/// made through `POST /tokens`. `health` is where `GET /upstreams/health` reads this node's
-/// view of its upstream targets (the proxy's). `secrets` seals AI provider credentials.
+/// request but `GET /health` and `GET /metrics` must carry `Authorization: Bearer <token>` with
+/// it or with a token made through `POST /tokens`. `health` is where `GET /upstreams/health`
+/// reads this node's view of its upstream targets (the proxy's). `secrets` seals AI provider
+/// credentials. `metrics` is the node's registry, served at `GET /metrics`.
 pub fn router(
     node: Node,
     token: Option<&str>,
     health: Option<HealthSource>,
     secrets: Option<Arc<SecretsKey>>,
+    metrics: Arc<Metrics>,
 ) -> Router {
     let state = Arc::new(AdminState {
         node,
         token: token.map(auth::TokenHash::new),
         health,
         secrets,
+        metrics,
     });
     Router::new()
         .route("/openapi.json", get(openapi::serve))
         .route("/health", get(cluster::health))
+        .merge(metrics::routes())
         .merge(resources::routes::<ServiceSpec>())
         .merge(resources::routes::<RouteSpec>())
         .merge(resources::routes::<ConsumerSpec>())
@@ -93,16 +101,20 @@ pub fn router(
         .with_state(state)
 }
 
-/// Serves the admin API on `listener` until `shutdown` completes.
+/// Serves the admin API on `listener` until `shutdown` completes; see [`router`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Node,
     token: Option<String>,
     health: Option<HealthSource>,
     secrets: Option<Arc<SecretsKey>>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node, token.as_deref(), health, secrets))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(node, token.as_deref(), health, secrets, metrics),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

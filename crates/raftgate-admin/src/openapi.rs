@@ -474,6 +474,34 @@ fn build() -> OpenApi {
             .summary(Some("Liveness; never needs a token"))
             .response("200", ok("The node answers", Health::schema())),
     );
+    paths.add_path_operation(
+        "/metrics",
+        vec![HttpMethod::Get],
+        OperationBuilder::new()
+            .tag("metrics")
+            .summary(Some(
+                "This node's metrics in the Prometheus text format; never needs a token",
+            ))
+            .description(Some(
+                "Proxied requests by route, service, consumer and status code; request and \
+                 upstream latency histograms by route; rate-limit refusals by limit; upstream \
+                 target health; Raft term, leader, log and applied index; AI gateway requests, \
+                 tokens and cost by model, provider and consumer.",
+            ))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("Prometheus text exposition format 0.0.4")
+                    .content(
+                        raftgate_metrics::CONTENT_TYPE,
+                        ContentBuilder::new()
+                            .schema(Some(<String as PartialSchema>::schema()))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .response("500", error("The metrics could not be encoded (a bug)")),
+    );
     forbid_writes(&mut paths);
     let components = ComponentsBuilder::new()
         .schema_from::<ErrorBody>()

@@ -508,6 +508,15 @@ impl AdminClient {
             .await
     }
 
+    /// `GET /metrics`: the node's metrics in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let bytes = self.send(Method::GET, "/metrics", NO_BODY, None).await?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode {
+            url: format!("{}/metrics", self.base),
+            reason: format!("the metrics are not UTF-8: {e}"),
+        })
+    }
+
     /// `GET /upstreams/health?cluster=true`: every member's view of its upstream targets.
     pub async fn cluster_upstream_health(&self) -> Result<Vec<NodeUpstreams>, ClientError> {
         self.call(Method::GET, "/upstreams/health?cluster=true", NO_BODY, None)

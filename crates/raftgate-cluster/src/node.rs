@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, SnapshotPolicy};
+use raftgate_metrics::{RaftGauges, RaftStatus};
 use raftgate_model::api::{AddMember, ClusterStatus, Member, Role};
 use raftgate_model::command::Applied;
 use raftgate_model::{Command, NodeId, NodeInfo, Outcome, Proposal, State, codec};
@@ -649,6 +650,31 @@ impl Node {
             .map_err(write_error)?;
         tracing::info!(id, "node removed");
         Ok(ForwardResponse::MembershipChanged(changed.log_id.index))
+    }
+
+    /// Keeps `gauges` equal to openraft's view of this node — term, leader, last log index,
+    /// applied index — until Raft stops: a background task sets them whenever openraft
+    /// publishes new metrics, so a scrape only reads five atomics.
+    pub fn export_raft_metrics(&self, gauges: RaftGauges) {
+        let mut metrics = self.inner.raft.metrics();
+        tokio::spawn(async move {
+            loop {
+                let status = {
+                    let m = metrics.borrow_and_update();
+                    RaftStatus {
+                        term: m.current_term,
+                        leader: m.current_leader,
+                        last_log_index: m.last_log_index.unwrap_or(0),
+                        applied_index: m.last_applied.map_or(0, |l| l.index),
+                        is_leader: m.current_leader == Some(m.id),
+                    }
+                };
+                gauges.set(&status);
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Stops Raft and the cluster server.

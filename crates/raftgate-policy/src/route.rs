@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{StatusCode, Uri};
+use raftgate_metrics::{Metrics, Refusals};
 use raftgate_model::policy::{AllowDeny, AuthPolicy, LimitScope, Policies};
 use raftgate_model::{RateLimitSpec, RouteSpec, ServiceSpec, State};
 use tracing::warn;
@@ -31,6 +32,9 @@ static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 struct RouteLimit {
     name: Box<str>,
     spec: RateLimitSpec,
+    /// `raftgate_rate_limit_refusals_total` of this limit, resolved here so a refusal only
+    /// increments it.
+    refusals: Refusals,
 }
 
 /// The compiled policies of one route (its own merged over its service's).
@@ -56,6 +60,9 @@ pub struct Answer {
     pub error: Option<(&'static str, String)>,
     /// Headers of the answer (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`, CORS).
     pub headers: HeaderMap,
+    /// The authenticated consumer, when the refusal came after authentication (by the ACL or
+    /// a rate limit), for logs and metrics.
+    pub consumer: Option<Arc<str>>,
 }
 
 impl Answer {
@@ -64,6 +71,7 @@ impl Answer {
             status,
             error: Some((code, message.into())),
             headers: HeaderMap::new(),
+            consumer: None,
         })
     }
 }
@@ -87,12 +95,14 @@ impl RoutePolicies {
     }
 
     /// The effective policies of route `name`, or `None` when it has none (then the proxy skips
-    /// the policy step). Rate limits that do not exist are skipped with a warning.
+    /// the policy step). Rate limits that do not exist are skipped with a warning. Refusals are
+    /// counted in `metrics`.
     pub fn compile(
         name: &str,
         route: &RouteSpec,
         service: &ServiceSpec,
         state: &State,
+        metrics: &Metrics,
     ) -> Option<Arc<RoutePolicies>> {
         let p = Policies::overlay(&route.policies, &service.policies);
         if p.is_empty() {
@@ -105,6 +115,7 @@ impl RoutePolicies {
                 Some(e) => Some(RouteLimit {
                     name: l.as_str().into(),
                     spec: e.spec.clone(),
+                    refusals: metrics.limit_refusals(l),
                 }),
                 None => {
                     warn!(route = name, rate_limit = %l, "rate limit does not exist; not enforced");
@@ -150,6 +161,7 @@ impl RoutePolicies {
                         status,
                         error: None,
                         headers,
+                        consumer: None,
                     }));
                 }
                 CorsVerdict::Allow(headers) => admitted.response_headers.extend(headers),
@@ -185,11 +197,13 @@ impl RoutePolicies {
                 if let Some(acl) = &self.acl
                     && !acl_admits(acl, &consumer)
                 {
-                    return Err(Answer::error(
+                    let mut answer = Answer::error(
                         StatusCode::FORBIDDEN,
                         "forbidden",
                         format!("consumer '{}' is not allowed on this route", consumer.name),
-                    ));
+                    );
+                    answer.consumer = Some(consumer.name.clone());
+                    return Err(answer);
                 }
                 if let Ok(v) = HeaderValue::from_str(&consumer.name) {
                     parts.headers.insert(&X_CONSUMER_NAME, v);
@@ -200,9 +214,13 @@ impl RoutePolicies {
             None => None,
         };
         if !self.limits.is_empty() {
-            let status = self.limit(engine, consumer.as_deref(), client_ip)?;
-            if let Some(s) = status {
-                ratelimit_headers(&mut admitted.response_headers, &s);
+            match self.limit(engine, consumer.as_deref(), client_ip) {
+                Ok(Some(s)) => ratelimit_headers(&mut admitted.response_headers, &s),
+                Ok(None) => {}
+                Err(mut answer) => {
+                    answer.consumer = admitted.consumer.take();
+                    return Err(answer);
+                }
             }
         }
         Ok(admitted)
@@ -250,6 +268,7 @@ impl RoutePolicies {
                     for r in reserved {
                         r.settle(0);
                     }
+                    l.refusals.refused();
                     return Err(too_many(&l.name, &refusal));
                 }
             }
@@ -469,8 +488,10 @@ mod tests {
     #[tokio::test]
     async fn a_consumers_own_limit_overrides_the_limit() {
         let (state, route) = limited();
-        let policies = RoutePolicies::compile("r", &route, &ServiceSpec::default(), &state)
-            .expect("the route has policies");
+        let metrics = Metrics::new();
+        let policies =
+            RoutePolicies::compile("r", &route, &ServiceSpec::default(), &state, &metrics)
+                .expect("the route has policies");
         let engine = Engine::standalone();
         engine.refresh(&state);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
@@ -497,8 +518,15 @@ mod tests {
         assert_eq!(admitted, BTreeMap::from([("alice", 3), ("bob", 1)]));
         let refused = last.expect("refusals");
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.consumer.as_deref(), Some("bob"));
         assert!(refused.headers.contains_key(header::RETRY_AFTER));
         assert_eq!(refused.headers[&RATELIMIT_LIMIT], "1");
+        let text = metrics.encode().expect("metrics encode");
+        assert!(
+            text.lines()
+                .any(|l| l == "raftgate_rate_limit_refusals_total{limit=\"rpm\"} 6"),
+            "alice's 2 and bob's 4 refusals counted:\n{text}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use raftgate_ai::Gateway;
 use raftgate_ai::api::{AiBody, Route as AiRoute};
+use raftgate_metrics::{Metrics, RouteMetrics};
 use raftgate_policy::{Admitted, Answer, Engine, RoutePolicies};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
@@ -134,14 +136,9 @@ impl Failure {
     }
 }
 
-/// A request ready for its upstream, the pool of its service, its route when the route
-/// changes response headers, and the route's policies when it has any.
-type Prepared = (
-    Request<Incoming>,
-    Arc<Pool>,
-    Option<Arc<Route>>,
-    Option<Arc<RoutePolicies>>,
-);
+/// A request ready for its upstream, the pool of its service, and its route (for its
+/// policies, response header changes and metrics).
+type Prepared = (Request<Incoming>, Arc<Pool>, Arc<Route>);
 
 /// The client end of a connection: what every request on it shares.
 pub(crate) struct Peer {
@@ -177,10 +174,19 @@ pub(crate) struct Forwarder {
     policies: Arc<Engine>,
     /// The node's AI gateway, serving the unified API before routing.
     ai: Option<Arc<Gateway>>,
+    /// The node's metrics, which the reload task compiles routes against.
+    metrics: Arc<Metrics>,
+    /// Where requests that matched no route are counted.
+    unrouted: RouteMetrics,
 }
 
 impl Forwarder {
-    pub(crate) fn new(router: Router, config: &ProxyConfig, policies: Arc<Engine>) -> Forwarder {
+    pub(crate) fn new(
+        router: Router,
+        config: &ProxyConfig,
+        policies: Arc<Engine>,
+        metrics: Arc<Metrics>,
+    ) -> Forwarder {
         Forwarder {
             router: ArcSwap::from_pointee(router),
             ids: RequestIds::new(),
@@ -188,6 +194,8 @@ impl Forwarder {
             max_body_bytes: config.max_body_bytes,
             policies,
             ai: None,
+            unrouted: metrics.route("", ""),
+            metrics,
         }
     }
 
@@ -207,12 +215,19 @@ impl Forwarder {
         &self.router
     }
 
-    /// Serves one request: never fails, a problem becomes a JSON error answer.
+    /// The metrics routes record into; the reload task compiles routes against them.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Serves one request: never fails, a problem becomes a JSON error answer. Every answer
+    /// is recorded in its route's metrics (see [`RouteMetrics::record`] for what that costs).
     pub(crate) async fn handle(
         &self,
         peer: &Peer,
         mut request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
+        let received = Instant::now();
         let request_id = self.ids.for_request(request.headers());
         if let Some(gateway) = &self.ai
             && let Some(route) = AiRoute::of(request.method(), request.uri().path())
@@ -228,11 +243,12 @@ impl Forwarder {
         let prepared = self
             .check_limits(&request)
             .and_then(|()| self.upstream_request(request, peer, &request_id));
-        let (result, response_ops, admitted) = match prepared {
-            Ok((request, pool, response_ops, policies)) => {
+        let mut upstream_time = None;
+        let (mut result, route, mut admitted) = match prepared {
+            Ok((request, pool, route)) => {
                 let (mut parts, body) = request.into_parts();
                 match self
-                    .admit(policies.as_deref(), &mut parts, peer, &body)
+                    .admit(route.policies.as_deref(), &mut parts, peer, &body)
                     .await
                 {
                     Ok(admitted) => {
@@ -241,7 +257,10 @@ impl Forwarder {
                         }
                         let limit = body_limit(self.max_body_bytes, admitted.as_ref());
                         let (body, overflow) = ClientBody::new(body, limit);
-                        let result = match pool.forward(parts, body, &peer.ip).await {
+                        let sent = Instant::now();
+                        let forwarded = pool.forward(parts, body, &peer.ip).await;
+                        upstream_time = Some(sent.elapsed());
+                        let result = match forwarded {
                             // Whatever the upstream made of a cut-off body, the client sent too much.
                             _ if overflow.is_some_and(|o| o.happened()) => {
                                 Err(Failure::BodyTooLarge {
@@ -250,14 +269,20 @@ impl Forwarder {
                             }
                             result => result.map_err(Failure::from),
                         };
-                        (result, response_ops, admitted)
+                        (result, Some(route), admitted)
                     }
-                    Err(failure) => (Err(failure), None, None),
+                    Err(failure) => (Err(failure), Some(route), None),
                 }
             }
             Err(failure) => (Err(failure), None, None),
         };
-        let consumer = admitted.as_ref().and_then(|a| a.consumer.as_deref());
+        // Taken out, not cloned: the metrics below keep it. A refusal after authentication
+        // (ACL, rate limit) names the consumer too.
+        let consumer = match (&mut admitted, &mut result) {
+            (Some(admitted), _) => admitted.consumer.take(),
+            (None, Err(Failure::Policy(answer))) => answer.consumer.take(),
+            _ => None,
+        };
         let mut response = match result {
             Ok(response) => {
                 let mut response = response.map(Either::Left);
@@ -270,7 +295,9 @@ impl Forwarder {
                 if let Some(protocol) = &switched {
                     upgrade::restore(response.headers_mut(), protocol);
                 }
-                if let Some(route) = response_ops {
+                if let Some(route) = &route
+                    && !route.response_headers.is_empty()
+                {
                     route.response_headers.apply(response.headers_mut());
                 }
                 if let Some(admitted) = admitted {
@@ -279,13 +306,22 @@ impl Forwarder {
                 response
             }
             Err(failure) => {
-                debug!(request_id = ?request_id, consumer, error = %failure,
+                debug!(request_id = ?request_id, consumer = consumer.as_deref(), error = %failure,
                     source = ?std::error::Error::source(&failure), upstream = failure_target(&failure),
                     "request not forwarded");
                 failure.into_response(&request_id)
             }
         };
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
+        route
+            .as_ref()
+            .map_or(&self.unrouted, |r| &r.metrics)
+            .record(
+                consumer,
+                response.status().as_u16(),
+                received.elapsed(),
+                upstream_time,
+            );
         Ok(response)
     }
 
@@ -331,8 +367,8 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Routes `request` and rewrites it for its upstream; also returns the route when it has
-    /// response header changes. Only reads the current router: no lock, no I/O.
+    /// Routes `request` and rewrites it for its upstream; also returns the route. Only reads
+    /// the current router: no lock, no I/O.
     fn upstream_request(
         &self,
         request: Request<Incoming>,
@@ -382,15 +418,10 @@ impl Forwarder {
         headers.insert(&X_REQUEST_ID, request_id.clone());
         headers.append(header::VIA, via.clone());
         matched.route.request_headers.apply(headers);
-
-        let response_ops =
-            (!matched.route.response_headers.is_empty()).then(|| matched.route.clone());
-        let policies = matched.route.policies.clone();
         Ok((
             Request::from_parts(parts, body),
             pool,
-            response_ops,
-            policies,
+            matched.route.clone(),
         ))
     }
 }

@@ -51,6 +51,15 @@
 //! breaks off, sends malformed HTTP or TLS, or is too slow is disconnected without affecting
 //! other connections.
 //!
+//! # Metrics
+//!
+//! Every answer is counted in the node's [`raftgate_metrics::Metrics`] (see
+//! [`Proxy::with_metrics`]) by route, service, authenticated consumer and status code, with the
+//! time to the response head and the upstream's share of it. The route's handles are resolved
+//! when the router is compiled, so a request records without a lock shared with other routes
+//! and without allocating; requests that match no route are counted under empty route and
+//! service names. The AI gateway's API is counted by the AI metrics instead.
+//!
 //! # Failure answers
 //!
 //! When it cannot forward, the proxy answers with an [`ErrorBody`] JSON: 404 `no_route`,
@@ -85,6 +94,7 @@ use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use raftgate_metrics::Metrics;
 use raftgate_model::State;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -164,6 +174,7 @@ pub struct Proxy {
     upstreams: Upstreams,
     policies: Arc<raftgate_policy::Engine>,
     ai: Option<Arc<raftgate_ai::Gateway>>,
+    metrics: Arc<Metrics>,
 }
 
 /// The connection settings shared by every connection.
@@ -183,7 +194,18 @@ impl Proxy {
             upstreams: Upstreams::new(),
             policies: Arc::new(raftgate_policy::Engine::standalone()),
             ai: None,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Records requests, latencies and rate-limit refusals in `metrics` — the node's, which
+    /// the admin API serves — instead of a registry of the proxy's own, and makes its upstream
+    /// target health gauge read this proxy's health view.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Proxy {
+        let health = self.upstreams.health_view();
+        metrics.follow_upstream_health(move || health.all());
+        self.metrics = metrics;
+        self
     }
 
     /// Serves the unified AI API (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`,
@@ -252,12 +274,13 @@ impl Proxy {
             None => None,
         };
         self.policies.refresh(&state);
-        let router = Router::compile(&state, &self.upstreams.sync(&state));
+        let router = Router::compile(&state, &self.upstreams.sync(&state), &self.metrics);
         info!(%addr, tls_addr = ?tls_addr, routes = router.route_count(),
             services = router.service_count(), applied_index = state.applied_index,
             "proxy listening");
-        let forwarder =
-            Arc::new(Forwarder::new(router, &self.config, self.policies).with_ai(self.ai));
+        let forwarder = Arc::new(
+            Forwarder::new(router, &self.config, self.policies, self.metrics).with_ai(self.ai),
+        );
         let reload = tokio::spawn(reload(
             self.states,
             forwarder.clone(),
@@ -379,7 +402,7 @@ async fn reload(
         if forwarder.router().load().is_compiled_from(&state) {
             continue;
         }
-        let router = Router::compile(&state, &services);
+        let router = Router::compile(&state, &services, forwarder.metrics());
         info!(
             routes = router.route_count(),
             services = router.service_count(),

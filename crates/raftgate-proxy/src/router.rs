@@ -77,6 +77,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
+use raftgate_metrics::{Metrics, RouteMetrics};
 use raftgate_model::state::Table;
 use raftgate_model::validate::{PathMatch, path_match};
 use raftgate_model::{Entity, RateLimitSpec, RouteSpec, ServiceSpec, State};
@@ -151,6 +152,9 @@ pub struct Route {
     /// Authentication, ACL, limits, CORS: the route's own merged over its service's; `None`
     /// when it has none.
     pub(crate) policies: Option<Arc<RoutePolicies>>,
+    /// Where its requests are counted and timed, resolved at compile time so that a request
+    /// looks nothing up by name.
+    pub(crate) metrics: RouteMetrics,
 }
 
 /// One entry of [`RouteSpec::headers`].
@@ -264,8 +268,9 @@ impl Router {
     /// Compiles the routes and services of `state`. Routes naming a missing service, regex
     /// paths that do not compile and targets with an unusable URL are skipped with a warning;
     /// validation normally prevents all three.
-    /// `services` are those of `state`, from [`crate::upstream`].
-    pub fn compile(state: &State, services: &Services) -> Router {
+    /// `services` are those of `state`, from [`crate::upstream`]; each route's requests are
+    /// recorded in `metrics`.
+    pub fn compile(state: &State, services: &Services, metrics: &Metrics) -> Router {
         let mut router = Router {
             services: services.len(),
             source: (
@@ -281,11 +286,10 @@ impl Router {
                     "route names a service that does not exist; route skipped");
                 continue;
             };
-            let policies = state
-                .services
-                .get(&entity.spec.service)
-                .and_then(|s| RoutePolicies::compile(&entity.name, &entity.spec, &s.spec, state));
-            router.add(entity, service, policies);
+            let policies = state.services.get(&entity.spec.service).and_then(|s| {
+                RoutePolicies::compile(&entity.name, &entity.spec, &s.spec, state, metrics)
+            });
+            router.add(entity, service, policies, metrics);
         }
         router.finish();
         router
@@ -296,6 +300,7 @@ impl Router {
         entity: &Entity<RouteSpec>,
         service: &Arc<Service>,
         policies: Option<Arc<RoutePolicies>>,
+        metrics: &Metrics,
     ) {
         let spec = &entity.spec;
         let name = entity.name.as_str();
@@ -349,6 +354,7 @@ impl Router {
             response_headers: HeaderOps::compile(name, &spec.response_headers),
             service: service.clone(),
             policies,
+            metrics: metrics.route(name, &service.name),
         });
         self.routes += 1;
         if spec.hosts.is_empty() {
@@ -612,7 +618,7 @@ mod tests {
     }
 
     fn compile(state: &State) -> Router {
-        Router::compile(state, &Upstreams::new().sync(state))
+        Router::compile(state, &Upstreams::new().sync(state), &Metrics::new())
     }
 
     fn prefix_of<'r>(m: &Matched<'r>) -> &'r str {

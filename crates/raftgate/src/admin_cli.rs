@@ -1,4 +1,5 @@
-//! The admin commands: `cluster`, `get`, `put`, `delete`, all through [`AdminClient`].
+//! The admin commands: `cluster`, `get`, `put`, `delete`, `token`, `audit`, `metrics`, all
+//! through [`AdminClient`].
 
 use std::io::Read;
 
@@ -304,5 +305,18 @@ pub async fn audit(args: AuditArgs) -> Result<(), CliError> {
     let json =
         serde_json::to_string_pretty(&entries).map_err(|e| CliError::Config(e.to_string()))?;
     println!("{json}");
+    Ok(())
+}
+
+/// `raftgate metrics`
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Runs `raftgate metrics`: prints the node's metrics as Prometheus scrapes them.
+pub async fn metrics(args: MetricsArgs) -> Result<(), CliError> {
+    print!("{}", args.target.client()?.metrics().await?);
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! are sealed with, and its usage replicated in batches.
 //!
 //! Usage: each call's record goes on an unbounded channel (no lock, no I/O on the request
-//! path); a background task adds the records up per hour, consumer and model, and proposes one
-//! [`Command::RecordAiUsage`] per interval when there is something to report. A report that
-//! fails is kept and sent with the next one.
+//! path); a background task counts it in the node's metrics, adds the records up per hour,
+//! consumer and model, and proposes one [`Command::RecordAiUsage`] per interval when there is
+//! something to report. A report that fails is kept and sent with the next one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use raftgate_ai::secrets::SecretsKey;
 use raftgate_ai::{Gateway, GatewayConfig, UsageRecord, UsageSink};
 use raftgate_cluster::Node;
+use raftgate_metrics::{AiCallUsage, AiLabels, Metrics};
 use raftgate_model::ai::{AiUsage, AiUsageDelta, HOUR_MS};
 use raftgate_model::{Command, State};
 use tokio::sync::{mpsc, watch};
@@ -56,12 +57,30 @@ fn add(pending: &mut Pending, r: &UsageRecord, now_ms: u64) {
     });
 }
 
+/// Counts one call in the node's metrics, moving the record's names into the labels.
+fn count(metrics: &Metrics, r: UsageRecord) {
+    let labels = AiLabels {
+        model: r.model,
+        provider: r.provider,
+        consumer: r.caller.consumer.unwrap_or_default(),
+    };
+    metrics.record_ai(
+        &labels,
+        &AiCallUsage {
+            prompt_tokens: r.usage.prompt_tokens,
+            completion_tokens: r.usage.completion_tokens,
+            cost_usd: r.cost_usd,
+        },
+    );
+}
+
 /// Replicates this node's AI usage: one Raft entry per `interval` with traffic, until the
-/// gateway is dropped.
+/// gateway is dropped; counts every call in `metrics` as it arrives.
 pub async fn report_usage(
     node: Node,
     mut records: mpsc::UnboundedReceiver<UsageRecord>,
     interval: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let now_ms = || {
         SystemTime::now()
@@ -75,7 +94,10 @@ pub async fn report_usage(
     loop {
         tokio::select! {
             record = records.recv() => match record {
-                Some(r) => add(&mut pending, &r, now_ms()),
+                Some(r) => {
+                    add(&mut pending, &r, now_ms());
+                    count(&metrics, r);
+                }
                 None => return,
             },
             _ = tick.tick() => {

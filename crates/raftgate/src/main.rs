@@ -1,5 +1,5 @@
 //! `raftgate`: run a node (`serve`), a local three-node cluster (`dev`), or talk to a cluster's
-//! admin API (`cluster`, `get`, `put`, `delete`, `token`, `audit`).
+//! admin API (`cluster`, `get`, `put`, `delete`, `token`, `audit`, `metrics`).
 
 mod admin_cli;
 mod ai;
@@ -39,6 +39,8 @@ enum Command {
     Token(admin_cli::TokenArgs),
     /// Show the audit log of admin writes.
     Audit(admin_cli::AuditArgs),
+    /// Print a node's metrics (Prometheus text, as served at `GET /metrics`).
+    Metrics(admin_cli::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => admin_cli::delete(args).await,
             Command::Token(args) => admin_cli::token(args).await,
             Command::Audit(args) => admin_cli::audit(args).await,
+            Command::Metrics(args) => admin_cli::metrics(args).await,
         }
     });
     match result {

@@ -331,6 +331,9 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     })
     .await?;
 
+    let metrics = std::sync::Arc::new(raftgate_metrics::Metrics::new());
+    node.export_raft_metrics(metrics.raft().clone());
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -355,6 +358,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         node.clone(),
         ai_records,
         usage_sync,
+        metrics.clone(),
     ));
     let ai_task = tokio::spawn(crate::ai::follow(
         node.subscribe(),
@@ -363,7 +367,8 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     ));
     let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config)
         .with_policies(policies)
-        .with_ai(gateway);
+        .with_ai(gateway)
+        .with_metrics(metrics.clone());
     let health = proxy.health();
     let health: raftgate_admin::HealthSource = std::sync::Arc::new(move || health.all());
     let proxy_task = match tls_listener {
@@ -376,6 +381,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         token.clone(),
         Some(health),
         secrets,
+        metrics,
         stopped(),
     ));
     tracing::info!(id, %admin_addr, %proxy_addr, %cluster_addr, "admin API listening");

@@ -99,6 +99,7 @@ fn model(deployments: &[(&str, &str)]) -> ModelConfig {
             .collect(),
         price: None,
         context_window: None,
+        cache: None,
     }
 }
 

@@ -2,8 +2,9 @@
 //! credential is sealed with the cluster's secrets key before anything is proposed (so the
 //! Raft log, the WAL and snapshots only hold ciphertext, and it is refused when no key is
 //! configured rather than stored in clear), and providers and models are checked with the
-//! gateway's own validation before they are written. `GET /ai/usage` reports the replicated
-//! usage.
+//! gateway's own validation before they are written; a prompt API must call a model that
+//! exists and publish a path no other prompt API serves. `GET /ai/usage` reports the
+//! replicated usage.
 
 use std::any::Any;
 
@@ -15,6 +16,7 @@ use raftgate_ai::GatewayConfig;
 use raftgate_ai::config::ConfigError;
 use raftgate_ai::secrets::is_sealed;
 use raftgate_model::ai::{ModelConfig, ProviderConfig, UsageQuery, UsageReport};
+use raftgate_model::prompt::PromptSpec;
 
 use crate::{AdminState, ApiError, Shared};
 
@@ -42,8 +44,12 @@ async fn usage(
     )))
 }
 
-/// Seals a provider's credential and validates providers and models; other specs pass.
+/// Seals a provider's credential and validates providers, models and prompts against the
+/// others; other specs pass.
 pub fn prepare(s: &AdminState, name: &str, spec: &mut (dyn Any + Send)) -> Result<(), ApiError> {
+    if let Some(prompt) = spec.downcast_ref::<PromptSpec>() {
+        return check_prompt(s, name, prompt);
+    }
     let mut config = GatewayConfig::default();
     if let Some(provider) = spec.downcast_mut::<ProviderConfig>() {
         // Checked before sealing, while the credential is still the user's.
@@ -73,6 +79,35 @@ pub fn prepare(s: &AdminState, name: &str, spec: &mut (dyn Any + Send)) -> Resul
             message: e.to_string(),
         }
     })
+}
+
+/// A prompt must be valid on its own, its model exist and its path be its own.
+fn check_prompt(s: &AdminState, name: &str, prompt: &PromptSpec) -> Result<(), ApiError> {
+    raftgate_model::prompt::validate(prompt)?;
+    let state = s.node.state();
+    if !state.ai_models.contains_key(&prompt.model) {
+        return Err(ApiError::BadRequest {
+            field: Some("model".into()),
+            message: format!(
+                "model {} does not exist; create it with PUT /ai/models/{} first or fix the name",
+                prompt.model, prompt.model
+            ),
+        });
+    }
+    if let Some((other, _)) = state
+        .ai_prompts
+        .iter()
+        .find(|(other, e)| *other != name && e.spec.path == prompt.path)
+    {
+        return Err(ApiError::BadRequest {
+            field: Some("path".into()),
+            message: format!(
+                "{} is already served by prompt {other}; choose another path",
+                prompt.path
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn seal(s: &AdminState, provider: &mut ProviderConfig) -> Result<(), ApiError> {

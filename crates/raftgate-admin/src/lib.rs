@@ -32,6 +32,7 @@ use raftgate_ai::secrets::SecretsKey;
 use raftgate_cluster::Node;
 use raftgate_metrics::Metrics;
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
+use raftgate_model::prompt::PromptSpec;
 use raftgate_model::{CertificateSpec, ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
 
 pub use error::ApiError;
@@ -83,6 +84,7 @@ pub fn router(
         .merge(resources::routes::<CertificateSpec>())
         .merge(resources::routes::<ProviderConfig>())
         .merge(resources::routes::<ModelConfig>())
+        .merge(resources::routes::<PromptSpec>())
         .merge(instances::routes())
         .merge(upstreams::routes())
         .merge(keys::routes())

@@ -8,8 +8,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use raftgate_model::access::{AuditEntry, AuditOperation, TokenRole};
 use raftgate_model::ai::{
-    AiUsage, Deployment, ModelConfig, Period, Price, ProviderConfig, ProviderKind, ProviderView,
-    UsageReport, UsageRow,
+    AiUsage, CacheConfig, Deployment, ModelConfig, Period, Price, ProviderConfig, ProviderKind,
+    ProviderView, UsageReport, UsageRow,
 };
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, Member, NodeUpstreams, Role,
@@ -19,6 +19,9 @@ use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::policy::{
     AllowDeny, AuthPolicy, BasicAuth, BasicCredential, ConsumerUsage, CorsPolicy, JwtAlgorithm,
     JwtAuth, JwtCredential, KeyAuth, LimitScope, Policies, UsageEntry,
+};
+use raftgate_model::prompt::{
+    PromptFormat, PromptMessage, PromptParameters, PromptRole, PromptSpec, PromptVariable,
 };
 use raftgate_model::state::Resource;
 use raftgate_model::{
@@ -322,6 +325,7 @@ fn build() -> OpenApi {
     resource_paths::<CertificateSpec>(&mut paths);
     resource_paths::<ProviderConfig>(&mut paths);
     resource_paths::<ModelConfig>(&mut paths);
+    resource_paths::<PromptSpec>(&mut paths);
     instance_paths(&mut paths);
     access_paths(&mut paths);
     let consumer = || param("name", ParameterIn::Path, "consumer name");
@@ -555,6 +559,13 @@ fn build() -> OpenApi {
         .schema_from::<ProviderKind>()
         .schema_from::<ModelConfig>()
         .schema_from::<Deployment>()
+        .schema_from::<CacheConfig>()
+        .schema_from::<PromptSpec>()
+        .schema_from::<PromptMessage>()
+        .schema_from::<PromptRole>()
+        .schema_from::<PromptVariable>()
+        .schema_from::<PromptParameters>()
+        .schema_from::<PromptFormat>()
         .schema_from::<Price>()
         .schema_from::<UsageReport>()
         .schema_from::<UsageRow>()

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -126,7 +126,8 @@ async fn chat(
     let req: ChatRequest = parse(body, "chat completion")?;
     check_model(access, &req.model)?;
     Ok(match gw.chat(&access.caller, req).await? {
-        ChatOutcome::Complete(resp) => json(StatusCode::OK, &resp),
+        ChatOutcome::Complete(resp) => cached_json(&resp, false),
+        ChatOutcome::Cached(resp) => cached_json(&resp, true),
         ChatOutcome::Stream(stream) => event_stream(openai_events(*stream)),
     })
 }
@@ -157,8 +158,9 @@ async fn anthropic_messages(
             .await?
         {
             ChatOutcome::Complete(resp) => {
-                json(StatusCode::OK, &messages::to_messages_response(resp))
+                cached_json(&messages::to_messages_response(resp), false)
             }
+            ChatOutcome::Cached(resp) => cached_json(&messages::to_messages_response(resp), true),
             ChatOutcome::Stream(stream) => event_stream(anthropic_events(*stream)),
         },
     )
@@ -171,6 +173,21 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<AiBody> {
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The `X-Cache` header of complete chat answers: `HIT` when the answer came from the model
+/// alias's response cache, `MISS` when a provider gave it. Streams have none (they bypass the
+/// cache).
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// A complete chat answer (200) with its `X-Cache` header.
+pub(crate) fn cached_json(value: &impl Serialize, hit: bool) -> Response<AiBody> {
+    let mut resp = json(StatusCode::OK, value);
+    resp.headers_mut().insert(
+        X_CACHE,
+        HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),
     );
     resp
 }

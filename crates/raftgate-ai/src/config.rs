@@ -4,7 +4,8 @@
 //! Providers and model aliases are replicated resources (`PUT /ai/providers/{name}`,
 //! `PUT /ai/models/{alias}`), defined in `raftgate_model::ai` and re-exported here. A model alias
 //! maps to deployments (a provider and its model name) ordered by `priority` (lower first) and,
-//! within one priority, chosen by `weight`; the next deployment serves when one fails.
+//! within one priority, chosen by `weight`; the next deployment serves when one fails. Prompt
+//! APIs (`PUT /ai/prompts/{name}`) are templates over a model alias served at their own paths.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use utoipa::ToSchema;
 
 use raftgate_model::State;
 pub use raftgate_model::ai::{Deployment, ModelConfig, ProviderConfig};
+pub use raftgate_model::prompt::PromptSpec;
 
 use crate::secrets::SecretsKey;
 
@@ -92,6 +94,9 @@ pub struct GatewayConfig {
     /// Cooldown of failing deployments.
     #[serde(default)]
     pub cooldown: CooldownPolicy,
+    /// Prompt APIs by name.
+    #[serde(default)]
+    pub prompts: BTreeMap<String, PromptSpec>,
 }
 
 /// Why a configuration was refused.
@@ -169,6 +174,12 @@ impl GatewayConfig {
                 tracing::warn!(model = %alias, "AI model left out: none of its deployments can take traffic");
             }
         }
+        // A prompt whose model is missing is kept: calling it says what an administrator must fix.
+        config.prompts = state
+            .ai_prompts
+            .iter()
+            .map(|(name, e)| (name.clone(), e.spec.clone()))
+            .collect();
         config
     }
 

@@ -15,6 +15,8 @@
 //! passed on one by one as they arrive and a failure ends the stream with an error event.
 //! Every finished, failed or abandoned call reports a [`UsageRecord`] to the [`UsageSink`]:
 //! the provider's token counts when it gave them, else an estimate (see [`crate::tokens`]).
+//! A complete chat request to an alias with a response cache is looked up there first (see
+//! [`crate::cache`]); a hit calls no provider and is reported as a cached call.
 //!
 //! [`RetryPolicy::retries`]: crate::config::RetryPolicy::retries
 //! [`CooldownPolicy::failures`]: crate::config::CooldownPolicy::failures
@@ -35,6 +37,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
+use crate::cache::{Lookup, ResponseCache};
 use crate::config::{ConfigError, CooldownPolicy, GatewayConfig, ProviderConfig, RetryPolicy};
 use crate::error::ApiError;
 use crate::openai::{
@@ -42,6 +45,7 @@ use crate::openai::{
     ModelEntry, ModelList, StreamMeta, Usage,
 };
 use crate::pricing::{Price, list_price};
+use crate::prompt::{PromptApi, PromptApis};
 use crate::providers::{Endpoint, Provider, StreamTranslator, UpstreamRequest};
 use crate::sse::{self, SseEvent, SseParser};
 use crate::tokens;
@@ -94,6 +98,9 @@ pub struct UsageRecord {
     pub cost_usd: f64,
     /// The call completed (a stream that failed or was abandoned midway did not).
     pub completed: bool,
+    /// Answered from the response cache: no provider was called (`provider` is empty and
+    /// usage and cost are 0).
+    pub cached: bool,
 }
 
 /// The most a request may consume, reserved against budgets before the call.
@@ -269,6 +276,8 @@ pub enum ChatOutcome {
     Complete(ChatResponse),
     /// A stream of chunks (boxed: it holds the connection and parser state).
     Stream(Box<ChatStream>),
+    /// A complete answer from the alias's response cache (see [`crate::cache`]).
+    Cached(ChatResponse),
 }
 
 /// The AI gateway: configuration snapshot, HTTP client and usage sink.
@@ -277,6 +286,8 @@ pub struct Gateway {
     client: HttpClient,
     sink: Arc<dyn UsageSink>,
     epoch: Instant,
+    cache: ResponseCache,
+    prompts: PromptApis,
 }
 
 /// Shows the served aliases only: the configuration holds credentials.
@@ -311,19 +322,31 @@ impl Gateway {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
-        Ok(Gateway {
+        let gateway = Gateway {
             compiled: ArcSwap::from_pointee(compiled),
             client,
             sink,
             epoch: Instant::now(),
-        })
+            cache: ResponseCache::default(),
+            prompts: PromptApis::default(),
+        };
+        gateway.cache.update(&config.models);
+        gateway.prompts.update(&config.prompts);
+        Ok(gateway)
     }
 
     /// Replaces the configuration; deployments that stay keep their failure counts and cooldowns.
     pub fn update(&self, config: &GatewayConfig) -> Result<(), ConfigError> {
         let compiled = compile(config, &self.compiled.load())?;
         self.compiled.store(Arc::new(compiled));
+        self.cache.update(&config.models);
+        self.prompts.update(&config.prompts);
         Ok(())
+    }
+
+    /// The prompt API served at `path`, if any.
+    pub fn prompt(&self, path: &str) -> Option<Arc<PromptApi>> {
+        self.prompts.get(path)
     }
 
     /// `GET /v1/models`: the aliases `allowed` lets the caller use.
@@ -401,9 +424,29 @@ impl Gateway {
                 }),
             })));
         }
+        let cached = self.cache.lookup(&req);
+        if let Some(hit) = cached.as_ref().and_then(Lookup::get) {
+            self.sink.record(UsageRecord {
+                caller: caller.clone(),
+                model: req.model,
+                provider: String::new(),
+                provider_model: hit.model.clone(),
+                operation: Operation::Chat,
+                stream: false,
+                usage: Usage::default(),
+                estimated: false,
+                cost_usd: 0.0,
+                completed: true,
+                cached: true,
+            });
+            return Ok(ChatOutcome::Cached(hit));
+        }
         let (resp, target) = self
             .route(&compiled, &req.model, |t| self.complete(t, &req))
             .await?;
+        if let Some(lookup) = cached {
+            lookup.store(&resp);
+        }
         let (usage, estimated) = match resp.usage {
             Some(u) => (u, false),
             None => {
@@ -828,6 +871,7 @@ impl Report {
             estimated,
             cost_usd,
             completed: done,
+            cached: false,
         });
     }
 }

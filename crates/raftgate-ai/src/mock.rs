@@ -8,7 +8,9 @@
 //!
 //! Answers are deterministic: the reply is `echo: <last user text>`; when the request offers
 //! tools and the last message is not a tool result, the model calls the first tool with
-//! `{"city":"Paris"}`; after a tool result it answers `tool said: <result>`. Usage is
+//! `{"city":"Paris"}`; after a tool result it answers `tool said: <result>`. Asked for JSON
+//! (`response_format` `json_object` or `json_schema`), the OpenAI mock wraps its text reply as
+//! `{"answer": "<reply>"}`. Usage is
 //! `prompt = 10 + messages`, `completion = words of the reply` (1 for a tool call). A
 //! [`Behavior`] adds latency, delays between chunks, or failures: an error status with the
 //! provider's error body, a dropped connection, or an error in mid-stream.
@@ -244,6 +246,14 @@ impl Turn {
 }
 
 impl Turn {
+    /// The text reply as a JSON object `{"answer": <reply>}`, as a model in JSON mode answers.
+    fn as_json(&mut self) {
+        if self.call.is_none() {
+            self.reply = json!({ "answer": self.reply }).to_string();
+            self.completion_tokens = self.reply.split_whitespace().count() as u64;
+        }
+    }
+
     /// `tool` when the model calls a tool, else `text` (finish reasons and the like).
     fn pick<'a>(&self, tool: &'a str, text: &'a str) -> &'a str {
         if self.call.is_some() { tool } else { text }
@@ -433,7 +443,13 @@ impl State {
             .map(str::to_string);
         let tool_result = (last["role"] == "tool").then(|| text_of(&last["content"]));
         let last_user = last_user_text(messages);
-        let turn = Turn::new(last_user, tool, tool_result, messages.len());
+        let mut turn = Turn::new(last_user, tool, tool_result, messages.len());
+        if matches!(
+            body["response_format"]["type"].as_str(),
+            Some("json_object" | "json_schema")
+        ) {
+            turn.as_json();
+        }
         let usage = json!({"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens,
                            "total_tokens": turn.prompt_tokens + turn.completion_tokens});
         let finish = turn.pick("tool_calls", "stop");

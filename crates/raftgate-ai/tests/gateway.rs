@@ -68,6 +68,7 @@ fn caller() -> Caller {
 async fn complete(gw: &Gateway, req: ChatRequest) -> Result<ChatResponse, ApiError> {
     match gw.chat(&caller(), req).await? {
         ChatOutcome::Complete(resp) => Ok(resp),
+        ChatOutcome::Cached(_) => panic!("a cache hit, but these models have no cache"),
         ChatOutcome::Stream(_) => panic!("a stream for a non-streaming request"),
     }
 }
@@ -75,7 +76,9 @@ async fn complete(gw: &Gateway, req: ChatRequest) -> Result<ChatResponse, ApiErr
 async fn open(gw: &Gateway, req: ChatRequest) -> Result<ChatStream, ApiError> {
     match gw.chat(&caller(), req).await? {
         ChatOutcome::Stream(s) => Ok(*s),
-        ChatOutcome::Complete(_) => panic!("a complete answer for a streaming request"),
+        ChatOutcome::Complete(_) | ChatOutcome::Cached(_) => {
+            panic!("a complete answer for a streaming request")
+        }
     }
 }
 
@@ -742,4 +745,29 @@ async fn messages_api_is_served_by_gemini() {
         delta["usage"],
         json!({"output_tokens": 3, "input_tokens": 11})
     );
+}
+
+#[tokio::test]
+async fn a_cache_hit_calls_no_provider_and_is_reported_as_cached() {
+    let mock = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let (gw, recorder) = gateway(
+        json!({"o": provider("openai", &mock)}),
+        json!({"m": {"deployments": [{"provider": "o", "model": "gpt-4o-mini"}],
+                     "cache": {"ttl_s": 60}}}),
+    );
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let first = gw.chat(&caller(), chat(body.clone())).await.unwrap();
+    assert!(matches!(first, ChatOutcome::Complete(_)), "a miss first");
+    let Ok(ChatOutcome::Cached(hit)) = gw.chat(&caller(), chat(body)).await else {
+        panic!("the second identical request is a hit")
+    };
+    assert_eq!(hit.choices[0].message.content.as_deref(), Some("echo: hi"));
+    assert_eq!(mock.hits(), 1, "the provider was called once");
+    let records = recorder.all();
+    assert_eq!(records.len(), 2);
+    assert!(!records[0].cached && records[0].usage.total_tokens > 0);
+    let cached = &records[1];
+    assert!(cached.cached && cached.completed);
+    assert_eq!((cached.usage.total_tokens, cached.cost_usd), (0, 0.0));
+    assert_eq!(cached.model, "m");
 }

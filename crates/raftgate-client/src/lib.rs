@@ -38,6 +38,7 @@ use raftgate_model::api::{
 };
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::policy::ConsumerUsage;
+use raftgate_model::prompt::PromptSpec;
 use raftgate_model::state::Resource;
 use raftgate_model::{
     ConsumerSpec, Entity, InstanceSpec, Kind, NodeId, RateLimitSpec, RouteSpec, ServiceSpec,
@@ -113,6 +114,7 @@ impl AdminResource for RouteSpec {}
 impl AdminResource for ConsumerSpec {}
 impl AdminResource for RateLimitSpec {}
 impl AdminResource for ModelConfig {}
+impl AdminResource for PromptSpec {}
 
 /// The `{"data": [...]}` envelope of list answers.
 #[derive(Deserialize)]

@@ -148,6 +148,25 @@ pub struct ModelConfig {
     /// Context window in tokens, for clients and budget checks.
     #[serde(default)]
     pub context_window: Option<u32>,
+    /// Exact-match caching of complete (non-streamed) chat answers; off when absent.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+/// Exact-match response cache of a model alias. Each node keeps its own cache in memory;
+/// requests that differ in anything that affects the answer (messages, sampling parameters,
+/// tools, response format) are different entries, whoever sends them. Streams bypass it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CacheConfig {
+    /// How long an answer is served from the cache, in seconds.
+    pub ttl_s: u64,
+    /// Most answers kept per node; the least useful are evicted first. At most one of
+    /// `max_entries` and `max_bytes`; 1000 entries when neither is given.
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+    /// Most bytes of answers (their JSON size) kept per node.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 /// Milliseconds in an hour, the finest usage bucket.
@@ -212,6 +231,10 @@ pub struct AiUsage {
     pub completion_tokens: u64,
     /// Cost in USD at the deployments' prices.
     pub cost_usd: f64,
+    /// Calls answered from the response cache (counted in `requests` too, with no tokens and
+    /// no cost).
+    #[serde(default)]
+    pub cache_hits: u64,
 }
 
 impl AiUsage {
@@ -221,6 +244,7 @@ impl AiUsage {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.cost_usd += other.cost_usd;
+        self.cache_hits += other.cache_hits;
     }
 }
 
@@ -353,6 +377,7 @@ mod tests {
                 prompt_tokens: 10 * requests,
                 completion_tokens: requests,
                 cost_usd: 0.5 * requests as f64,
+                cache_hits: 1,
             },
         };
         let day = 20_000 * DAY_MS;
@@ -374,6 +399,7 @@ mod tests {
         assert_eq!(daily.data.len(), 1);
         assert_eq!(daily.data[0].start_ms, day);
         assert_eq!((daily.total.prompt_tokens, daily.total.cost_usd), (30, 1.5));
+        assert_eq!(daily.total.cache_hits, 2);
         let other = UsageQuery {
             consumer: Some("other".into()),
             ..UsageQuery::default()

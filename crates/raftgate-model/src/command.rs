@@ -11,6 +11,7 @@ use crate::NodeId;
 use crate::access::{AuditOperation, StoredToken};
 use crate::ai::{AiUsageDelta, ModelConfig, ProviderConfig};
 use crate::policy::UsageDelta;
+use crate::prompt::PromptSpec;
 use crate::resource::{
     CertificateSpec, ConsumerSpec, InstanceSpec, RateLimitSpec, RouteSpec, ServiceSpec, StoredKey,
 };
@@ -41,6 +42,8 @@ pub enum Kind {
     AiProvider,
     /// Model aliases of the AI gateway.
     AiModel,
+    /// Prompt templates of the AI gateway served as APIs.
+    AiPrompt,
 }
 
 impl Kind {
@@ -57,6 +60,7 @@ impl Kind {
             Kind::Token => "token",
             Kind::AiProvider => "ai_provider",
             Kind::AiModel => "ai_model",
+            Kind::AiPrompt => "ai_prompt",
         }
     }
 }
@@ -75,6 +79,7 @@ impl Kind {
             Kind::Token => "tokens",
             Kind::AiProvider => "ai/providers",
             Kind::AiModel => "ai/models",
+            Kind::AiPrompt => "ai/prompts",
         }
     }
 }
@@ -108,6 +113,8 @@ pub enum Spec {
     AiProvider(ProviderConfig),
     /// See [`ModelConfig`].
     AiModel(ModelConfig),
+    /// See [`PromptSpec`].
+    AiPrompt(PromptSpec),
 }
 
 impl Spec {
@@ -124,6 +131,7 @@ impl Spec {
             Spec::Token(_) => Kind::Token,
             Spec::AiProvider(_) => Kind::AiProvider,
             Spec::AiModel(_) => Kind::AiModel,
+            Spec::AiPrompt(_) => Kind::AiPrompt,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod api;
 pub mod codec;
 pub mod command;
 pub mod policy;
+pub mod prompt;
 pub mod resource;
 pub mod state;
 pub mod validate;

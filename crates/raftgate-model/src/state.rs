@@ -17,6 +17,7 @@ use crate::access::{AuditLog, StoredToken};
 use crate::ai::{ModelConfig, ProviderConfig, ProviderView, UsageTable};
 use crate::command::{Kind, Spec};
 use crate::policy::UsageCounter;
+use crate::prompt::PromptSpec;
 use crate::resource::{
     CertificateInfo, CertificateSpec, ConsumerSpec, Entity, InstanceSpec, RateLimitSpec, RouteSpec,
     ServiceSpec, StoredKey,
@@ -51,6 +52,8 @@ pub struct State {
     pub ai_providers: Table<ProviderConfig>,
     /// Model aliases of the AI gateway.
     pub ai_models: Table<ModelConfig>,
+    /// Prompt templates of the AI gateway served as APIs.
+    pub ai_prompts: Table<PromptSpec>,
     /// AI gateway usage, rolled up per hour and day (see [`crate::ai::apply_ai_usage`]).
     pub ai_usage: Arc<UsageTable>,
     /// Rate-limit and quota counters, by counter key (`{rate limit}/{scope}:{subject}`).
@@ -76,6 +79,7 @@ impl State {
             Kind::Token => v(&self.tokens, name),
             Kind::AiProvider => v(&self.ai_providers, name),
             Kind::AiModel => v(&self.ai_models, name),
+            Kind::AiPrompt => v(&self.ai_prompts, name),
         }
     }
 
@@ -181,6 +185,7 @@ resource!(RateLimitSpec, RateLimit, rate_limits, validate::rate_limit);
 resource!(StoredKey, Key, keys, validate::key);
 resource!(InstanceSpec, Instance, instances, validate::instance);
 resource!(ModelConfig, AiModel, ai_models, validate::ai_model);
+resource!(PromptSpec, AiPrompt, ai_prompts, crate::prompt::validate);
 // Tokens have no generic CRUD routes (see the admin API's `tokens` module), so this view, which
 // shows the hash, is never served.
 resource!(StoredToken, Token, tokens, validate::token);

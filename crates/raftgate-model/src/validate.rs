@@ -329,8 +329,27 @@ pub fn ai_model(spec: &ModelConfig) -> Result<(), ValidationError> {
             "at least one deployment needs a weight above 0",
         ));
     }
+    if let Some(cache) = &spec.cache {
+        if cache.ttl_s == 0 || cache.ttl_s > MAX_CACHE_TTL_S {
+            return Err(err(
+                "cache.ttl_s",
+                format!("must be from 1 to {MAX_CACHE_TTL_S} seconds"),
+            ));
+        }
+        match (cache.max_entries, cache.max_bytes) {
+            (Some(_), Some(_)) => {
+                return Err(err("cache", "give max_entries or max_bytes, not both"));
+            }
+            (Some(0), _) => return Err(err("cache.max_entries", "must be at least 1")),
+            (_, Some(0)) => return Err(err("cache.max_bytes", "must be at least 1")),
+            _ => {}
+        }
+    }
     Ok(())
 }
+
+/// Longest time a cached AI answer may be served: a day.
+pub const MAX_CACHE_TTL_S: u64 = 86_400;
 
 /// See [`RateLimitSpec`].
 pub fn rate_limit(spec: &RateLimitSpec) -> Result<(), ValidationError> {

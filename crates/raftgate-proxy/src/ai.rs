@@ -1,6 +1,6 @@
 //! The AI gateway on the proxy port: requests for the unified API (`/v1/chat/completions`,
-//! `/v1/embeddings`, `/v1/models`, `/v1/messages`) are answered by the node's
-//! [`raftgate_ai::Gateway`] before normal routing.
+//! `/v1/embeddings`, `/v1/models`, `/v1/messages`) and `POST`s to the paths of prompt APIs
+//! are answered by the node's [`raftgate_ai::Gateway`] before normal routing.
 //!
 //! The caller is a consumer authenticated by one of its API keys, sent as
 //! `Authorization: Bearer` (what OpenAI clients send) or `x-api-key` (what Anthropic clients
@@ -8,11 +8,14 @@
 //! says which aliases it may use (empty: all). The request body is read whole (the engine
 //! parses it) within the proxy's body limit.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use raftgate_ai::api::{self, Access, AiBody, Route};
+use raftgate_ai::prompt::PromptApi;
 use raftgate_ai::{ApiError, Caller, Gateway};
 use raftgate_policy::Engine;
 use raftgate_policy::auth::bearer;
@@ -21,14 +24,41 @@ use raftgate_policy::auth::bearer;
 /// it needs a bound (a long chat with images fits).
 const DEFAULT_BODY_LIMIT: u64 = 32 << 20;
 
-/// Answers one request of the unified API.
+/// What an AI request on the proxy port is for.
+pub(crate) enum Target {
+    /// An endpoint of the unified API.
+    Api(Route),
+    /// A prompt API.
+    Prompt(Arc<PromptApi>),
+}
+
+impl Target {
+    /// The request's target when the gateway answers it: a unified API endpoint, or a `POST`
+    /// to a prompt API's path; `None` for normal routing.
+    pub(crate) fn of(gateway: &Gateway, method: &http::Method, path: &str) -> Option<Target> {
+        if let Some(route) = Route::of(method, path) {
+            return Some(Target::Api(route));
+        }
+        if method == http::Method::POST {
+            return gateway.prompt(path).map(Target::Prompt);
+        }
+        None
+    }
+}
+
+/// Answers one request of the unified API or of a prompt API.
 pub(crate) async fn serve(
     gateway: &Gateway,
     policies: &Engine,
-    route: Route,
+    target: Target,
     request: Request<Incoming>,
     max_body_bytes: Option<u64>,
 ) -> Response<AiBody> {
+    // Prompt APIs answer errors as chat completions do.
+    let route = match &target {
+        Target::Api(route) => *route,
+        Target::Prompt(_) => Route::ChatCompletions,
+    };
     let (parts, body) = request.into_parts();
     let key = bearer(&parts.headers).or_else(|| {
         parts
@@ -74,5 +104,8 @@ pub(crate) async fn serve(
         },
         allowed: &allowed,
     };
-    api::handle(gateway, route, &access, body).await
+    match target {
+        Target::Api(route) => api::handle(gateway, route, &access, body).await,
+        Target::Prompt(prompt) => prompt.serve(gateway, &access, &body).await,
+    }
 }

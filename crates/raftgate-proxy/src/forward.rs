@@ -18,13 +18,14 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use raftgate_ai::Gateway;
-use raftgate_ai::api::{AiBody, Route as AiRoute};
+use raftgate_ai::api::AiBody;
 use raftgate_metrics::{Metrics, RouteMetrics};
 use raftgate_policy::{Admitted, Answer, Engine, RoutePolicies};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::ProxyConfig;
+use crate::ai::Target as AiTarget;
 use crate::client_body::ClientBody;
 use crate::request_id::{RequestIds, X_REQUEST_ID};
 use crate::router::{Route, Router};
@@ -172,7 +173,7 @@ pub(crate) struct Forwarder {
     max_body_bytes: Option<u64>,
     /// Credentials and rate-limit counters for the routes' policies.
     policies: Arc<Engine>,
-    /// The node's AI gateway, serving the unified API before routing.
+    /// The node's AI gateway, serving the unified API and prompt APIs before routing.
     ai: Option<Arc<Gateway>>,
     /// The node's metrics, which the reload task compiles routes against.
     metrics: Arc<Metrics>,
@@ -230,11 +231,16 @@ impl Forwarder {
         let received = Instant::now();
         let request_id = self.ids.for_request(request.headers());
         if let Some(gateway) = &self.ai
-            && let Some(route) = AiRoute::of(request.method(), request.uri().path())
+            && let Some(target) = AiTarget::of(gateway, request.method(), request.uri().path())
         {
-            let response =
-                crate::ai::serve(gateway, &self.policies, route, request, self.max_body_bytes)
-                    .await;
+            let response = crate::ai::serve(
+                gateway,
+                &self.policies,
+                target,
+                request,
+                self.max_body_bytes,
+            )
+            .await;
             let mut response = response.map(|b| Either::Right(Either::Right(b)));
             response.headers_mut().insert(&X_REQUEST_ID, request_id);
             return Ok(response);

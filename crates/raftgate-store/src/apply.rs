@@ -9,6 +9,7 @@ use raftgate_model::access::{self, AuditEntry, AuditOperation, StoredToken};
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
 use raftgate_model::command::Applied;
 use raftgate_model::policy::Policies;
+use raftgate_model::prompt::PromptSpec;
 use raftgate_model::state::Resource;
 use raftgate_model::{
     CertificateSpec, Command, ConsumerSpec, Entity, InstanceSpec, Kind, Outcome, Proposal,
@@ -119,6 +120,7 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 Spec::Token(t) => put(state, name, t.clone(), index, at),
                 Spec::AiProvider(p) => put(state, name, p.clone(), index, at),
                 Spec::AiModel(m) => put(state, name, m.clone(), index, at),
+                Spec::AiPrompt(p) => put(state, name, p.clone(), index, at),
             }
         }
         Command::Delete {
@@ -169,6 +171,7 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 Kind::Token => remove::<StoredToken>(state, name),
                 Kind::AiProvider => remove::<ProviderConfig>(state, name),
                 Kind::AiModel => remove::<ModelConfig>(state, name),
+                Kind::AiPrompt => remove::<PromptSpec>(state, name),
             }
             Ok(Outcome {
                 index,

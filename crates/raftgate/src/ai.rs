@@ -1,5 +1,5 @@
 //! The node's AI gateway: one [`Gateway`] per node, its configuration rebuilt from the
-//! replicated providers and models on every state change, the secrets key their credentials
+//! replicated providers, models and prompt APIs on every state change, the secrets key their credentials
 //! are sealed with, and its usage replicated in batches.
 //!
 //! Usage: each call's record goes on an unbounded channel (no lock, no I/O on the request
@@ -54,6 +54,7 @@ fn add(pending: &mut Pending, r: &UsageRecord, now_ms: u64) {
         prompt_tokens: r.usage.prompt_tokens,
         completion_tokens: r.usage.completion_tokens,
         cost_usd: r.cost_usd,
+        cache_hits: u64::from(r.cached),
     });
 }
 
@@ -176,16 +177,21 @@ pub async fn follow(
     let mut last = None;
     loop {
         let state = states.borrow_and_update().clone();
-        let tables = (state.ai_providers.clone(), state.ai_models.clone());
-        let changed = last
-            .as_ref()
-            .is_none_or(|(p, m)| !Arc::ptr_eq(p, &tables.0) || !Arc::ptr_eq(m, &tables.1));
+        let tables = (
+            state.ai_providers.clone(),
+            state.ai_models.clone(),
+            state.ai_prompts.clone(),
+        );
+        let changed = last.as_ref().is_none_or(|(p, m, t)| {
+            !Arc::ptr_eq(p, &tables.0) || !Arc::ptr_eq(m, &tables.1) || !Arc::ptr_eq(t, &tables.2)
+        });
         if changed {
             let config = GatewayConfig::from_state(&state, key.as_deref());
             match gateway.update(&config) {
                 Ok(()) => tracing::debug!(
                     providers = config.providers.len(),
                     models = config.models.len(),
+                    prompts = config.prompts.len(),
                     "AI gateway configuration updated"
                 ),
                 Err(e) => {

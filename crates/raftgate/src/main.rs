@@ -43,12 +43,6 @@ enum Command {
     Metrics(admin_cli::MetricsArgs),
 }
 
-/// mimalloc rather than the system allocator: the proxy allocates and frees small buffers and
-/// header maps on every request from several threads, where glibc's malloc spent ~4 % of the
-/// proxy's CPU (consolidating and unlinking chunks) in `bench/proxy` profiles.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -442,6 +442,7 @@ mod tests {
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect(),
+                ai_limits: Default::default(),
             };
             Arc::make_mut(&mut state.keys).insert(name.into(), Entity::new(name, key));
         }

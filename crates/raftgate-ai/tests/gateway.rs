@@ -66,14 +66,14 @@ fn caller() -> Caller {
 }
 
 async fn complete(gw: &Gateway, req: ChatRequest) -> Result<ChatResponse, ApiError> {
-    match gw.chat(&caller(), req).await? {
+    match gw.chat(&caller(), req, None).await? {
         ChatOutcome::Complete(resp) => Ok(resp),
         ChatOutcome::Stream(_) => panic!("a stream for a non-streaming request"),
     }
 }
 
 async fn open(gw: &Gateway, req: ChatRequest) -> Result<ChatStream, ApiError> {
-    match gw.chat(&caller(), req).await? {
+    match gw.chat(&caller(), req, None).await? {
         ChatOutcome::Stream(s) => Ok(*s),
         ChatOutcome::Complete(_) => panic!("a complete answer for a streaming request"),
     }
@@ -651,7 +651,7 @@ async fn embeddings_openai_gemini_cohere() {
     );
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "emb", "input": ["a b", "c"]})).unwrap();
-    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    let resp = gw.embeddings(&caller(), req, None).await.unwrap();
     assert_eq!(resp.data.len(), 2);
     assert_eq!(resp.data[0].embedding, json!([0.1, 0.2, 0.3]));
     assert_eq!(resp.usage.unwrap().prompt_tokens, 4);
@@ -661,7 +661,7 @@ async fn embeddings_openai_gemini_cohere() {
 
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "gemb", "input": "hello there"})).unwrap();
-    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    let resp = gw.embeddings(&caller(), req, None).await.unwrap();
     assert_eq!(resp.object, "list");
     assert_eq!(resp.model, "gemb");
     assert_eq!(resp.data[0].embedding, json!([0.5, 0.25]));
@@ -670,14 +670,14 @@ async fn embeddings_openai_gemini_cohere() {
 
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "cemb", "input": ["x", "y"]})).unwrap();
-    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    let resp = gw.embeddings(&caller(), req, None).await.unwrap();
     assert_eq!(resp.data[1].embedding, json!([0.75]));
     assert_eq!(resp.usage.unwrap().prompt_tokens, 6);
     assert_eq!(cohere.received()[0].body["texts"], json!(["x", "y"]));
 
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "aemb", "input": "x"})).unwrap();
-    let err = gw.embeddings(&caller(), req).await.unwrap_err();
+    let err = gw.embeddings(&caller(), req, None).await.unwrap_err();
     assert_eq!(err.status.as_u16(), 400);
     assert!(
         err.detail

@@ -208,9 +208,10 @@ impl AiLimits {
     }
 }
 
-/// USD as the whole micro-dollars budgets count, rounded up so a tiny cost still counts.
+/// USD as the whole micro-dollars budgets count, rounded up so a tiny cost still counts (after
+/// dropping binary noise below a thousandth of a micro-dollar: 0.014 is 14,000, not 14,001).
 pub fn micro_usd(usd: f64) -> u64 {
-    (usd.max(0.0) * 1e6).ceil() as u64
+    ((usd.max(0.0) * 1e9).round() / 1e3).ceil() as u64
 }
 
 /// One kind of AI limit: what it counts, over which window.
@@ -611,6 +612,10 @@ mod tests {
         )
         .unwrap();
         assert!(limits.validate("ai_limits").is_ok());
+        assert_eq!(
+            (micro_usd(0.014), micro_usd(0.03), micro_usd(1e-9)),
+            (14_000, 30_000, 1)
+        );
         let counted: Vec<_> = limits.counted().collect();
         assert_eq!(
             counted,

@@ -205,3 +205,89 @@ impl Drop for Held {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use raftgate_model::ai::AiLimits as Configured;
+    use raftgate_policy::auth::Consumer;
+
+    use super::*;
+
+    fn key(consumer: Configured, key: Configured) -> ApiKey {
+        ApiKey {
+            id: "k1".into(),
+            consumer: Arc::new(Consumer {
+                name: "app".into(),
+                groups: Box::default(),
+                limits: Default::default(),
+                ai_models: Box::default(),
+                ai_limits: consumer,
+            }),
+            ai_limits: key,
+        }
+    }
+
+    fn reservation(tokens: u64, max_cost_usd: f64) -> Reservation {
+        Reservation {
+            tokens,
+            max_cost_usd,
+        }
+    }
+
+    #[test]
+    fn reserves_settles_and_names_the_budget_refused() {
+        let counters = Counters::new(0, Duration::from_millis(250), u32::MAX);
+        let key = key(
+            Configured {
+                budget_usd_day: Some(1.0),
+                ..Configured::default()
+            },
+            Configured {
+                tokens_per_minute: Some(100),
+                ..Configured::default()
+            },
+        );
+        let limits = AiLimits {
+            counters: &counters,
+            key: &key,
+        };
+        // 0.6 USD and 60 tokens reserved, 0.5 USD and 50 tokens used.
+        let held = limits.admit(&reservation(60, 0.6)).unwrap().unwrap();
+        held.settle(50, 0.5);
+        // Another 0.6 USD does not fit the consumer's day.
+        let e = limits.admit(&reservation(10, 0.6)).err().unwrap();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.detail.code.as_deref(), Some("budget_exceeded"));
+        assert!(
+            e.detail.message.contains("consumer 'app'")
+                && e.detail.message.contains("1 USD per day"),
+            "{}",
+            e.detail.message
+        );
+        assert!(e.retry_after_s.is_some());
+        // 60 more tokens do not fit the key's minute; the day's reservation is given back.
+        let e = limits.admit(&reservation(60, 0.1)).err().unwrap();
+        assert_eq!(e.detail.code.as_deref(), Some("tokens_per_minute_exceeded"));
+        assert!(
+            e.detail.message.contains("key 'k1' of consumer 'app'")
+                && e.detail.message.contains("100 tokens per minute"),
+            "{}",
+            e.detail.message
+        );
+        // Dropped unsettled (the call failed): nothing counted.
+        drop(limits.admit(&reservation(50, 0.5)).unwrap());
+        let held = limits.admit(&reservation(50, 0.5)).unwrap().unwrap();
+        held.settle(0, 0.0);
+        assert!(limits.admit(&reservation(50, 0.5)).is_ok());
+    }
+
+    #[test]
+    fn amounts_are_tokens_or_micro_dollars() {
+        assert_eq!(amount(AiLimitKind::TokensPerMinute, 42, 1.0), 42);
+        assert_eq!(amount(AiLimitKind::UsdDay, 42, 0.25), 250_000);
+        assert_eq!(amount(AiLimitKind::UsdMonth, 42, 0.0), 0);
+    }
+}

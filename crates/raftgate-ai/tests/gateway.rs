@@ -647,9 +647,12 @@ async fn a_failing_deployment_is_cooled_down() {
     assert_eq!(bad.hits(), 2, "skipped on the other gateway");
 }
 
-/// What happened to each call's budget handle: settled with (tokens, USD), or dropped unsettled.
+/// One budget handle's fate: settled with (tokens, USD), or dropped unsettled (`None`).
+type Entry = Option<(u64, f64)>;
+
+/// What happened to each call's budget handle.
 #[derive(Clone, Default)]
-struct Ledger(Arc<Mutex<Vec<Option<(u64, f64)>>>>);
+struct Ledger(Arc<Mutex<Vec<Entry>>>);
 
 struct Hold {
     ledger: Ledger,
@@ -679,7 +682,7 @@ impl Ledger {
         }))
     }
 
-    fn take(&self) -> Vec<Option<(u64, f64)>> {
+    fn take(&self) -> Vec<Entry> {
         std::mem::take(&mut self.0.lock().unwrap())
     }
 }

@@ -1,7 +1,9 @@
 //! The AI gateway on real processes: providers and models written through one node of a
 //! three-node cluster, served by every node's proxy in front of mock providers on loopback
 //! (speaking the providers' real wire formats), authenticated with consumer keys; credentials
-//! sealed at rest; and the official `openai` and `anthropic` Python SDKs driven against a node.
+//! sealed at rest; budgets and token limits enforced across nodes; usage per key; cooldowns
+//! shared by the cluster; and the official `openai` and `anthropic` Python SDKs driven against a
+//! node.
 
 mod support;
 
@@ -18,7 +20,10 @@ use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
 use raftgate_ai::providers::ProviderKind;
 use raftgate_model::ConsumerSpec;
 use raftgate_model::NodeId;
-use raftgate_model::ai::{Deployment, ModelConfig, Period, ProviderConfig, UsageQuery};
+use raftgate_model::ai::{
+    AiLimits, Deployment, ModelConfig, Period, Price, ProviderConfig, UsageQuery,
+};
+use raftgate_model::api::KeySettings;
 use serde_json::{Value, json};
 use support::{Cluster, api_error, eventually};
 
@@ -220,14 +225,18 @@ fn chat(model: &str, stream: bool) -> Value {
            "messages": [{"role": "user", "content": "hello world"}]})
 }
 
-/// Waits until node `proxy` serves the consumer's models (configuration and key replicated).
-async fn wait_served(proxy: SocketAddr, key: &str) {
+/// Waits until node `proxy` serves `model` to the holder of `key` (configuration and key
+/// replicated).
+async fn wait_served(proxy: SocketAddr, key: &str, model: &str) {
     let served = eventually(Duration::from_secs(20), || async {
         let (status, body) = call(proxy, Method::GET, "/v1/models", key, None).await;
-        (status == StatusCode::OK && body.contains("\"fallback\"")).then_some(())
+        (status == StatusCode::OK && body.contains(&format!("\"{model}\""))).then_some(())
     })
     .await;
-    assert!(served.is_some(), "proxy {proxy} never served the AI models");
+    assert!(
+        served.is_some(),
+        "proxy {proxy} never served the AI model {model}"
+    );
 }
 
 /// The text of an OpenAI event stream: the deltas' contents in order; asserts it ends with
@@ -280,7 +289,7 @@ async fn every_node_serves_the_ai_api_from_replicated_providers_and_models() {
 
     for id in IDS {
         let proxy = cluster.node(id).addrs.proxy;
-        wait_served(proxy, &key).await;
+        wait_served(proxy, &key, "fallback").await;
 
         let answer = completion(proxy, &key, "gpt", StatusCode::OK).await;
         assert_eq!(
@@ -356,10 +365,13 @@ async fn every_node_serves_the_ai_api_from_replicated_providers_and_models() {
             hourly.total.requests, 6,
             "hourly and daily agree on node {id}"
         );
-        let all = client
-            .ai_usage(&UsageQuery::default())
-            .await
-            .expect("all usage");
+        // Other models' last calls may ride with a later report than gpt's.
+        let all = eventually(Duration::from_secs(20), || async {
+            let r = client.ai_usage(&UsageQuery::default()).await.ok()?;
+            (r.total.requests >= 15).then_some(r)
+        })
+        .await
+        .unwrap_or_else(|| panic!("node {id} never reported the cluster's 15 calls"));
         assert_eq!(
             all.total.requests, 15,
             "gpt 6, claude 3, gemini 3, fallback 3: {all:?}"
@@ -500,7 +512,7 @@ async fn official_openai_and_anthropic_sdks_against_a_node() {
     let mocks = Mocks::start().await;
     let key = configure(&cluster, 1, &mocks).await;
     let proxy = cluster.node(3).addrs.proxy;
-    wait_served(proxy, &key).await;
+    wait_served(proxy, &key, "fallback").await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../raftgate-ai/tests/sdk/check.py"
@@ -524,4 +536,268 @@ async fn official_openai_and_anthropic_sdks_against_a_node() {
         out.status.success() && passed.is_some_and(|n| n >= 38),
         "SDK check failed ({passed:?} passed):\n{stdout}\n{stderr}"
     );
+}
+
+/// A chat with `gpt` whose output is limited to 15 tokens, so its reservation is known: the
+/// gateway estimates the prompt at 9 tokens, hence 24 tokens reserved.
+fn small_chat(stream: bool) -> Value {
+    json!({"model": "gpt", "stream": stream, "max_tokens": 15,
+           "messages": [{"role": "user", "content": "hello world"}]})
+}
+
+/// Asserts a refusal by an AI limit: a 429 whose OpenAI-style error has `code` and a message
+/// with every one of `names`.
+fn assert_refused(answer: (StatusCode, String), code: &str, names: &[&str]) {
+    let (status, body) = answer;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(error["error"]["code"], code, "{body}");
+    assert_eq!(error["error"]["type"], code, "{body}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    for name in names {
+        assert!(
+            message.contains(name),
+            "the message names {name}: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_and_token_limits_hold_across_nodes_and_usage_is_kept_per_key() {
+    let cluster = cluster(Some(SECRET)).await;
+    let openai = MockProvider::start(ProviderKind::Openai)
+        .await
+        .expect("mock");
+    let admin = cluster.client(1);
+    admin
+        .put_ai_provider("openai", &provider(ProviderKind::Openai, &openai))
+        .await
+        .expect("put provider");
+    // 0.001 USD a token: the mock's answer (11 prompt + 3 completion tokens) costs 0.014 USD,
+    // a reservation of 24 tokens 0.024 USD.
+    let mut gpt = model(&[("openai", "gpt-4o-mini")]);
+    gpt.price = Some(Price {
+        input_per_million: 1000.0,
+        output_per_million: 1000.0,
+    });
+    admin.put("gpt", &gpt, None).await.expect("put model");
+
+    let limited = |limits: AiLimits| ConsumerSpec {
+        ai_limits: limits,
+        ..ConsumerSpec::default()
+    };
+    // Limits are checked on write, naming the field.
+    let bad = limited(AiLimits {
+        budget_usd_day: Some(-0.5),
+        ..AiLimits::default()
+    });
+    let body = api_error(admin.put("app", &bad, None).await, StatusCode::BAD_REQUEST);
+    assert_eq!(body.field.as_deref(), Some("ai_limits.budget_usd_day"));
+    let app = limited(AiLimits {
+        budget_usd_day: Some(0.03),
+        ..AiLimits::default()
+    });
+    admin.put("app", &app, None).await.expect("put app");
+    let tpm = limited(AiLimits {
+        tokens_per_minute: Some(30),
+        ..AiLimits::default()
+    });
+    admin.put("tpm", &tpm, None).await.expect("put tpm");
+    let month = |usd| KeySettings {
+        ai_limits: AiLimits {
+            budget_usd_month: Some(usd),
+            ..AiLimits::default()
+        },
+    };
+    let body = api_error(
+        admin.create_key_with("app", &month(2e9)).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_eq!(body.field.as_deref(), Some("ai_limits.budget_usd_month"));
+    let k1 = admin.create_key("app").await.expect("key 1");
+    let k2 = admin
+        .create_key_with("app", &month(0.01))
+        .await
+        .expect("key 2");
+    let kt = admin.create_key("tpm").await.expect("tpm key");
+
+    let (a, b) = (cluster.node(1).addrs.proxy, cluster.node(2).addrs.proxy);
+    for (proxy, key) in [(a, &k1.key), (b, &k1.key), (a, &k2.key), (a, &kt.key)] {
+        wait_served(proxy, key, "gpt").await;
+    }
+
+    // The key's own monthly budget is smaller than the reservation: refused at once.
+    assert_refused(
+        post_chat(a, &k2.key, small_chat(false)).await,
+        "budget_exceeded",
+        &[
+            &format!("key '{}' of consumer 'app'", k2.id),
+            "0.01 USD per month",
+        ],
+    );
+    // Spent on node A, streamed: settled with the stream's usage at its end.
+    let (status, body) = post_chat(a, &k1.key, small_chat(true)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(streamed_text(&body), ECHO);
+    // Once node B knows (the counters are replicated in batches), the day's budget is short of
+    // another reservation there.
+    let synced = eventually(Duration::from_secs(20), || async {
+        let usage = cluster.client(2).consumer_usage("app").await.ok()?;
+        let day = usage
+            .counters
+            .into_iter()
+            .find(|c| c.rate_limit == "ai:budget_usd_day")?;
+        (day.used >= 14_000).then_some(day)
+    })
+    .await
+    .expect("node B sees what node A spent");
+    assert_eq!(synced.limit, Some(30_000), "micro-dollars: {synced:?}");
+    assert!(
+        synced.used < 15_000,
+        "settled with the actual cost: {synced:?}"
+    );
+    assert_refused(
+        post_chat(b, &k1.key, small_chat(false)).await,
+        "budget_exceeded",
+        &["consumer 'app'", "0.03 USD per day"],
+    );
+    // Lifting the key's own limit leaves the consumer's, which node A enforces too.
+    let info = admin
+        .update_key("app", &k2.id, &KeySettings::default())
+        .await
+        .expect("update key 2");
+    assert!(info.ai_limits.is_empty());
+    let lifted = eventually(Duration::from_secs(20), || async {
+        let answer = post_chat(a, &k2.key, small_chat(false)).await;
+        answer.1.contains("consumer 'app'").then_some(answer)
+    })
+    .await
+    .expect("node A applies the key's new settings");
+    assert_refused(lifted, "budget_exceeded", &["0.03 USD per day"]);
+
+    // Tokens per minute: 24 reserved, 14 used; another 24 would pass 30.
+    let (status, body) = post_chat(a, &kt.key, small_chat(false)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_refused(
+        post_chat(a, &kt.key, small_chat(false)).await,
+        "tokens_per_minute_exceeded",
+        &["consumer 'tpm'", "30 tokens per minute"],
+    );
+
+    // Usage per key (refused calls use nothing), with consumer, model and provider.
+    let by_key = |key: &str| UsageQuery {
+        key: Some(key.to_string()),
+        ..UsageQuery::default()
+    };
+    let client = cluster.client(3);
+    let report = eventually(Duration::from_secs(20), || async {
+        let r = client.ai_usage(&by_key(&k1.id)).await.ok()?;
+        (r.total.requests == 1).then_some(r)
+    })
+    .await
+    .expect("node 3 reports key 1's call");
+    let row = &report.data[0];
+    assert_eq!(
+        (&*row.consumer, &*row.key, &*row.model, &*row.provider),
+        ("app", &*k1.id, "gpt", "openai")
+    );
+    assert_eq!(row.usage.prompt_tokens + row.usage.completion_tokens, 14);
+    let tpm_calls = eventually(Duration::from_secs(20), || async {
+        let r = client.ai_usage(&by_key(&kt.id)).await.ok()?;
+        (r.total.requests == 1).then_some(r)
+    })
+    .await;
+    assert!(tpm_calls.is_some(), "node 3 reports the tpm key's call");
+    let k2_usage = client.ai_usage(&by_key(&k2.id)).await.expect("usage");
+    assert_eq!(k2_usage.total.requests, 0, "{k2_usage:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_cooled_on_one_node_is_skipped_by_the_others() {
+    let cluster = cluster(Some(SECRET)).await;
+    let start = |kind| async move { MockProvider::start(kind).await.expect("start a mock") };
+    let failing = start(ProviderKind::Openai).await;
+    failing.set(Behavior {
+        failure: Some(Failure::Status(500)),
+        ..Behavior::default()
+    });
+    let good = start(ProviderKind::Openai).await;
+    let admin = cluster.client(2);
+    for (name, mock) in [("failing", &failing), ("good", &good)] {
+        admin
+            .put_ai_provider(name, &provider(ProviderKind::Openai, mock))
+            .await
+            .expect("put provider");
+    }
+    let fb = model(&[("failing", "gpt-4o-mini"), ("good", "gpt-4o-mini")]);
+    admin.put("fb", &fb, None).await.expect("put model");
+    admin
+        .put("app", &ConsumerSpec::default(), None)
+        .await
+        .expect("put consumer");
+    let key = admin.create_key("app").await.expect("key").key;
+    for id in IDS {
+        wait_served(cluster.node(id).addrs.proxy, &key, "fb").await;
+    }
+
+    // Node 1 sees the first deployment fail (500, retried, then the fallback answers) until it
+    // cools it down and stops trying it (3 failures in a row by default).
+    let first = cluster.node(1).addrs.proxy;
+    let mut calls = 0;
+    loop {
+        let before = failing.hits();
+        let answer = completion(first, &key, "fb", StatusCode::OK).await;
+        assert_eq!(answer["choices"][0]["message"]["content"], ECHO);
+        calls += 1;
+        if failing.hits() == before {
+            break;
+        }
+        assert!(calls < 5, "node 1 never cooled the failing deployment down");
+    }
+    // The cooldown rides with node 1's usage report: once the others have its calls, they have
+    // the cooldown too.
+    for id in [2, 3] {
+        let all = UsageQuery {
+            model: Some("fb".into()),
+            ..UsageQuery::default()
+        };
+        let client = cluster.client(id);
+        let reported = eventually(Duration::from_secs(20), || async {
+            let r = client.ai_usage(&all).await.ok()?;
+            (r.total.requests == calls).then_some(())
+        })
+        .await;
+        assert!(reported.is_some(), "node {id} has node 1's {calls} calls");
+    }
+    // The state is applied before the gateway follows it: give that a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = failing.hits();
+    for id in [2, 3] {
+        let answer = completion(cluster.node(id).addrs.proxy, &key, "fb", StatusCode::OK).await;
+        assert_eq!(
+            answer["choices"][0]["message"]["content"], ECHO,
+            "node {id}"
+        );
+    }
+    assert_eq!(
+        failing.hits(),
+        before,
+        "nodes 2 and 3 skip the deployment node 1 cooled down, without failing on it first"
+    );
+
+    // A provider a model still uses cannot be deleted; the answer names the model.
+    let body = api_error(
+        admin.delete_ai_provider("failing").await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(body.error, "in_use", "{body:?}");
+    assert!(body.message.contains("fb"), "{body:?}");
+    admin
+        .delete::<ModelConfig>("fb", None)
+        .await
+        .expect("delete the model");
+    admin
+        .delete_ai_provider("failing")
+        .await
+        .expect("an unused provider is deleted");
 }

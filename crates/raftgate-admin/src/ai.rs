@@ -25,8 +25,9 @@ pub fn routes() -> Router<Shared> {
     Router::new().route("/ai/usage", get(usage))
 }
 
-/// `GET /ai/usage?consumer=&model=&from=&to=&period=hour|day`: requests, tokens and cost from
-/// this node's copy of the replicated usage (every node reports, so every node has the sum).
+/// `GET /ai/usage?consumer=&key=&model=&provider=&from=&to=&period=hour|day`: requests, tokens
+/// and cost from this node's copy of the replicated usage (every node reports, so every node
+/// has the sum).
 async fn usage(
     State(s): State<Shared>,
     q: Result<Query<UsageQuery>, QueryRejection>,
@@ -34,7 +35,7 @@ async fn usage(
     let Query(query) = q.map_err(|e| ApiError::BadRequest {
         field: None,
         message: format!(
-            "bad query string: {}; use consumer=, model=, from= and to= (Unix milliseconds), period=hour or day",
+            "bad query string: {}; use consumer=, key=, model=, provider=, from= and to= (Unix milliseconds), period=hour or day",
             e.body_text()
         ),
     })?;

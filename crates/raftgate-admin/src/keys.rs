@@ -1,16 +1,18 @@
 //! API keys of consumers. The secret is made here, shown once, and only its SHA-256 is
-//! replicated; the id and a short prefix let users tell keys apart later.
+//! replicated; the id and a short prefix let users tell keys apart later. A key's settings
+//! (its AI limits) are given at creation or replaced later, keeping the secret.
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use raftgate_model::api::{CreatedKey, KeyInfo};
-use raftgate_model::{Command, Kind, Spec, StoredKey};
+use axum::routing::{get, put};
+use raftgate_model::api::{CreatedKey, KeyInfo, KeySettings};
+use raftgate_model::{Command, Entity, Kind, Spec, StoredKey};
 
 use crate::auth::{Caller, Secret, write_new};
-use crate::extract::ReadQuery;
+use crate::extract::{ReadQuery, json_body};
 use crate::resources::{List, state_for};
 use crate::{ApiError, Shared};
 
@@ -18,7 +20,31 @@ use crate::{ApiError, Shared};
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/consumers/{name}/keys", get(list).post(create))
-        .route("/consumers/{name}/keys/{id}", delete(remove))
+        .route("/consumers/{name}/keys/{id}", put(update).delete(remove))
+}
+
+/// Parses and checks a key's settings; an empty body means the defaults.
+fn settings(body: Result<Bytes, BytesRejection>) -> Result<KeySettings, ApiError> {
+    if body
+        .as_ref()
+        .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
+    {
+        return Ok(KeySettings::default());
+    }
+    let settings: KeySettings = json_body(body)?;
+    settings.ai_limits.validate("ai_limits")?;
+    Ok(settings)
+}
+
+fn info(k: &Entity<StoredKey>) -> KeyInfo {
+    KeyInfo {
+        id: k.name.clone(),
+        consumer: k.spec.consumer.clone(),
+        prefix: k.spec.prefix.clone(),
+        version: k.version,
+        created_at: k.created_at,
+        ai_limits: k.spec.ai_limits,
+    }
 }
 
 fn no_consumer(name: &str) -> ApiError {
@@ -29,7 +55,9 @@ async fn create(
     State(s): State<Shared>,
     caller: Caller,
     Path(consumer): Path<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
+    let settings = settings(body)?;
     if !s.node.state().consumers.contains_key(&consumer) {
         return Err(no_consumer(&consumer));
     }
@@ -43,6 +71,7 @@ async fn create(
         consumer: consumer.clone(),
         prefix: prefix.clone(),
         hash,
+        ai_limits: settings.ai_limits,
     };
     let version = write_new(&s, &caller, &id, Spec::Key(stored)).await?;
     Ok((
@@ -70,15 +99,56 @@ async fn list(
         .keys
         .values()
         .filter(|k| k.spec.consumer == consumer)
-        .map(|k| KeyInfo {
-            id: k.name.clone(),
-            consumer: k.spec.consumer.clone(),
-            prefix: k.spec.prefix.clone(),
-            version: k.version,
-            created_at: k.created_at,
-        })
+        .map(info)
         .collect();
     Ok(axum::Json(List { data }))
+}
+
+/// `PUT /consumers/{name}/keys/{id}`: replaces the key's settings; the secret stays.
+async fn update(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((consumer, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<KeyInfo>, ApiError> {
+    let settings = settings(body)?;
+    let Some(current) = s
+        .node
+        .state()
+        .keys
+        .get(&id)
+        .filter(|k| k.spec.consumer == consumer)
+        .cloned()
+    else {
+        return Err(no_key(&consumer, &id));
+    };
+    let stored = StoredKey {
+        ai_limits: settings.ai_limits,
+        ..current.spec.clone()
+    };
+    // Guarded by the version read, so a concurrent revocation is not undone.
+    let outcome = s
+        .node
+        .write_as(
+            &caller.name,
+            Command::Put {
+                name: id,
+                spec: Box::new(Spec::Key(stored)),
+                if_version: Some(current.version),
+            },
+        )
+        .await?;
+    Ok(axum::Json(KeyInfo {
+        version: outcome.index,
+        ai_limits: settings.ai_limits,
+        ..info(&current)
+    }))
+}
+
+fn no_key(consumer: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "consumer '{consumer}' has no key '{id}'; list its keys with GET /consumers/{consumer}/keys"
+    ))
 }
 
 async fn remove(
@@ -93,9 +163,7 @@ async fn remove(
         .get(&id)
         .is_some_and(|k| k.spec.consumer == consumer);
     if !owned {
-        return Err(ApiError::NotFound(format!(
-            "consumer '{consumer}' has no key '{id}'"
-        )));
+        return Err(no_key(&consumer, &id));
     }
     s.node
         .write_as(

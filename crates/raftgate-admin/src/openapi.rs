@@ -8,12 +8,12 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use raftgate_model::access::{AuditEntry, AuditOperation, TokenRole};
 use raftgate_model::ai::{
-    AiUsage, CacheConfig, Deployment, ModelConfig, Period, Price, ProviderConfig, ProviderKind,
-    ProviderView, UsageReport, UsageRow,
+    AiLimits, AiUsage, CacheConfig, Deployment, ModelConfig, Period, Price, ProviderConfig,
+    ProviderKind, ProviderView, UsageReport, UsageRow,
 };
 use raftgate_model::api::{
-    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, Member, NodeUpstreams, Role,
-    TargetHealth, UpstreamHealth,
+    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, Member,
+    NodeUpstreams, Role, TargetHealth, UpstreamHealth,
 };
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::policy::{
@@ -316,6 +316,17 @@ fn instance_paths(paths: &mut Paths) {
     );
 }
 
+/// The body of a key's creation (optional) or update.
+fn key_settings(required: Required) -> utoipa::openapi::request_body::RequestBody {
+    RequestBodyBuilder::new()
+        .content(
+            "application/json",
+            json(Ref::from_schema_name("KeySettings")),
+        )
+        .required(Some(required))
+        .build()
+}
+
 fn build() -> OpenApi {
     let mut paths = Paths::new();
     resource_paths::<ServiceSpec>(&mut paths);
@@ -334,10 +345,12 @@ fn build() -> OpenApi {
         vec![HttpMethod::Get],
         op(
             "ai/usage",
-            "AI gateway usage (requests, tokens, cost) by hour or day, consumer and model",
+            "AI gateway usage (requests, tokens, cost) by hour or day, consumer, key, model and provider",
         )
         .parameter(param("consumer", ParameterIn::Query, "only this consumer"))
+        .parameter(param("key", ParameterIn::Query, "only this key id"))
         .parameter(param("model", ParameterIn::Query, "only this model alias"))
+        .parameter(param("provider", ParameterIn::Query, "only this provider"))
         .parameter(param(
             "from",
             ParameterIn::Query,
@@ -382,11 +395,27 @@ fn build() -> OpenApi {
         vec![HttpMethod::Post],
         op("keys", "Create an API key; the secret is returned only now")
             .parameter(consumer())
+            .request_body(Some(key_settings(Required::False)))
             .response(
                 "201",
                 ok("The new key", Ref::from_schema_name("CreatedKey")),
             )
+            .response("400", error("Invalid settings; `field` names the bad one"))
             .response("404", error("No such consumer")),
+    );
+    paths.add_path_operation(
+        "/consumers/{name}/keys/{id}",
+        vec![HttpMethod::Put],
+        op(
+            "keys",
+            "Replace a key's settings (its AI limits); the secret stays",
+        )
+        .parameter(consumer())
+        .parameter(param("id", ParameterIn::Path, "key id"))
+        .request_body(Some(key_settings(Required::True)))
+        .response("200", ok("The key", Ref::from_schema_name("KeyInfo")))
+        .response("400", error("Invalid settings; `field` names the bad one"))
+        .response("404", error("No such key")),
     );
     paths.add_path_operation(
         "/consumers/{name}/keys",
@@ -527,6 +556,8 @@ fn build() -> OpenApi {
         .schema_from::<RateWindow>()
         .schema_from::<CreatedKey>()
         .schema_from::<KeyInfo>()
+        .schema_from::<KeySettings>()
+        .schema_from::<AiLimits>()
         .schema_from::<ConsumerUsage>()
         .schema_from::<UsageEntry>()
         .schema_from::<Policies>()

@@ -78,6 +78,7 @@ async fn serve(
             key: Some("sk-consumer".into()),
         },
         allowed: &|model: &str| model != "secret",
+        admission: None,
     };
     Ok(handle(&gw, route, &access, body).await)
 }

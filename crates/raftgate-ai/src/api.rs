@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use serde::Serialize;
 
-use crate::engine::{Caller, ChatOutcome, ChatStream, Gateway, StreamItem};
+use crate::engine::{Caller, ChatOutcome, ChatStream, Gateway, Reservation, Settle, StreamItem};
 use crate::error::ApiError;
 use crate::messages::{self, EventWriter};
 use crate::openai::{ChatRequest, EmbeddingsRequest};
@@ -53,12 +53,35 @@ impl Route {
     }
 }
 
-/// Who calls and which model aliases they may use.
+/// Budgets and token limits, checked before each call by the caller of [`handle`] (the data
+/// plane, with its cluster-wide counters).
+pub trait Admission: Sync {
+    /// Reserves what a call may consume at most: the handle the engine settles once the call is
+    /// over (`None` when nothing limits the caller), or the refusal to answer (a 429).
+    fn admit(&self, reservation: &Reservation) -> Result<Option<Box<dyn Settle>>, ApiError>;
+}
+
+/// Who calls, which model aliases they may use, and what limits their calls.
 pub struct Access<'a> {
     /// The authenticated caller, for usage records.
     pub caller: Caller,
     /// Whether the caller may use a model alias.
     pub allowed: &'a (dyn Fn(&str) -> bool + Sync),
+    /// The caller's budgets and token limits; `None` when there are none.
+    pub admission: Option<&'a dyn Admission>,
+}
+
+impl Access<'_> {
+    /// Reserves `reservation` (`None`: an unknown alias, which the engine answers with a 404).
+    pub(crate) fn admit(
+        &self,
+        reservation: Option<Reservation>,
+    ) -> Result<Option<Box<dyn Settle>>, ApiError> {
+        match (self.admission, reservation) {
+            (Some(admission), Some(r)) => admission.admit(&r),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Answers one request of the unified API.
@@ -80,10 +103,15 @@ pub async fn handle(
 /// An error answer in the dialect of `route`'s clients (Anthropic's for `/v1/messages`,
 /// OpenAI's otherwise), for refusals decided before [`handle`] (authentication, body size).
 pub fn error(route: Route, e: &ApiError) -> Response<AiBody> {
-    match route {
+    let mut resp = match route {
         Route::Messages => json(e.status, &messages::error_body(e)),
         _ => json(e.status, &e.body()),
+    };
+    if let Some(s) = e.retry_after_s {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
+    resp
 }
 
 /// Parses a JSON body, naming the field at fault.
@@ -125,7 +153,8 @@ async fn chat(
 ) -> Result<Response<AiBody>, ApiError> {
     let req: ChatRequest = parse(body, "chat completion")?;
     check_model(access, &req.model)?;
-    Ok(match gw.chat(&access.caller, req).await? {
+    let budget = access.admit(gw.reservation(&req))?;
+    Ok(match gw.chat(&access.caller, req, budget).await? {
         ChatOutcome::Complete(resp) => cached_json(&resp, false),
         ChatOutcome::Cached(resp) => cached_json(&resp, true),
         ChatOutcome::Stream(stream) => event_stream(openai_events(*stream)),
@@ -139,9 +168,10 @@ async fn embeddings(
 ) -> Result<Response<AiBody>, ApiError> {
     let req: EmbeddingsRequest = parse(body, "embeddings")?;
     check_model(access, &req.model)?;
+    let budget = access.admit(gw.embeddings_reservation(&req))?;
     Ok(json(
         StatusCode::OK,
-        &gw.embeddings(&access.caller, req).await?,
+        &gw.embeddings(&access.caller, req, budget).await?,
     ))
 }
 
@@ -152,18 +182,13 @@ async fn anthropic_messages(
 ) -> Result<Response<AiBody>, ApiError> {
     let req: MessagesRequest = parse(body, "messages")?;
     check_model(access, &req.model)?;
-    Ok(
-        match gw
-            .chat(&access.caller, messages::to_chat_request(req))
-            .await?
-        {
-            ChatOutcome::Complete(resp) => {
-                cached_json(&messages::to_messages_response(resp), false)
-            }
-            ChatOutcome::Cached(resp) => cached_json(&messages::to_messages_response(resp), true),
-            ChatOutcome::Stream(stream) => event_stream(anthropic_events(*stream)),
-        },
-    )
+    let req = messages::to_chat_request(req);
+    let budget = access.admit(gw.reservation(&req))?;
+    Ok(match gw.chat(&access.caller, req, budget).await? {
+        ChatOutcome::Complete(resp) => cached_json(&messages::to_messages_response(resp), false),
+        ChatOutcome::Cached(resp) => cached_json(&messages::to_messages_response(resp), true),
+        ChatOutcome::Stream(stream) => event_stream(anthropic_events(*stream)),
+    })
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<AiBody> {

@@ -8,7 +8,14 @@
 //! the next deployment is tried; a 429, or a provider refusing the gateway's credentials or not
 //! knowing the model, moves on at once; a 400 is the client's fault and is answered as is.
 //! A deployment failing [`CooldownPolicy::failures`] times in a row is cooled down (kept in
-//! atomics inside the configuration snapshot, so the request path takes no lock).
+//! atomics inside the configuration snapshot, so the request path takes no lock); the
+//! [`UsageSink`] is told, so that the node can replicate the cooldown, and cooldowns other nodes
+//! replicated are honoured through [`Gateway::apply_cooldowns`].
+//!
+//! Budgets and token limits are the caller's: it reserves a call's [`Reservation`] before the
+//! call and hands the engine a [`Settle`], which the engine settles with the call's actual
+//! tokens and cost when its usage is reported (a call that fails before a provider served it
+//! drops the handle, giving the reservation back).
 //!
 //! A stream is opened and read until its first chunk before the engine commits to a
 //! deployment, so a failure before the first byte still falls back; after that, chunks are
@@ -38,6 +45,8 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
 use crate::cache::{Lookup, ResponseCache};
+use raftgate_model::ai::{AiCooldown, CooldownTable};
+
 use crate::config::{ConfigError, CooldownPolicy, GatewayConfig, ProviderConfig, RetryPolicy};
 use crate::error::ApiError;
 use crate::openai::{
@@ -116,6 +125,19 @@ pub struct Reservation {
 pub trait UsageSink: Send + Sync {
     /// Records one call. Called on the request path: must not block.
     fn record(&self, record: UsageRecord);
+
+    /// A deployment was cooled down on this node after repeated failures; a clustered sink
+    /// replicates it so that the other nodes skip it too. Rare; must not block. Ignored by
+    /// default.
+    fn cooldown(&self, _cooldown: AiCooldown) {}
+}
+
+/// What a call reserved against budgets and token limits before it was made (see
+/// [`Gateway::reservation`]). The engine settles it with what the call really used; dropping it
+/// unsettled (the call failed before any provider served it) must give the reservation back.
+pub trait Settle: Send {
+    /// Replaces the reservation by the call's actual tokens (prompt and completion) and cost.
+    fn settle(self: Box<Self>, tokens: u64, cost_usd: f64);
 }
 
 /// Consecutive failures and cooldown of one deployment.
@@ -285,7 +307,6 @@ pub struct Gateway {
     compiled: ArcSwap<Compiled>,
     client: HttpClient,
     sink: Arc<dyn UsageSink>,
-    epoch: Instant,
     cache: ResponseCache,
     prompts: PromptApis,
 }
@@ -326,7 +347,6 @@ impl Gateway {
             compiled: ArcSwap::from_pointee(compiled),
             client,
             sink,
-            epoch: Instant::now(),
             cache: ResponseCache::default(),
             prompts: PromptApis::default(),
         };
@@ -347,6 +367,25 @@ impl Gateway {
     /// The prompt API served at `path`, if any.
     pub fn prompt(&self, path: &str) -> Option<Arc<PromptApi>> {
         self.prompts.get(path)
+    }
+
+    /// Honours the cluster's replicated cooldowns: each deployment listed stays out of rotation
+    /// until its end, as if it had failed here (a cooldown already longer is kept).
+    pub fn apply_cooldowns(&self, cooldowns: &CooldownTable) {
+        if cooldowns.is_empty() {
+            return;
+        }
+        let compiled = self.compiled.load();
+        for target in compiled.models.values().flatten() {
+            for ((provider, model), until) in cooldowns.iter() {
+                if *provider == target.provider.name && *model == target.model {
+                    target
+                        .health
+                        .cooled_until_ms
+                        .fetch_max(*until, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// `GET /v1/models`: the aliases `allowed` lets the caller use.
@@ -375,13 +414,23 @@ impl Gateway {
     /// limit (the Anthropic default when the client set none), priced at the dearest deployment.
     /// `None` for an unknown alias.
     pub fn reservation(&self, req: &ChatRequest) -> Option<Reservation> {
-        let compiled = self.compiled.load();
-        let targets = compiled.models.get(&req.model)?;
         let output = u64::from(
             req.output_limit()
                 .unwrap_or(crate::providers::anthropic::DEFAULT_MAX_TOKENS),
         );
-        let usage = Usage::new(tokens::count_request(req), output);
+        self.reserve(&req.model, Usage::new(tokens::count_request(req), output))
+    }
+
+    /// What an embeddings request may consume at most: its estimated input tokens at the
+    /// dearest deployment's price. `None` for an unknown alias.
+    pub fn embeddings_reservation(&self, req: &EmbeddingsRequest) -> Option<Reservation> {
+        self.reserve(&req.model, Usage::new(embedding_tokens(req), 0))
+    }
+
+    /// `usage` of alias `model`, priced at its dearest deployment.
+    fn reserve(&self, model: &str, usage: Usage) -> Option<Reservation> {
+        let compiled = self.compiled.load();
+        let targets = compiled.models.get(model)?;
         let max_cost_usd = targets
             .iter()
             .filter_map(|t| t.price.map(|p| crate::pricing::cost(&p, &usage)))
@@ -392,8 +441,14 @@ impl Gateway {
         })
     }
 
-    /// `POST /v1/chat/completions`: a complete answer, or a stream when `req.stream`.
-    pub async fn chat(&self, caller: &Caller, req: ChatRequest) -> Result<ChatOutcome, ApiError> {
+    /// `POST /v1/chat/completions`: a complete answer, or a stream when `req.stream`; `budget`
+    /// is settled with the usage once the call is over.
+    pub async fn chat(
+        &self,
+        caller: &Caller,
+        req: ChatRequest,
+        budget: Option<Box<dyn Settle>>,
+    ) -> Result<ChatOutcome, ApiError> {
         if req.messages.is_empty() {
             return Err(ApiError::invalid_request(
                 "messages must not be empty",
@@ -421,11 +476,14 @@ impl Gateway {
                     model: req.model,
                     target,
                     prompt_estimate,
+                    budget,
                 }),
             })));
         }
         let cached = self.cache.lookup(&req);
         if let Some(hit) = cached.as_ref().and_then(Lookup::get) {
+            // A hit costs nothing: dropping the reservation gives it back.
+            drop(budget);
             self.sink.record(UsageRecord {
                 caller: caller.clone(),
                 model: req.model,
@@ -464,16 +522,18 @@ impl Gateway {
             model: req.model,
             target,
             prompt_estimate,
+            budget,
         };
         report.send(Operation::Chat, false, usage, estimated, true);
         Ok(ChatOutcome::Complete(resp))
     }
 
-    /// `POST /v1/embeddings`.
+    /// `POST /v1/embeddings`; `budget` is settled with the usage once the call is over.
     pub async fn embeddings(
         &self,
         caller: &Caller,
         req: EmbeddingsRequest,
+        budget: Option<Box<dyn Settle>>,
     ) -> Result<EmbeddingsResponse, ApiError> {
         let compiled = self.compiled.load_full();
         let (mut resp, target) = self
@@ -482,11 +542,7 @@ impl Gateway {
         let estimated = resp.usage.is_none();
         let prompt = match resp.usage {
             Some(u) => u.prompt_tokens,
-            None => req
-                .input
-                .texts()
-                .map(|t| t.iter().map(|s| tokens::count_text(s)).sum())
-                .unwrap_or(0),
+            None => embedding_tokens(&req),
         };
         resp.usage.get_or_insert(EmbeddingUsage {
             prompt_tokens: prompt,
@@ -498,6 +554,7 @@ impl Gateway {
             model: req.model,
             target,
             prompt_estimate: prompt,
+            budget,
         };
         report.send(
             Operation::Embeddings,
@@ -509,8 +566,12 @@ impl Gateway {
         Ok(resp)
     }
 
+    /// Wall-clock time, Unix milliseconds: cooldowns are compared with the ends other nodes
+    /// replicate.
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 
     /// The deployments of `targets` in the order to try them.
@@ -580,13 +641,19 @@ impl Gateway {
                 if failure.next == Next::Stop {
                     return Err(failure.error);
                 }
-                if target.health.failure(&compiled.cooldown, self.now_ms()) {
+                let now = self.now_ms();
+                if target.health.failure(&compiled.cooldown, now) {
                     tracing::warn!(
                         provider = %target.provider.name,
                         provider_model = %target.model,
                         cooldown_ms = compiled.cooldown.cooldown_ms,
                         "AI deployment cooled down after repeated failures"
                     );
+                    self.sink.cooldown(AiCooldown {
+                        provider: target.provider.name.clone(),
+                        model: target.model.clone(),
+                        until_ms: now + compiled.cooldown.cooldown_ms,
+                    });
                 }
                 last = Some(failure.error);
                 if failure.next == Next::Fallback || attempt_no == compiled.retry.retries {
@@ -735,6 +802,14 @@ impl Gateway {
     }
 }
 
+/// The gateway's estimate of an embeddings request's input tokens.
+fn embedding_tokens(req: &EmbeddingsRequest) -> u64 {
+    req.input
+        .texts()
+        .map(|t| t.iter().map(|s| tokens::count_text(s)).sum())
+        .unwrap_or(0)
+}
+
 fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     let base = policy
         .backoff_ms
@@ -852,6 +927,8 @@ struct Report {
     model: String,
     target: Arc<Target>,
     prompt_estimate: u64,
+    /// What the call reserved, settled here with what it used.
+    budget: Option<Box<dyn Settle>>,
 }
 
 impl Report {
@@ -860,6 +937,9 @@ impl Report {
             .target
             .price
             .map_or(0.0, |p| crate::pricing::cost(&p, &usage));
+        if let Some(budget) = self.budget {
+            budget.settle(usage.total_tokens, cost_usd);
+        }
         self.sink.record(UsageRecord {
             caller: self.caller,
             model: self.model,
@@ -1153,7 +1233,7 @@ mod tests {
             )],
             ..ChatRequest::default()
         };
-        let Err(err) = rt.block_on(gw.chat(&Caller::default(), req)) else {
+        let Err(err) = rt.block_on(gw.chat(&Caller::default(), req, None)) else {
             panic!("unknown model served")
         };
         assert_eq!(err.status, StatusCode::NOT_FOUND);

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The body's `error` object.
     pub detail: ErrorDetail,
+    /// Seconds after which a refused request may succeed, sent as `Retry-After`.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -31,6 +33,7 @@ impl ApiError {
                 param: None,
                 code: None,
             },
+            retry_after_s: None,
         }
     }
 

@@ -38,6 +38,7 @@ pub mod tokens;
 
 pub use config::GatewayConfig;
 pub use engine::{
-    Caller, ChatOutcome, ChatStream, Gateway, Reservation, StreamItem, UsageRecord, UsageSink,
+    Caller, ChatOutcome, ChatStream, Gateway, Reservation, Settle, StreamItem, UsageRecord,
+    UsageSink,
 };
 pub use error::ApiError;

@@ -204,7 +204,9 @@ impl PromptApi {
             ));
         }
         let req = self.request(body)?;
-        let (resp, hit) = match gw.chat(&access.caller, req).await {
+        // Budgets and token limits apply as to the unified API.
+        let budget = access.admit(gw.reservation(&req))?;
+        let (resp, hit) = match gw.chat(&access.caller, req, budget).await {
             Ok(ChatOutcome::Complete(resp)) => (resp, false),
             Ok(ChatOutcome::Cached(resp)) => (resp, true),
             Ok(ChatOutcome::Stream(_)) => {

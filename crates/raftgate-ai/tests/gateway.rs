@@ -12,15 +12,20 @@ use raftgate_ai::openai::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsReques
 use raftgate_ai::providers::ProviderKind;
 use raftgate_ai::sse::SseParser;
 use raftgate_ai::{ApiError, Caller, ChatOutcome, ChatStream, Gateway, StreamItem, UsageRecord};
-use raftgate_ai::{GatewayConfig, UsageSink};
+use raftgate_ai::{GatewayConfig, Settle, UsageSink};
+use raftgate_model::ai::{AiCooldown, CooldownTable};
 use serde_json::{Value, json};
 
 #[derive(Default)]
-struct Recorder(Mutex<Vec<UsageRecord>>);
+struct Recorder(Mutex<Vec<UsageRecord>>, Mutex<Vec<AiCooldown>>);
 
 impl UsageSink for Recorder {
     fn record(&self, record: UsageRecord) {
         self.0.lock().unwrap().push(record);
+    }
+
+    fn cooldown(&self, cooldown: AiCooldown) {
+        self.1.lock().unwrap().push(cooldown);
     }
 }
 
@@ -66,7 +71,7 @@ fn caller() -> Caller {
 }
 
 async fn complete(gw: &Gateway, req: ChatRequest) -> Result<ChatResponse, ApiError> {
-    match gw.chat(&caller(), req).await? {
+    match gw.chat(&caller(), req, None).await? {
         ChatOutcome::Complete(resp) => Ok(resp),
         ChatOutcome::Cached(_) => panic!("a cache hit, but these models have no cache"),
         ChatOutcome::Stream(_) => panic!("a stream for a non-streaming request"),
@@ -74,7 +79,7 @@ async fn complete(gw: &Gateway, req: ChatRequest) -> Result<ChatResponse, ApiErr
 }
 
 async fn open(gw: &Gateway, req: ChatRequest) -> Result<ChatStream, ApiError> {
-    match gw.chat(&caller(), req).await? {
+    match gw.chat(&caller(), req, None).await? {
         ChatOutcome::Stream(s) => Ok(*s),
         ChatOutcome::Complete(_) | ChatOutcome::Cached(_) => {
             panic!("a complete answer for a streaming request")
@@ -614,12 +619,140 @@ async fn a_failing_deployment_is_cooled_down() {
         "cooldown": {"failures": 2, "cooldown_ms": 60000}
     }))
     .unwrap();
-    let gw = Gateway::new(&config, Arc::new(Recorder::default())).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let gw = Gateway::new(&config, recorder.clone()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     for _ in 0..5 {
         complete(&gw, hello()).await.unwrap();
     }
     assert_eq!(bad.hits(), 2, "cooled down after two failures");
     assert_eq!(good.hits(), 5);
+    // The sink hears of it once, to replicate it.
+    let cooldowns = recorder.1.lock().unwrap().clone();
+    assert_eq!(cooldowns.len(), 1, "{cooldowns:?}");
+    assert_eq!(
+        (&*cooldowns[0].provider, &*cooldowns[0].model),
+        ("bad", "a")
+    );
+    let until = cooldowns[0].until_ms;
+    assert!((now + 60_000..now + 70_000).contains(&until), "{until}");
+
+    // Another gateway honours the replicated cooldown without trying the deployment first.
+    let other = Gateway::new(&config, Arc::new(Recorder::default())).unwrap();
+    let mut table = CooldownTable::new();
+    table.insert(("bad".into(), "a".into()), until);
+    table.insert(("bad".into(), "unused".into()), until);
+    other.apply_cooldowns(&table);
+    complete(&other, hello()).await.unwrap();
+    assert_eq!(bad.hits(), 2, "skipped on the other gateway");
+}
+
+/// One budget handle's fate: settled with (tokens, USD), or dropped unsettled (`None`).
+type Entry = Option<(u64, f64)>;
+
+/// What happened to each call's budget handle.
+#[derive(Clone, Default)]
+struct Ledger(Arc<Mutex<Vec<Entry>>>);
+
+struct Hold {
+    ledger: Ledger,
+    settled: bool,
+}
+
+impl Settle for Hold {
+    fn settle(mut self: Box<Self>, tokens: u64, cost_usd: f64) {
+        self.settled = true;
+        self.ledger.0.lock().unwrap().push(Some((tokens, cost_usd)));
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.ledger.0.lock().unwrap().push(None);
+        }
+    }
+}
+
+impl Ledger {
+    fn hold(&self) -> Option<Box<dyn Settle>> {
+        Some(Box::new(Hold {
+            ledger: self.clone(),
+            settled: false,
+        }))
+    }
+
+    fn take(&self) -> Vec<Entry> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn budgets_are_settled_with_actual_usage_or_given_back() {
+    let mock = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let (gw, _) = gateway(
+        json!({"p": provider("openai", &mock)}),
+        json!({"m": {"deployments": [{"provider": "p", "model": "x",
+                     "price": {"input_per_million": 1000.0, "output_per_million": 2000.0}}]}}),
+    );
+    let ledger = Ledger::default();
+    // Complete: 11 prompt and 3 completion tokens.
+    let req = chat(json!({"model": "m", "max_tokens": 50,
+                          "messages": [{"role": "user", "content": "hello world"}]}));
+    let reserved = gw.reservation(&req).unwrap();
+    assert_eq!(reserved.tokens, 9 + 50);
+    match gw
+        .chat(&caller(), req.clone(), ledger.hold())
+        .await
+        .unwrap()
+    {
+        ChatOutcome::Complete(_) => {}
+        ChatOutcome::Cached(_) => panic!("a cache hit"),
+        ChatOutcome::Stream(_) => panic!("a stream"),
+    }
+    let settled = ledger.take();
+    assert_eq!(settled.len(), 1);
+    let (tokens, cost) = settled[0].unwrap();
+    assert_eq!(tokens, 14);
+    assert!(
+        (cost - (11.0 * 1000.0 + 3.0 * 2000.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert!(cost < reserved.max_cost_usd);
+
+    // Streamed: settled when the stream ends, not before.
+    let mut stream_req = req.clone();
+    stream_req.stream = Some(true);
+    let ChatOutcome::Stream(mut stream) =
+        gw.chat(&caller(), stream_req, ledger.hold()).await.unwrap()
+    else {
+        panic!("not a stream")
+    };
+    assert!(ledger.take().is_empty(), "nothing settled while streaming");
+    let (_, err) = collect(&mut stream).await;
+    assert!(err.is_none());
+    assert_eq!(ledger.take().len(), 1);
+    drop(stream);
+    assert!(ledger.take().is_empty(), "settled once");
+
+    // No provider served: the handle is dropped unsettled, giving the reservation back.
+    mock.set(Behavior {
+        failure: Some(Failure::Status(500)),
+        ..Behavior::default()
+    });
+    assert!(gw.chat(&caller(), req, ledger.hold()).await.is_err());
+    assert_eq!(ledger.take(), vec![None]);
+
+    // Embeddings: reserved at their input estimate, settled with their input tokens.
+    mock.set(Behavior::default());
+    let emb: EmbeddingsRequest =
+        serde_json::from_value(json!({"model": "m", "input": "hello world"})).unwrap();
+    assert_eq!(gw.embeddings_reservation(&emb).unwrap().tokens, 3);
+    gw.embeddings(&caller(), emb, ledger.hold()).await.unwrap();
+    assert!(matches!(ledger.take()[..], [Some((t, _))] if t > 0));
 }
 
 #[tokio::test]
@@ -654,7 +787,7 @@ async fn embeddings_openai_gemini_cohere() {
     );
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "emb", "input": ["a b", "c"]})).unwrap();
-    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    let resp = gw.embeddings(&caller(), req, None).await.unwrap();
     assert_eq!(resp.data.len(), 2);
     assert_eq!(resp.data[0].embedding, json!([0.1, 0.2, 0.3]));
     assert_eq!(resp.usage.unwrap().prompt_tokens, 4);
@@ -664,7 +797,7 @@ async fn embeddings_openai_gemini_cohere() {
 
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "gemb", "input": "hello there"})).unwrap();
-    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    let resp = gw.embeddings(&caller(), req, None).await.unwrap();
     assert_eq!(resp.object, "list");
     assert_eq!(resp.model, "gemb");
     assert_eq!(resp.data[0].embedding, json!([0.5, 0.25]));
@@ -673,14 +806,14 @@ async fn embeddings_openai_gemini_cohere() {
 
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "cemb", "input": ["x", "y"]})).unwrap();
-    let resp = gw.embeddings(&caller(), req).await.unwrap();
+    let resp = gw.embeddings(&caller(), req, None).await.unwrap();
     assert_eq!(resp.data[1].embedding, json!([0.75]));
     assert_eq!(resp.usage.unwrap().prompt_tokens, 6);
     assert_eq!(cohere.received()[0].body["texts"], json!(["x", "y"]));
 
     let req: EmbeddingsRequest =
         serde_json::from_value(json!({"model": "aemb", "input": "x"})).unwrap();
-    let err = gw.embeddings(&caller(), req).await.unwrap_err();
+    let err = gw.embeddings(&caller(), req, None).await.unwrap_err();
     assert_eq!(err.status.as_u16(), 400);
     assert!(
         err.detail
@@ -756,9 +889,9 @@ async fn a_cache_hit_calls_no_provider_and_is_reported_as_cached() {
                      "cache": {"ttl_s": 60}}}),
     );
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-    let first = gw.chat(&caller(), chat(body.clone())).await.unwrap();
+    let first = gw.chat(&caller(), chat(body.clone()), None).await.unwrap();
     assert!(matches!(first, ChatOutcome::Complete(_)), "a miss first");
-    let Ok(ChatOutcome::Cached(hit)) = gw.chat(&caller(), chat(body)).await else {
+    let Ok(ChatOutcome::Cached(hit)) = gw.chat(&caller(), chat(body), None).await else {
         panic!("the second identical request is a hit")
     };
     assert_eq!(hit.choices[0].message.content.as_deref(), Some("echo: hi"));

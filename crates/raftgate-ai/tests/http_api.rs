@@ -53,6 +53,7 @@ async fn call(gw: &Gateway, method: Method, path: &str, body: Value) -> Response
     let access = Access {
         caller: Caller::default(),
         allowed: &|m: &str| m != "secret",
+        admission: None,
     };
     let body = if body.is_null() {
         Bytes::new()

@@ -34,7 +34,7 @@ use raftgate_model::ai::{
     ModelConfig, Period, ProviderConfig, ProviderView, UsageQuery, UsageReport,
 };
 use raftgate_model::api::{
-    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, NodeUpstreams,
+    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, NodeUpstreams,
 };
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::policy::ConsumerUsage;
@@ -381,6 +381,27 @@ impl AdminClient {
             .await
     }
 
+    /// Creates an API key for `consumer` with `settings` (its AI limits).
+    pub async fn create_key_with(
+        &self,
+        consumer: &str,
+        settings: &KeySettings,
+    ) -> Result<CreatedKey, ClientError> {
+        self.call(Method::POST, &keys_path(consumer), Some(settings), None)
+            .await
+    }
+
+    /// Replaces the settings of key `id` of `consumer`; the secret stays.
+    pub async fn update_key(
+        &self,
+        consumer: &str,
+        id: &str,
+        settings: &KeySettings,
+    ) -> Result<KeyInfo, ClientError> {
+        let path = format!("{}/{}", keys_path(consumer), encode_segment(id));
+        self.call(Method::PUT, &path, Some(settings), None).await
+    }
+
     /// The rate-limit and quota counters of `consumer`, cluster-wide.
     pub async fn consumer_usage(&self, consumer: &str) -> Result<ConsumerUsage, ClientError> {
         let path = format!(
@@ -397,8 +418,14 @@ impl AdminClient {
         if let Some(c) = &query.consumer {
             params.push(format!("consumer={}", encode_segment(c)));
         }
+        if let Some(k) = &query.key {
+            params.push(format!("key={}", encode_segment(k)));
+        }
         if let Some(m) = &query.model {
             params.push(format!("model={}", encode_segment(m)));
+        }
+        if let Some(p) = &query.provider {
+            params.push(format!("provider={}", encode_segment(p)));
         }
         if let Some(f) = query.from {
             params.push(format!("from={f}"));

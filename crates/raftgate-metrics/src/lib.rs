@@ -119,8 +119,8 @@ impl Metrics {
         }
     }
 
-    /// The handles of route `route` sending to `service`: the router asks once per route when
-    /// it compiles, so that requests record without looking anything up by name. The same
+    /// The handles of route `route` sending to `service`: a compiled route asks once, at its
+    /// first request, so that later requests record without looking anything up by name. The same
     /// labels give the same series, so counts continue across recompiles.
     pub fn route(&self, route: &str, service: &str) -> RouteMetrics {
         let labels = RouteLabels {

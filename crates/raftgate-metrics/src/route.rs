@@ -1,8 +1,8 @@
 //! What the proxy records per request, and why it is cheap.
 //!
-//! The route and service labels of a request are known when the router is compiled, so the
-//! router asks [`crate::Metrics::route`] once per route for a [`RouteMetrics`] and keeps it in
-//! the compiled route; a request only uses that handle. The handle of a route is the same across
+//! The route and service labels of a request are known from the compiled route it matched, so
+//! a compiled route asks [`crate::Metrics::route`] for a [`RouteMetrics`] at its first request
+//! and keeps it; later requests only use that handle (routes without traffic hold none). The handle of a route is the same across
 //! recompiles (looked up by its labels), so counts continue when the configuration changes.
 //!
 //! Per request, [`RouteMetrics::record`] then costs:
@@ -102,7 +102,7 @@ pub(crate) struct HttpRequests {
     routes: Arc<Mutex<HashMap<RouteLabels, Arc<RouteRequests>>>>,
 }
 
-/// Locks a map only touched when routes are compiled and when metrics are scraped; a panic
+/// Locks a map only touched when a route's handles are resolved and when metrics are scraped; a panic
 /// elsewhere cannot leave it inconsistent, so a poisoned lock is taken anyway.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

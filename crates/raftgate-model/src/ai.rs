@@ -169,6 +169,153 @@ pub struct CacheConfig {
     pub max_bytes: Option<u64>,
 }
 
+/// Spending and token limits of a consumer or of one of its keys, enforced by the AI gateway
+/// on every node with the cluster-wide counters (a request over one gets a 429 naming it).
+/// A key's limits apply on top of its consumer's: both must admit a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AiLimits {
+    /// Most USD spent per UTC calendar day (at the deployments' prices).
+    #[serde(default)]
+    pub budget_usd_day: Option<f64>,
+    /// Most USD spent per UTC calendar month.
+    #[serde(default)]
+    pub budget_usd_month: Option<f64>,
+    /// Most tokens (prompt and completion) per minute, over a sliding minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Largest budget accepted, in USD: keeps micro-dollar counters far from overflow.
+pub const MAX_BUDGET_USD: f64 = 1e9;
+
+impl AiLimits {
+    /// Whether no limit is set (the gateway then counts nothing for it).
+    pub fn is_empty(&self) -> bool {
+        self.budget_usd_day.is_none()
+            && self.budget_usd_month.is_none()
+            && self.tokens_per_minute.is_none()
+    }
+
+    /// Checks the values; `prefix` is the JSON path of the limits, for the error's field.
+    pub fn validate(&self, prefix: &str) -> Result<(), crate::ValidationError> {
+        for (name, value) in [
+            ("budget_usd_day", self.budget_usd_day),
+            ("budget_usd_month", self.budget_usd_month),
+        ] {
+            if let Some(v) = value
+                && !(v.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&v))
+            {
+                return Err(crate::ValidationError {
+                    field: format!("{prefix}.{name}"),
+                    message: format!("must be a number of USD from 0 to {MAX_BUDGET_USD}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits set, as counters count them: each kind with its limit in the kind's unit.
+    pub fn counted(&self) -> impl Iterator<Item = (AiLimitKind, u64)> {
+        [
+            (AiLimitKind::UsdDay, self.budget_usd_day.map(micro_usd)),
+            (AiLimitKind::UsdMonth, self.budget_usd_month.map(micro_usd)),
+            (AiLimitKind::TokensPerMinute, self.tokens_per_minute),
+        ]
+        .into_iter()
+        .filter_map(|(kind, limit)| Some((kind, limit?)))
+    }
+}
+
+/// USD as the whole micro-dollars budgets count, rounded up so a tiny cost still counts (after
+/// dropping binary noise below a thousandth of a micro-dollar: 0.014 is 14,000, not 14,001).
+pub fn micro_usd(usd: f64) -> u64 {
+    ((usd.max(0.0) * 1e9).round() / 1e3).ceil() as u64
+}
+
+/// One kind of AI limit: what it counts, over which window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiLimitKind {
+    /// Micro-dollars per fixed UTC day.
+    UsdDay,
+    /// Micro-dollars per fixed UTC calendar month.
+    UsdMonth,
+    /// Tokens per sliding minute.
+    TokensPerMinute,
+}
+
+impl AiLimitKind {
+    /// The limit's name in counter keys (`{name}/consumer:{c}` or `{name}/key:{id}`) and in
+    /// `GET /consumers/{name}/usage`; the `:` keeps it apart from rate-limit names.
+    pub fn counter_name(self) -> &'static str {
+        match self {
+            AiLimitKind::UsdDay => "ai:budget_usd_day",
+            AiLimitKind::UsdMonth => "ai:budget_usd_month",
+            AiLimitKind::TokensPerMinute => "ai:tokens_per_minute",
+        }
+    }
+
+    /// The kind a counter name stands for.
+    pub fn from_counter_name(name: &str) -> Option<AiLimitKind> {
+        [
+            AiLimitKind::UsdDay,
+            AiLimitKind::UsdMonth,
+            AiLimitKind::TokensPerMinute,
+        ]
+        .into_iter()
+        .find(|k| k.counter_name() == name)
+    }
+
+    /// The window counted over.
+    pub fn window(self) -> crate::RateWindow {
+        match self {
+            AiLimitKind::UsdDay => crate::RateWindow::Day,
+            AiLimitKind::UsdMonth => crate::RateWindow::Month,
+            AiLimitKind::TokensPerMinute => crate::RateWindow::Minute,
+        }
+    }
+
+    /// Budgets are fixed calendar windows (a day's budget resets at midnight UTC); the token
+    /// rate slides.
+    pub fn fixed(self) -> bool {
+        self != AiLimitKind::TokensPerMinute
+    }
+}
+
+/// A deployment taken out of rotation by the node that saw it fail, replicated so that every
+/// node skips it until `until_ms` without failing on it first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AiCooldown {
+    /// The provider's name.
+    pub provider: String,
+    /// The provider's model name.
+    pub model: String,
+    /// End of the cooldown, Unix milliseconds (set by the proposing node).
+    pub until_ms: u64,
+}
+
+/// Replicated cooldowns: end (Unix ms) by provider and provider model.
+pub type CooldownTable = imbl::OrdMap<(String, String), u64>;
+
+/// Adds cooldowns to the table (the later end wins) and drops those over at `now_ms` (the
+/// proposal's time), so the table holds only live ones.
+pub fn apply_cooldowns(table: &mut CooldownTable, cooldowns: &[AiCooldown], now_ms: u64) {
+    for c in cooldowns {
+        let until = table
+            .entry((c.provider.clone(), c.model.clone()))
+            .or_insert(0);
+        *until = (*until).max(c.until_ms);
+    }
+    let over: Vec<(String, String)> = table
+        .iter()
+        .filter(|(_, until)| **until <= now_ms)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in over {
+        table.remove(&k);
+    }
+}
+
 /// Milliseconds in an hour, the finest usage bucket.
 pub const HOUR_MS: u64 = 3_600_000;
 /// Milliseconds in a day, the coarse usage bucket.
@@ -207,7 +354,8 @@ impl Period {
     }
 }
 
-/// One usage bucket: a period starting at `start_ms`, for one consumer and model alias.
+/// One usage bucket: a period starting at `start_ms`, for one consumer, key, model alias and
+/// provider.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UsageBucket {
     /// Hour or day.
@@ -216,8 +364,12 @@ pub struct UsageBucket {
     pub start_ms: u64,
     /// The consumer (empty for unauthenticated calls, which the gateway does not serve today).
     pub consumer: String,
+    /// The consumer's key id the calls were made with (empty when not made with a key).
+    pub key: String,
     /// The model alias.
     pub model: String,
+    /// The provider that served (the last one tried when all failed).
+    pub provider: String,
 }
 
 /// What was used in a bucket.
@@ -248,15 +400,19 @@ impl AiUsage {
     }
 }
 
-/// A node's AI usage for one consumer, model and hour since its last report.
+/// A node's AI usage for one consumer, key, model, provider and hour since its last report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AiUsageDelta {
     /// Start of the hour, Unix milliseconds.
     pub hour_ms: u64,
     /// The consumer.
     pub consumer: String,
+    /// The consumer's key id (empty when none).
+    pub key: String,
     /// The model alias.
     pub model: String,
+    /// The provider that served.
+    pub provider: String,
     /// What was used.
     pub usage: AiUsage,
 }
@@ -273,7 +429,9 @@ pub fn apply_ai_usage(table: &mut UsageTable, deltas: &[AiUsageDelta], now_ms: u
                 period,
                 start_ms: d.hour_ms - d.hour_ms % period.millis(),
                 consumer: d.consumer.clone(),
+                key: d.key.clone(),
                 model: d.model.clone(),
+                provider: d.provider.clone(),
             };
             table.entry(bucket).or_default().add(&d.usage);
         }
@@ -297,8 +455,12 @@ pub struct UsageRow {
     pub start_ms: u64,
     /// The consumer.
     pub consumer: String,
+    /// The consumer's key id the calls were made with (empty when none).
+    pub key: String,
     /// The model alias.
     pub model: String,
+    /// The provider that served.
+    pub provider: String,
     /// What was used.
     #[serde(flatten)]
     pub usage: AiUsage,
@@ -318,8 +480,12 @@ pub struct UsageReport {
 pub struct UsageQuery {
     /// Only this consumer.
     pub consumer: Option<String>,
+    /// Only this key id.
+    pub key: Option<String>,
     /// Only this model alias.
     pub model: Option<String>,
+    /// Only this provider.
+    pub provider: Option<String>,
     /// Buckets starting at or after this Unix millisecond.
     pub from: Option<u64>,
     /// Buckets starting before this Unix millisecond.
@@ -337,7 +503,9 @@ impl UsageReport {
             .filter(|(b, _)| {
                 b.period == period
                     && query.consumer.as_ref().is_none_or(|c| *c == b.consumer)
+                    && query.key.as_ref().is_none_or(|k| *k == b.key)
                     && query.model.as_ref().is_none_or(|m| *m == b.model)
+                    && query.provider.as_ref().is_none_or(|p| *p == b.provider)
                     && query.from.is_none_or(|f| b.start_ms >= f)
                     && query.to.is_none_or(|t| b.start_ms < t)
             })
@@ -345,7 +513,9 @@ impl UsageReport {
                 period: b.period,
                 start_ms: b.start_ms,
                 consumer: b.consumer.clone(),
+                key: b.key.clone(),
                 model: b.model.clone(),
+                provider: b.provider.clone(),
                 usage: *u,
             })
             .collect();
@@ -355,7 +525,13 @@ impl UsageReport {
         }
         let mut data = data;
         data.sort_by(|a, b| {
-            (a.start_ms, &a.consumer, &a.model).cmp(&(b.start_ms, &b.consumer, &b.model))
+            (a.start_ms, &a.consumer, &a.key, &a.model, &a.provider).cmp(&(
+                b.start_ms,
+                &b.consumer,
+                &b.key,
+                &b.model,
+                &b.provider,
+            ))
         });
         UsageReport { data, total }
     }
@@ -371,7 +547,9 @@ mod tests {
         let delta = |hour_ms, requests| AiUsageDelta {
             hour_ms,
             consumer: "app".into(),
+            key: "k1".into(),
             model: "gpt".into(),
+            provider: "openai".into(),
             usage: AiUsage {
                 requests,
                 prompt_tokens: 10 * requests,
@@ -411,5 +589,86 @@ mod tests {
         assert_eq!(table.len(), 1);
         apply_ai_usage(&mut table, &[], day + 402 * DAY_MS);
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn usage_is_kept_and_filtered_per_key_and_provider() {
+        let mut table = UsageTable::new();
+        let delta = |key: &str, provider: &str| AiUsageDelta {
+            hour_ms: 20_000 * DAY_MS,
+            consumer: "app".into(),
+            key: key.into(),
+            model: "gpt".into(),
+            provider: provider.into(),
+            usage: AiUsage {
+                requests: 1,
+                ..AiUsage::default()
+            },
+        };
+        let deltas = [
+            delta("k1", "openai"),
+            delta("k2", "openai"),
+            delta("k1", "azure"),
+        ];
+        apply_ai_usage(&mut table, &deltas, 20_000 * DAY_MS);
+        let query = |key: Option<&str>, provider: Option<&str>| UsageQuery {
+            key: key.map(str::to_string),
+            provider: provider.map(str::to_string),
+            ..UsageQuery::default()
+        };
+        let k1 = UsageReport::of(&table, &query(Some("k1"), None));
+        assert_eq!(k1.total.requests, 2);
+        assert!(k1.data.iter().all(|r| r.key == "k1" && r.consumer == "app"));
+        assert_eq!(
+            UsageReport::of(&table, &query(None, Some("openai")))
+                .total
+                .requests,
+            2
+        );
+        assert_eq!(
+            UsageReport::of(&table, &query(Some("k2"), Some("azure"))).data,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn ai_limits_validate_and_count_in_micro_dollars_and_tokens() {
+        let limits: AiLimits = serde_json::from_str(
+            r#"{"budget_usd_day": 1.5, "budget_usd_month": 0.0000001, "tokens_per_minute": 900}"#,
+        )
+        .unwrap();
+        assert!(limits.validate("ai_limits").is_ok());
+        assert_eq!(
+            (micro_usd(0.014), micro_usd(0.03), micro_usd(1e-9)),
+            (14_000, 30_000, 1)
+        );
+        let counted: Vec<_> = limits.counted().collect();
+        assert_eq!(
+            counted,
+            vec![
+                (AiLimitKind::UsdDay, 1_500_000),
+                (AiLimitKind::UsdMonth, 1),
+                (AiLimitKind::TokensPerMinute, 900)
+            ]
+        );
+        for kind in [
+            AiLimitKind::UsdDay,
+            AiLimitKind::UsdMonth,
+            AiLimitKind::TokensPerMinute,
+        ] {
+            assert_eq!(
+                AiLimitKind::from_counter_name(kind.counter_name()),
+                Some(kind)
+            );
+        }
+        assert!(AiLimitKind::UsdMonth.fixed() && !AiLimitKind::TokensPerMinute.fixed());
+        let bad = AiLimits {
+            budget_usd_month: Some(-1.0),
+            ..AiLimits::default()
+        };
+        let e = bad.validate("ai_limits").unwrap_err();
+        assert_eq!(e.field, "ai_limits.budget_usd_month");
+        assert!(serde_json::from_str::<AiLimits>(r#"{"budget_usd_week": 1}"#).is_err());
+        assert!(AiLimits::default().is_empty() && AiLimits::default().counted().next().is_none());
     }
 }

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::NodeId;
 use crate::access::TokenRole;
+use crate::ai::AiLimits;
 
 /// Every admin API error has this body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -91,8 +92,18 @@ pub struct CreatedKey {
     pub version: u64,
 }
 
+/// The settings of a key: the body of `POST /consumers/{name}/keys` (optional) and of
+/// `PUT /consumers/{name}/keys/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// AI budgets and token rate of calls made with this key (on top of its consumer's).
+    #[serde(default)]
+    pub ai_limits: AiLimits,
+}
+
 /// A key as listed: everything but the secret and its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct KeyInfo {
     /// Key id.
     pub id: String,
@@ -104,6 +115,8 @@ pub struct KeyInfo {
     pub version: u64,
     /// Creation time, Unix milliseconds.
     pub created_at: u64,
+    /// AI budgets and token rate of calls made with this key.
+    pub ai_limits: AiLimits,
 }
 
 /// `GET /health`: the node's admin API answers.

@@ -118,6 +118,51 @@ mod tests {
     }
 
     #[test]
+    fn ai_limits_usage_and_cooldowns_roundtrip() {
+        use crate::ai::{AiCooldown, AiLimits, AiUsage, AiUsageDelta, apply_cooldowns};
+        let mut state = crate::State::default();
+        let consumer = crate::ConsumerSpec {
+            ai_limits: AiLimits {
+                budget_usd_day: Some(2.5),
+                budget_usd_month: None,
+                tokens_per_minute: Some(1000),
+            },
+            ..Default::default()
+        };
+        std::sync::Arc::make_mut(&mut state.consumers)
+            .insert("c".into(), crate::Entity::new("c", consumer));
+        let cooldown = AiCooldown {
+            provider: "p".into(),
+            model: "m".into(),
+            until_ms: 9,
+        };
+        apply_cooldowns(
+            std::sync::Arc::make_mut(&mut state.ai_cooldowns),
+            std::slice::from_ref(&cooldown),
+            1,
+        );
+        assert_eq!(
+            decode::<crate::State>(&encode(&state).unwrap()).unwrap(),
+            state
+        );
+        let report = Command::RecordAiUsage {
+            deltas: vec![AiUsageDelta {
+                hour_ms: 0,
+                consumer: "c".into(),
+                key: "k".into(),
+                model: "m".into(),
+                provider: "p".into(),
+                usage: AiUsage::default(),
+            }],
+            cooldowns: vec![cooldown],
+        };
+        assert_eq!(
+            decode::<Command>(&encode(&report).unwrap()).unwrap(),
+            report
+        );
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let mut seed = 0x9e3779b97f4a7c15u64;
         for len in 0..200 {

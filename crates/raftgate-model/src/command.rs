@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::NodeId;
 use crate::access::{AuditOperation, StoredToken};
-use crate::ai::{AiUsageDelta, ModelConfig, ProviderConfig};
+use crate::ai::{AiCooldown, AiUsageDelta, ModelConfig, ProviderConfig};
 use crate::policy::UsageDelta;
 use crate::prompt::PromptSpec;
 use crate::resource::{
@@ -176,11 +176,14 @@ pub enum Command {
         deltas: Vec<UsageDelta>,
     },
     /// One node's AI gateway usage since its last report, added to the hourly and daily
-    /// buckets. One per report interval and node, never one per call; applying it also drops
-    /// buckets older than their retention at the proposal's time.
+    /// buckets, and the deployments it cooled down since. One per report interval and node,
+    /// never one per call; applying it also drops buckets older than their retention and
+    /// cooldowns over at the proposal's time.
     RecordAiUsage {
-        /// What was used, by hour, consumer and model.
+        /// What was used, by hour, consumer, key, model and provider.
         deltas: Vec<AiUsageDelta>,
+        /// Deployments this node took out of rotation after repeated failures.
+        cooldowns: Vec<AiCooldown>,
     },
     /// Records in the audit log an admin operation that changes no replicated resource (a
     /// membership change, a snapshot), so that it is readable on every node like the writes.

@@ -421,7 +421,8 @@ impl UsageCounter {
 /// One counter of a consumer, as `GET /consumers/{name}/usage` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UsageEntry {
-    /// The rate limit (`/rate-limits/{name}`) counted.
+    /// The rate limit (`/rate-limits/{name}`) counted, or one of the consumer's AI limits
+    /// (`ai:budget_usd_day`, `ai:budget_usd_month` in micro-dollars, `ai:tokens_per_minute`).
     pub rate_limit: String,
     /// What is counted: `consumer:{name}` or `consumer_route:{name}:{route}`.
     pub scope: String,
@@ -477,10 +478,17 @@ impl ConsumerUsage {
             };
             let used = span.weigh(now_ms, c.buckets());
             let configured = state.rate_limits.get(limit).map(|l| l.spec.limit);
-            let own = state
-                .consumers
-                .get(name)
-                .and_then(|c| c.spec.limits.get(limit).copied());
+            let spec = state.consumers.get(name).map(|c| &c.spec);
+            // The AI gateway's budgets count in micro-dollars, its token rate in tokens.
+            let own = spec.and_then(|c| {
+                c.limits.get(limit).copied().or_else(|| {
+                    let kind = crate::ai::AiLimitKind::from_counter_name(limit)?;
+                    c.ai_limits
+                        .counted()
+                        .find(|(k, _)| *k == kind)
+                        .map(|(_, l)| l)
+                })
+            });
             counters.push(UsageEntry {
                 rate_limit: limit.to_string(),
                 scope: scope.to_string(),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::ai::AiLimits;
 use crate::policy::{BasicCredential, JwtCredential, LimitScope, Policies};
 
 /// A stored resource: the user's spec plus the bookkeeping every resource carries.
@@ -335,7 +336,7 @@ pub struct CertificateInfo {
 }
 
 /// A consumer: an application or user of the APIs, the owner of credentials.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerSpec {
     /// Your own identifier for this consumer (for example its id in your user database).
@@ -359,6 +360,9 @@ pub struct ConsumerSpec {
     /// AI model aliases this consumer may use through the AI gateway; empty means all.
     #[serde(default)]
     pub ai_models: Vec<String>,
+    /// Budgets and token rate of this consumer's AI gateway calls, all keys together.
+    #[serde(default)]
+    pub ai_limits: AiLimits,
 }
 
 /// The window a rate limit counts over.
@@ -399,7 +403,7 @@ pub struct RateLimitSpec {
 }
 
 /// An API key as stored: only a hash of the secret is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StoredKey {
     /// Consumer that owns the key.
     pub consumer: String,
@@ -407,6 +411,10 @@ pub struct StoredKey {
     pub prefix: String,
     /// Hex SHA-256 of the whole key.
     pub hash: String,
+    /// Budgets and token rate of the AI gateway calls made with this key (on top of the
+    /// consumer's).
+    #[serde(default)]
+    pub ai_limits: AiLimits,
 }
 
 #[cfg(test)]

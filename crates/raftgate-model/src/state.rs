@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::access::{AuditLog, StoredToken};
-use crate::ai::{ModelConfig, ProviderConfig, ProviderView, UsageTable};
+use crate::ai::{CooldownTable, ModelConfig, ProviderConfig, ProviderView, UsageTable};
 use crate::command::{Kind, Spec};
 use crate::policy::UsageCounter;
 use crate::prompt::PromptSpec;
@@ -56,6 +56,8 @@ pub struct State {
     pub ai_prompts: Table<PromptSpec>,
     /// AI gateway usage, rolled up per hour and day (see [`crate::ai::apply_ai_usage`]).
     pub ai_usage: Arc<UsageTable>,
+    /// AI deployments in cooldown cluster-wide (see [`crate::ai::apply_cooldowns`]).
+    pub ai_cooldowns: Arc<CooldownTable>,
     /// Rate-limit and quota counters, by counter key (`{rate limit}/{scope}:{subject}`).
     pub usage: Arc<OrdMap<String, UsageCounter>>,
     /// Index of the last log entry applied to this state.
@@ -108,6 +110,15 @@ impl State {
             .values()
             .filter(|i| i.updated_at.saturating_add(i.spec.ttl_ms) < now_ms)
             .map(|i| i.name.clone())
+            .collect()
+    }
+
+    /// Model aliases with a deployment on AI provider `provider`.
+    pub fn models_of_provider(&self, provider: &str) -> Vec<String> {
+        self.ai_models
+            .values()
+            .filter(|m| m.spec.deployments.iter().any(|d| d.provider == provider))
+            .map(|m| m.name.clone())
             .collect()
     }
 

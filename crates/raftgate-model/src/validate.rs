@@ -284,6 +284,7 @@ pub fn consumer(spec: &ConsumerSpec) -> Result<(), ValidationError> {
     {
         return Err(err("custom_id", "must be 1 to 256 characters long"));
     }
+    spec.ai_limits.validate("ai_limits")?;
     crate::policy::validate_consumer(spec)
 }
 
@@ -362,6 +363,7 @@ pub fn rate_limit(spec: &RateLimitSpec) -> Result<(), ValidationError> {
 /// See [`StoredKey`]: keys are made by the server, so this guards against a malformed proposal.
 pub fn key(spec: &StoredKey) -> Result<(), ValidationError> {
     name("consumer", &spec.consumer)?;
+    spec.ai_limits.validate("ai_limits")?;
     sha256_hex("hash", &spec.hash)
 }
 

@@ -206,6 +206,7 @@ mod tests {
             groups: vec!["gold".to_string()].into(),
             limits: Default::default(),
             ai_models: Default::default(),
+            ai_limits: Default::default(),
         };
         let acl = |allow: &[&str], deny: &[&str]| AllowDeny {
             allow: allow.iter().map(|s| s.to_string()).collect(),

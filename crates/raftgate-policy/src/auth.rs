@@ -23,6 +23,7 @@ use http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use raftgate_model::ai::AiLimits;
 use raftgate_model::policy::{JwtAlgorithm, JwtAuth, JwtCredential};
 use raftgate_model::state::Table;
 use raftgate_model::{ConsumerSpec, State};
@@ -58,6 +59,20 @@ pub struct Consumer {
     pub limits: HashMap<String, u64>,
     /// The AI model aliases it may use; empty means all.
     pub ai_models: Box<[String]>,
+    /// Its AI budgets and token rate.
+    pub ai_limits: AiLimits,
+}
+
+/// An API key as the request path sees it: which key it is (for per-key usage and limits) and
+/// whose.
+#[derive(Debug)]
+pub struct ApiKey {
+    /// The key id (`/consumers/{name}/keys/{id}`).
+    pub id: Arc<str>,
+    /// The consumer owning it.
+    pub consumer: Arc<Consumer>,
+    /// The key's own AI budgets and token rate.
+    pub ai_limits: AiLimits,
 }
 
 /// How one JWT issuer's tokens are verified.
@@ -73,8 +88,8 @@ enum JwtKeys {
     Set(HashMap<String, DecodingKey>),
 }
 
-/// Key digests by their first 8 bytes, with the consumer owning each.
-type KeyIndex = HashMap<u64, Vec<([u8; 32], Arc<Consumer>)>>;
+/// Key digests by their first 8 bytes, with the key each stands for.
+type KeyIndex = HashMap<u64, Vec<([u8; 32], Arc<ApiKey>)>>;
 
 /// The credentials of every consumer, indexed for the request path; rebuilt when keys change or
 /// a consumer that owns credentials does (see [`Credentials::unaffected_by`]).
@@ -109,6 +124,7 @@ fn consumer(name: &str, spec: &ConsumerSpec) -> Arc<Consumer> {
         groups: spec.groups.clone().into(),
         limits: spec.limits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         ai_models: spec.ai_models.clone().into(),
+        ai_limits: spec.ai_limits,
     })
 }
 
@@ -172,9 +188,14 @@ impl Credentials {
                 warn!(key = %key.name, "stored key hash is not hex SHA-256; key ignored");
                 continue;
             }
+            let entry = ApiKey {
+                id: key.name.as_str().into(),
+                consumer: owner.clone(),
+                ai_limits: key.spec.ai_limits,
+            };
             keys.entry(bucket(&digest))
                 .or_default()
-                .push((digest, owner.clone()));
+                .push((digest, Arc::new(entry)));
         }
         let mut jwt = HashMap::new();
         let mut basic = HashMap::new();
@@ -233,6 +254,11 @@ impl Credentials {
 
     /// The consumer owning API key `key`.
     pub fn by_key(&self, key: &str) -> Result<Arc<Consumer>, AuthError> {
+        self.key(key).map(|k| k.consumer.clone())
+    }
+
+    /// The stored key matching API key `key`, with its id and owner.
+    pub fn key(&self, key: &str) -> Result<&Arc<ApiKey>, AuthError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         self.keys
             .get(&bucket(&digest))
@@ -241,7 +267,7 @@ impl Credentials {
                     .iter()
                     .find(|(d, _)| bool::from(d.ct_eq(&digest)))
             })
-            .map(|(_, c)| c.clone())
+            .map(|(_, k)| k)
             .ok_or(AuthError::BadKey)
     }
 
@@ -420,6 +446,10 @@ mod tests {
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),
+            ai_limits: AiLimits {
+                tokens_per_minute: Some(100),
+                ..AiLimits::default()
+            },
         };
         std::sync::Arc::make_mut(&mut s.keys).insert("k1".into(), Entity::new("k1", key));
         s
@@ -457,6 +487,11 @@ mod tests {
     async fn keys_tokens_and_passwords() {
         let creds = Credentials::build(&state());
         assert_eq!(&*creds.by_key("rgk_one").unwrap().name, "alice");
+        let key = creds.key("rgk_one").unwrap();
+        assert_eq!(
+            (&*key.id, key.ai_limits.tokens_per_minute),
+            ("k1", Some(100))
+        );
         assert_eq!(creds.by_key("rgk_two").unwrap_err(), AuthError::BadKey);
 
         let now = std::time::SystemTime::now()

@@ -467,6 +467,7 @@ mod tests {
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect(),
+                ai_limits: Default::default(),
             };
             Arc::make_mut(&mut state.keys).insert(name.into(), Entity::new(name, key));
         }

@@ -7,6 +7,13 @@
 //! send), looked up in the policy engine's credentials snapshot. The consumer's `ai_models`
 //! says which aliases it may use (empty: all). The request body is read whole (the engine
 //! parses it) within the proxy's body limit.
+//!
+//! Budgets and token limits (`ai_limits` of the consumer and of the key) are enforced with the
+//! node's cluster-wide counters, the same ones rate limits use and the node already replicates
+//! in batches: before the provider call, the request's [`Reservation`] (its output limit priced
+//! at the dearest deployment) is acquired against each limit — micro-dollars for the day and
+//! month budgets (fixed UTC windows), tokens for the sliding minute — and settled with the
+//! call's actual cost and tokens afterwards, or with 0 when no provider served it.
 
 use std::sync::Arc;
 
@@ -14,11 +21,13 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use raftgate_ai::api::{self, Access, AiBody, Route};
+use raftgate_ai::api::{self, Access, Admission, AiBody, Route};
 use raftgate_ai::prompt::PromptApi;
-use raftgate_ai::{ApiError, Caller, Gateway};
-use raftgate_policy::Engine;
-use raftgate_policy::auth::bearer;
+use raftgate_ai::{ApiError, Caller, Gateway, Reservation, Settle};
+use raftgate_model::ai::{AiLimitKind, micro_usd};
+use raftgate_policy::auth::{ApiKey, bearer};
+use raftgate_policy::counter::now_ms;
+use raftgate_policy::{Counters, Engine, Limit, Refusal};
 
 /// Largest AI request body read when the proxy itself sets no limit: the body is buffered, so
 /// it needs a bound (a long chat with images fits).
@@ -67,7 +76,7 @@ pub(crate) async fn serve(
             .and_then(|v| v.to_str().ok())
             .filter(|k| !k.is_empty())
     });
-    let Some(consumer) = key.and_then(|k| policies.credentials().by_key(k).ok()) else {
+    let Some(key) = key.and_then(|k| policies.credentials().key(k).ok().cloned()) else {
         let mut e = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
@@ -95,17 +104,223 @@ pub(crate) async fn serve(
             return api::error(route, &e);
         }
     };
-    let models = &consumer.ai_models;
+    let models = &key.consumer.ai_models;
     let allowed = |m: &str| models.is_empty() || models.iter().any(|a| a == m);
+    let limited = !(key.consumer.ai_limits.is_empty() && key.ai_limits.is_empty());
+    let limits = AiLimits {
+        counters: policies.counters(),
+        key: &key,
+    };
     let access = Access {
         caller: Caller {
-            consumer: Some(consumer.name.to_string()),
-            key: None,
+            consumer: Some(key.consumer.name.to_string()),
+            key: Some(key.id.to_string()),
         },
         allowed: &allowed,
+        admission: limited.then_some(&limits as &dyn Admission),
     };
     match target {
         Target::Api(route) => api::handle(gateway, route, &access, body).await,
         Target::Prompt(prompt) => prompt.serve(gateway, &access, &body).await,
+    }
+}
+
+/// Whose limit a counter is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Consumer,
+    Key,
+}
+
+/// The AI limits of a call made with `key`: its consumer's and its own.
+struct AiLimits<'a> {
+    counters: &'a Counters,
+    key: &'a ApiKey,
+}
+
+impl Admission for AiLimits<'_> {
+    fn admit(&self, reservation: &Reservation) -> Result<Option<Box<dyn Settle>>, ApiError> {
+        let now = now_ms();
+        let mut held = Held(Vec::new());
+        for (owner, limits) in [
+            (Owner::Consumer, &self.key.consumer.ai_limits),
+            (Owner::Key, &self.key.ai_limits),
+        ] {
+            for (kind, limit) in limits.counted() {
+                let subject = match owner {
+                    Owner::Consumer => format!("consumer:{}", self.key.consumer.name),
+                    Owner::Key => format!("key:{}", self.key.id),
+                };
+                let counter = format!("{}/{subject}", kind.counter_name());
+                let check = Limit {
+                    key: &counter,
+                    window: kind.window(),
+                    limit,
+                    fixed: kind.fixed(),
+                    fail_open: false,
+                };
+                let amount = amount(kind, reservation.tokens, reservation.max_cost_usd);
+                match self.counters.acquire(&check, amount, now) {
+                    Ok(r) => held.0.push((kind, r)),
+                    // `held` gives back what the earlier limits reserved.
+                    Err(refusal) => return Err(self.refused(owner, kind, limit, &refusal)),
+                }
+            }
+        }
+        Ok(Some(Box::new(held)))
+    }
+}
+
+impl AiLimits<'_> {
+    /// The 429 naming the limit: whose, which, and how much.
+    fn refused(&self, owner: Owner, kind: AiLimitKind, limit: u64, r: &Refusal) -> ApiError {
+        let whose = match owner {
+            Owner::Consumer => format!("consumer '{}'", self.key.consumer.name),
+            Owner::Key => format!(
+                "key '{}' of consumer '{}'",
+                self.key.id, self.key.consumer.name
+            ),
+        };
+        let (what, code) = match kind {
+            AiLimitKind::UsdDay => (
+                format!("budget of {} USD per day (UTC)", limit as f64 / 1e6),
+                "budget_exceeded",
+            ),
+            AiLimitKind::UsdMonth => (
+                format!("budget of {} USD per month (UTC)", limit as f64 / 1e6),
+                "budget_exceeded",
+            ),
+            AiLimitKind::TokensPerMinute => (
+                format!("limit of {limit} tokens per minute"),
+                "tokens_per_minute_exceeded",
+            ),
+        };
+        let message = if r.stale {
+            format!(
+                "the AI {what} of {whose} cannot be checked: this node lost touch with the cluster; retry later or on another node"
+            )
+        } else {
+            format!(
+                "this request would exceed the AI {what} of {whose}; retry after {} s, ask for less (max_tokens), or have an administrator raise ai_limits",
+                r.retry_after_s
+            )
+        };
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+        e.detail.code = Some(code.into());
+        e.retry_after_s = Some(r.retry_after_s);
+        e
+    }
+}
+
+/// What a call counts against a limit of `kind`: tokens, or micro-dollars.
+fn amount(kind: AiLimitKind, tokens: u64, cost_usd: f64) -> u64 {
+    match kind {
+        AiLimitKind::TokensPerMinute => tokens,
+        AiLimitKind::UsdDay | AiLimitKind::UsdMonth => micro_usd(cost_usd),
+    }
+}
+
+/// The reservations of one call; given back (settled at 0) if dropped unsettled.
+struct Held(Vec<(AiLimitKind, raftgate_policy::Reservation)>);
+
+impl Settle for Held {
+    fn settle(mut self: Box<Self>, tokens: u64, cost_usd: f64) {
+        for (kind, r) in self.0.drain(..) {
+            r.settle(amount(kind, tokens, cost_usd));
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for (_, r) in self.0.drain(..) {
+            r.settle(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use raftgate_model::ai::AiLimits as Configured;
+    use raftgate_policy::auth::Consumer;
+
+    use super::*;
+
+    fn key(consumer: Configured, key: Configured) -> ApiKey {
+        ApiKey {
+            id: "k1".into(),
+            consumer: Arc::new(Consumer {
+                name: "app".into(),
+                groups: Box::default(),
+                limits: Default::default(),
+                ai_models: Box::default(),
+                ai_limits: consumer,
+            }),
+            ai_limits: key,
+        }
+    }
+
+    fn reservation(tokens: u64, max_cost_usd: f64) -> Reservation {
+        Reservation {
+            tokens,
+            max_cost_usd,
+        }
+    }
+
+    #[test]
+    fn reserves_settles_and_names_the_budget_refused() {
+        let counters = Counters::new(0, Duration::from_millis(250), u32::MAX);
+        let key = key(
+            Configured {
+                budget_usd_day: Some(1.0),
+                ..Configured::default()
+            },
+            Configured {
+                tokens_per_minute: Some(100),
+                ..Configured::default()
+            },
+        );
+        let limits = AiLimits {
+            counters: &counters,
+            key: &key,
+        };
+        // 0.6 USD and 60 tokens reserved, 0.5 USD and 50 tokens used.
+        let held = limits.admit(&reservation(60, 0.6)).unwrap().unwrap();
+        held.settle(50, 0.5);
+        // Another 0.6 USD does not fit the consumer's day.
+        let e = limits.admit(&reservation(10, 0.6)).err().unwrap();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.detail.code.as_deref(), Some("budget_exceeded"));
+        assert!(
+            e.detail.message.contains("consumer 'app'")
+                && e.detail.message.contains("1 USD per day"),
+            "{}",
+            e.detail.message
+        );
+        assert!(e.retry_after_s.is_some());
+        // 60 more tokens do not fit the key's minute; the day's reservation is given back.
+        let e = limits.admit(&reservation(60, 0.1)).err().unwrap();
+        assert_eq!(e.detail.code.as_deref(), Some("tokens_per_minute_exceeded"));
+        assert!(
+            e.detail.message.contains("key 'k1' of consumer 'app'")
+                && e.detail.message.contains("100 tokens per minute"),
+            "{}",
+            e.detail.message
+        );
+        // Dropped unsettled (the call failed): nothing counted.
+        drop(limits.admit(&reservation(50, 0.5)).unwrap());
+        let held = limits.admit(&reservation(50, 0.5)).unwrap().unwrap();
+        held.settle(0, 0.0);
+        assert!(limits.admit(&reservation(50, 0.5)).is_ok());
+    }
+
+    #[test]
+    fn amounts_are_tokens_or_micro_dollars() {
+        assert_eq!(amount(AiLimitKind::TokensPerMinute, 42, 1.0), 42);
+        assert_eq!(amount(AiLimitKind::UsdDay, 42, 0.25), 250_000);
+        assert_eq!(amount(AiLimitKind::UsdMonth, 42, 0.0), 0);
     }
 }

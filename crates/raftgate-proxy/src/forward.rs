@@ -217,7 +217,7 @@ impl Forwarder {
     }
 
     /// The metrics routes record into; the reload task compiles routes against them.
-    pub(crate) fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
@@ -321,7 +321,7 @@ impl Forwarder {
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
         route
             .as_ref()
-            .map_or(&self.unrouted, |r| &r.metrics)
+            .map_or(&self.unrouted, |r| r.metrics())
             .record(
                 consumer,
                 response.status().as_u16(),

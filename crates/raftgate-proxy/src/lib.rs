@@ -55,9 +55,9 @@
 //!
 //! Every answer is counted in the node's [`raftgate_metrics::Metrics`] (see
 //! [`Proxy::with_metrics`]) by route, service, authenticated consumer and status code, with the
-//! time to the response head and the upstream's share of it. The route's handles are resolved
-//! when the router is compiled, so a request records without a lock shared with other routes
-//! and without allocating; requests that match no route are counted under empty route and
+//! time to the response head and the upstream's share of it. A route's handles are resolved at
+//! its first request and kept in the compiled route, so a request records without a lock shared
+//! with other routes and without allocating; requests that match no route are counted under empty route and
 //! service names. The AI gateway's API is counted by the AI metrics instead.
 //!
 //! # Failure answers

@@ -74,7 +74,7 @@
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderMap, HeaderName, Method};
 use raftgate_metrics::{Metrics, RouteMetrics};
@@ -152,9 +152,12 @@ pub struct Route {
     /// Authentication, ACL, limits, CORS: the route's own merged over its service's; `None`
     /// when it has none.
     pub(crate) policies: Option<Arc<RoutePolicies>>,
-    /// Where its requests are counted and timed, resolved at compile time so that a request
-    /// looks nothing up by name.
-    pub(crate) metrics: RouteMetrics,
+    /// The node's metrics, where [`Route::metrics`] finds the route's series.
+    registry: Arc<Metrics>,
+    /// Where its requests are counted and timed: resolved at the route's first request and kept,
+    /// so that later requests look nothing up by name, and a table of 10,000 routes holds series
+    /// only for the routes that get traffic.
+    metrics: OnceLock<RouteMetrics>,
 }
 
 /// One entry of [`RouteSpec::headers`].
@@ -176,6 +179,12 @@ impl HeaderMatch {
 }
 
 impl Route {
+    /// The route's metric handles (an atomic load once resolved; see the field).
+    pub(crate) fn metrics(&self) -> &RouteMetrics {
+        self.metrics
+            .get_or_init(|| self.registry.route(&self.name, &self.service.name))
+    }
+
     fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
         (self.methods.is_empty()
             || self.methods.contains(method)
@@ -270,7 +279,7 @@ impl Router {
     /// validation normally prevents all three.
     /// `services` are those of `state`, from [`crate::upstream`]; each route's requests are
     /// recorded in `metrics`.
-    pub fn compile(state: &State, services: &Services, metrics: &Metrics) -> Router {
+    pub fn compile(state: &State, services: &Services, metrics: &Arc<Metrics>) -> Router {
         let mut router = Router {
             services: services.len(),
             source: (
@@ -300,7 +309,7 @@ impl Router {
         entity: &Entity<RouteSpec>,
         service: &Arc<Service>,
         policies: Option<Arc<RoutePolicies>>,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
     ) {
         let spec = &entity.spec;
         let name = entity.name.as_str();
@@ -354,7 +363,8 @@ impl Router {
             response_headers: HeaderOps::compile(name, &spec.response_headers),
             service: service.clone(),
             policies,
-            metrics: metrics.route(name, &service.name),
+            registry: metrics.clone(),
+            metrics: OnceLock::new(),
         });
         self.routes += 1;
         if spec.hosts.is_empty() {
@@ -618,7 +628,11 @@ mod tests {
     }
 
     fn compile(state: &State) -> Router {
-        Router::compile(state, &Upstreams::new().sync(state), &Metrics::new())
+        Router::compile(
+            state,
+            &Upstreams::new().sync(state),
+            &Arc::new(Metrics::new()),
+        )
     }
 
     fn prefix_of<'r>(m: &Matched<'r>) -> &'r str {

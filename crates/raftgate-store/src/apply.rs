@@ -169,7 +169,18 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 Kind::Instance => remove::<InstanceSpec>(state, name),
                 Kind::Certificate => remove::<CertificateSpec>(state, name),
                 Kind::Token => remove::<StoredToken>(state, name),
-                Kind::AiProvider => remove::<ProviderConfig>(state, name),
+                Kind::AiProvider => {
+                    let by = state.models_of_provider(name);
+                    if !by.is_empty() {
+                        return Err(Rejection::InUse {
+                            kind: Kind::AiProvider,
+                            name: name.clone(),
+                            by_kind: Kind::AiModel,
+                            by,
+                        });
+                    }
+                    remove::<ProviderConfig>(state, name);
+                }
                 Kind::AiModel => remove::<ModelConfig>(state, name),
                 Kind::AiPrompt => remove::<PromptSpec>(state, name),
             }
@@ -189,8 +200,17 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 created: false,
             })
         }
-        Command::RecordAiUsage { deltas } => {
+        Command::RecordAiUsage { deltas, cooldowns } => {
             raftgate_model::ai::apply_ai_usage(Arc::make_mut(&mut state.ai_usage), deltas, at);
+            // Only touched when there is something to change, so that the gateway (which
+            // follows this table by pointer) is not woken by every usage report.
+            if !cooldowns.is_empty() || state.ai_cooldowns.values().any(|u| *u <= at) {
+                raftgate_model::ai::apply_cooldowns(
+                    Arc::make_mut(&mut state.ai_cooldowns),
+                    cooldowns,
+                    at,
+                );
+            }
             Ok(Outcome {
                 index,
                 version: None,
@@ -387,6 +407,7 @@ mod tests {
             consumer: "c".into(),
             prefix: "rg_ab".into(),
             hash: "0".repeat(64),
+            ai_limits: Default::default(),
         };
         apply(&mut s, 8, &put_cmd("k1", Spec::Key(key), None)).unwrap();
         let del_c = proposal(Command::Delete {
@@ -405,6 +426,87 @@ mod tests {
             apply(&mut s, 10, &missing),
             Err(Rejection::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn a_provider_used_by_a_model_is_not_deleted_and_cooldowns_expire() {
+        use raftgate_model::ai::{AiCooldown, Deployment, ProviderKind};
+        let mut s = State::default();
+        let provider = ProviderConfig {
+            kind: ProviderKind::Openai,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: None,
+            api_version: None,
+            timeout_ms: 1000,
+        };
+        apply(&mut s, 1, &put_cmd("p", Spec::AiProvider(provider), None)).unwrap();
+        let model = ModelConfig {
+            deployments: vec![Deployment {
+                provider: "p".into(),
+                model: "gpt".into(),
+                weight: 1,
+                priority: 0,
+                price: None,
+            }],
+            price: None,
+            context_window: None,
+            cache: None,
+        };
+        apply(&mut s, 2, &put_cmd("m", Spec::AiModel(model), None)).unwrap();
+        let delete = |kind, name: &str| {
+            proposal(Command::Delete {
+                kind,
+                name: name.into(),
+                if_version: None,
+            })
+        };
+        let refused = apply(&mut s, 3, &delete(Kind::AiProvider, "p")).unwrap_err();
+        assert_eq!(
+            refused,
+            Rejection::InUse {
+                kind: Kind::AiProvider,
+                name: "p".into(),
+                by_kind: Kind::AiModel,
+                by: vec!["m".into()],
+            }
+        );
+        apply(&mut s, 4, &delete(Kind::AiModel, "m")).unwrap();
+        apply(&mut s, 5, &delete(Kind::AiProvider, "p")).unwrap();
+        assert!(s.ai_providers.is_empty());
+
+        // Cooldowns: the later end wins; the proposal's time expires them.
+        let report = |at_ms, until_ms| Proposal {
+            at_ms,
+            ..proposal(Command::RecordAiUsage {
+                deltas: vec![],
+                cooldowns: vec![AiCooldown {
+                    provider: "p".into(),
+                    model: "gpt".into(),
+                    until_ms,
+                }],
+            })
+        };
+        apply(&mut s, 6, &report(1_000, 5_000)).unwrap();
+        apply(&mut s, 7, &report(2_000, 4_000)).unwrap();
+        assert_eq!(
+            s.ai_cooldowns.get(&("p".into(), "gpt".into())),
+            Some(&5_000)
+        );
+        let quiet = |at_ms| Proposal {
+            at_ms,
+            ..proposal(Command::RecordAiUsage {
+                deltas: vec![],
+                cooldowns: vec![],
+            })
+        };
+        let before = s.ai_cooldowns.clone();
+        apply(&mut s, 8, &quiet(3_000)).unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &s.ai_cooldowns),
+            "nothing changed, same table"
+        );
+        apply(&mut s, 9, &quiet(5_000)).unwrap();
+        assert!(s.ai_cooldowns.is_empty());
     }
 
     #[test]

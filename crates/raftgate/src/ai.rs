@@ -4,8 +4,13 @@
 //!
 //! Usage: each call's record goes on an unbounded channel (no lock, no I/O on the request
 //! path); a background task counts it in the node's metrics, adds the records up per hour,
-//! consumer and model, and proposes one [`Command::RecordAiUsage`] per interval when there is
-//! something to report. A report that fails is kept and sent with the next one.
+//! consumer, key, model and provider, and proposes one [`Command::RecordAiUsage`] per interval
+//! when there is something to report. A report that fails is kept and sent with the next one.
+//!
+//! Cooldowns: when this node's gateway cools a failing deployment down (a rare event), the
+//! cooldown travels on the same channel and rides with the next report; every node's gateway
+//! honours the replicated cooldowns ([`follow`]), so the others skip the deployment without
+//! failing on it first.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,18 +21,26 @@ use raftgate_ai::secrets::SecretsKey;
 use raftgate_ai::{Gateway, GatewayConfig, UsageRecord, UsageSink};
 use raftgate_cluster::Node;
 use raftgate_metrics::{AiCallUsage, AiLabels, Metrics};
-use raftgate_model::ai::{AiUsage, AiUsageDelta, HOUR_MS};
+use raftgate_model::ai::{AiCooldown, AiUsage, AiUsageDelta, HOUR_MS};
 use raftgate_model::{Command, State};
 use tokio::sync::{mpsc, watch};
 
 use crate::CliError;
 
-/// The gateway's usage sink: hands each record to [`report_usage`].
-pub struct UsageChannel(mpsc::UnboundedSender<UsageRecord>);
+/// What the gateway tells [`report_usage`].
+pub enum Event {
+    /// One call's usage.
+    Usage(UsageRecord),
+    /// A deployment this node cooled down.
+    Cooldown(AiCooldown),
+}
+
+/// The gateway's usage sink: hands each record and cooldown to [`report_usage`].
+pub struct UsageChannel(mpsc::UnboundedSender<Event>);
 
 impl UsageChannel {
     /// The sink, and the receiving end for [`report_usage`].
-    pub fn new() -> (Arc<UsageChannel>, mpsc::UnboundedReceiver<UsageRecord>) {
+    pub fn new() -> (Arc<UsageChannel>, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Arc::new(UsageChannel(tx)), rx)
     }
@@ -36,18 +49,24 @@ impl UsageChannel {
 impl UsageSink for UsageChannel {
     fn record(&self, record: UsageRecord) {
         // Fails only once the reporter stopped, at shutdown.
-        let _ = self.0.send(record);
+        let _ = self.0.send(Event::Usage(record));
+    }
+
+    fn cooldown(&self, cooldown: AiCooldown) {
+        let _ = self.0.send(Event::Cooldown(cooldown));
     }
 }
 
-/// Usage not yet reported, by hour, consumer and model.
-type Pending = HashMap<(u64, String, String), AiUsage>;
+/// Usage not yet reported, by hour, consumer, key, model and provider.
+type Pending = HashMap<(u64, String, String, String, String), AiUsage>;
 
 fn add(pending: &mut Pending, r: &UsageRecord, now_ms: u64) {
     let key = (
         now_ms - now_ms % HOUR_MS,
         r.caller.consumer.clone().unwrap_or_default(),
+        r.caller.key.clone().unwrap_or_default(),
         r.model.clone(),
+        r.provider.clone(),
     );
     pending.entry(key).or_default().add(&AiUsage {
         requests: 1,
@@ -79,7 +98,7 @@ fn count(metrics: &Metrics, r: UsageRecord) {
 /// gateway is dropped; counts every call in `metrics` as it arrives.
 pub async fn report_usage(
     node: Node,
-    mut records: mpsc::UnboundedReceiver<UsageRecord>,
+    mut records: mpsc::UnboundedReceiver<Event>,
     interval: Duration,
     metrics: Arc<Metrics>,
 ) {
@@ -89,34 +108,43 @@ pub async fn report_usage(
             .map_or(0, |d| d.as_millis() as u64)
     };
     let mut pending = Pending::new();
+    let mut cooldowns: Vec<AiCooldown> = Vec::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
     loop {
         tokio::select! {
-            record = records.recv() => match record {
-                Some(r) => {
+            event = records.recv() => match event {
+                Some(Event::Usage(r)) => {
                     add(&mut pending, &r, now_ms());
                     count(&metrics, r);
                 }
+                Some(Event::Cooldown(c)) => cooldowns.push(c),
                 None => return,
             },
             _ = tick.tick() => {
-                if pending.is_empty() {
+                if pending.is_empty() && cooldowns.is_empty() {
                     continue;
                 }
                 let deltas: Vec<AiUsageDelta> = pending
                     .iter()
-                    .map(|((hour_ms, consumer, model), usage)| AiUsageDelta {
+                    .map(|((hour_ms, consumer, key, model, provider), usage)| AiUsageDelta {
                         hour_ms: *hour_ms,
                         consumer: consumer.clone(),
+                        key: key.clone(),
                         model: model.clone(),
+                        provider: provider.clone(),
                         usage: *usage,
                     })
                     .collect();
-                match node.write(Command::RecordAiUsage { deltas }).await {
+                let command = Command::RecordAiUsage {
+                    deltas,
+                    cooldowns: cooldowns.clone(),
+                };
+                match node.write(command).await {
                     Ok(_) => {
                         pending.clear();
+                        cooldowns.clear();
                         failures = 0;
                     }
                     Err(error) => {
@@ -167,8 +195,9 @@ pub fn secrets_key(
     Ok(Some(Arc::new(SecretsKey::derive(secret.as_bytes()))))
 }
 
-/// Keeps `gateway` serving what the replicated state says, until the state channel closes.
-/// A configuration the gateway refuses leaves the previous one in place, with an error logged.
+/// Keeps `gateway` serving what the replicated state says — providers, models and the
+/// cluster's cooldowns — until the state channel closes. A configuration the gateway refuses
+/// leaves the previous one in place, with an error logged.
 pub async fn follow(
     mut states: watch::Receiver<Arc<State>>,
     gateway: Arc<Gateway>,
@@ -181,11 +210,16 @@ pub async fn follow(
             state.ai_providers.clone(),
             state.ai_models.clone(),
             state.ai_prompts.clone(),
+            state.ai_cooldowns.clone(),
         );
-        let changed = last.as_ref().is_none_or(|(p, m, t)| {
-            !Arc::ptr_eq(p, &tables.0) || !Arc::ptr_eq(m, &tables.1) || !Arc::ptr_eq(t, &tables.2)
-        });
-        if changed {
+        let same = |(p, m, t, _): &(_, _, _, _)| {
+            Arc::ptr_eq(p, &tables.0) && Arc::ptr_eq(m, &tables.1) && Arc::ptr_eq(t, &tables.2)
+        };
+        let config_changed = last.as_ref().is_none_or(|l| !same(l));
+        let cooldowns_changed = last
+            .as_ref()
+            .is_none_or(|(_, _, _, c)| !Arc::ptr_eq(c, &tables.3));
+        if config_changed {
             let config = GatewayConfig::from_state(&state, key.as_deref());
             match gateway.update(&config) {
                 Ok(()) => tracing::debug!(
@@ -198,6 +232,10 @@ pub async fn follow(
                     tracing::error!(error = %e, "AI gateway configuration refused; keeping the previous one")
                 }
             }
+        }
+        // After an update too: a deployment new to this node takes a live cooldown.
+        if config_changed || cooldowns_changed {
+            gateway.apply_cooldowns(&tables.3);
             last = Some(tables);
         }
         if states.changed().await.is_err() {

@@ -93,3 +93,70 @@ async fn every_acknowledged_write_survives_killing_all_nodes_at_once() {
         acknowledged.len()
     );
 }
+
+/// A few hundred large batched entries never reach the snapshot's entry count, yet hold a copy
+/// of every write in memory: the nodes compact once the log outgrows the state, and after a
+/// restart of every node the state comes back from the snapshot and what is left of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_outgrows_the_state_is_compacted() {
+    let (mut cluster, _) = Cluster::start(&ALL, None).await;
+    // 600 services of 48 targets each: about 2.5 MB encoded, more than the 1 MiB floor.
+    let spec = |w: usize, i: usize| {
+        let mut spec = service(&format!("http://127.0.0.1:1/{w}/{i}"));
+        spec.targets = (0..48)
+            .map(|t| raftgate_model::Target {
+                url: format!(
+                    "http://127.0.0.1:{}/compaction/writer-{w}/item-{i}",
+                    20_000 + t
+                ),
+                weight: 1,
+            })
+            .collect();
+        spec
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let client = cluster.client(ALL[w % ALL.len()]).clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    client
+                        .put(&format!("c{w}-{i}"), &spec(w, i), None)
+                        .await
+                        .expect("write a large service");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    for id in ALL {
+        let compacted = support::eventually(Duration::from_secs(10), || async {
+            cluster
+                .log_text(id)
+                .contains("built snapshot")
+                .then_some(())
+        })
+        .await;
+        assert!(
+            compacted.is_some(),
+            "node {id} built no snapshot although its log outgrew the state"
+        );
+    }
+    cluster.kill_all();
+    for id in ALL {
+        cluster.restart(id).await;
+    }
+    let leader = cluster.wait_for_leader(&ALL).await;
+    let stored = cluster
+        .client(leader)
+        .list_consistent::<ServiceSpec>()
+        .await
+        .expect("consistent list after the restart");
+    assert_eq!(
+        stored.len(),
+        WRITERS * 100,
+        "every service after the restart"
+    );
+    assert!(stored.iter().all(|s| s.spec.targets.len() == 48));
+}

@@ -48,7 +48,8 @@ pub struct RaftTuning {
     pub election_min_ms: u64,
     /// Upper bound of the randomised election timeout.
     pub election_max_ms: u64,
-    /// Build a snapshot (and purge the log behind it) every this many entries.
+    /// Build a snapshot (and purge the log behind it) every this many entries, and also when
+    /// the log outgrows the state (see `raftgate_store::LogGrowth`).
     pub snapshot_every: u64,
 }
 
@@ -123,6 +124,7 @@ impl Node {
     /// node is the designated initializer and nothing is initialized yet.
     pub async fn start(cfg: NodeConfig) -> Result<Node, StartError> {
         let (log, sm) = raftgate_store::open(&cfg.data_dir)?;
+        let growth = raftgate_store::LogGrowth::of(&log, &sm);
         let states = sm.subscribe();
         let config = openraft::Config {
             cluster_name: "raftgate".into(),
@@ -153,6 +155,7 @@ impl Node {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (batcher, waiting) = mpsc::unbounded_channel();
         tokio::spawn(propose_batches(raft.clone(), waiting));
+        tokio::spawn(compact_when_outgrown(raft.clone(), growth));
         let node = Node {
             inner: Arc::new(Inner {
                 id: cfg.id,
@@ -690,6 +693,23 @@ impl Node {
         }
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Below this many encoded bytes the log is never compacted for its size (the entry count of
+/// [`RaftTuning::snapshot_every`] still applies).
+const COMPACT_FLOOR_BYTES: u64 = 1 << 20;
+
+/// Builds a snapshot (and so purges the log) whenever the log outgrows the state; see
+/// [`raftgate_store::LogGrowth`]. Checked once a second; ends with the node.
+async fn compact_when_outgrown(raft: Raft, growth: raftgate_store::LogGrowth) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if growth.outgrown(COMPACT_FLOOR_BYTES) && raft.trigger().snapshot().await.is_err() {
+            return;
         }
     }
 }

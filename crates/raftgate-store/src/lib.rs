@@ -19,6 +19,8 @@ pub mod types;
 pub mod wal;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
@@ -55,6 +57,33 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// How much the Raft log holds against the size of the state. Snapshots every N entries alone
+/// let the log hold far more than the state when entries are large (one batched entry carries
+/// every write that waited for the leader, e.g. ~11 routes each when 10,000 are written): the
+/// node also compacts when the log outgrows the last snapshot, so the entries held in memory stay
+/// about as large as the state, at an amortized snapshot cost of one state per state's worth of
+/// writes.
+#[derive(Debug, Clone)]
+pub struct LogGrowth {
+    log: Arc<AtomicU64>,
+    snapshot: Arc<AtomicU64>,
+}
+
+impl LogGrowth {
+    /// The growth of `log` against the snapshots of `sm`.
+    pub fn of(log: &LogStore, sm: &StateMachineStore) -> LogGrowth {
+        LogGrowth {
+            log: log.held_bytes(),
+            snapshot: sm.snapshot_bytes(),
+        }
+    }
+
+    /// Whether the log holds more encoded bytes than the last snapshot and than `floor`.
+    pub fn outgrown(&self, floor: u64) -> bool {
+        self.log.load(Ordering::Relaxed) > floor.max(self.snapshot.load(Ordering::Relaxed))
+    }
 }
 
 /// Opens (or creates) the node's storage under `dir` — the log in `dir/log`, the state machine

@@ -13,6 +13,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -59,6 +60,8 @@ struct Shared {
     jobs: mpsc::Sender<Job>,
     /// The state machine's database: synced before the log behind a snapshot is purged.
     state_db: Durable,
+    /// Encoded bytes of the entries held (appended or recovered since the last purge).
+    held_bytes: Arc<AtomicU64>,
 }
 
 /// The Raft log store of one node. Cheap to clone: clones share the log.
@@ -159,10 +162,12 @@ impl LogStore {
         let (segments, recovered) = Segments::open(dir, &index_of).map_err(io)?;
         let purged = meta.last_purged.map(|l| l.index);
         let mut entries = BTreeMap::new();
+        let mut held_bytes = 0;
         for record in recovered {
             if purged.is_some_and(|p| record.index <= p) {
                 continue;
             }
+            held_bytes += record.payload.len() as u64;
             let entry: Entry =
                 codec::decode(&record.payload).map_err(|source| StoreError::Codec {
                     path: dir.display().to_string(),
@@ -190,8 +195,15 @@ impl LogStore {
                 meta_path,
                 jobs,
                 state_db,
+                held_bytes: Arc::new(AtomicU64::new(held_bytes)),
             }),
         })
+    }
+
+    /// Encoded bytes of the entries the log holds since its last purge, shared: the node
+    /// compacts when they outgrow the state ([`crate::LogGrowth`]).
+    pub fn held_bytes(&self) -> Arc<AtomicU64> {
+        self.shared.held_bytes.clone()
     }
 
     fn send(&self, job: Job) -> Result<(), StorageError> {
@@ -367,6 +379,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             records.push((index, codec::encode(entry).map_err(|e| write_err(&e))?));
         }
+        let bytes: usize = records.iter().map(|(_, r)| r.len()).sum();
+        self.shared
+            .held_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         // Readable now, and on disk when `run` returns.
         self.entries_mut()
             .extend(entries.into_iter().map(|e| (e.log_id.index, e)));
@@ -406,6 +422,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let kept = entries.split_off(&(log_id.index + 1));
             *entries = kept;
         }
+        // What follows the purge point is at most a few entries appended meanwhile.
+        self.shared.held_bytes.store(0, Ordering::Relaxed);
         self.run(|done| Job::Purge {
             upto: log_id.index,
             done,

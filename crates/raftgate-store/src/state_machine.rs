@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
@@ -91,6 +92,8 @@ pub struct StateMachineStore {
     snapshots: sled::Tree,
     machine: Machine,
     published: watch::Sender<Arc<State>>,
+    /// Size of the last snapshot built, installed or loaded: about the size of the state.
+    snapshot_bytes: Arc<AtomicU64>,
 }
 
 fn snap_err<E: std::error::Error + 'static>(e: &E) -> StorageError {
@@ -113,6 +116,7 @@ impl StateMachineStore {
     /// Loads the state machine from the last snapshot stored in `db`.
     pub fn new(db: Durable) -> Result<Self, StoreError> {
         let snapshots = db.tree("snapshots")?;
+        let snapshot_bytes = Arc::new(AtomicU64::new(0));
         let machine = match snapshots.get(SNAPSHOT).map_err(|e| db.sled_err(e))? {
             None => Machine::default(),
             Some(bytes) => {
@@ -122,6 +126,7 @@ impl StateMachineStore {
                 };
                 let (meta, data): (SnapshotMeta, Vec<u8>) =
                     codec::decode(&bytes).map_err(codec_err)?;
+                snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
                 decode_machine(&meta, &data).map_err(codec_err)?
             }
         };
@@ -131,7 +136,14 @@ impl StateMachineStore {
             snapshots,
             machine,
             published,
+            snapshot_bytes,
         })
+    }
+
+    /// Size of the last snapshot, shared: the node compacts when the log outgrows it
+    /// ([`crate::LogGrowth`]).
+    pub fn snapshot_bytes(&self) -> Arc<AtomicU64> {
+        self.snapshot_bytes.clone()
     }
 
     /// A receiver that sees every newly applied state; the proxy and admin API read from it.
@@ -151,6 +163,7 @@ pub struct SnapshotBuilder {
     machine: Machine,
     db: Durable,
     snapshots: sled::Tree,
+    snapshot_bytes: Arc<AtomicU64>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -171,6 +184,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id,
         };
         save_snapshot(&self.db, &self.snapshots, &meta, &data).await?;
+        self.snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,
@@ -236,6 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             machine: self.machine.clone(),
             db: self.db.clone(),
             snapshots: self.snapshots.clone(),
+            snapshot_bytes: self.snapshot_bytes.clone(),
         }
     }
 
@@ -257,6 +273,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             ))
         })?;
         save_snapshot(&self.db, &self.snapshots, meta, &data).await?;
+        self.snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         self.machine = machine;
         self.publish();
         Ok(())

@@ -4,6 +4,7 @@
 mod admin_cli;
 mod ai;
 mod dev;
+mod memory;
 mod serve;
 
 use std::process::ExitCode;

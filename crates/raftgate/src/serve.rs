@@ -365,6 +365,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         gateway.clone(),
         secrets.clone(),
     ));
+    let trim_task = tokio::spawn(crate::memory::trim_after_changes(node.subscribe()));
     let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config)
         .with_policies(policies)
         .with_ai(gateway)
@@ -391,6 +392,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     usage_task.abort();
     ai_task.abort();
     ai_usage_task.abort();
+    trim_task.abort();
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = proxy_task.await {
         tracing::warn!(error = %e, "proxy stopped with an error");

@@ -519,17 +519,20 @@ async fn every_auth_mode_acl_and_policy_validation() {
     web.methods = vec!["GET".into(), "PUT".into()];
     c.put("web", &web, None).await.expect("PUT web route");
     proxy.wait_route(proxy_addr, "/web").await;
-    let r = proxy
-        .send(
-            proxy_addr,
-            Method::OPTIONS,
-            "/web",
-            &[
-                ("origin", "https://app.example"),
-                ("access-control-request-method", "PUT"),
-            ],
-        )
-        .await;
+    let preflight = async |method: &'static str| {
+        proxy
+            .send(
+                proxy_addr,
+                Method::OPTIONS,
+                "/web",
+                &[
+                    ("origin", "https://app.example"),
+                    ("access-control-request-method", method),
+                ],
+            )
+            .await
+    };
+    let r = preflight("PUT").await;
     assert_eq!(
         r.status,
         StatusCode::NO_CONTENT,
@@ -540,17 +543,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
         "https://app.example"
     );
     assert_eq!(r.headers["access-control-allow-methods"], "PUT");
-    let r = proxy
-        .send(
-            proxy_addr,
-            Method::OPTIONS,
-            "/web",
-            &[
-                ("origin", "https://app.example"),
-                ("access-control-request-method", "DELETE"),
-            ],
-        )
-        .await;
+    let r = preflight("DELETE").await;
     assert_eq!(
         r.status,
         StatusCode::NOT_FOUND,

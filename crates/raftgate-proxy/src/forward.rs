@@ -137,10 +137,6 @@ impl Failure {
     }
 }
 
-/// A request ready for its upstream, the pool of its service, and its route (for its
-/// policies, response header changes and metrics).
-type Prepared = (Request<Incoming>, Arc<Pool>, Arc<Route>);
-
 /// The client end of a connection: what every request on it shares.
 pub(crate) struct Peer {
     /// The client's address.
@@ -226,38 +222,42 @@ impl Forwarder {
     pub(crate) async fn handle(
         &self,
         peer: &Peer,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let received = Instant::now();
         let request_id = self.ids.for_request(request.headers());
         if let Some(gateway) = &self.ai
             && let Some(target) = AiTarget::of(gateway, request.method(), request.uri().path())
         {
-            let response = crate::ai::serve(
+            // Boxed: the AI gateway's future is large, and inline it would be carried (and
+            // moved) by every proxied request.
+            let response = Box::pin(crate::ai::serve(
                 gateway,
                 &self.policies,
                 target,
                 request,
                 self.max_body_bytes,
-            )
+            ))
             .await;
             let mut response = response.map(|b| Either::Right(Either::Right(b)));
             response.headers_mut().insert(&X_REQUEST_ID, request_id);
             return Ok(response);
         }
-        let upgrade = Upgrade::take(&mut request);
-        let prepared = self
-            .check_limits(&request)
-            .and_then(|()| self.upstream_request(request, peer, &request_id));
+        // The request is changed in place from here on: its head is a few hundred bytes.
+        let (mut parts, body) = request.into_parts();
+        let upgrade = Upgrade::take(&mut parts);
         let mut upstream_time = None;
-        let (mut result, route, mut admitted) = match prepared {
-            Ok((request, pool, route)) => {
-                let (mut parts, body) = request.into_parts();
-                match self
-                    .admit(route.policies.as_deref(), &mut parts, peer, &body)
-                    .await
-                {
-                    Ok(admitted) => {
+        let mut route = None;
+        let mut admitted = None;
+        let mut result = match self
+            .check_limits(&parts, &body)
+            .and_then(|()| self.prepare(&mut parts, peer, &request_id))
+        {
+            Ok((pool, matched)) => {
+                let policies = route.insert(matched).policies.as_deref();
+                match self.admit(policies, &mut parts, peer, &body).await {
+                    Ok(ok) => {
+                        admitted = ok;
                         if let Some(upgrade) = &upgrade {
                             upgrade::restore(&mut parts.headers, upgrade.protocol());
                         }
@@ -266,7 +266,7 @@ impl Forwarder {
                         let sent = Instant::now();
                         let forwarded = pool.forward(parts, body, &peer.ip).await;
                         upstream_time = Some(sent.elapsed());
-                        let result = match forwarded {
+                        match forwarded {
                             // Whatever the upstream made of a cut-off body, the client sent too much.
                             _ if overflow.is_some_and(|o| o.happened()) => {
                                 Err(Failure::BodyTooLarge {
@@ -274,13 +274,12 @@ impl Forwarder {
                                 })
                             }
                             result => result.map_err(Failure::from),
-                        };
-                        (result, Some(route), admitted)
+                        }
                     }
-                    Err(failure) => (Err(failure), Some(route), None),
+                    Err(failure) => Err(failure),
                 }
             }
-            Err(failure) => (Err(failure), None, None),
+            Err(failure) => Err(failure),
         };
         // Taken out, not cloned: the metrics below keep it. A refusal after authentication
         // (ACL, rate limit) names the consumer too.
@@ -292,6 +291,8 @@ impl Forwarder {
         let mut response = match result {
             Ok(response) => {
                 let mut response = response.map(Either::Left);
+                // Room for `Via` and `X-Request-Id` at once rather than a rehash per header.
+                response.headers_mut().reserve(2);
                 let switched = upgrade.and_then(|upgrade| upgrade.splice(&mut response));
                 remove_hop_by_hop(response.headers_mut());
                 // Upstream responses always arrive over HTTP/1.1.
@@ -359,29 +360,28 @@ impl Forwarder {
     }
 
     /// Refuses a request with more header lines or a larger declared body than configured.
-    fn check_limits(&self, request: &Request<Incoming>) -> Result<(), Failure> {
-        if request.headers().len() > self.max_headers {
+    fn check_limits(&self, parts: &Parts, body: &Incoming) -> Result<(), Failure> {
+        if parts.headers.len() > self.max_headers {
             return Err(Failure::HeadersTooLarge {
                 limit: self.max_headers,
             });
         }
         if let Some(limit) = self.max_body_bytes
-            && request.body().size_hint().lower() > limit
+            && body.size_hint().lower() > limit
         {
             return Err(Failure::BodyTooLarge { limit });
         }
         Ok(())
     }
 
-    /// Routes `request` and rewrites it for its upstream; also returns the route. Only reads
-    /// the current router: no lock, no I/O.
-    fn upstream_request(
+    /// Routes the request and rewrites its head for its upstream; returns the pool to send it
+    /// to and its route. Only reads the current router: no lock, no I/O.
+    fn prepare(
         &self,
-        request: Request<Incoming>,
+        parts: &mut Parts,
         peer: &Peer,
         request_id: &HeaderValue,
-    ) -> Result<Prepared, Failure> {
-        let (mut parts, body) = request.into_parts();
+    ) -> Result<(Arc<Pool>, Arc<Route>), Failure> {
         let via = if parts.version == Version::HTTP_2 {
             &VIA_HTTP2
         } else {
@@ -410,6 +410,9 @@ impl Forwarder {
 
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
+        // Room for the headers added below at once: a client's head is often a few lines, and
+        // growing the map one header at a time rehashes it several times.
+        headers.reserve(6);
         // The proxy answers `Expect: 100-continue` itself and streams the body anyway.
         headers.remove(header::EXPECT);
         let forwarded_for = forwarded_for(headers, &peer.ip);
@@ -424,11 +427,7 @@ impl Forwarder {
         headers.insert(&X_REQUEST_ID, request_id.clone());
         headers.append(header::VIA, via.clone());
         matched.route.request_headers.apply(headers);
-        Ok((
-            Request::from_parts(parts, body),
-            pool,
-            matched.route.clone(),
-        ))
+        Ok((pool, matched.route.clone()))
     }
 }
 
@@ -474,6 +473,13 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 
 /// Removes the hop-by-hop headers. Allocates only when the message names extra ones.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names, without hashing, finds out.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-"))
+    {
+        return;
+    }
     let mut extra: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         for token in value.to_str().unwrap_or_default().split(',') {

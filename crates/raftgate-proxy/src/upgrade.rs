@@ -11,7 +11,8 @@
 //! requests cannot carry them.
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::request::Parts;
+use http::{Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
@@ -23,20 +24,13 @@ pub(crate) struct Upgrade {
 }
 
 impl Upgrade {
-    /// Takes the upgrade that `request` asks for, if it is an HTTP/1.1 request with
+    /// Takes the upgrade that a request (its head) asks for, if it is an HTTP/1.1 request with
     /// `Connection: upgrade` and an `Upgrade` header.
-    pub(crate) fn take<B>(request: &mut Request<B>) -> Option<Upgrade> {
-        if request.version() != Version::HTTP_11 {
-            return None;
-        }
-        let protocol = request.headers().get(header::UPGRADE)?.clone();
-        if !connection_has_upgrade(request.headers()) {
-            return None;
-        }
-        Some(Upgrade {
-            protocol,
-            client: hyper::upgrade::on(request),
-        })
+    pub(crate) fn take(request: &mut Parts) -> Option<Upgrade> {
+        let protocol = requested(request)?;
+        // Where hyper keeps the client's side of the connection once switched.
+        let client = request.extensions.remove::<OnUpgrade>()?;
+        Some(Upgrade { protocol, client })
     }
 
     /// The protocol asked for, to [`restore`] on the request sent upstream.
@@ -64,6 +58,15 @@ impl Upgrade {
 pub(crate) fn restore(headers: &mut HeaderMap, protocol: &HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol.clone());
+}
+
+/// The protocol a request asks to switch to, if it is an HTTP/1.1 request with
+/// `Connection: upgrade` and an `Upgrade` header.
+fn requested(request: &Parts) -> Option<HeaderValue> {
+    if request.version != Version::HTTP_11 || !connection_has_upgrade(&request.headers) {
+        return None;
+    }
+    request.headers.get(header::UPGRADE).cloned()
 }
 
 fn connection_has_upgrade(headers: &HeaderMap) -> bool {
@@ -98,22 +101,20 @@ mod tests {
 
     #[test]
     fn only_http11_requests_with_both_headers_upgrade() {
+        let head = |builder: http::request::Builder| builder.body(()).unwrap().into_parts().0;
         let request = |version, connection: &'static str| {
-            Request::builder()
-                .version(version)
-                .header(header::CONNECTION, connection)
-                .header(header::UPGRADE, "websocket")
-                .body(())
-                .unwrap()
+            head(
+                http::Request::builder()
+                    .version(version)
+                    .header(header::CONNECTION, connection)
+                    .header(header::UPGRADE, "websocket"),
+            )
         };
-        assert!(Upgrade::take(&mut request(Version::HTTP_11, "keep-alive, Upgrade")).is_some());
-        assert!(Upgrade::take(&mut request(Version::HTTP_11, "keep-alive")).is_none());
-        assert!(Upgrade::take(&mut request(Version::HTTP_10, "upgrade")).is_none());
-        assert!(Upgrade::take(&mut request(Version::HTTP_2, "upgrade")).is_none());
-        let mut no_upgrade = Request::builder()
-            .header(header::CONNECTION, "upgrade")
-            .body(())
-            .unwrap();
-        assert!(Upgrade::take(&mut no_upgrade).is_none());
+        assert!(requested(&request(Version::HTTP_11, "keep-alive, Upgrade")).is_some());
+        assert!(requested(&request(Version::HTTP_11, "keep-alive")).is_none());
+        assert!(requested(&request(Version::HTTP_10, "upgrade")).is_none());
+        assert!(requested(&request(Version::HTTP_2, "upgrade")).is_none());
+        let no_upgrade = head(http::Request::builder().header(header::CONNECTION, "upgrade"));
+        assert!(requested(&no_upgrade).is_none());
     }
 }

@@ -52,8 +52,10 @@ pub(crate) enum SendError {
     Broken(#[source] hyper::Error),
 }
 
-/// The half of a connection that does the I/O; whoever uses the connection polls it.
-type Driver = Connection<TokioIo<TcpStream>, RequestBody>;
+/// The half of a connection that does the I/O; whoever uses the connection polls it. Boxed
+/// once when the connection opens: hyper's connection state is several hundred bytes, and a
+/// connection changes hands (idle stack, request, response body) several times per request.
+type Driver = Pin<Box<Connection<TokioIo<TcpStream>, RequestBody>>>;
 
 /// A connection: the handle requests are sent through, and its I/O half.
 struct Conn {
@@ -98,7 +100,7 @@ impl Lease {
     /// Does the connection's pending I/O (reads the answer into the response body, sends what
     /// is left of the request body). Ready when the connection has ended: drop the lease then.
     pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.conn.driver).poll(cx).map(|_| ())
+        self.conn.driver.as_mut().poll(cx).map(|_| ())
     }
 
     /// Returns the connection to its endpoint's idle stack (unless it has closed).
@@ -206,7 +208,7 @@ async fn drive<F: Future>(driver: Driver, future: F) -> (F::Output, Option<Drive
             let Some(d) = driver.as_mut() else {
                 return Poll::Pending;
             };
-            if Pin::new(d).poll(cx).is_ready() {
+            if d.as_mut().poll(cx).is_ready() {
                 driver = None;
                 continue;
             }
@@ -227,7 +229,7 @@ async fn switching(
 ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
     let Conn { mut sender, driver } = open(addr, connect).await?;
     tokio::spawn(async move {
-        if let Err(error) = driver.with_upgrades().await {
+        if let Err(error) = Pin::into_inner(driver).with_upgrades().await {
             debug!(%addr, %error, "upstream connection ended with an error");
         }
     });
@@ -252,5 +254,8 @@ async fn open(addr: SocketAddr, connect: Duration) -> Result<Conn, SendError> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Broken)?;
-    Ok(Conn { sender, driver })
+    Ok(Conn {
+        sender,
+        driver: Box::pin(driver),
+    })
 }

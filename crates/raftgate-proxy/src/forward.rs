@@ -289,11 +289,11 @@ impl Forwarder {
             _ => None,
         };
         let mut response = match result {
-            Ok(response) => {
+            Ok(mut response) => {
+                let switched = upgrade.and_then(|upgrade| upgrade.splice(&mut response));
                 let mut response = response.map(Either::Left);
                 // Room for `Via` and `X-Request-Id` at once rather than a rehash per header.
                 response.headers_mut().reserve(2);
-                let switched = upgrade.and_then(|upgrade| upgrade.splice(&mut response));
                 remove_hop_by_hop(response.headers_mut());
                 // Upstream responses always arrive over HTTP/1.1.
                 response

@@ -15,7 +15,10 @@ use http::request::Parts;
 use http::{Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
+
+use crate::upstream::{Switched, UpstreamBody};
 
 /// An upgrade a client asked for: the protocol and its side of the connection, once switched.
 pub(crate) struct Upgrade {
@@ -42,12 +45,12 @@ impl Upgrade {
     /// tunnel, which runs once the client has the response, and returns the protocol to
     /// [`restore`] on the response once its hop-by-hop headers are removed. Otherwise `None`:
     /// the client's connection stays HTTP.
-    pub(crate) fn splice<B>(self, response: &mut Response<B>) -> Option<HeaderValue> {
+    pub(crate) fn splice(self, response: &mut Response<UpstreamBody>) -> Option<HeaderValue> {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return None;
         }
         let protocol = response.headers().get(header::UPGRADE)?.clone();
-        let upstream = hyper::upgrade::on(&mut *response);
+        let upstream = response.body_mut().switched()?;
         tokio::spawn(tunnel(self.client, upstream));
         Some(protocol)
     }
@@ -78,17 +81,25 @@ fn connection_has_upgrade(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Copies bytes both ways between the two switched connections until either side closes.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
+/// Copies bytes both ways between the two switched connections until either side closes,
+/// starting with what the upstream sent right after its `101`.
+async fn tunnel(client: OnUpgrade, upstream: Switched) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(error) => {
             debug!(%error, "protocol upgrade did not complete");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
+    let Switched {
+        stream: mut upstream,
+        early,
+    } = upstream;
+    if let Err(error) = client.write_all(&early).await {
+        debug!(%error, "upgraded connection broke");
+        return;
+    }
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((sent, received)) => debug!(sent, received, "upgraded connection closed"),
         Err(error) => debug!(%error, "upgraded connection broke"),

@@ -988,3 +988,147 @@ async fn dns_names_are_resolved_and_balanced_per_address() {
     drop(v6);
     proxy.stop().await;
 }
+
+/// A hand-written HTTP/1.1 upstream answering by path with framings a library server would
+/// not produce: a body delimited by closing the connection, chunks with extensions and
+/// trailers, a 204, bytes that are not HTTP, and an answer sent before the upload is read.
+/// Returns its address and how many connections it accepted.
+async fn scripted_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counter = accepts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request head at a time.
+                    let end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|l| l.trim().parse().ok())
+                        .unwrap_or(0);
+                    if path == "/early" {
+                        let answer =
+                            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nnope";
+                        let _ = stream.write_all(answer).await;
+                        // Then read (and drop) the upload, as a server that answered early does.
+                        let mut sink = [0u8; 65536];
+                        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                        return;
+                    }
+                    while buf.len() < length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..length);
+                    let answer: &[u8] = match path.as_str() {
+                        "/close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end",
+                        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4;x=y\r\nwiki\r\n5\r\npedia\r\n0\r\nx-trailer: 1\r\n\r\n",
+                        "/nothing" => b"HTTP/1.1 204 No Content\r\nx-empty: yes\r\n\r\n",
+                        _ => b"SSH-2.0-NotHttp\r\n\r\n",
+                    };
+                    if stream.write_all(answer).await.is_err() || path == "/close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepts)
+}
+
+#[tokio::test]
+async fn upstream_answers_are_framed_as_http11_says() {
+    let (addr, accepts) = scripted_upstream().await;
+    let proxy = Running::start(state(
+        ServiceSpec {
+            targets: vec![Target {
+                url: format!("http://{addr}"),
+                weight: 1,
+            }],
+            ..Default::default()
+        },
+        &[],
+    ))
+    .await;
+    let send = async |method: Method, path: &str, body: Body| {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", proxy.addr))
+            .body(body)
+            .unwrap();
+        let resp = proxy.client.request(req).await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, body)
+    };
+
+    // Chunks (with an extension and a trailer) and a 204 keep the connection for the next.
+    for _ in 0..2 {
+        let (status, _, body) = send(Method::GET, "/chunked", Empty::new().boxed()).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"wikipedia"[..]));
+        let (status, headers, body) = send(Method::GET, "/nothing", Empty::new().boxed()).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(headers["x-empty"], "yes");
+        assert!(body.is_empty());
+    }
+    assert_eq!(
+        accepts.load(Ordering::SeqCst),
+        1,
+        "one kept-alive connection"
+    );
+
+    // A body that ends when the upstream closes: complete, and the connection is not kept.
+    let (status, _, body) = send(Method::GET, "/close", Empty::new().boxed()).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"until the end"[..]));
+    let (status, _, _) = send(Method::GET, "/chunked", Empty::new().boxed()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        accepts.load(Ordering::SeqCst) >= 2,
+        "a closed connection is not reused"
+    );
+
+    // Not HTTP at all: a 502 naming the failure, and the proxy goes on.
+    let (status, _, body) = send(Method::GET, "/garbage", Empty::new().boxed()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error.error, "upstream_error");
+
+    // An answer sent before the upload was read reaches the client while it still uploads.
+    let chunks = futures_util::stream::iter(
+        (0..64).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![7u8; 128 * 1024])))),
+    );
+    let upload = BodyExt::boxed(StreamBody::new(chunks));
+    let (status, _, body) = send(Method::POST, "/early", upload).await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::PAYLOAD_TOO_LARGE, &b"nope"[..])
+    );
+
+    let (status, _, body) = send(Method::GET, "/chunked", Empty::new().boxed()).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"wikipedia"[..]));
+    proxy.stop().await;
+}

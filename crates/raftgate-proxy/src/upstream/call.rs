@@ -27,12 +27,12 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Empty};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use super::balance::{MAX_ATTEMPTS, Tried};
-use super::conn::{Lease, SendError};
+use super::conn::{ExchangeError, ResponseBody, SendError, Switched};
 use super::pool::{Endpoint, Pool};
 use crate::client_body::ClientBody;
 
@@ -120,7 +120,7 @@ pub(crate) enum UpstreamError {
         service: Arc<str>,
         target: Arc<str>,
         #[source]
-        source: hyper::Error,
+        source: ExchangeError,
     },
     #[error("service '{service}' did not {phase} within {limit:?}")]
     Timeout {
@@ -240,15 +240,13 @@ impl Pool {
             let in_flight = endpoint.health.enter();
             let result = self.attempt(request, endpoint, deadline).await;
             if let Some(passive) = &self.passive {
-                let ok = result
-                    .as_ref()
-                    .is_ok_and(|(r, _)| !r.status().is_server_error());
+                let ok = result.as_ref().is_ok_and(|r| !r.status().is_server_error());
                 endpoint
                     .health
                     .record(ok, passive, &endpoint.url, endpoint.addr);
             }
             let retry_worthy = match &result {
-                Ok((response, _)) => matches!(response.status().as_u16(), 502..=504),
+                Ok(response) => matches!(response.status().as_u16(), 502..=504),
                 Err(error) => error.retriable(),
             };
             if retry_worthy
@@ -263,15 +261,13 @@ impl Pool {
                 }
                 debug!(service = %self.service, "retry budget exhausted; not retrying");
             }
-            let (response, lease) = result?;
+            let response = result?;
             in_flight.hand_over();
             return Ok(response.map(|inner| UpstreamBody {
                 inner,
                 pool: self,
                 index,
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-                lease,
-                finished: false,
             }));
         }
     }
@@ -292,7 +288,7 @@ impl Pool {
         request: Request<super::pool::RequestBody>,
         endpoint: &Endpoint,
         deadline: Option<Instant>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
         let read_deadline = Instant::now() + self.read;
         let (until, phase, limit) = match (deadline, self.total) {
             (Some(d), Some(total)) if d < read_deadline => (d, Phase::Total, total),
@@ -345,7 +341,7 @@ fn request(
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyError {
     #[error("the upstream response body failed: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] ExchangeError),
     #[error("the exchange exceeded the service's total timeout of {0:?}")]
     TotalTimeout(Duration),
 }
@@ -355,13 +351,17 @@ pub(crate) enum BodyError {
 /// timeout, and gives the connection back for reuse once the body has been read to the end.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    inner: ResponseBody,
     pool: Arc<Pool>,
     index: usize,
     deadline: Option<Pin<Box<Sleep>>>,
-    lease: Option<Lease>,
-    /// The body ended without error.
-    finished: bool,
+}
+
+impl UpstreamBody {
+    /// The upstream's end of a connection that switched protocols (after a `101`).
+    pub(crate) fn switched(&mut self) -> Option<Switched> {
+        self.inner.switched()
+    }
 }
 
 impl Body for UpstreamBody {
@@ -379,19 +379,9 @@ impl Body for UpstreamBody {
             let total = this.pool.total.unwrap_or_default();
             return Poll::Ready(Some(Err(BodyError::TotalTimeout(total))));
         }
-        // The connection's I/O first: it reads what the body is about to yield.
-        if let Some(lease) = &mut this.lease
-            && lease.poll_drive(cx).is_ready()
-        {
-            this.lease = None;
-        }
-        let frame = Pin::new(&mut this.inner)
+        Pin::new(&mut this.inner)
             .poll_frame(cx)
-            .map_err(BodyError::Upstream);
-        if let Poll::Ready(None) = frame {
-            this.finished = true;
-        }
-        frame
+            .map_err(BodyError::Upstream)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -407,12 +397,6 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if let Some(endpoint) = self.pool.endpoints().get(self.index) {
             endpoint.health.leave();
-        }
-        // A body left unread would have to be drained first: the connection is closed instead.
-        if (self.finished || self.inner.is_end_stream())
-            && let Some(lease) = self.lease.take()
-        {
-            lease.release();
         }
     }
 }

@@ -20,6 +20,7 @@ mod balance;
 mod call;
 mod conn;
 mod dns;
+mod h1;
 mod health;
 mod pool;
 mod target;
@@ -36,6 +37,7 @@ use tokio::task::AbortHandle;
 use tracing::warn;
 
 pub(crate) use call::{UpstreamBody, UpstreamError};
+pub(crate) use conn::Switched;
 pub(crate) use pool::Pool;
 pub(crate) use target::rewrite_path;
 

@@ -1,0 +1,475 @@
+//! The HTTP/1.1 wire format of upstream exchanges: request heads written, response heads
+//! parsed, and how each body is framed (RFC 9112).
+//!
+//! The proxy speaks HTTP/1.1 to its upstreams with this small codec rather than a general
+//! client: a request head is written straight from the (already rewritten) request into the
+//! connection's reused buffer, and a response head is parsed with `httparse` into a
+//! `HeaderMap` whose values share the bytes read, with nothing queued between tasks. What a
+//! general client would add here — a request channel, a response oneshot, a connection state
+//! machine of its own — is per-request work the proxy does not need: one request is in flight
+//! per connection and the request's own task does the I/O (see module `conn`).
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Version};
+use hyper::body::Body;
+
+/// Largest response head accepted from an upstream, in bytes.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header lines accepted in a response head.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size or trailer line accepted in a chunked body.
+const MAX_LINE: usize = 4096;
+
+/// Why an upstream's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WireError {
+    /// The response head is not HTTP/1.x.
+    #[error("the upstream's response head is malformed ({0})")]
+    Head(&'static str),
+    /// The response head is larger than [`MAX_HEAD_BYTES`].
+    #[error("the upstream's response head is larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    /// The chunked body is malformed.
+    #[error("the upstream's chunked response body is malformed")]
+    Chunk,
+}
+
+/// How a request body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sending {
+    /// There is none.
+    Nothing,
+    /// As is: the head declares its length.
+    AsIs,
+    /// In chunks: its length is not known in advance.
+    Chunked,
+}
+
+/// Writes the head of a request into `out` (cleared first) and says how its body goes. The
+/// request target is the URI's path and query (origin form); `Host` is among the headers.
+pub(crate) fn encode_request<B: Body>(parts: &Parts, body: &B, out: &mut Vec<u8>) -> Sending {
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let sending = if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        Sending::AsIs
+    } else if body.is_end_stream() {
+        Sending::Nothing
+    } else if let Some(length) = body.size_hint().exact() {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(length.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        Sending::AsIs
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Sending::Chunked
+    };
+    out.extend_from_slice(b"\r\n");
+    sending
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// There is none (a `HEAD` answer, 1xx, 204, 304, a switch of protocols or a tunnel).
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) parts: http::response::Parts,
+    pub(crate) framing: Framing,
+    /// Whether the connection may carry another request after this answer.
+    pub(crate) keep_alive: bool,
+}
+
+/// Parses a response head at the start of `buf` and removes it from there; `None` while it is
+/// incomplete. Interim (1xx) answers other than `101` are skipped.
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<Head>, WireError> {
+    loop {
+        let Some(head) = parse_one(buf, method)? else {
+            return Ok(None);
+        };
+        let status = head.parts.status;
+        if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Some(head));
+        }
+    }
+}
+
+fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
+    // Not initialized ahead: the parser writes the lines it finds.
+    let mut lines = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let base = buf.as_ptr() as usize;
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut lines,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(WireError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(WireError::HeadTooLarge),
+        Err(_) => return Err(WireError::Head("not an HTTP/1.x response")),
+    };
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(WireError::Head("bad status code"))?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Where each header's name and value lie in the head, to slice them once it is split off.
+    let spans: Vec<(usize, usize, usize, usize)> = response
+        .headers
+        .iter()
+        .map(|line| {
+            let name = line.name.as_ptr() as usize - base;
+            let value = line.value.as_ptr() as usize - base;
+            (
+                name,
+                name + line.name.len(),
+                value,
+                value + line.value.len(),
+            )
+        })
+        .collect();
+    // The values keep sharing the bytes read: no copy.
+    let bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
+    for &(name_start, name_end, value_start, value_end) in &spans {
+        let name = HeaderName::from_bytes(&bytes[name_start..name_end])
+            .map_err(|_| WireError::Head("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(value_start..value_end))
+            .map_err(|_| WireError::Head("bad header value"))?;
+        headers.append(name, value);
+    }
+    let (framing, delimited) = framing(method, status, &headers)?;
+    let keep_alive = delimited && persistent(version, &headers);
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    let (parts, ()) = response.into_parts();
+    Ok(Some(Head {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The body's framing, and whether the connection can be reused after it (RFC 9112 §6.3).
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<(Framing, bool), WireError> {
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        || (*method == Method::CONNECT && status.is_success())
+    {
+        // The connection now belongs to whatever was switched to.
+        return Ok((Framing::Empty, false));
+    }
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked {
+            (Framing::Chunked, true)
+        } else {
+            (Framing::Close, false)
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.to_str().unwrap_or_default().split(',') {
+            let n: u64 = item
+                .trim()
+                .parse()
+                .map_err(|_| WireError::Head("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(WireError::Head("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::Close, false),
+    })
+}
+
+/// Whether the upstream keeps the connection open after this answer.
+fn persistent(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &str| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    match version {
+        Version::HTTP_10 => has("keep-alive"),
+        _ => !has("close"),
+    }
+}
+
+/// Where a chunked body's decoding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunks {
+    /// Expecting a chunk-size line.
+    Size,
+    /// In a chunk's data, with this many bytes to go.
+    Data(u64),
+    /// Expecting the CRLF that ends a chunk's data.
+    DataEnd,
+    /// After the last chunk, in the trailer section (trailers are dropped).
+    Trailers,
+    /// Done.
+    Done,
+}
+
+impl Chunks {
+    /// The next piece of data decoded from `buf` (consumed from it); `None` when `buf` holds
+    /// no more of it: then either the body is [`Chunks::Done`] or more input is needed.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, WireError> {
+        loop {
+            match *self {
+                Chunks::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        *self = if size == 0 {
+                            Chunks::Trailers
+                        } else {
+                            Chunks::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
+                        return Err(WireError::Chunk);
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(_) => return Err(WireError::Chunk),
+                },
+                Chunks::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                    let data = buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    *self = if left == 0 {
+                        Chunks::DataEnd
+                    } else {
+                        Chunks::Data(left)
+                    };
+                    return Ok(Some(data));
+                }
+                Chunks::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(WireError::Chunk);
+                    }
+                    buf.advance(2);
+                    *self = Chunks::Size;
+                }
+                Chunks::Trailers => match buf.windows(2).position(|w| w == b"\r\n") {
+                    Some(0) => {
+                        buf.advance(2);
+                        *self = Chunks::Done;
+                    }
+                    Some(end) => buf.advance(end + 2),
+                    None if buf.len() > MAX_LINE => return Err(WireError::Chunk),
+                    None => return Ok(None),
+                },
+                Chunks::Done => return Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Empty, Full};
+
+    fn head(raw: &str, method: &Method) -> Result<Option<Head>, WireError> {
+        parse_response(&mut BytesMut::from(raw), method)
+    }
+
+    #[test]
+    fn request_heads_declare_how_the_body_goes() {
+        let mut out = Vec::new();
+        let parts = |request: http::request::Builder| request.body(()).unwrap().into_parts().0;
+        let get = parts(
+            http::Request::get("http://ignored/a/b?c=1")
+                .header("host", "up:8080")
+                .header("x-two", "1")
+                .header("x-two", "2"),
+        );
+        assert_eq!(
+            encode_request(&get, &Empty::<Bytes>::new(), &mut out),
+            Sending::Nothing
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET /a/b?c=1 HTTP/1.1\r\nhost: up:8080\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
+        );
+        let post = parts(http::Request::post("/p"));
+        assert_eq!(
+            encode_request(&post, &Full::new(Bytes::from_static(b"abc")), &mut out),
+            Sending::AsIs
+        );
+        assert!(String::from_utf8_lossy(&out).ends_with("content-length: 3\r\n\r\n"));
+        let stream = http_body_util::StreamBody::new(futures_util::stream::empty::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >());
+        assert_eq!(encode_request(&post, &stream, &mut out), Sending::Chunked);
+        assert!(String::from_utf8_lossy(&out).ends_with("transfer-encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn response_heads_and_their_framing() {
+        let ok = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.parts.status, StatusCode::OK);
+        assert_eq!(ok.framing, Framing::Length(5));
+        assert!(ok.keep_alive);
+        assert_eq!(ok.parts.headers["x-a"], "b");
+
+        let partial = head("HTTP/1.1 200 OK\r\nContent-Le", &Method::GET).unwrap();
+        assert!(partial.is_none());
+
+        let chunked = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(chunked.framing, Framing::Chunked);
+
+        let close = head(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!close.keep_alive);
+        let until_close = head("HTTP/1.0 200 OK\r\n\r\n", &Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (until_close.framing, until_close.keep_alive),
+            (Framing::Close, false)
+        );
+
+        let head_answer = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            &Method::HEAD,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head_answer.framing, Framing::Empty);
+
+        // An interim answer is skipped; a switch of protocols is not.
+        let after_continue = head(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            &Method::POST,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(after_continue.parts.status, StatusCode::NO_CONTENT);
+        let switched = head(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (switched.framing, switched.keep_alive),
+            (Framing::Empty, false)
+        );
+
+        assert!(
+            head(
+                "HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+                &Method::GET
+            )
+            .is_err()
+        );
+        assert!(head("SSH-2.0-OpenSSH\r\n\r\n", &Method::GET).is_err());
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES + 1));
+        assert!(matches!(
+            head(&huge, &Method::GET),
+            Err(WireError::HeadTooLarge)
+        ));
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_reads() {
+        let raw = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
+        // Fed one byte at a time, as the worst split of reads would.
+        let mut chunks = Chunks::Size;
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        for &byte in raw.iter() {
+            buf.extend_from_slice(&[byte]);
+            while let Some(data) = chunks.decode(&mut buf).unwrap() {
+                body.extend_from_slice(&data);
+            }
+        }
+        assert_eq!(body, b"hello world");
+        assert_eq!(chunks, Chunks::Done);
+        assert_eq!(&buf[..], b"NEXT");
+
+        let mut bad = BytesMut::from(&b"zz\r\n"[..]);
+        assert!(Chunks::Size.decode(&mut bad).is_err());
+        let mut missing_crlf = BytesMut::from(&b"1\r\naXY"[..]);
+        let mut chunks = Chunks::Size;
+        assert_eq!(chunks.decode(&mut missing_crlf).unwrap().unwrap(), "a");
+        assert!(chunks.decode(&mut missing_crlf).is_err());
+    }
+}

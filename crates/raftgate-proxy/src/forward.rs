@@ -292,9 +292,9 @@ impl Forwarder {
             Ok(mut response) => {
                 let switched = upgrade.and_then(|upgrade| upgrade.splice(&mut response));
                 let mut response = response.map(Either::Left);
+                remove_hop_by_hop(response.headers_mut());
                 // Room for `Via` and `X-Request-Id` at once rather than a rehash per header.
                 response.headers_mut().reserve(2);
-                remove_hop_by_hop(response.headers_mut());
                 // Upstream responses always arrive over HTTP/1.1.
                 response
                     .headers_mut()
@@ -410,9 +410,10 @@ impl Forwarder {
 
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
-        // Room for the headers added below at once: a client's head is often a few lines, and
-        // growing the map one header at a time rehashes it several times.
-        headers.reserve(6);
+        // Room for the five headers added below at once (`Host` is replaced, not added): a
+        // client's head is often a few lines, and growing the map one header at a time rehashes
+        // it several times.
+        headers.reserve(5);
         // The proxy answers `Expect: 100-continue` itself and streams the body anyway.
         headers.remove(header::EXPECT);
         let forwarded_for = forwarded_for(headers, &peer.ip);

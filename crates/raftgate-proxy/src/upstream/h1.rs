@@ -164,7 +164,9 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireEr
         .collect();
     // The values keep sharing the bytes read: no copy.
     let bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
+    // Sized for what arrived: the proxy drops hop-by-hop headers before adding its own, and a
+    // map of more than six headers costs an allocation past the allocator's small-size cache.
+    let mut headers = HeaderMap::with_capacity(spans.len());
     for &(name_start, name_end, value_start, value_end) in &spans {
         let name = HeaderName::from_bytes(&bytes[name_start..name_end])
             .map_err(|_| WireError::Head("bad header name"))?;

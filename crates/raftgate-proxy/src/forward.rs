@@ -474,11 +474,18 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 
 /// Removes the hop-by-hop headers. Allocates only when the message names extra ones.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the names, without hashing, finds out.
-    if !headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-"))
-    {
+    // One pass over the names, without hashing, finds which are present (most messages have
+    // none, or only `Connection`); only those are then removed.
+    let mut present = 0u8;
+    let mut proxy = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name.as_str().starts_with("proxy-") {
+            proxy = true;
+        }
+    }
+    if present == 0 && !proxy {
         return;
     }
     let mut extra: Vec<HeaderName> = Vec::new();
@@ -494,14 +501,21 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    extra.extend(
-        headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("proxy-"))
-            .cloned(),
-    );
-    for name in extra.iter().chain(HOP_BY_HOP.iter()) {
+    if proxy {
+        extra.extend(
+            headers
+                .keys()
+                .filter(|name| name.as_str().starts_with("proxy-"))
+                .cloned(),
+        );
+    }
+    for name in &extra {
         headers.remove(name);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 

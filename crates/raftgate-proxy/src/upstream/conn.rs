@@ -159,12 +159,18 @@ impl Conn {
             if head.is_empty() && self.data.is_empty() && self.tail.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            let slices = [
-                IoSlice::new(head),
-                IoSlice::new(&self.data),
-                IoSlice::new(self.tail),
-            ];
-            let mut n = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices))?;
+            let stream = Pin::new(&mut self.stream);
+            let mut n = if self.data.is_empty() && self.tail.is_empty() {
+                // A request head alone, the usual case: one plain write.
+                ready!(stream.poll_write(cx, head))?
+            } else {
+                let slices = [
+                    IoSlice::new(head),
+                    IoSlice::new(&self.data),
+                    IoSlice::new(self.tail),
+                ];
+                ready!(stream.poll_write_vectored(cx, &slices))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

@@ -16,6 +16,12 @@ const RSS_TARGET_MIB: f64 = 64.0;
 /// Cores used by other processes above which a run is flagged as disturbed.
 const DISTURBED_CORES: f64 = 0.25;
 
+/// Largest relative difference of the upstream's CPU per request between the two runs a round
+/// compares for them to count as run at the same machine speed. The upstream does the same work
+/// per request behind either proxy; when its cost (and wrk's) jumps between the two runs, the
+/// machine itself slowed down or sped up in between (a shared host), not the proxy.
+const SAME_SPEED: f64 = 0.10;
+
 /// Runs grouped by path and route count; within a group, by round.
 type Groups<'a> = BTreeMap<(ProxyPath, Option<usize>), Vec<&'a LoadReport>>;
 
@@ -175,6 +181,14 @@ pub fn table(runs: &[&LoadReport]) -> String {
             runs.len()
         );
     }
+    if ["* ", "*)", "*;"].iter().any(|mark| out.contains(mark)) {
+        let _ = writeln!(
+            out,
+            "*: a round whose two runs saw the upstream's CPU per request differ by more than \
+             {:.0}%: the machine's speed changed between them; verdicts use every round",
+            SAME_SPEED * 100.0
+        );
+    }
     let errors: u64 = runs.iter().map(|r| r.errors).sum();
     if errors > 0 {
         let _ = writeln!(
@@ -227,11 +241,18 @@ fn ratio(a: &[&LoadReport], b: &[&LoadReport], figure: Figure, target: Option<Be
         return "-".to_owned();
     }
     let overall = side(a) / side(b);
-    let per_round: Vec<String> = a
+    let pairs: Vec<(&LoadReport, &LoadReport)> = a
         .iter()
-        .filter_map(|ra| {
-            let rb = b.iter().find(|rb| rb.round == ra.round)?;
-            Some(format!("{:.2}", figure.value(ra)? / figure.value(rb)?))
+        .filter_map(|ra| Some((*ra, *b.iter().find(|rb| rb.round == ra.round)?)))
+        .collect();
+    let per_round: Vec<String> = pairs
+        .iter()
+        .filter_map(|(ra, rb)| {
+            let mark = if same_speed(ra, rb) { "" } else { "*" };
+            Some(format!(
+                "{:.2}{mark}",
+                figure.value(ra)? / figure.value(rb)?
+            ))
         })
         .collect();
     let verdict = match target {
@@ -239,7 +260,33 @@ fn ratio(a: &[&LoadReport], b: &[&LoadReport], figure: Figure, target: Option<Be
         Some(Better::AtMost(t)) => verdict(overall <= t, &format!("target <= {t:.2}")),
         Some(Better::None) | None => String::new(),
     };
-    format!("{overall:.2} (rounds: {}){verdict}", per_round.join(" "))
+    // The same ratio over the rounds run at one machine speed, shown (not judged) when some
+    // were not.
+    let (steady_a, steady_b): (Vec<&LoadReport>, Vec<&LoadReport>) = pairs
+        .iter()
+        .filter(|(ra, rb)| same_speed(ra, rb))
+        .copied()
+        .unzip();
+    let steady = if steady_a.len() < pairs.len() && !steady_a.is_empty() {
+        format!(
+            "; same-speed rounds: {:.2}",
+            side(&steady_a) / side(&steady_b)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{overall:.2} (rounds: {}{steady}){verdict}",
+        per_round.join(" ")
+    )
+}
+
+/// Whether two runs of one round saw the machine at the same speed (see [`SAME_SPEED`]).
+fn same_speed(a: &LoadReport, b: &LoadReport) -> bool {
+    match (a.upstream_cpu_us_per_req, b.upstream_cpu_us_per_req) {
+        (Some(x), Some(y)) if x > 0.0 && y > 0.0 => (x / y - 1.0).abs() <= SAME_SPEED,
+        _ => true,
+    }
 }
 
 fn mean_some(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
@@ -323,5 +370,34 @@ mod tests {
         );
         assert!(!table.contains("WARNING"), "{table}");
         assert!(!table.contains("writes/s"), "{table}");
+        assert!(!table.contains("same-speed"), "{table}");
+    }
+
+    #[test]
+    fn rounds_run_at_another_machine_speed_are_marked() {
+        // In round 2 the upstream's cost per request rose by half behind raftgate: the machine
+        // slowed down between the two runs.
+        let slowed = line("raftgate", Some(10), 2, 45_000.0, 2.2, 30 * 1024).replace(
+            r#""upstream_cpu_us_per_req":5.0"#,
+            r#""upstream_cpu_us_per_req":7.5"#,
+        );
+        let lines = [
+            line("nginx", None, 1, 60_000.0, 2.0, 5 * 1024),
+            line("raftgate", Some(10), 1, 62_000.0, 1.8, 30 * 1024),
+            line("nginx", None, 2, 60_000.0, 2.0, 5 * 1024),
+            slowed,
+        ];
+        let records: Vec<Record> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let table = report_table(&records);
+        assert!(
+            table.contains(
+                "raftgate (10 routes)/nginx req/s: 0.89 (rounds: 1.03 0.75*; same-speed rounds: 1.03) (target >= 1.00: NOT met)"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("*: a round whose two runs"), "{table}");
     }
 }

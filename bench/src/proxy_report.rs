@@ -330,6 +330,15 @@ mod tests {
         .replace('\n', "")
     }
 
+    /// The report of the runs given as JSON lines.
+    fn table_of(lines: &[String]) -> String {
+        let records: Vec<Record> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        report_table(&records)
+    }
+
     #[test]
     fn ratios_and_targets_are_printed() {
         let lines = [
@@ -341,11 +350,7 @@ mod tests {
             line("raftgate", Some(10), 2, 54_000.0, 2.2, 30 * 1024),
             line("raftgate", Some(10_000), 2, 53_000.0, 2.0, 60 * 1024),
         ];
-        let records: Vec<Record> = lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let table = report_table(&records);
+        let table = table_of(&lines);
         assert!(
             table.contains(
                 "raftgate (10 routes)/nginx req/s: 1.00 (rounds: 1.10 0.90) (target >= 1.00: met)"
@@ -387,11 +392,7 @@ mod tests {
             line("nginx", None, 2, 60_000.0, 2.0, 5 * 1024),
             slowed,
         ];
-        let records: Vec<Record> = lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let table = report_table(&records);
+        let table = table_of(&lines);
         assert!(
             table.contains(
                 "raftgate (10 routes)/nginx req/s: 0.89 (rounds: 1.03 0.75*; same-speed rounds: 1.03) (target >= 1.00: NOT met)"

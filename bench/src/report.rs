@@ -24,10 +24,14 @@ pub enum Record {
     Load(LoadReport),
 }
 
-/// Reads every record of the given JSON-lines files.
+/// Reads every record of the given JSON-lines files. The proxy runs' rounds of each file are
+/// numbered after those of the files before it, so that a round only ever pairs runs that were
+/// measured side by side.
 pub fn read(paths: &[std::path::PathBuf]) -> Result<Vec<Record>, BenchError> {
     let mut records = Vec::new();
+    let mut rounds_before = 0;
     for path in paths {
+        let mut last_round = rounds_before;
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
             what: format!("read {shown}"),
@@ -38,13 +42,18 @@ pub fn read(paths: &[std::path::PathBuf]) -> Result<Vec<Record>, BenchError> {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            let record = serde_json::from_str(line).map_err(|source| BenchError::Record {
+            let mut record = serde_json::from_str(line).map_err(|source| BenchError::Record {
                 path: shown.clone(),
                 line: n + 1,
                 source,
             })?;
+            if let Record::Load(load) = &mut record {
+                load.round += rounds_before;
+                last_round = last_round.max(load.round);
+            }
             records.push(record);
         }
+        rounds_before = last_round;
     }
     Ok(records)
 }
@@ -227,6 +236,31 @@ pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_of_later_files_follow_those_of_earlier_ones() {
+        let dir =
+            std::env::temp_dir().join(format!("raftgate-bench-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |round: usize| {
+            format!(
+                r#"{{"mode":"load","path":"nginx","routes":null,"round":{round},"threads":1,"connections":64,"duration_s":10.0,"requests":10,"req_per_s":1.0,"p50_ms":0.5,"p90_ms":0.8,"p99_ms":1.0,"max_ms":2.0,"errors":0,"bytes_per_response":1.0,"proxy_cpu_us_per_req":null,"upstream_cpu_us_per_req":null,"load_cpu_us_per_req":null,"proxy_rss_kib":null,"other_cpu_cores":null}}"#
+            )
+        };
+        let files = [dir.join("a.jsonl"), dir.join("b.jsonl")];
+        std::fs::write(&files[0], format!("{}\n{}\n", load(1), load(2))).unwrap();
+        std::fs::write(&files[1], format!("{}\n{}\n", load(1), load(2))).unwrap();
+        let rounds: Vec<usize> = read(&files)
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Load(load) => Some(load.round),
+                _ => None,
+            })
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(rounds, [1, 2, 3, 4]);
+    }
 
     fn writes_line(system: &str, via: &str, concurrency: usize, ops_per_s: f64) -> String {
         format!(

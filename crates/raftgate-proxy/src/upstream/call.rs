@@ -167,7 +167,7 @@ impl UpstreamError {
 }
 
 /// Methods whose requests may be sent twice.
-fn is_idempotent(method: &Method) -> bool {
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE

@@ -38,6 +38,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::call::is_idempotent;
 use super::h1::{self, Chunks, Framing, Sending, WireError};
 use super::pool::RequestBody;
 
@@ -370,12 +371,7 @@ impl Conns {
 /// Whether a request whose connection closed without an answer can be sent again: nothing of
 /// it was written, or it has no body and its method is idempotent.
 fn resendable(method: &Method, conn: &Conn) -> bool {
-    !conn.sent_any
-        || (conn.sending == Sending::Nothing
-            && matches!(
-                *method,
-                Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-            ))
+    !conn.sent_any || (conn.sending == Sending::Nothing && is_idempotent(method))
 }
 
 /// Opens a connection to `addr`.

@@ -247,6 +247,9 @@ impl Forwarder {
         let (mut parts, body) = request.into_parts();
         let upgrade = Upgrade::take(&mut parts);
         let mut upstream_time = None;
+        // When the upstream's answer arrived: the end of the upstream's share and, read once
+        // for both, of the time to the response head.
+        let mut answered = None;
         let mut route = None;
         let mut admitted = None;
         let mut result = match self
@@ -264,8 +267,10 @@ impl Forwarder {
                         let limit = body_limit(self.max_body_bytes, admitted.as_ref());
                         let (body, overflow) = ClientBody::new(body, limit);
                         let sent = Instant::now();
-                        let forwarded = pool.forward(parts, body, &peer.ip).await;
-                        upstream_time = Some(sent.elapsed());
+                        let forwarded = pool.forward(parts, body, &peer.ip, sent).await;
+                        let now = Instant::now();
+                        upstream_time = Some(now.duration_since(sent));
+                        answered = Some(now);
                         match forwarded {
                             // Whatever the upstream made of a cut-off body, the client sent too much.
                             _ if overflow.is_some_and(|o| o.happened()) => {
@@ -326,7 +331,9 @@ impl Forwarder {
             .record(
                 consumer,
                 response.status().as_u16(),
-                received.elapsed(),
+                answered
+                    .unwrap_or_else(Instant::now)
+                    .duration_since(received),
                 upstream_time,
             );
         Ok(response)
@@ -466,10 +473,25 @@ fn forwarded_for(headers: &HeaderMap, client_ip: &HeaderValue) -> HeaderValue {
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP
         .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+        .any(|h| h.as_str().len() == name.len() && name.eq_ignore_ascii_case(h.as_str()))
         || name
             .get(..6)
             .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+}
+
+/// The position in [`HOP_BY_HOP`] of a header name as a map holds it (lowercase). One string
+/// match: comparing each name of a message with each hop-by-hop `HeaderName` cost more than
+/// the rest of the header work.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    match name {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "te" => Some(2),
+        "trailer" => Some(3),
+        "transfer-encoding" => Some(4),
+        "upgrade" => Some(5),
+        _ => None,
+    }
 }
 
 /// Removes the hop-by-hop headers. Allocates only when the message names extra ones.
@@ -479,9 +501,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u8;
     let mut proxy = false;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        let name = name.as_str();
+        if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
-        } else if name.as_str().starts_with("proxy-") {
+        } else if name.starts_with("proxy-") {
             proxy = true;
         }
     }
@@ -546,6 +569,17 @@ mod tests {
         remove_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept", "content-length"]);
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_has_its_index() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
+            assert!(is_hop_by_hop(&name.as_str().to_ascii_uppercase()));
+        }
+        assert_eq!(hop_by_hop_index("x-connection"), None);
+        assert!(!is_hop_by_hop("x-te"));
+        assert!(is_hop_by_hop("Proxy-Authorization"));
     }
 
     #[test]

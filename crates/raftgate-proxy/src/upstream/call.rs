@@ -187,14 +187,17 @@ impl Pool {
     /// is ready for upstream but for where it goes: its headers are rewritten, and its URI has
     /// the path to send (see [`super::target::rewrite_path`]); each attempt sets the authority,
     /// the target's base path and `Host`. `client_ip` feeds consistent hashing on the client
-    /// address.
+    /// address. `sent` is now, as the caller read it for its own timing: the timeouts count
+    /// from it (one clock read fewer per request).
     pub(crate) async fn forward(
         self: Arc<Self>,
         parts: Parts,
         body: ClientBody,
         client_ip: &HeaderValue,
+        sent: std::time::Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let deadline = self.total.map(|total| Instant::now() + total);
+        let sent = Instant::from_std(sent);
+        let deadline = self.total.map(|total| sent + total);
         let attempts = if self.retries > 0 {
             self.budget.earn();
             if is_idempotent(&parts.method) && body.is_end_stream() {
@@ -219,6 +222,8 @@ impl Pool {
             headers: parts.headers.clone(),
         });
         let mut first = Some((parts, body));
+        // When the first attempt starts; each retry reads the clock again.
+        let mut started = Some(sent);
         loop {
             tried.push(index);
             let Some(endpoint) = self.endpoints().get(index) else {
@@ -238,7 +243,8 @@ impl Pool {
                 (None, None) => return Err(self.unavailable()),
             }?;
             let in_flight = endpoint.health.enter();
-            let result = self.attempt(request, endpoint, deadline).await;
+            let start = started.take().unwrap_or_else(Instant::now);
+            let result = self.attempt(request, endpoint, start, deadline).await;
             if let Some(passive) = &self.passive {
                 let ok = result.as_ref().is_ok_and(|r| !r.status().is_server_error());
                 endpoint
@@ -282,14 +288,15 @@ impl Pool {
         }
     }
 
-    /// One attempt on `endpoint`, up to the response head.
+    /// One attempt on `endpoint` starting at `start`, up to the response head.
     async fn attempt(
         &self,
         request: Request<super::pool::RequestBody>,
         endpoint: &Endpoint,
+        start: Instant,
         deadline: Option<Instant>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let read_deadline = Instant::now() + self.read;
+        let read_deadline = start + self.read;
         let (until, phase, limit) = match (deadline, self.total) {
             (Some(d), Some(total)) if d < read_deadline => (d, Phase::Total, total),
             _ => (read_deadline, Phase::Read, self.read),

@@ -296,8 +296,11 @@ impl Forwarder {
         let mut response = match result {
             Ok(mut response) => {
                 let switched = upgrade.and_then(|upgrade| upgrade.splice(&mut response));
+                let hop_by_hop_left = response.body().hop_by_hop_left();
                 let mut response = response.map(Either::Left);
-                remove_hop_by_hop(response.headers_mut());
+                if hop_by_hop_left {
+                    remove_hop_by_hop(response.headers_mut());
+                }
                 // Room for `Via` and `X-Request-Id` at once rather than a rehash per header.
                 response.headers_mut().reserve(2);
                 // Upstream responses always arrive over HTTP/1.1.

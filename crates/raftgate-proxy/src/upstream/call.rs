@@ -365,6 +365,12 @@ pub(crate) struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Whether the answer's headers may still hold hop-by-hop ones: the upstream codec leaves
+    /// them out of most answers.
+    pub(crate) fn hop_by_hop_left(&self) -> bool {
+        self.inner.hop_by_hop_left()
+    }
+
     /// The upstream's end of a connection that switched protocols (after a `101`).
     pub(crate) fn switched(&mut self) -> Option<Switched> {
         self.inner.switched()

@@ -347,6 +347,7 @@ impl Conns {
                         conn: Some(conn),
                         reading,
                         keep_alive: head.keep_alive,
+                        hop_by_hop_left: head.hop_by_hop_left,
                         home: self.clone(),
                     };
                     return Ok(Response::from_parts(head.parts, body));
@@ -403,6 +404,8 @@ pub(crate) struct ResponseBody {
     conn: Option<Box<Conn>>,
     reading: Reading,
     keep_alive: bool,
+    /// [`h1::Head::hop_by_hop_left`] of the answer.
+    hop_by_hop_left: bool,
     home: Arc<Conns>,
 }
 
@@ -422,6 +425,12 @@ pub(crate) struct Switched {
 }
 
 impl ResponseBody {
+    /// Whether the answer's headers may still hold hop-by-hop ones (see
+    /// [`h1::Head::hop_by_hop_left`]).
+    pub(crate) fn hop_by_hop_left(&self) -> bool {
+        self.hop_by_hop_left
+    }
+
     /// The connection of an answer that switched protocols, for the tunnel.
     pub(crate) fn switched(&mut self) -> Option<Switched> {
         let conn = self.conn.take()?;

@@ -17,6 +17,8 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
 use hyper::body::Body;
 
+use crate::forward::is_hop_by_hop;
+
 /// Largest response head accepted from an upstream, in bytes.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header lines accepted in a response head.
@@ -101,6 +103,9 @@ pub(crate) struct Head {
     pub(crate) framing: Framing,
     /// Whether the connection may carry another request after this answer.
     pub(crate) keep_alive: bool,
+    /// Whether `parts.headers` may still hold hop-by-hop headers. The parser leaves them out
+    /// unless a `Connection` line names other headers or the answer switches protocols.
+    pub(crate) hop_by_hop_left: bool,
 }
 
 /// Parses a response head at the start of `buf` and removes it from there; `None` while it is
@@ -164,18 +169,36 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireEr
         .collect();
     // The values keep sharing the bytes read: no copy.
     let bytes = buf.split_to(len).freeze();
-    // Sized for what arrived: the proxy drops hop-by-hop headers before adding its own, and a
-    // map of more than six headers costs an allocation past the allocator's small-size cache.
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut wire = Wire::default();
+    // Sized for what arrived: the proxy adds two headers of its own, and the hop-by-hop ones
+    // are left out, so a map of more than six headers (an allocation past the allocator's
+    // small-size cache) is rarely needed.
     let mut headers = HeaderMap::with_capacity(spans.len());
     for &(name_start, name_end, value_start, value_end) in &spans {
         let name = HeaderName::from_bytes(&bytes[name_start..name_end])
             .map_err(|_| WireError::Head("bad header name"))?;
+        let raw = &bytes[value_start..value_end];
+        if name == header::CONTENT_LENGTH {
+            wire.content_length(raw);
+        } else if !switching && is_hop_by_hop(name.as_str()) {
+            // Read here and left out: the proxy never forwards these. Only a `Connection`
+            // naming other headers stays, for the proxy to remove those too.
+            let keep = name == header::CONNECTION && wire.connection(raw);
+            if name == header::TRANSFER_ENCODING {
+                wire.transfer_encoding = Some(raw);
+            }
+            if !keep {
+                continue;
+            }
+            wire.hop_by_hop_left = true;
+        }
         let value = HeaderValue::from_maybe_shared(bytes.slice(value_start..value_end))
             .map_err(|_| WireError::Head("bad header value"))?;
         headers.append(name, value);
     }
-    let (framing, delimited) = framing(method, status, &headers)?;
-    let keep_alive = delimited && persistent(version, &headers);
+    let (framing, delimited) = framing(method, status, &wire)?;
+    let keep_alive = delimited && wire.persistent(version);
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -185,14 +208,73 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireEr
         parts,
         framing,
         keep_alive,
+        hop_by_hop_left: switching || wire.hop_by_hop_left,
     }))
+}
+
+/// What a response head's framing and connection headers say, read while it is parsed.
+#[derive(Debug, Default)]
+struct Wire<'a> {
+    /// The last `Transfer-Encoding` line.
+    transfer_encoding: Option<&'a [u8]>,
+    /// `Content-Length`, once given (every value must agree).
+    length: Option<u64>,
+    /// What is wrong with `Content-Length`; an error only when it frames the body.
+    bad_length: Option<&'static str>,
+    /// `Connection: close` was sent.
+    close: bool,
+    /// `Connection: keep-alive` was sent.
+    keep_alive: bool,
+    /// A `Connection` line names other headers (or it is a switch of protocols): the map
+    /// keeps hop-by-hop headers for the proxy to remove.
+    hop_by_hop_left: bool,
+}
+
+impl Wire<'_> {
+    fn content_length(&mut self, raw: &[u8]) {
+        for item in String::from_utf8_lossy(raw).split(',') {
+            let Ok(n) = item.trim().parse::<u64>() else {
+                self.bad_length.get_or_insert("bad content-length");
+                return;
+            };
+            if self.length.is_some_and(|l| l != n) {
+                self.bad_length
+                    .get_or_insert("conflicting content-length values");
+            }
+            self.length = Some(n);
+        }
+    }
+
+    /// Records the tokens of one `Connection` line; whether it names other headers.
+    fn connection(&mut self, raw: &[u8]) -> bool {
+        let mut others = false;
+        for token in String::from_utf8_lossy(raw).split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case("keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                others = true;
+            }
+        }
+        others
+    }
+
+    /// Whether the upstream keeps the connection open after this answer.
+    fn persistent(&self, version: Version) -> bool {
+        match version {
+            Version::HTTP_10 => self.keep_alive,
+            _ => !self.close,
+        }
+    }
 }
 
 /// The body's framing, and whether the connection can be reused after it (RFC 9112 §6.3).
 fn framing(
     method: &Method,
     status: StatusCode,
-    headers: &HeaderMap,
+    wire: &Wire<'_>,
 ) -> Result<(Framing, bool), WireError> {
     if status == StatusCode::SWITCHING_PROTOCOLS
         || (*method == Method::CONNECT && status.is_success())
@@ -207,51 +289,24 @@ fn framing(
     {
         return Ok((Framing::Empty, true));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+    if let Some(codings) = wire.transfer_encoding {
+        let chunked = codings
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked {
             (Framing::Chunked, true)
         } else {
             (Framing::Close, false)
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.to_str().unwrap_or_default().split(',') {
-            let n: u64 = item
-                .trim()
-                .parse()
-                .map_err(|_| WireError::Head("bad content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(WireError::Head("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
+    if let Some(problem) = wire.bad_length {
+        return Err(WireError::Head(problem));
     }
-    Ok(match length {
+    Ok(match wire.length {
         Some(n) => (Framing::Length(n), true),
         None => (Framing::Close, false),
     })
-}
-
-/// Whether the upstream keeps the connection open after this answer.
-fn persistent(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    match version {
-        Version::HTTP_10 => has("keep-alive"),
-        _ => !has("close"),
-    }
 }
 
 /// Where a chunked body's decoding stands.
@@ -393,6 +448,14 @@ mod tests {
         .unwrap();
         assert_eq!(chunked.framing, Framing::Chunked);
 
+        assert!(
+            !chunked
+                .parts
+                .headers
+                .contains_key(header::TRANSFER_ENCODING)
+        );
+        assert!(!chunked.hop_by_hop_left);
+
         let close = head(
             "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
             &Method::GET,
@@ -400,6 +463,38 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(!close.keep_alive);
+        // Hop-by-hop headers are read, then left out of the map...
+        assert!(!close.parts.headers.contains_key(header::CONNECTION));
+        assert_eq!(close.parts.headers[header::CONTENT_LENGTH], "1");
+        assert!(!close.hop_by_hop_left);
+        let kept = head(
+            "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\
+             Proxy-Thing: x\r\nContent-Length: 0\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(kept.keep_alive);
+        assert_eq!(kept.parts.headers.len(), 1);
+        // ...unless `Connection` names others, which the proxy then removes with it.
+        let naming = head(
+            "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\
+             Content-Length: 0\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(naming.hop_by_hop_left && !naming.keep_alive);
+        assert!(naming.parts.headers.contains_key(header::CONNECTION));
+        // A bad length only matters when it frames the body.
+        let coded = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(coded.framing, Framing::Chunked);
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", &Method::GET).is_err());
         let until_close = head("HTTP/1.0 200 OK\r\n\r\n", &Method::GET)
             .unwrap()
             .unwrap();
@@ -434,6 +529,9 @@ mod tests {
             (switched.framing, switched.keep_alive),
             (Framing::Empty, false)
         );
+        // A switch keeps its `Upgrade` for the tunnel.
+        assert!(switched.hop_by_hop_left);
+        assert_eq!(switched.parts.headers[header::UPGRADE], "websocket");
 
         assert!(
             head(

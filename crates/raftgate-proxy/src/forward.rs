@@ -482,9 +482,8 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
 }
 
-/// The position in [`HOP_BY_HOP`] of a header name as a map holds it (lowercase). One string
-/// match: comparing each name of a message with each hop-by-hop `HeaderName` cost more than
-/// the rest of the header work.
+/// The position in [`HOP_BY_HOP`] of a header name as a map holds it (lowercase): one string
+/// match per name instead of a comparison with each hop-by-hop `HeaderName`.
 fn hop_by_hop_index(name: &str) -> Option<usize> {
     match name {
         "connection" => Some(0),

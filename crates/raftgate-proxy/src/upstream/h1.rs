@@ -225,8 +225,8 @@ struct Wire<'a> {
     close: bool,
     /// `Connection: keep-alive` was sent.
     keep_alive: bool,
-    /// A `Connection` line names other headers (or it is a switch of protocols): the map
-    /// keeps hop-by-hop headers for the proxy to remove.
+    /// A `Connection` line names other headers: the map keeps it, for the proxy to remove
+    /// those with it.
     hop_by_hop_left: bool,
 }
 

@@ -393,6 +393,11 @@ mod tests {
         parse_response(&mut BytesMut::from(raw), method)
     }
 
+    /// The head of a complete, valid response.
+    fn complete(raw: &str, method: &Method) -> Head {
+        head(raw, method).unwrap().unwrap()
+    }
+
     #[test]
     fn request_heads_declare_how_the_body_goes() {
         let mut out = Vec::new();
@@ -426,12 +431,10 @@ mod tests {
 
     #[test]
     fn response_heads_and_their_framing() {
-        let ok = head(
+        let ok = complete(
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello",
             &Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(ok.parts.status, StatusCode::OK);
         assert_eq!(ok.framing, Framing::Length(5));
         assert!(ok.keep_alive);
@@ -440,12 +443,10 @@ mod tests {
         let partial = head("HTTP/1.1 200 OK\r\nContent-Le", &Method::GET).unwrap();
         assert!(partial.is_none());
 
-        let chunked = head(
+        let chunked = complete(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             &Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(chunked.framing, Framing::Chunked);
 
         assert!(
@@ -456,75 +457,59 @@ mod tests {
         );
         assert!(!chunked.hop_by_hop_left);
 
-        let close = head(
+        let close = complete(
             "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
             &Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert!(!close.keep_alive);
         // Hop-by-hop headers are read, then left out of the map...
         assert!(!close.parts.headers.contains_key(header::CONNECTION));
         assert_eq!(close.parts.headers[header::CONTENT_LENGTH], "1");
         assert!(!close.hop_by_hop_left);
-        let kept = head(
+        let kept = complete(
             "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\
              Proxy-Thing: x\r\nContent-Length: 0\r\n\r\n",
             &Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert!(kept.keep_alive);
         assert_eq!(kept.parts.headers.len(), 1);
         // ...unless `Connection` names others, which the proxy then removes with it.
-        let naming = head(
+        let naming = complete(
             "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\
              Content-Length: 0\r\n\r\n",
             &Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert!(naming.hop_by_hop_left && !naming.keep_alive);
         assert!(naming.parts.headers.contains_key(header::CONNECTION));
         // A bad length only matters when it frames the body.
-        let coded = head(
+        let coded = complete(
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n",
             &Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(coded.framing, Framing::Chunked);
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", &Method::GET).is_err());
-        let until_close = head("HTTP/1.0 200 OK\r\n\r\n", &Method::GET)
-            .unwrap()
-            .unwrap();
+        let until_close = complete("HTTP/1.0 200 OK\r\n\r\n", &Method::GET);
         assert_eq!(
             (until_close.framing, until_close.keep_alive),
             (Framing::Close, false)
         );
 
-        let head_answer = head(
+        let head_answer = complete(
             "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
             &Method::HEAD,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(head_answer.framing, Framing::Empty);
 
         // An interim answer is skipped; a switch of protocols is not.
-        let after_continue = head(
+        let after_continue = complete(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
             &Method::POST,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(after_continue.parts.status, StatusCode::NO_CONTENT);
-        let switched = head(
+        let switched = complete(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
             &Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(
             (switched.framing, switched.keep_alive),
             (Framing::Empty, false)

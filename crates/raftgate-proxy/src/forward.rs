@@ -266,7 +266,13 @@ impl Forwarder {
                         }
                         let limit = body_limit(self.max_body_bytes, admitted.as_ref());
                         let (body, overflow) = ClientBody::new(body, limit);
-                        let sent = Instant::now();
+                        // Without policies only routing, well under a microsecond, ran since
+                        // `received`: its reading serves, one clock read fewer per request.
+                        let sent = if admitted.is_some() {
+                            Instant::now()
+                        } else {
+                            received
+                        };
                         let forwarded = pool.forward(parts, body, &peer.ip, sent).await;
                         let now = Instant::now();
                         upstream_time = Some(now.duration_since(sent));
@@ -482,6 +488,13 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
 }
 
+/// [`is_hop_by_hop`] for a name as a map holds it (lowercase): a string match instead of a
+/// case-insensitive comparison with each hop-by-hop name, for every header of every answer.
+pub(crate) fn is_hop_by_hop_name(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    hop_by_hop_index(name).is_some() || name.starts_with("proxy-")
+}
+
 /// The position in [`HOP_BY_HOP`] of a header name as a map holds it (lowercase): one string
 /// match per name instead of a comparison with each hop-by-hop `HeaderName`.
 fn hop_by_hop_index(name: &str) -> Option<usize> {
@@ -578,10 +591,17 @@ mod tests {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
             assert!(is_hop_by_hop(&name.as_str().to_ascii_uppercase()));
+            assert!(is_hop_by_hop_name(name));
         }
         assert_eq!(hop_by_hop_index("x-connection"), None);
         assert!(!is_hop_by_hop("x-te"));
         assert!(is_hop_by_hop("Proxy-Authorization"));
+        assert!(is_hop_by_hop_name(&header::PROXY_AUTHORIZATION));
+        assert!(is_hop_by_hop_name(&HeaderName::from_static(
+            "proxy-connection"
+        )));
+        assert!(!is_hop_by_hop_name(&header::CONTENT_LENGTH));
+        assert!(!is_hop_by_hop_name(&HeaderName::from_static("x-te")));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tracing::warn;
 
-use crate::forward::is_hop_by_hop;
+use crate::forward::is_hop_by_hop_name;
 
 /// Compiled header changes, applied in the order remove, set, add.
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ impl HeaderOps {
         let name = |n: &str| {
             let parsed = HeaderName::from_bytes(n.as_bytes()).ok();
             match parsed {
-                Some(name) if !is_hop_by_hop(name.as_str()) && name != header::CONTENT_LENGTH => {
+                Some(name) if !is_hop_by_hop_name(&name) && name != header::CONTENT_LENGTH => {
                     Some(name)
                 }
                 _ => {

@@ -17,7 +17,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
 use hyper::body::Body;
 
-use crate::forward::is_hop_by_hop;
+use crate::forward::is_hop_by_hop_name;
 
 /// Largest response head accepted from an upstream, in bytes.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -181,7 +181,7 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireEr
         let raw = &bytes[value_start..value_end];
         if name == header::CONTENT_LENGTH {
             wire.content_length(raw);
-        } else if !switching && is_hop_by_hop(name.as_str()) {
+        } else if !switching && is_hop_by_hop_name(&name) {
             // Read here and left out: the proxy never forwards these. Only a `Connection`
             // naming other headers stays, for the proxy to remove those too.
             let keep = name == header::CONNECTION && wire.connection(raw);

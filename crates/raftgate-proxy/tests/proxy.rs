@@ -258,6 +258,11 @@ impl Answer {
         self.json()["headers"][name][0].as_str().map(str::to_owned)
     }
 
+    /// How many `name` lines the upstream received.
+    fn upstream_lines(&self, name: &str) -> usize {
+        self.json()["headers"][name].as_array().map_or(0, Vec::len)
+    }
+
     fn error(&self) -> ErrorBody {
         assert_eq!(self.headers["content-type"], "application/json");
         let body: ErrorBody = serde_json::from_slice(&self.body).unwrap();
@@ -651,9 +656,25 @@ async fn forwarded_headers_request_id_and_hop_by_hop() {
         &[
             ("x-request-id", "abc-123"),
             ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-host", "spoofed.example"),
+            ("x-forwarded-proto", "https"),
         ],
     )
     .await;
+    // The proxy's lines replace the client's: each arrives once.
+    for name in [
+        "host",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+    ] {
+        assert_eq!(answer.upstream_lines(name), 1, "{name}");
+    }
+    assert_ne!(
+        answer.upstream_header("x-forwarded-host").as_deref(),
+        Some("spoofed.example")
+    );
     assert_eq!(answer.headers["x-request-id"], "abc-123");
     assert_eq!(
         answer.upstream_header("x-request-id").as_deref(),

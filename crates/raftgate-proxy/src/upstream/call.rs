@@ -33,8 +33,10 @@ use tracing::debug;
 
 use super::balance::{MAX_ATTEMPTS, Tried};
 use super::conn::{ExchangeError, ResponseBody, SendError, Switched};
+use super::h1::Added;
 use super::pool::{Endpoint, Pool};
 use crate::client_body::ClientBody;
+use crate::forward::Forwarded;
 
 /// Retry tokens are counted in thousandths.
 const RETRY_COST: i64 = 1_000;
@@ -188,13 +190,15 @@ impl Pool {
     /// the path to send (see [`super::target::rewrite_path`]); each attempt sets the authority,
     /// the target's base path and `Host`. `client_ip` feeds consistent hashing on the client
     /// address. `sent` is now, as the caller read it for its own timing: the timeouts count
-    /// from it (one clock read fewer per request).
+    /// from it (one clock read fewer per request). `forwarded`, when given, are the proxy's
+    /// lines for the codec to write (and `Host` with them).
     pub(crate) async fn forward(
         self: Arc<Self>,
         parts: Parts,
         body: ClientBody,
         client_ip: &HeaderValue,
         sent: std::time::Instant,
+        forwarded: Option<&Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let sent = Instant::from_std(sent);
         let deadline = self.total.map(|total| sent + total);
@@ -230,7 +234,9 @@ impl Pool {
                 return Err(self.unavailable());
             };
             let request = match (first.take(), &template) {
-                (Some((parts, body)), _) => request(parts, Either::Left(body), endpoint),
+                (Some((parts, body)), _) => {
+                    request(parts, Either::Left(body), endpoint, forwarded.is_some())
+                }
                 (None, Some(t)) => {
                     let mut again = Request::new(Either::Right(Empty::new()));
                     *again.method_mut() = t.method.clone();
@@ -238,13 +244,19 @@ impl Pool {
                     *again.version_mut() = t.version;
                     *again.headers_mut() = t.headers.clone();
                     let (parts, body) = again.into_parts();
-                    request(parts, body, endpoint)
+                    request(parts, body, endpoint, forwarded.is_some())
                 }
                 (None, None) => return Err(self.unavailable()),
             }?;
             let in_flight = endpoint.health.enter();
             let start = started.take().unwrap_or_else(Instant::now);
-            let result = self.attempt(request, endpoint, start, deadline).await;
+            let added = forwarded.map(|forwarded| Added {
+                host: endpoint.destination.host_header(),
+                forwarded,
+            });
+            let result = self
+                .attempt(request, endpoint, start, deadline, added)
+                .await;
             if let Some(passive) = &self.passive {
                 let ok = result.as_ref().is_ok_and(|r| !r.status().is_server_error());
                 endpoint
@@ -295,6 +307,7 @@ impl Pool {
         endpoint: &Endpoint,
         start: Instant,
         deadline: Option<Instant>,
+        added: Option<Added<'_>>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let read_deadline = start + self.read;
         let (until, phase, limit) = match (deadline, self.total) {
@@ -307,7 +320,9 @@ impl Pool {
             phase,
             limit,
         };
-        let exchange = endpoint.conns.send(endpoint.addr, self.connect, request);
+        let exchange = endpoint
+            .conns
+            .send(endpoint.addr, self.connect, request, added);
         match tokio::time::timeout_at(until, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(SendError::ConnectTimeout)) => Err(timeout(Phase::Connect, self.connect)),
@@ -326,21 +341,24 @@ impl Pool {
     }
 }
 
-/// `parts` and `body` addressed to `endpoint`.
+/// `parts` and `body` addressed to `endpoint`; with `host_written`, the codec writes `Host`.
 fn request(
     mut parts: Parts,
     body: super::pool::RequestBody,
     endpoint: &Endpoint,
+    host_written: bool,
 ) -> Result<Request<super::pool::RequestBody>, UpstreamError> {
     parts.uri = endpoint
         .destination
         .upstream_uri(&parts.uri)
         .map_err(UpstreamError::BadRequest)?;
     // A route's header ops may have set `Host`; otherwise it is the target's.
-    parts
-        .headers
-        .entry(header::HOST)
-        .or_insert_with(|| endpoint.destination.host_header().clone());
+    if !host_written {
+        parts
+            .headers
+            .entry(header::HOST)
+            .or_insert_with(|| endpoint.destination.host_header().clone());
+    }
     Ok(Request::from_parts(parts, body))
 }
 

@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::call::is_idempotent;
-use super::h1::{self, Chunks, Framing, Sending, WireError};
+use super::h1::{self, Added, Chunks, Framing, Sending, WireError};
 use super::pool::RequestBody;
 
 /// Idle connections kept per endpoint; more are closed when they come back.
@@ -119,8 +119,8 @@ impl Conn {
     }
 
     /// Starts a request: its head is queued, its body sent as the exchange goes on.
-    fn start(&mut self, parts: &Parts, body: RequestBody) {
-        self.sending = h1::encode_request(parts, &body, &mut self.head);
+    fn start(&mut self, parts: &Parts, added: Option<Added<'_>>, body: RequestBody) {
+        self.sending = h1::encode_request(parts, added, &body, &mut self.head);
         self.written = 0;
         self.body = (self.sending != Sending::Nothing).then_some(body);
         self.sent_any = false;
@@ -316,11 +316,13 @@ impl Conns {
 
     /// Sends `request` to `addr` on an idle connection, or on a new one opened within
     /// `connect`, and returns the answer, whose body reads the rest from the connection.
+    /// `added` are lines the codec writes into the head besides the request's own.
     pub(crate) async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
         connect: Duration,
         request: Request<RequestBody>,
+        added: Option<Added<'_>>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let (parts, body) = request.into_parts();
         let switching =
@@ -334,7 +336,7 @@ impl Conns {
                 // Boxed: opening is the rare path, and inline it would grow this future.
                 None => Box::pin(open(addr, connect)).await?,
             };
-            conn.start(&parts, body);
+            conn.start(&parts, added, body);
             match poll_fn(|cx| conn.poll_head(cx, &parts.method)).await {
                 Ok(head) => {
                     let reading = match head.framing {

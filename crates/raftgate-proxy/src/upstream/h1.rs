@@ -17,7 +17,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
 use hyper::body::Body;
 
-use crate::forward::is_hop_by_hop_name;
+use crate::forward::{Forwarded, is_hop_by_hop_name};
 
 /// Largest response head accepted from an upstream, in bytes.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -51,20 +51,47 @@ pub(crate) enum Sending {
     Chunked,
 }
 
+/// What the proxy writes into a request head besides the request's own lines.
+#[derive(Clone, Copy)]
+pub(crate) struct Added<'a> {
+    /// `Host`: the target's.
+    pub(crate) host: &'a HeaderValue,
+    /// The proxy's own lines; the request's lines they replace are left out.
+    pub(crate) forwarded: &'a Forwarded<'a>,
+}
+
 /// Writes the head of a request into `out` (cleared first) and says how its body goes. The
-/// request target is the URI's path and query (origin form); `Host` is among the headers.
-pub(crate) fn encode_request<B: Body>(parts: &Parts, body: &B, out: &mut Vec<u8>) -> Sending {
+/// request target is the URI's path and query (origin form). `Host` is among the headers,
+/// or written with `added`.
+pub(crate) fn encode_request<B: Body>(
+    parts: &Parts,
+    added: Option<Added<'_>>,
+    body: &B,
+    out: &mut Vec<u8>,
+) -> Sending {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    match added {
+        None => {
+            for (name, value) in &parts.headers {
+                line(out, name, value);
+            }
+        }
+        Some(added) => {
+            for (name, value) in &parts.headers {
+                if !Forwarded::replaces(name) {
+                    line(out, name, value);
+                }
+            }
+            line(out, &header::HOST, added.host);
+            for (name, value) in added.forwarded.lines() {
+                line(out, name, value);
+            }
+        }
     }
     let sending = if parts.headers.contains_key(header::CONTENT_LENGTH) {
         Sending::AsIs
@@ -81,6 +108,14 @@ pub(crate) fn encode_request<B: Body>(parts: &Parts, body: &B, out: &mut Vec<u8>
     };
     out.extend_from_slice(b"\r\n");
     sending
+}
+
+/// Writes one header line.
+fn line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response body is delimited.
@@ -409,7 +444,7 @@ mod tests {
                 .header("x-two", "2"),
         );
         assert_eq!(
-            encode_request(&get, &Empty::<Bytes>::new(), &mut out),
+            encode_request(&get, None, &Empty::<Bytes>::new(), &mut out),
             Sending::Nothing
         );
         assert_eq!(
@@ -418,15 +453,83 @@ mod tests {
         );
         let post = parts(http::Request::post("/p"));
         assert_eq!(
-            encode_request(&post, &Full::new(Bytes::from_static(b"abc")), &mut out),
+            encode_request(
+                &post,
+                None,
+                &Full::new(Bytes::from_static(b"abc")),
+                &mut out
+            ),
             Sending::AsIs
         );
         assert!(String::from_utf8_lossy(&out).ends_with("content-length: 3\r\n\r\n"));
         let stream = http_body_util::StreamBody::new(futures_util::stream::empty::<
             Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
         >());
-        assert_eq!(encode_request(&post, &stream, &mut out), Sending::Chunked);
+        assert_eq!(
+            encode_request(&post, None, &stream, &mut out),
+            Sending::Chunked
+        );
         assert!(String::from_utf8_lossy(&out).ends_with("transfer-encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn written_proxy_lines_equal_those_put_in_the_map() {
+        static VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
+        let client = http::Request::get("/a")
+            .header("host", "asked.example")
+            .header("accept", "*/*")
+            .header("x-forwarded-for", "1.1.1.1")
+            .header("x-forwarded-proto", "https")
+            .header("x-request-id", "from-client")
+            .header("expect", "100-continue")
+            .header("via", "1.0 edge")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let peer = crate::forward::Peer::new("10.0.0.9:4000".parse().unwrap(), false);
+        let id = HeaderValue::from_static("rid-1");
+        let target = HeaderValue::from_static("up:8080");
+        let forwarded = || {
+            let host = client.headers.get(header::HOST).cloned();
+            Forwarded::new(&client.headers, &peer, host, &id, &VIA)
+        };
+        let lines = |head: &[u8]| {
+            let text = String::from_utf8_lossy(head).into_owned();
+            let mut lines: Vec<String> = text.lines().skip(1).map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+
+        let mut written = Vec::new();
+        let added = Added {
+            host: &target,
+            forwarded: &forwarded(),
+        };
+        encode_request(&client, Some(added), &Empty::<Bytes>::new(), &mut written);
+
+        let mut inserted = Vec::new();
+        let mut in_map = http::Request::get("/a").body(()).unwrap().into_parts().0;
+        in_map.headers = client.headers.clone();
+        forwarded().insert_into(&mut in_map.headers);
+        in_map.headers.insert(header::HOST, target.clone());
+        encode_request(&in_map, None, &Empty::<Bytes>::new(), &mut inserted);
+
+        assert_eq!(lines(&written), lines(&inserted));
+        assert_eq!(
+            lines(&written),
+            [
+                "",
+                "accept: */*",
+                "host: up:8080",
+                "via: 1.0 edge",
+                "via: 1.1 raftgate",
+                "x-forwarded-for: 1.1.1.1, 10.0.0.9",
+                "x-forwarded-host: asked.example",
+                "x-forwarded-proto: http",
+                "x-request-id: rid-1",
+            ]
+        );
     }
 
     #[test]

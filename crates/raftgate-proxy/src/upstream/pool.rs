@@ -212,6 +212,12 @@ impl Pool {
         self.active.as_ref()
     }
 
+    /// Whether balancing reads a request header, which may be one the proxy sets: then the
+    /// proxy's lines must be in the request's map before the pool sees it.
+    pub(crate) fn hashes_on_header(&self) -> bool {
+        matches!(self.hash_on, Some(HashKey::Header(_)))
+    }
+
     /// The consistent-hashing key of a request; `None` without hashing or without the header,
     /// cookie or address hashed.
     pub(crate) fn hash_key(&self, headers: &HeaderMap, client_ip: &HeaderValue) -> Option<u64> {

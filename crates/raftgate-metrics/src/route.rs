@@ -46,7 +46,9 @@ type Call = (Option<Arc<str>>, u16);
 #[derive(Debug)]
 struct RouteRequests {
     labels: RouteLabels,
-    by_call: RwLock<HashMap<Call, AtomicU64>>,
+    /// Hashed with foldhash rather than SipHash: this is looked up on every request, and its
+    /// keys (configured consumers, status codes) are few and not chosen by clients.
+    by_call: RwLock<HashMap<Call, AtomicU64, foldhash::fast::RandomState>>,
 }
 
 impl RouteRequests {

@@ -553,7 +553,9 @@ impl PathTable {
 /// Every prefix of `path` that a segment-aware match could have used, longest first: the path
 /// itself, then for each `/` from the right, the path up to and including it and up to it.
 fn candidate_prefixes(path: &str) -> impl Iterator<Item = &str> {
-    let cuts = path.rmatch_indices('/').flat_map(move |(i, _)| {
+    // A byte scan: on a path of a few segments it is cheaper than the general char searcher.
+    let slashes = path.bytes().enumerate().rev().filter(|&(_, b)| b == b'/');
+    let cuts = slashes.flat_map(move |(i, _)| {
         let with_slash = (i + 1 < path.len()).then(|| path.get(..=i)).flatten();
         let without = (i > 0).then(|| path.get(..i)).flatten();
         [with_slash, without]
@@ -569,7 +571,8 @@ fn normalize_host(host: &str) -> &str {
             None => host,
         }
     } else {
-        match host.rfind(':') {
+        // A byte scan: on a short host it is cheaper than the general char searcher.
+        match host.bytes().rposition(|b| b == b':') {
             Some(i) => host.get(..i).unwrap_or(host),
             None => host,
         }

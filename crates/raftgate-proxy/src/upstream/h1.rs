@@ -267,8 +267,8 @@ struct Wire<'a> {
 
 impl Wire<'_> {
     fn content_length(&mut self, raw: &[u8]) {
-        for item in String::from_utf8_lossy(raw).split(',') {
-            let Ok(n) = item.trim().parse::<u64>() else {
+        for item in raw.split(|&b| b == b',') {
+            let Some(n) = decimal(item.trim_ascii()) else {
                 self.bad_length.get_or_insert("bad content-length");
                 return;
             };
@@ -283,11 +283,11 @@ impl Wire<'_> {
     /// Records the tokens of one `Connection` line; whether it names other headers.
     fn connection(&mut self, raw: &[u8]) -> bool {
         let mut others = false;
-        for token in String::from_utf8_lossy(raw).split(',') {
-            let token = token.trim();
-            if token.eq_ignore_ascii_case("close") {
+        for token in raw.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
                 self.close = true;
-            } else if token.eq_ignore_ascii_case("keep-alive") {
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
             } else if !token.is_empty() {
                 others = true;
@@ -303,6 +303,17 @@ impl Wire<'_> {
             _ => !self.close,
         }
     }
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6), no sign, no overflow.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let digit = d.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// The body's framing, and whether the connection can be reused after it (RFC 9112 §6.3).
@@ -591,6 +602,16 @@ mod tests {
         );
         assert_eq!(coded.framing, Framing::Chunked);
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", &Method::GET).is_err());
+        // Digits only: no sign, no overflow; repeated equal values are one length.
+        for bad in ["+5", "-5", "", "5 5", "18446744073709551616"] {
+            let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(head(&raw, &Method::GET).is_err(), "{bad:?}");
+        }
+        let repeated = complete(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5 , 5\r\nContent-Length: 5\r\n\r\n",
+            &Method::GET,
+        );
+        assert_eq!(repeated.framing, Framing::Length(5));
         let until_close = complete("HTTP/1.0 200 OK\r\n\r\n", &Method::GET);
         assert_eq!(
             (until_close.framing, until_close.keep_alive),

@@ -515,10 +515,13 @@ impl<'a> Forwarded<'a> {
     pub(crate) fn replaces(name: &HeaderName) -> bool {
         *name == header::HOST
             || *name == header::EXPECT
-            || matches!(
-                name.as_str(),
-                "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id"
-            )
+            || [
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+                &X_REQUEST_ID,
+            ]
+            .contains(&name)
     }
 
     /// Puts the lines into `headers` as the codec would write them, for a route whose header

@@ -117,11 +117,11 @@ fn is_read(method: &Method) -> bool {
 }
 
 /// Rejects requests without a valid token (when a bootstrap token is configured) and writes by
-/// read-only tokens; `/health` stays open for load balancers and orchestrators, and `/metrics`
+/// read-only tokens; `/health` and `/ready` stay open for load balancers and orchestrators, and `/metrics`
 /// for Prometheus (see the `metrics` module for why). Without a bootstrap token the node is
 /// loopback-only and every caller is an anonymous admin.
 pub async fn require_token(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
-    if matches!(req.uri().path(), "/health" | "/metrics") {
+    if matches!(req.uri().path(), "/health" | "/ready" | "/metrics") {
         return next.run(req).await;
     }
     let caller = match &s.token {

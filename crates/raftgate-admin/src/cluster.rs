@@ -1,4 +1,5 @@
-//! Cluster status and membership: `GET /cluster`, adding and removing members, snapshots.
+//! Cluster status and membership: `GET /cluster`, adding and removing members, snapshots, and
+//! the node's liveness (`/health`) and readiness (`/ready`).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -7,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use raftgate_cluster::WriteError;
 use raftgate_model::access::AuditOperation;
-use raftgate_model::api::{AddMember, ClusterStatus, Health};
+use raftgate_model::api::{AddMember, ClusterStatus, Health, Ready};
 use raftgate_model::{Command, NodeId};
 use serde::Serialize;
 
@@ -39,13 +40,19 @@ pub async fn health(State(s): State<Shared>) -> axum::Json<Health> {
     })
 }
 
+/// Whether this node can have writes committed now (see `Node::ready`); 503 `not_ready` with
+/// the reason when it cannot.
+pub async fn ready(State(s): State<Shared>) -> Result<axum::Json<Ready>, ApiError> {
+    Ok(axum::Json(s.node.ready().await?))
+}
+
 async fn status(State(s): State<Shared>) -> Result<axum::Json<ClusterStatus>, ApiError> {
     Ok(axum::Json(s.node.status().await?))
 }
 
 /// Records a cluster operation in the replicated audit log. The operation is over by now, so a
 /// failure to record it is logged rather than answered; operations that failed for want of a
-/// leader are not recorded.
+/// leader or a quorum are not recorded (the record could not be committed either).
 async fn record<T>(
     s: &Shared,
     caller: &Caller,
@@ -54,7 +61,9 @@ async fn record<T>(
     result: &Result<T, WriteError>,
 ) {
     // Without a leader the record could not be written either; do not make the caller wait twice.
-    if let Err(WriteError::NoLeader { .. } | WriteError::Stopped(_)) = result {
+    if let Err(WriteError::NoLeader { .. } | WriteError::NoQuorum(_) | WriteError::Stopped(_)) =
+        result
+    {
         return;
     }
     let error = result.as_ref().err().map(ToString::to_string);

@@ -81,6 +81,14 @@ impl ApiError {
                 WriteError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader", None),
                 WriteError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
                 WriteError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request", None),
+                WriteError::BadMember { field, .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    Some(field.clone()),
+                ),
+                WriteError::Unsafe(_) => (StatusCode::CONFLICT, "unsafe_membership_change", None),
+                WriteError::NoQuorum(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum", None),
+                WriteError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", None),
                 WriteError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_stopped", None),
             },
         }

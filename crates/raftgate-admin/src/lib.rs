@@ -55,7 +55,7 @@ struct AdminState {
 type Shared = Arc<AdminState>;
 
 /// Builds the admin API for `node`. With `token` (the bootstrap token, role admin), every
-/// request but `GET /health` and `GET /metrics` must carry `Authorization: Bearer <token>` with
+/// request but `GET /health`, `GET /ready` and `GET /metrics` must carry `Authorization: Bearer <token>` with
 /// it or with a token made through `POST /tokens`. `health` is where `GET /upstreams/health`
 /// reads this node's view of its upstream targets (the proxy's). `secrets` seals AI provider
 /// credentials. `metrics` is the node's registry, served at `GET /metrics`.
@@ -76,6 +76,7 @@ pub fn router(
     Router::new()
         .route("/openapi.json", get(openapi::serve))
         .route("/health", get(cluster::health))
+        .route("/ready", get(cluster::ready))
         .merge(metrics::routes())
         .merge(resources::routes::<ServiceSpec>())
         .merge(resources::routes::<RouteSpec>())

@@ -13,7 +13,7 @@ use raftgate_model::ai::{
 };
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, Member,
-    NodeUpstreams, Role, TargetHealth, UpstreamHealth,
+    NodeUpstreams, Ready, Role, TargetHealth, UpstreamHealth,
 };
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::policy::{
@@ -184,6 +184,14 @@ fn op(tag: &str, summary: &str) -> OperationBuilder {
             "503",
             error("No leader reachable; retry after Retry-After seconds"),
         )
+}
+
+fn unsafe_change() -> utoipa::openapi::Response {
+    error("Refused: a majority of the voters left after the change would not answer")
+}
+
+fn unknown_outcome() -> utoipa::openapi::Response {
+    error("The outcome is unknown (it may still take effect): read it back")
 }
 
 fn resource_paths<R: Resource>(paths: &mut Paths) {
@@ -461,14 +469,18 @@ fn build() -> OpenApi {
                 .required(Some(Required::True))
                 .build(),
         ))
-        .response("200", status()),
+        .response("200", status())
+        .response("409", unsafe_change())
+        .response("504", unknown_outcome()),
     );
     paths.add_path_operation(
         "/cluster/members/{id}",
         vec![HttpMethod::Delete],
         op("cluster", "Remove a node from the cluster")
             .parameter(param("id", ParameterIn::Path, "node id"))
-            .response("200", status()),
+            .response("200", status())
+            .response("409", unsafe_change())
+            .response("504", unknown_outcome()),
     );
     paths.add_path_operation(
         "/cluster/snapshot",
@@ -506,6 +518,20 @@ fn build() -> OpenApi {
             .tag("cluster")
             .summary(Some("Liveness; never needs a token"))
             .response("200", ok("The node answers", Health::schema())),
+    );
+    paths.add_path_operation(
+        "/ready",
+        vec![HttpMethod::Get],
+        OperationBuilder::new()
+            .tag("cluster")
+            .summary(Some(
+                "Readiness: whether this node can have writes committed now; never needs a token",
+            ))
+            .response("200", ok("Ready", Ref::from_schema_name("Ready")))
+            .response(
+                "503",
+                error("Not ready (no quorum, not a member, Raft stopped); `message` says why"),
+            ),
     );
     paths.add_path_operation(
         "/metrics",
@@ -575,6 +601,7 @@ fn build() -> OpenApi {
         .schema_from::<Member>()
         .schema_from::<Role>()
         .schema_from::<AddMember>()
+        .schema_from::<Ready>()
         .schema_from::<NodeUpstreams>()
         .schema_from::<UpstreamHealth>()
         .schema_from::<TargetHealth>()

@@ -35,6 +35,7 @@ use raftgate_model::ai::{
 };
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, NodeUpstreams,
+    Ready,
 };
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
 use raftgate_model::policy::ConsumerUsage;
@@ -606,6 +607,11 @@ impl AdminClient {
     /// `GET /health`: whether the node answers, and its id.
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/health", NO_BODY, None).await
+    }
+
+    /// `GET /ready`: whether the node can have writes committed now (503 when it cannot).
+    pub async fn ready(&self) -> Result<Ready, ClientError> {
+        self.call(Method::GET, "/ready", NO_BODY, None).await
     }
 }
 

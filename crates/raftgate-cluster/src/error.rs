@@ -58,6 +58,24 @@ pub enum WriteError {
     /// The request is not acceptable (for example, a membership change that makes no sense).
     #[error("{0}")]
     Invalid(String),
+    /// A membership change names a node or an address it may not.
+    #[error("{message}")]
+    BadMember {
+        /// The field of `POST /cluster/members` at fault.
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A membership change was refused because the cluster could not commit after it.
+    #[error("{0}")]
+    Unsafe(String),
+    /// A membership change was refused because a majority of the current voters does not
+    /// answer, so nothing can be committed now.
+    #[error("{0}")]
+    NoQuorum(String),
+    /// The node cannot have writes committed now (see `Node::ready`).
+    #[error("this node is not ready: {0}")]
+    NotReady(String),
     /// The node is shutting down or Raft has stopped.
     #[error("this node's Raft core has stopped ({0}); restart the node")]
     Stopped(String),

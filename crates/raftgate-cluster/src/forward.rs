@@ -25,14 +25,26 @@ pub enum ForwardRequest {
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a new learner may take to catch up before it is promoted.
 pub const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+/// How long each member may take to answer before a membership change, which goes ahead only
+/// if a majority of the voters, before and after it, answers.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl ForwardRequest {
     /// How long one attempt may take before the caller gives up on it (and maybe retries).
     pub fn timeout(&self) -> Duration {
         match self {
             ForwardRequest::AddMember(_) => CATCH_UP_WAIT + FORWARD_TIMEOUT,
+            ForwardRequest::RemoveMember(_) => FORWARD_TIMEOUT + PROBE_TIMEOUT,
             _ => FORWARD_TIMEOUT,
         }
+    }
+
+    /// Whether an attempt whose outcome is unknown may simply be tried again. Writes carry a
+    /// request id and reads change nothing; a membership change does not, and trying it again
+    /// after it took effect would answer an error about a change that happened, so its caller
+    /// finds out what happened instead (see `Node::change_membership`).
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, ForwardRequest::Write(_) | ForwardRequest::ReadIndex)
     }
 }
 
@@ -59,4 +71,17 @@ pub enum ForwardError {
     /// The outcome is unknown — the attempt timed out, its connection broke after sending, or
     /// the leader stepped down with it appended — so it may still take effect.
     TimedOut,
+    /// A membership change names a node or an address it may not (`field` says which).
+    BadMember {
+        /// The field of `POST /cluster/members` at fault (`id`, `cluster_addr`).
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A membership change was refused because the cluster could not commit after it: a
+    /// majority of the resulting voters does not answer.
+    Unsafe(String),
+    /// A membership change was refused because a majority of the current voters does not
+    /// answer: the cluster cannot commit anything now.
+    NoQuorum(String),
 }

@@ -217,7 +217,7 @@ impl Connection {
             && !self.proven.load(Ordering::Acquire)
         {
             match challenge(&mut client, Some(secret), option.hard_ttl()).await {
-                Ok(()) => self.proven.store(true, Ordering::Release),
+                Ok(_) => self.proven.store(true, Ordering::Release),
                 Err(why) => {
                     let e = Unproven {
                         id: self.target,

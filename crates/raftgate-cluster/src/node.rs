@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, SnapshotPolicy};
 use raftgate_metrics::{RaftGauges, RaftStatus};
-use raftgate_model::api::{AddMember, ClusterStatus, Member, Role};
+use raftgate_model::api::{AddMember, ClusterStatus, Member, Ready, Role};
 use raftgate_model::command::Applied;
 use raftgate_model::{Command, NodeId, NodeInfo, Outcome, Proposal, State, codec};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -25,7 +25,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::Raft;
 use crate::error::{StartError, WriteError};
-use crate::forward::{CATCH_UP_WAIT, ForwardError, ForwardRequest, ForwardResponse};
+use crate::forward::{CATCH_UP_WAIT, ForwardError, ForwardRequest, ForwardResponse, PROBE_TIMEOUT};
 use crate::network::{Network, request};
 use crate::pb::InfoRequest;
 use crate::pb::cluster_server::ClusterServer;
@@ -38,6 +38,22 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(5);
 const INFO_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a node about to be added may take to pass the credentials check.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `GET /ready` waits for a leader to confirm its leadership with a quorum.
+pub const READY_WAIT: Duration = Duration::from_secs(2);
+
+/// The voters and all members (voters and learners) with their addresses.
+struct Membership {
+    voters: BTreeSet<NodeId>,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+}
+
+/// Why a node could not be identified.
+enum Unidentified {
+    /// It answered as another node.
+    Other(NodeId),
+    /// It did not answer, or did not pass the credentials check.
+    Failed(String),
+}
 
 /// Raft timing and snapshot settings.
 #[derive(Debug, Clone)]
@@ -328,15 +344,75 @@ impl Node {
     }
 
     /// Runs a membership change on the leader and answers once this node has applied it, so the
-    /// status returned already shows the change.
+    /// status returned already shows the change. When the outcome is unknown (the attempt timed
+    /// out, or the leader changed under it), it is not tried again: once this node has caught
+    /// up with the leader, the membership shows whether the change happened, and that is the
+    /// answer; a change still neither done nor refused answers `Timeout`.
     async fn change_membership(&self, req: ForwardRequest) -> Result<ClusterStatus, WriteError> {
-        match self.leader_call(req).await? {
-            ForwardResponse::MembershipChanged(index) => {
+        match self.leader_call(req.clone()).await {
+            Ok(ForwardResponse::MembershipChanged(index)) => {
                 self.wait_applied(index).await?;
                 self.status().await
             }
-            other => Err(unexpected(&other)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(WriteError::Timeout { retry_after }) => {
+                self.linearizable_state().await?;
+                let membership = self.membership();
+                let done = match &req {
+                    ForwardRequest::AddMember(m) => membership.voters.contains(&m.id),
+                    ForwardRequest::RemoveMember(id) => !membership.nodes.contains_key(id),
+                    _ => false,
+                };
+                if done {
+                    self.status().await
+                } else {
+                    Err(WriteError::Timeout { retry_after })
+                }
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// The membership this node knows (the latest, committed or not).
+    fn membership(&self) -> Membership {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        Membership {
+            voters: membership.voter_ids().collect(),
+            nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+        }
+    }
+
+    /// Whether this node can have writes committed now: it is a member, a leader confirms its
+    /// leadership with a quorum (a read-index round) within [`READY_WAIT`], and this node has
+    /// applied everything committed before. `NotReady` says why not.
+    pub async fn ready(&self) -> Result<Ready, WriteError> {
+        let not_ready = |why: String| WriteError::NotReady(why);
+        let running = self.inner.raft.metrics().borrow().running_state.clone();
+        running
+            .map_err(|e| not_ready(format!("its Raft core has stopped ({e}); restart the node")))?;
+        if !self.membership().nodes.contains_key(&self.inner.id) {
+            return Err(not_ready(format!(
+                "node {} is not a member of the cluster; add it with POST /cluster/members",
+                self.inner.id
+            )));
+        }
+        let state = tokio::time::timeout(READY_WAIT, self.linearizable_state())
+            .await
+            .map_err(|_| {
+                not_ready(format!(
+                    "no leader confirmed its leadership with a quorum within {READY_WAIT:?}: a majority of the voters is down or cut off"
+                ))
+            })?
+            .map_err(|e| not_ready(e.to_string()))?;
+        let leader = self.inner.raft.metrics().borrow().current_leader;
+        let leader_id = leader.ok_or_else(|| not_ready("it knows no leader".into()))?;
+        Ok(Ready {
+            node_id: self.inner.id,
+            leader_id,
+            applied_index: state.applied_index,
+        })
     }
 
     /// Builds a snapshot on this node now and purges the log it covers; returns its last index.
@@ -448,6 +524,16 @@ impl Node {
                 Ok(resp) => return Ok(resp),
                 Err(ForwardError::Invalid(msg)) => return Err(WriteError::Invalid(msg)),
                 Err(ForwardError::Stopped(msg)) => return Err(WriteError::Stopped(msg)),
+                Err(ForwardError::BadMember { field, message }) => {
+                    return Err(WriteError::BadMember { field, message });
+                }
+                Err(ForwardError::Unsafe(msg)) => return Err(WriteError::Unsafe(msg)),
+                Err(ForwardError::NoQuorum(msg)) => return Err(WriteError::NoQuorum(msg)),
+                Err(ForwardError::TimedOut) if !req.retry_safe() => {
+                    return Err(WriteError::Timeout {
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
                 Err(ForwardError::TimedOut) => timed_out = true,
                 Err(ForwardError::NotLeader(_)) => {}
             }
@@ -551,37 +637,86 @@ impl Node {
         }
     }
 
+    /// Unless this node is the leader, answers `NotLeader` with the leader it knows: membership
+    /// changes are checked against the leader's view of the membership, and only there.
+    fn lead_here(&self) -> Result<(), ForwardError> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        match m.current_leader {
+            Some(leader) if leader == self.inner.id => Ok(()),
+            leader => Err(ForwardError::NotLeader(leader.and_then(|l| {
+                let node = m.membership_config.membership().get_node(&l).cloned();
+                node.map(|n| (l, n))
+            }))),
+        }
+    }
+
     async fn add_member_here(&self, m: AddMember) -> Result<ForwardResponse, ForwardError> {
         let _one_at_a_time = self.inner.membership.lock().await;
-        let raft = &self.inner.raft;
-        let existing = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&m.id)
-            .cloned();
-        if existing.is_some_and(|n| n.cluster_addr != m.cluster_addr) {
-            return Err(ForwardError::Invalid(format!(
-                "node {} is already a member with another address; remove it first",
-                m.id
-            )));
+        self.lead_here()?;
+        let id = m.id;
+        let bad = |field: &str, message: String| ForwardError::BadMember {
+            field: field.into(),
+            message,
+        };
+        if id == 0 {
+            return Err(bad(
+                "id",
+                "node ids start at 1 (0 stands for no node); give the node the id it runs with (--id)".into(),
+            ));
+        }
+        let mut membership = self.membership();
+        if membership.voters.contains(&id) {
+            return Err(bad(
+                "id",
+                format!("node {id} is already a voter; to replace it, remove it first"),
+            ));
+        }
+        // A learner left by an earlier attempt may be promoted, if it is the same node.
+        if let Some(existing) = membership.nodes.get(&id)
+            && existing.cluster_addr != m.cluster_addr
+        {
+            return Err(bad(
+                "id",
+                format!(
+                    "node {id} is already a member at {}; remove it first",
+                    existing.cluster_addr
+                ),
+            ));
+        }
+        if let Some(other) = membership
+            .nodes
+            .iter()
+            .find(|(other, n)| **other != id && n.cluster_addr == m.cluster_addr)
+            .map(|(other, _)| *other)
+        {
+            return Err(bad(
+                "cluster_addr",
+                format!(
+                    "{} is the cluster address of node {other}; give node {id} its own",
+                    m.cluster_addr
+                ),
+            ));
         }
         let node = NodeInfo {
             cluster_addr: m.cluster_addr,
             admin_addr: m.admin_addr,
             proxy_addr: m.proxy_addr,
         };
-        if self.inner.tls || self.inner.secret.is_some() {
-            self.verify_peer(m.id, &node.cluster_addr).await?;
-        }
-        raft.add_learner(m.id, node, true)
+        self.verify_peer(id, &node.cluster_addr).await?;
+        let current = membership.voters.clone();
+        membership.nodes.insert(id, node.clone());
+        // The learner is added by a log entry the current voters must commit.
+        self.check_quorum(&membership.nodes, &current, &current)
+            .await?;
+        let raft = &self.inner.raft;
+        raft.add_learner(id, node, true)
             .await
-            .map_err(write_error)?;
+            .map_err(membership_error)?;
         // add_learner returns before the learner has the log: wait until it has what we have.
         let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
-        let id = m.id;
-        raft.wait(Some(CATCH_UP_WAIT))
+        let caught_up = raft
+            .wait(Some(CATCH_UP_WAIT))
             .metrics(
                 |x| {
                     x.replication
@@ -591,66 +726,166 @@ impl Node {
                 },
                 "learner caught up",
             )
-            .await
-            .map_err(|e| {
-                ForwardError::Invalid(format!(
-                    "node {id} did not catch up: {e}; is it running and reachable?"
-                ))
-            })?;
+            .await;
+        let mut next = current.clone();
+        next.insert(id);
+        let checked = match caught_up {
+            Err(e) => Err(bad(
+                "cluster_addr",
+                format!("node {id} did not catch up: {e}; is it running and reachable?"),
+            )),
+            // It may have stopped answering while catching up.
+            Ok(_) => self.check_quorum(&membership.nodes, &current, &next).await,
+        };
+        if let Err(e) = checked {
+            self.drop_learner(id).await;
+            return Err(e);
+        }
         let changed = raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(write_error)?;
+            .map_err(membership_error)?;
         tracing::info!(id, "node added as voter");
         Ok(ForwardResponse::MembershipChanged(changed.log_id.index))
     }
 
-    /// Before a node is added: it must complete the mutual TLS handshake (when configured) and
-    /// prove that it holds the cluster secret (when there is one), so that a node that would
-    /// accept anything is never made a member nor sent the log.
+    /// Takes back a learner that will not be promoted, so that a refused addition leaves
+    /// nothing behind; a failure is only logged (a learner does not count towards the quorum).
+    async fn drop_learner(&self, id: NodeId) {
+        let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        if let Err(e) = self.inner.raft.change_membership(change, false).await {
+            tracing::warn!(id, error = %e, "cannot remove the learner of a refused addition; remove it with DELETE /cluster/members/{id}");
+        }
+    }
+
+    /// Before a node is added: it must answer at `addr` as node `id`, complete the mutual TLS
+    /// handshake (when configured) and prove that it holds the cluster secret (when there is
+    /// one), so that a node that would accept anything, or another member under a second id,
+    /// is never made a member nor sent the log.
     async fn verify_peer(&self, id: NodeId, addr: &str) -> Result<(), ForwardError> {
+        let refused = |why: String| {
+            tracing::warn!(id, addr, %why, "refusing to add a node");
+            ForwardError::BadMember {
+                field: "cluster_addr".into(),
+                message: why,
+            }
+        };
+        let hint = match (self.inner.secret.is_some(), self.inner.tls) {
+            (true, true) => "this cluster's --cluster-secret and a certificate signed by its CA",
+            (true, false) => "this cluster's --cluster-secret",
+            (false, true) => "a certificate signed by this cluster's CA (--cluster-ca/-cert/-key)",
+            (false, false) => "",
+        };
+        match self.identify(id, addr, VERIFY_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(Unidentified::Other(other)) => Err(refused(format!(
+                "the node at {addr} is node {other}, not node {id}; start node {id} with --id {id} and its own --cluster-addr"
+            ))),
+            Err(Unidentified::Failed(why)) if hint.is_empty() => Err(refused(format!(
+                "node {id} does not answer at {addr} ({why}); start it first, with --cluster-addr {addr}"
+            ))),
+            Err(Unidentified::Failed(why)) => Err(refused(format!(
+                "node {id} at {addr} failed the cluster's credentials check ({why}); start it with {hint}"
+            ))),
+        }
+    }
+
+    /// Asks the node at `addr` who it is, within `timeout`: `Ok` if it answers as node `id`
+    /// and passes the cluster's credentials check (see [`challenge`]).
+    async fn identify(
+        &self,
+        id: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(), Unidentified> {
         let mut client = self
             .inner
             .network
             .client(id, addr)
-            .map_err(|e| ForwardError::Invalid(e.to_string()))?;
-        let hint = match (self.inner.secret.is_some(), self.inner.tls) {
-            (true, true) => "this cluster's --cluster-secret and a certificate signed by its CA",
-            (true, false) => "this cluster's --cluster-secret",
-            _ => "a certificate signed by this cluster's CA (--cluster-ca/-cert/-key)",
-        };
-        let refused = |why: String| {
-            tracing::warn!(id, addr, %why, "refusing to add a node");
-            ForwardError::Invalid(format!(
-                "node {id} at {addr} failed the cluster's credentials check ({why}); start it with {hint}"
-            ))
-        };
-        challenge(&mut client, self.inner.secret.as_deref(), VERIFY_TIMEOUT)
+            .map_err(|e| Unidentified::Failed(e.to_string()))?;
+        let status = challenge(&mut client, self.inner.secret.as_deref(), timeout)
             .await
-            .map_err(refused)
+            .map_err(Unidentified::Failed)?;
+        if status.id == id {
+            Ok(())
+        } else {
+            Err(Unidentified::Other(status.id))
+        }
+    }
+
+    /// Refuses a change of the voters from `current` to `next` unless a majority of each
+    /// answers now (a joint change is committed by both): otherwise the change could not
+    /// commit (`NoQuorum`), or would leave a cluster that cannot commit anything (`Unsafe`).
+    /// `nodes` has the addresses.
+    async fn check_quorum(
+        &self,
+        nodes: &BTreeMap<NodeId, NodeInfo>,
+        current: &BTreeSet<NodeId>,
+        next: &BTreeSet<NodeId>,
+    ) -> Result<(), ForwardError> {
+        if next.is_empty() {
+            return Err(ForwardError::Unsafe(
+                "the change would leave the cluster with no voter; add another node first".into(),
+            ));
+        }
+        let probes = current.union(next).map(|&id| async move {
+            let answers = id == self.inner.id
+                || match nodes.get(&id) {
+                    Some(n) => self
+                        .identify(id, &n.cluster_addr, PROBE_TIMEOUT)
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+            answers.then_some(id)
+        });
+        let up: BTreeSet<NodeId> = futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let short = |voters: &BTreeSet<NodeId>, which: &str| {
+            let answering: BTreeSet<NodeId> = voters.intersection(&up).copied().collect();
+            (answering.len() * 2 <= voters.len()).then(|| {
+                format!(
+                    "only nodes {answering:?} of the {which} voters {voters:?} answer, not a majority"
+                )
+            })
+        };
+        if let Some(why) = short(current, "current") {
+            return Err(ForwardError::NoQuorum(format!(
+                "{why}: the cluster cannot commit anything now, this change included; bring the others back first"
+            )));
+        }
+        if let Some(why) = short(next, "resulting") {
+            return Err(ForwardError::Unsafe(format!(
+                "refused: {why}, so the cluster could not commit after the change; bring the others back first (or remove the unreachable ones)"
+            )));
+        }
+        Ok(())
     }
 
     async fn remove_member_here(&self, id: NodeId) -> Result<ForwardResponse, ForwardError> {
         let _one_at_a_time = self.inner.membership.lock().await;
-        let raft = &self.inner.raft;
-        let (is_voter, is_member) = {
-            let m = raft.metrics().borrow().membership_config.clone();
-            (
-                m.membership().voter_ids().any(|v| v == id),
-                m.membership().get_node(&id).is_some(),
-            )
-        };
-        let change = if is_voter {
+        self.lead_here()?;
+        let membership = self.membership();
+        let change = if membership.voters.contains(&id) {
+            let mut next = membership.voters.clone();
+            next.remove(&id);
+            self.check_quorum(&membership.nodes, &membership.voters, &next)
+                .await?;
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else if is_member {
+        } else if membership.nodes.contains_key(&id) {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         } else {
             return Err(ForwardError::Invalid(format!("node {id} is not a member")));
         };
-        let changed = raft
+        let changed = self
+            .inner
+            .raft
             .change_membership(change, false)
             .await
-            .map_err(write_error)?;
+            .map_err(membership_error)?;
         tracing::info!(id, "node removed");
         Ok(ForwardResponse::MembershipChanged(changed.log_id.index))
     }
@@ -819,6 +1054,16 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Forw
             ForwardError::Invalid(e.to_string())
         }
         RaftError::Fatal(f) => ForwardError::Stopped(f.to_string()),
+    }
+}
+
+/// Like [`write_error`], for a membership change made on this node as leader: "forward to the
+/// leader" then means it stepped down during the change, which may have happened in part (the
+/// joint configuration committed), so the outcome is unknown.
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
+    match write_error(e) {
+        ForwardError::NotLeader(_) => ForwardError::TimedOut,
+        other => other,
     }
 }
 

@@ -26,7 +26,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 use crate::network::PeerClient;
-use crate::pb::InfoRequest;
+use crate::pb::{InfoRequest, NodeStatus};
 
 /// Metadata carrying the digest of the cluster secret on every RPC.
 const BEARER: &str = "x-raftgate-cluster";
@@ -198,12 +198,13 @@ impl Interceptor for Incoming {
 }
 
 /// Makes the peer behind `client` prove, within `timeout`, that it completes the TLS handshake
-/// (when configured) and holds `secret` (when there is one); `Err` says why it did not.
+/// (when configured) and holds `secret` (when there is one); returns what the peer says about
+/// itself, or why it did not prove it.
 pub(crate) async fn challenge(
     client: &mut PeerClient,
     secret: Option<&Secret>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<NodeStatus, String> {
     let challenge = hex::encode(rand::random::<[u8; 16]>());
     let mut req = Request::new(InfoRequest {});
     req.set_timeout(timeout);
@@ -218,7 +219,7 @@ pub(crate) async fn challenge(
         Some(secret) if !secret.verify(challenge.as_bytes(), reply.metadata()) => {
             Err("it could not prove that it holds the cluster secret".into())
         }
-        _ => Ok(()),
+        _ => Ok(reply.into_inner()),
     }
 }
 

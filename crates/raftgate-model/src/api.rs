@@ -128,6 +128,20 @@ pub struct Health {
     pub node_id: NodeId,
 }
 
+/// `GET /ready`: this node can have writes committed now — a leader confirmed its leadership
+/// with a quorum (a read-index round) and this node, a member, has applied up to that point.
+/// `/health` only says the process answers; a node that is alive but cut off from the quorum,
+/// or no longer a member, is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    /// The answering node.
+    pub node_id: NodeId,
+    /// The leader that confirmed its leadership.
+    pub leader_id: NodeId,
+    /// The log index this node has applied, at least the leader's commit index at the check.
+    pub applied_index: u64,
+}
+
 /// One upstream target as one node's proxy sees it. Health is local to each node (every node
 /// probes and ejects on its own), so the admin API shows it per node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

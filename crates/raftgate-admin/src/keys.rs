@@ -23,12 +23,19 @@ pub fn routes() -> Router<Shared> {
         .route("/consumers/{name}/keys/{id}", put(update).delete(remove))
 }
 
-/// Parses and checks a key's settings; an empty body means the defaults.
-fn settings(body: Result<Bytes, BytesRejection>) -> Result<KeySettings, ApiError> {
+/// Parses and checks a key's settings. At creation an empty body means the defaults; a
+/// replacement must say what it replaces them with (as the OpenAPI document states).
+fn settings(body: Result<Bytes, BytesRejection>, required: bool) -> Result<KeySettings, ApiError> {
     if body
         .as_ref()
         .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
     {
+        if required {
+            return Err(ApiError::BadRequest {
+                field: None,
+                message: "send the key's settings as a JSON body, e.g. {\"ai_limits\":{}}".into(),
+            });
+        }
         return Ok(KeySettings::default());
     }
     let settings: KeySettings = json_body(body)?;
@@ -57,7 +64,7 @@ async fn create(
     Path(consumer): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
-    let settings = settings(body)?;
+    let settings = settings(body, false)?;
     if !s.node.state().consumers.contains_key(&consumer) {
         return Err(no_consumer(&consumer));
     }
@@ -111,7 +118,7 @@ async fn update(
     Path((consumer, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<KeyInfo>, ApiError> {
-    let settings = settings(body)?;
+    let settings = settings(body, true)?;
     let Some(current) = s
         .node
         .state()

@@ -314,13 +314,7 @@ async fn consumer_keys_are_created_listed_and_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_is_served() {
     let (cluster, _) = Cluster::start(&[1], None).await;
-    let (status, _, body) = cluster
-        .client(1)
-        .request(Method::GET, "/openapi.json", None, HeaderMap::new())
-        .await
-        .expect("GET /openapi.json");
-    assert_eq!(status, StatusCode::OK);
-    let doc: serde_json::Value = serde_json::from_slice(&body).expect("the document is JSON");
+    let doc = support::openapi(cluster.client(1)).await;
     let version = doc["openapi"].as_str().unwrap_or_default();
     assert!(version.starts_with('3'), "openapi version {version:?}");
     let paths = doc["paths"].as_object().expect("the document has paths");

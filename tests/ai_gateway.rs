@@ -465,49 +465,13 @@ async fn without_a_secrets_key_a_provider_credential_is_refused() {
     assert!(!stored.spec.api_key_set);
 }
 
-/// A python with the official `openai` and `anthropic` packages: the system's `python3` when it
-/// has them, otherwise a virtualenv under the target directory where they are installed from
-/// PyPI once, so that `cargo test` needs nothing installed by hand beyond python3.
-fn python_with_sdks() -> std::path::PathBuf {
-    let has_sdks = |python: &std::path::Path| {
-        std::process::Command::new(python)
-            .args(["-c", "import openai, anthropic"])
-            .output()
-            .is_ok_and(|out| out.status.success())
-    };
-    let system = std::path::PathBuf::from("python3");
-    if has_sdks(&system) {
-        return system;
-    }
-    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
-    let python = venv.join("bin/python3");
-    if !has_sdks(&python) {
-        let run =
-            |cmd: &mut std::process::Command| cmd.output().is_ok_and(|out| out.status.success());
-        let made = run(std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv))
-            && run(std::process::Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "openai",
-                "anthropic",
-            ]));
-        assert!(
-            made && has_sdks(&python),
-            "the SDK check needs python3 with the official SDKs, and installing them into {} failed: run `pip install openai anthropic`",
-            venv.display()
-        );
-    }
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_and_anthropic_sdks_against_a_node() {
-    let python = python_with_sdks();
+    let python = support::python_with(
+        &["openai", "anthropic"],
+        "sdk-venv",
+        &["openai", "anthropic"],
+    );
     let cluster = cluster(Some(SECRET)).await;
     let mocks = Mocks::start().await;
     let key = configure(&cluster, 1, &mocks).await;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use raftgate_model::api::{AddMember, Role};
 use raftgate_model::{ConsumerSpec, Entity, NodeId, RouteSpec, ServiceSpec};
-use support::{Cluster, Upstream, api_error, eventually, free_ports, route, service};
+use support::{
+    Cluster, Upstream, accepts_writes, api_error, eventually, free_ports, route, service,
+};
 
 const ALL: [NodeId; 3] = [1, 2, 3];
 
@@ -275,31 +277,6 @@ async fn assert_members(cluster: &Cluster, via: NodeId, voters: &[NodeId]) {
         (got.as_slice(), learners.as_slice()),
         (voters, &[][..]),
         "voters and learners as node {via} sees them"
-    );
-}
-
-/// Writes a consumer through node `via`, reads it back linearizably there, and checks that the
-/// node reports itself ready: the cluster accepts writes.
-async fn accepts_writes(cluster: &Cluster, via: NodeId, name: &str) {
-    let client = cluster.client(via);
-    let written = client
-        .put(name, &consumer(name), None)
-        .await
-        .unwrap_or_else(|e| panic!("write {name} through node {via}: {e}"));
-    let read: Entity<ConsumerSpec> = client
-        .get_consistent(name)
-        .await
-        .unwrap_or_else(|e| panic!("consistent read of {name} on node {via}: {e}"));
-    assert_eq!(read, written, "{name} on node {via}");
-    let ready = client
-        .ready()
-        .await
-        .unwrap_or_else(|e| panic!("GET /ready on node {via}: {e}"));
-    assert_eq!(ready.node_id, via);
-    assert!(
-        ready.applied_index >= written.version,
-        "ready at {ready:?}, before the write at {}",
-        written.version
     );
 }
 

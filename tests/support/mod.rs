@@ -26,7 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use raftgate_client::{AdminClient, ClientError};
 use raftgate_model::api::{AddMember, ClusterStatus, ErrorBody};
-use raftgate_model::{NodeId, RouteSpec, ServiceSpec, Target};
+use raftgate_model::{Entity, NodeId, RouteSpec, ServiceSpec, Target};
 
 /// The binary under test, built by cargo for this integration test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftgate");
@@ -544,6 +544,90 @@ impl ProxyClient {
             .await
             .unwrap_or_else(|_| Err(format!("GET {uri}: no answer within {:?}", self.timeout)))
     }
+}
+
+/// `GET /openapi.json` through `client`, parsed.
+pub async fn openapi(client: &AdminClient) -> serde_json::Value {
+    let (status, _, body) = client
+        .request(
+            http::Method::GET,
+            "/openapi.json",
+            None,
+            http::HeaderMap::new(),
+        )
+        .await
+        .expect("GET /openapi.json");
+    assert_eq!(status, StatusCode::OK);
+    serde_json::from_slice(&body).expect("the document is JSON")
+}
+
+/// Writes a service through node `via`, reads it back linearizably there, and checks that the
+/// node reports itself ready (`GET /ready`): the cluster accepts writes.
+pub async fn accepts_writes(cluster: &Cluster, via: NodeId, name: &str) {
+    let client = cluster.client(via);
+    let written = client
+        .put(name, &service("http://127.0.0.1:9"), None)
+        .await
+        .unwrap_or_else(|e| panic!("write {name} through node {via}: {e}"));
+    let read: Entity<ServiceSpec> = client
+        .get_consistent(name)
+        .await
+        .unwrap_or_else(|e| panic!("consistent read of {name} on node {via}: {e}"));
+    assert_eq!(read, written, "{name} on node {via}");
+    let ready = client
+        .ready()
+        .await
+        .unwrap_or_else(|e| panic!("GET /ready on node {via}: {e}"));
+    assert_eq!(ready.node_id, via);
+    assert!(
+        ready.applied_index >= written.version,
+        "ready at {ready:?}, before the write at {}",
+        written.version
+    );
+}
+
+/// A python3 that can import every module of `modules` (e.g. `["openai", "anthropic"]`): the
+/// system's when it can, otherwise one of a virtualenv under the target directory, named
+/// `venv`, where `packages` (pip requirement specifiers) are installed from PyPI once, so that
+/// `cargo test` needs nothing installed by hand beyond python3.
+pub fn python_with(modules: &[&str], venv: &str, packages: &[&str]) -> PathBuf {
+    let import = format!("import {}", modules.join(", "));
+    let can_import = |python: &Path| {
+        Command::new(python)
+            .args(["-c", &import])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let system = PathBuf::from("python3");
+    if can_import(&system) {
+        return system;
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(venv);
+    let python = venv.join("bin/python3");
+    if !can_import(&python) {
+        let run = |cmd: &mut Command| cmd.output().is_ok_and(|out| out.status.success());
+        let made = run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            && run(Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(packages));
+        assert!(
+            made && can_import(&python),
+            "this test needs python3 with {packages:?}, and installing them into {} failed: run `pip install {}`",
+            venv.display(),
+            packages
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    python
 }
 
 /// A one-target service spec.

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use raftgate_model::access::{AuditEntry, AuditOperation, TokenRole};
+use raftgate_model::access::{AUDIT_CAPACITY, AuditEntry, AuditOperation, TokenRole};
 use raftgate_model::ai::{
     AiLimits, AiUsage, CacheConfig, Deployment, ModelConfig, Period, Price, ProviderConfig,
     ProviderKind, ProviderView, UsageReport, UsageRow,
@@ -27,12 +27,15 @@ use raftgate_model::state::Resource;
 use raftgate_model::{
     ActiveCheck, CertificateInfo, CertificateSpec, ConsumerSpec, Entity, HashOn, HeaderOps,
     HealthChecks, InstanceSpec, Kind, LbPolicy, PassiveCheck, RateLimitSpec, RateWindow, RouteSpec,
-    ServiceSpec, Target, Timeouts,
+    ServiceSpec, Target, Timeouts, validate,
 };
 use utoipa::PartialSchema;
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
-use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ArrayBuilder, ComponentsBuilder, ObjectBuilder};
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
+use utoipa::openapi::schema::{ArrayBuilder, ComponentsBuilder, ObjectBuilder, Type};
 use utoipa::openapi::{
     ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr, Required,
     ResponseBuilder, Schema,
@@ -43,19 +46,147 @@ use crate::cluster::SnapshotTaken;
 /// Every write answers 403 to a read-only token: says so on every operation that is not a read.
 fn forbid_writes(paths: &mut Paths) {
     for item in paths.paths.values_mut() {
-        let writes = [
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in writes.into_iter().flatten() {
-            operation.responses.responses.insert(
-                "403".into(),
-                error("The token is read-only; writing needs an admin token").into(),
-            );
+        for (method, operation) in operations(item) {
+            if let (true, Some(operation)) = (method != "get", operation) {
+                operation.responses.responses.insert(
+                    "403".into(),
+                    error("The token is read-only; writing needs an admin token").into(),
+                );
+            }
         }
     }
+}
+
+/// An operation's id: its method and path, e.g. `put_services_name`.
+fn operation_id(method: &str, path: &str) -> String {
+    let words: Vec<&str> = path
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    format!("{method}_{}", words.join("_"))
+}
+
+/// The operations of a path, by method.
+fn operations(item: &mut PathItem) -> [(&'static str, &mut Option<Operation>); 4] {
+    [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+    ]
+}
+
+/// Gives every operation its [`operation_id`], which links name.
+fn name_operations(paths: &mut Paths) {
+    for (path, item) in &mut paths.paths {
+        for (method, operation) in operations(item) {
+            if let Some(operation) = operation {
+                operation.operation_id = Some(operation_id(method, path));
+            }
+        }
+    }
+}
+
+/// Links the answers `statuses` of `method path` to the operations `to` (method, path), with
+/// their `parameters` taken from the request or the answer (runtime expressions): what a
+/// client, or a fuzzer, can do next with what it just made.
+fn link(
+    paths: &mut Paths,
+    (method, path): (&str, &str),
+    statuses: &[&str],
+    to: &[(&str, &str)],
+    parameters: &[(&str, &str)],
+) {
+    let operation = paths
+        .paths
+        .get_mut(path)
+        .and_then(|item| operations(item).into_iter().find(|(m, _)| *m == method))
+        .and_then(|(_, operation)| operation.as_mut());
+    let Some(operation) = operation else { return };
+    for status in statuses {
+        let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
+            continue;
+        };
+        for (to_method, to_path) in to {
+            let id = operation_id(to_method, to_path);
+            let link = parameters
+                .iter()
+                .fold(LinkBuilder::new().operation_id(&id), |l, (name, value)| {
+                    l.parameter(*name, *value)
+                });
+            response.links.insert(id, link.build().into());
+        }
+    }
+}
+
+/// The links from where things are made to where they are used.
+fn link_paths(paths: &mut Paths) {
+    let collections: Vec<String> = paths
+        .paths
+        .keys()
+        .filter(|p| p.ends_with("/{name}") && p.matches('{').count() == 1)
+        .cloned()
+        .collect();
+    let by_name = [("name", "$request.path.name")];
+    for item in &collections {
+        link(
+            paths,
+            ("put", item),
+            &["200", "201"],
+            &[("get", item), ("delete", item)],
+            &by_name,
+        );
+    }
+    link(
+        paths,
+        ("put", "/services/{name}"),
+        &["200", "201"],
+        &[
+            ("get", "/services/{service}/instances"),
+            ("put", "/services/{service}/instances/{id}"),
+        ],
+        &[("service", "$request.path.name")],
+    );
+    let instance = "/services/{service}/instances/{id}";
+    link(
+        paths,
+        ("put", instance),
+        &["200", "201"],
+        &[
+            ("put", "/services/{service}/instances/{id}/heartbeat"),
+            ("delete", instance),
+        ],
+        &[
+            ("service", "$request.path.service"),
+            ("id", "$request.path.id"),
+        ],
+    );
+    link(
+        paths,
+        ("put", "/consumers/{name}"),
+        &["200", "201"],
+        &[
+            ("post", "/consumers/{name}/keys"),
+            ("get", "/consumers/{name}/keys"),
+            ("get", "/consumers/{name}/usage"),
+        ],
+        &by_name,
+    );
+    let key = "/consumers/{name}/keys/{id}";
+    link(
+        paths,
+        ("post", "/consumers/{name}/keys"),
+        &["201"],
+        &[("put", key), ("delete", key)],
+        &[("name", "$request.path.name"), ("id", "$response.body#/id")],
+    );
+    link(
+        paths,
+        ("post", "/tokens"),
+        &["201"],
+        &[("delete", "/tokens/{name}")],
+        &[("name", "$response.body#/name")],
+    );
 }
 
 /// `/tokens` and `/audit`: who may use the admin API, and what they did.
@@ -63,28 +194,23 @@ fn access_paths(paths: &mut Paths) {
     paths.add_path_operation(
         "/tokens",
         vec![HttpMethod::Post],
-        op(
-            "tokens",
-            "Create an admin token; the secret is returned only now",
+        with_body(
+            leader_op(
+                "tokens",
+                "Create an admin token; the secret is returned only now",
+            ),
+            body(Ref::from_schema_name("CreateToken"), Required::True),
         )
-        .request_body(Some(
-            RequestBodyBuilder::new()
-                .content(
-                    "application/json",
-                    json(Ref::from_schema_name("CreateToken")),
-                )
-                .required(Some(Required::True))
-                .build(),
-        ))
         .response(
             "201",
             ok("The new token", Ref::from_schema_name("CreatedToken")),
-        ),
+        )
+        .response("412", error("Created at the same time by another request")),
     );
     paths.add_path_operation(
         "/tokens",
         vec![HttpMethod::Get],
-        op(
+        leader_op(
             "tokens",
             "List the admin tokens (names, roles and prefixes only)",
         )
@@ -97,27 +223,29 @@ fn access_paths(paths: &mut Paths) {
     paths.add_path_operation(
         "/tokens/{name}",
         vec![HttpMethod::Delete],
-        op("tokens", "Revoke an admin token on every node")
-            .parameter(param("name", ParameterIn::Path, "token name"))
+        leader_op("tokens", "Revoke an admin token on every node")
+            .parameter(name_param("name", "token name"))
             .response("204", ResponseBuilder::new().description("Revoked").build())
             .response("404", error("No such token")),
     );
     paths.add_path_operation(
         "/audit",
         vec![HttpMethod::Get],
-        op(
+        leader_op(
             "audit",
             "The replicated log of admin writes: who, what, when, outcome",
         )
         .parameter(param(
             "limit",
             ParameterIn::Query,
-            "at most this many entries (default 100, at most 10000)",
+            "at most this many entries (default 100)",
+            integer(1, AUDIT_CAPACITY as u64),
         ))
         .parameter(param(
             "since",
             ParameterIn::Query,
             "only entries after this log index, oldest first; without it, the newest entries",
+            integer(0, u64::MAX),
         ))
         .parameter(consistent())
         .response(
@@ -152,7 +280,12 @@ fn error(description: &str) -> utoipa::openapi::Response {
     ok(description, Ref::from_schema_name("ErrorBody"))
 }
 
-fn param(name: &str, place: ParameterIn, description: &str) -> utoipa::openapi::path::Parameter {
+fn param(
+    name: &str,
+    place: ParameterIn,
+    description: &str,
+    schema: impl Into<RefOr<Schema>>,
+) -> utoipa::openapi::path::Parameter {
     let required = if place == ParameterIn::Path {
         Required::True
     } else {
@@ -163,7 +296,52 @@ fn param(name: &str, place: ParameterIn, description: &str) -> utoipa::openapi::
         .parameter_in(place)
         .required(required)
         .description(Some(description))
+        .schema(Some(schema))
         .build()
+}
+
+/// The names [`validate::name`] accepts, as a JSON Schema pattern; [`name_schema`] adds the
+/// length bounds. A unit test keeps the two in agreement.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9._~-]+$";
+
+/// A resource name (of any kind, tokens and instances included).
+fn name_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(NAME_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(validate::MAX_NAME_LEN))
+        .into()
+}
+
+/// A path parameter naming a resource.
+fn name_param(name: &str, what: &str) -> utoipa::openapi::path::Parameter {
+    param(
+        name,
+        ParameterIn::Path,
+        &format!(
+            "{what}: 1 to {} letters, digits, - _ . ~",
+            validate::MAX_NAME_LEN
+        ),
+        name_schema(),
+    )
+}
+
+fn string() -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).into()
+}
+
+fn boolean() -> Schema {
+    ObjectBuilder::new().schema_type(Type::Boolean).into()
+}
+
+/// An integer from `min` to `max`, both included.
+fn integer(min: u64, max: u64) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .into()
 }
 
 fn consistent() -> utoipa::openapi::path::Parameter {
@@ -171,6 +349,35 @@ fn consistent() -> utoipa::openapi::path::Parameter {
         "consistent",
         ParameterIn::Query,
         "true: linearizable read through the leader's read index",
+        boolean(),
+    )
+}
+
+/// `If-Match`: a version, plain or as an entity tag.
+fn if_match() -> utoipa::openapi::path::Parameter {
+    param(
+        "If-Match",
+        ParameterIn::Header,
+        "expected version (0: must not exist); 412 if it differs",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(IF_MATCH_PATTERN)),
+    )
+}
+
+/// The `If-Match` values [`crate::extract::if_match`] accepts: a version, bare or quoted,
+/// optionally weak.
+pub const IF_MATCH_PATTERN: &str = r#"^(W/)?("[0-9]{1,18}"|[0-9]{1,18})$"#;
+
+/// The key ids `POST /consumers/{name}/keys` makes: 16 hex digits.
+fn key_id() -> utoipa::openapi::path::Parameter {
+    param(
+        "id",
+        ParameterIn::Path,
+        "key id (16 hex digits)",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9a-f]{16}$")),
     )
 }
 
@@ -186,41 +393,44 @@ fn op(tag: &str, summary: &str) -> OperationBuilder {
         )
 }
 
-fn unsafe_change() -> utoipa::openapi::Response {
-    error("Refused: a majority of the voters left after the change would not answer")
+/// An operation that writes, or reads through the leader: it may also time out.
+fn leader_op(tag: &str, summary: &str) -> OperationBuilder {
+    op(tag, summary).response(
+        "504",
+        error("Reached the leader but did not complete in time; a write may still apply: read it back"),
+    )
 }
 
-fn unknown_outcome() -> utoipa::openapi::Response {
-    error("The outcome is unknown (it may still take effect): read it back")
+/// A JSON request body of `schema`.
+fn body(schema: impl Into<RefOr<Schema>>, required: Required) -> RequestBody {
+    RequestBodyBuilder::new()
+        .content("application/json", json(schema))
+        .required(Some(required))
+        .build()
+}
+
+/// An operation with a request body, which may be too large.
+fn with_body(op: OperationBuilder, body: RequestBody) -> OperationBuilder {
+    op.request_body(Some(body)).response(
+        "413",
+        error(&format!("Body larger than {} bytes", crate::MAX_BODY)),
+    )
+}
+
+fn unsafe_change() -> utoipa::openapi::Response {
+    error("Refused: a majority of the voters left after the change would not answer")
 }
 
 fn resource_paths<R: Resource>(paths: &mut Paths) {
     let kind = R::KIND;
     let tag = kind.collection();
     let entity = <Entity<R::View> as PartialSchema>::schema();
-    let body = RequestBodyBuilder::new()
-        .content("application/json", json(R::schema()))
-        .required(Some(Required::True))
-        .build();
-    let name = || {
-        param(
-            "name",
-            ParameterIn::Path,
-            "resource name: letters, digits, - _ . ~",
-        )
-    };
-    let if_match = || {
-        param(
-            "If-Match",
-            ParameterIn::Header,
-            "expected version (0: must not exist); 412 if it differs",
-        )
-    };
+    let name = || name_param("name", "resource name");
     let collection = format!("/{tag}");
     paths.add_path_operation(
         &collection,
         vec![HttpMethod::Get],
-        op(tag, &format!("List {tag}"))
+        leader_op(tag, &format!("List {tag}"))
             .parameter(consistent())
             .response("200", ok("All of them", list_of(entity.clone()))),
     );
@@ -228,7 +438,7 @@ fn resource_paths<R: Resource>(paths: &mut Paths) {
     paths.add_path_operation(
         &item,
         vec![HttpMethod::Get],
-        op(tag, &format!("Read a {kind}"))
+        leader_op(tag, &format!("Read a {kind}"))
             .parameter(name())
             .parameter(consistent())
             .response(
@@ -240,18 +450,21 @@ fn resource_paths<R: Resource>(paths: &mut Paths) {
     paths.add_path_operation(
         &item,
         vec![HttpMethod::Put],
-        op(tag, &format!("Create or replace a {kind}"))
-            .parameter(name())
-            .parameter(if_match())
-            .request_body(Some(body))
-            .response("200", ok("Replaced", entity.clone()))
-            .response("201", ok("Created", entity))
-            .response("412", error("If-Match version differs")),
+        with_body(
+            leader_op(tag, &format!("Create or replace a {kind}")),
+            body(R::schema(), Required::True),
+        )
+        .parameter(name())
+        .parameter(if_match())
+        .response("200", ok("Replaced", entity.clone()))
+        .response("201", ok("Created", entity))
+        .response("404", error("Deleted again before it could be read back"))
+        .response("412", error("If-Match version differs")),
     );
     paths.add_path_operation(
         &item,
         vec![HttpMethod::Delete],
-        op(tag, &format!("Delete a {kind}"))
+        leader_op(tag, &format!("Delete a {kind}"))
             .parameter(name())
             .parameter(if_match())
             .response("204", ResponseBuilder::new().description("Deleted").build())
@@ -262,58 +475,54 @@ fn resource_paths<R: Resource>(paths: &mut Paths) {
 }
 
 fn instance_paths(paths: &mut Paths) {
-    let service = || param("service", ParameterIn::Path, "service name");
-    let id = || {
-        param(
-            "id",
-            ParameterIn::Path,
-            "instance id, unique in the cluster",
-        )
-    };
+    let service = || name_param("service", "service name");
+    let id = || name_param("id", "instance id, unique in the cluster");
     let entity = <Entity<InstanceSpec> as PartialSchema>::schema();
     paths.add_path_operation(
         "/services/{service}/instances",
         vec![HttpMethod::Get],
-        op("instances", "List the instances registered for a service")
+        leader_op("instances", "List the instances registered for a service")
             .parameter(service())
             .parameter(consistent())
-            .response("200", ok("The instances", list_of(entity.clone()))),
+            .response("200", ok("The instances", list_of(entity.clone())))
+            .response("404", error("No such service")),
     );
     paths.add_path_operation(
         "/services/{service}/instances/{id}",
         vec![HttpMethod::Put],
-        op(
-            "instances",
-            "Register (or re-register) an instance with a TTL",
+        with_body(
+            leader_op(
+                "instances",
+                "Register (or re-register) an instance with a TTL",
+            ),
+            body(InstanceSpec::schema(), Required::True),
         )
         .parameter(service())
         .parameter(id())
-        .request_body(Some(
-            RequestBodyBuilder::new()
-                .content("application/json", json(InstanceSpec::schema()))
-                .required(Some(Required::True))
-                .build(),
-        ))
+        .parameter(if_match())
         .response("201", ok("Registered", entity.clone()))
         .response("200", ok("Re-registered", entity.clone()))
-        .response("404", error("No such service")),
+        .response("404", error("No such service"))
+        .response("412", error("If-Match version differs")),
     );
     paths.add_path_operation(
         "/services/{service}/instances/{id}",
         vec![HttpMethod::Delete],
-        op("instances", "Deregister an instance")
+        leader_op("instances", "Deregister an instance")
             .parameter(service())
             .parameter(id())
+            .parameter(if_match())
             .response(
                 "204",
                 ResponseBuilder::new().description("Deregistered").build(),
             )
-            .response("404", error("No such instance")),
+            .response("404", error("No such instance"))
+            .response("412", error("If-Match version differs")),
     );
     paths.add_path_operation(
         "/services/{service}/instances/{id}/heartbeat",
         vec![HttpMethod::Put],
-        op("instances", "Keep an instance alive for another TTL")
+        leader_op("instances", "Keep an instance alive for another TTL")
             .parameter(service())
             .parameter(id())
             .response("200", ok("Alive", entity))
@@ -324,69 +533,13 @@ fn instance_paths(paths: &mut Paths) {
     );
 }
 
-/// The body of a key's creation (optional) or update.
-fn key_settings(required: Required) -> utoipa::openapi::request_body::RequestBody {
-    RequestBodyBuilder::new()
-        .content(
-            "application/json",
-            json(Ref::from_schema_name("KeySettings")),
-        )
-        .required(Some(required))
-        .build()
-}
-
-fn build() -> OpenApi {
-    let mut paths = Paths::new();
-    resource_paths::<ServiceSpec>(&mut paths);
-    resource_paths::<RouteSpec>(&mut paths);
-    resource_paths::<ConsumerSpec>(&mut paths);
-    resource_paths::<RateLimitSpec>(&mut paths);
-    resource_paths::<CertificateSpec>(&mut paths);
-    resource_paths::<ProviderConfig>(&mut paths);
-    resource_paths::<ModelConfig>(&mut paths);
-    resource_paths::<PromptSpec>(&mut paths);
-    instance_paths(&mut paths);
-    access_paths(&mut paths);
-    let consumer = || param("name", ParameterIn::Path, "consumer name");
-    paths.add_path_operation(
-        "/ai/usage",
-        vec![HttpMethod::Get],
-        op(
-            "ai/usage",
-            "AI gateway usage (requests, tokens, cost) by hour or day, consumer, key, model and provider",
-        )
-        .parameter(param("consumer", ParameterIn::Query, "only this consumer"))
-        .parameter(param("key", ParameterIn::Query, "only this key id"))
-        .parameter(param("model", ParameterIn::Query, "only this model alias"))
-        .parameter(param("provider", ParameterIn::Query, "only this provider"))
-        .parameter(param(
-            "from",
-            ParameterIn::Query,
-            "buckets starting at or after this Unix millisecond",
-        ))
-        .parameter(param(
-            "to",
-            ParameterIn::Query,
-            "buckets starting before this Unix millisecond",
-        ))
-        .parameter(param(
-            "period",
-            ParameterIn::Query,
-            "hour (kept 7 days) or day (kept 400 days, the default)",
-        ))
-        .response(
-            "200",
-            ok(
-                "Matching buckets and their sum",
-                Ref::from_schema_name("UsageReport"),
-            ),
-        )
-        .response("400", error("Bad query string")),
-    );
+/// A consumer's usage and keys.
+fn consumer_paths(paths: &mut Paths) {
+    let consumer = || name_param("name", "consumer name");
     paths.add_path_operation(
         "/consumers/{name}/usage",
         vec![HttpMethod::Get],
-        op(
+        leader_op(
             "consumers",
             "A consumer's rate-limit and quota counters, cluster-wide",
         )
@@ -398,53 +551,62 @@ fn build() -> OpenApi {
         )
         .response("404", error("No such consumer")),
     );
+    let settings = || Ref::from_schema_name("KeySettings");
     paths.add_path_operation(
         "/consumers/{name}/keys",
         vec![HttpMethod::Post],
-        op("keys", "Create an API key; the secret is returned only now")
-            .parameter(consumer())
-            .request_body(Some(key_settings(Required::False)))
-            .response(
-                "201",
-                ok("The new key", Ref::from_schema_name("CreatedKey")),
-            )
-            .response("400", error("Invalid settings; `field` names the bad one"))
-            .response("404", error("No such consumer")),
+        with_body(
+            leader_op("keys", "Create an API key; the secret is returned only now"),
+            body(settings(), Required::False),
+        )
+        .parameter(consumer())
+        .response(
+            "201",
+            ok("The new key", Ref::from_schema_name("CreatedKey")),
+        )
+        .response("404", error("No such consumer")),
     );
     paths.add_path_operation(
         "/consumers/{name}/keys/{id}",
         vec![HttpMethod::Put],
-        op(
-            "keys",
-            "Replace a key's settings (its AI limits); the secret stays",
+        with_body(
+            leader_op(
+                "keys",
+                "Replace a key's settings (its AI limits); the secret stays",
+            ),
+            body(settings(), Required::True),
         )
         .parameter(consumer())
-        .parameter(param("id", ParameterIn::Path, "key id"))
-        .request_body(Some(key_settings(Required::True)))
+        .parameter(key_id())
         .response("200", ok("The key", Ref::from_schema_name("KeyInfo")))
-        .response("400", error("Invalid settings; `field` names the bad one"))
-        .response("404", error("No such key")),
+        .response("404", error("No such key"))
+        .response("412", error("Changed or revoked at the same time")),
     );
     paths.add_path_operation(
         "/consumers/{name}/keys",
         vec![HttpMethod::Get],
-        op("keys", "List a consumer's keys (ids and prefixes only)")
+        leader_op("keys", "List a consumer's keys (ids and prefixes only)")
             .parameter(consumer())
             .parameter(consistent())
             .response(
                 "200",
                 ok("The keys", list_of(Ref::from_schema_name("KeyInfo"))),
-            ),
+            )
+            .response("404", error("No such consumer")),
     );
     paths.add_path_operation(
         "/consumers/{name}/keys/{id}",
         vec![HttpMethod::Delete],
-        op("keys", "Revoke a key")
+        leader_op("keys", "Revoke a key")
             .parameter(consumer())
-            .parameter(param("id", ParameterIn::Path, "key id"))
+            .parameter(key_id())
             .response("204", ResponseBuilder::new().description("Revoked").build())
             .response("404", error("No such key")),
     );
+}
+
+/// Status, membership and snapshots.
+fn cluster_paths(paths: &mut Paths) {
     let status = || {
         ok(
             "The cluster as seen by the answering node",
@@ -459,28 +621,28 @@ fn build() -> OpenApi {
     paths.add_path_operation(
         "/cluster/members",
         vec![HttpMethod::Post],
-        op(
-            "cluster",
-            "Add a running node: as learner, then as voter once caught up",
+        with_body(
+            leader_op(
+                "cluster",
+                "Add a running node: as learner, then as voter once caught up",
+            ),
+            body(Ref::from_schema_name("AddMember"), Required::True),
         )
-        .request_body(Some(
-            RequestBodyBuilder::new()
-                .content("application/json", json(Ref::from_schema_name("AddMember")))
-                .required(Some(Required::True))
-                .build(),
-        ))
         .response("200", status())
-        .response("409", unsafe_change())
-        .response("504", unknown_outcome()),
+        .response("409", unsafe_change()),
     );
     paths.add_path_operation(
         "/cluster/members/{id}",
         vec![HttpMethod::Delete],
-        op("cluster", "Remove a node from the cluster")
-            .parameter(param("id", ParameterIn::Path, "node id"))
+        leader_op("cluster", "Remove a node from the cluster")
+            .parameter(param(
+                "id",
+                ParameterIn::Path,
+                "node id",
+                integer(1, u64::MAX),
+            ))
             .response("200", status())
-            .response("409", unsafe_change())
-            .response("504", unknown_outcome()),
+            .response("409", unsafe_change()),
     );
     paths.add_path_operation(
         "/cluster/snapshot",
@@ -492,25 +654,24 @@ fn build() -> OpenApi {
         .response("200", ok("Snapshot built", SnapshotTaken::schema())),
     );
     paths.add_path_operation(
-        "/upstreams/health",
+        "/openapi.json",
         vec![HttpMethod::Get],
-        op(
-            "upstreams",
-            "Health of every service's targets as this node (or every node) sees it",
-        )
-        .parameter(param(
-            "cluster",
-            ParameterIn::Query,
-            "true: ask every member too",
-        ))
-        .response(
-            "200",
-            ok(
-                "One entry per node",
-                ArrayBuilder::new().items(Ref::from_schema_name("NodeUpstreams")),
-            ),
-        ),
+        OperationBuilder::new()
+            .tag("meta")
+            .summary(Some("This document"))
+            .response(
+                "200",
+                ok(
+                    "OpenAPI 3.1",
+                    ObjectBuilder::new().schema_type(Type::Object),
+                ),
+            )
+            .response("401", error("Missing or wrong admin token")),
     );
+}
+
+/// What answers without a token: liveness, readiness, metrics.
+fn open_paths(paths: &mut Paths) {
     paths.add_path_operation(
         "/health",
         vec![HttpMethod::Get],
@@ -561,7 +722,84 @@ fn build() -> OpenApi {
             )
             .response("500", error("The metrics could not be encoded (a bug)")),
     );
+}
+
+fn build() -> OpenApi {
+    let mut paths = Paths::new();
+    resource_paths::<ServiceSpec>(&mut paths);
+    resource_paths::<RouteSpec>(&mut paths);
+    resource_paths::<ConsumerSpec>(&mut paths);
+    resource_paths::<RateLimitSpec>(&mut paths);
+    resource_paths::<CertificateSpec>(&mut paths);
+    resource_paths::<ProviderConfig>(&mut paths);
+    resource_paths::<ModelConfig>(&mut paths);
+    resource_paths::<PromptSpec>(&mut paths);
+    instance_paths(&mut paths);
+    access_paths(&mut paths);
+    consumer_paths(&mut paths);
+    cluster_paths(&mut paths);
+    open_paths(&mut paths);
+    paths.add_path_operation(
+        "/ai/usage",
+        vec![HttpMethod::Get],
+        op(
+            "ai/usage",
+            "AI gateway usage (requests, tokens, cost) by hour or day, consumer, key, model and provider",
+        )
+        .parameter(param("consumer", ParameterIn::Query, "only this consumer", string()))
+        .parameter(param("key", ParameterIn::Query, "only this key id", string()))
+        .parameter(param("model", ParameterIn::Query, "only this model alias", string()))
+        .parameter(param("provider", ParameterIn::Query, "only this provider", string()))
+        .parameter(param(
+            "from",
+            ParameterIn::Query,
+            "buckets starting at or after this Unix millisecond",
+            integer(0, u64::MAX),
+        ))
+        .parameter(param(
+            "to",
+            ParameterIn::Query,
+            "buckets starting before this Unix millisecond",
+            integer(0, u64::MAX),
+        ))
+        .parameter(param(
+            "period",
+            ParameterIn::Query,
+            "hour (kept 7 days) or day (kept 400 days, the default)",
+            Ref::from_schema_name("Period"),
+        ))
+        .response(
+            "200",
+            ok(
+                "Matching buckets and their sum",
+                Ref::from_schema_name("UsageReport"),
+            ),
+        ),
+    );
+    paths.add_path_operation(
+        "/upstreams/health",
+        vec![HttpMethod::Get],
+        op(
+            "upstreams",
+            "Health of every service's targets as this node (or every node) sees it",
+        )
+        .parameter(param(
+            "cluster",
+            ParameterIn::Query,
+            "true: ask every member too",
+            boolean(),
+        ))
+        .response(
+            "200",
+            ok(
+                "One entry per node",
+                ArrayBuilder::new().items(Ref::from_schema_name("NodeUpstreams")),
+            ),
+        ),
+    );
     forbid_writes(&mut paths);
+    name_operations(&mut paths);
+    link_paths(&mut paths);
     let components = ComponentsBuilder::new()
         .schema_from::<ErrorBody>()
         .schema_from::<ServiceSpec>()
@@ -649,13 +887,135 @@ fn build() -> OpenApi {
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        build()
-            .to_json()
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        let mut doc = serde_json::to_value(build()).unwrap_or_default();
+        bound_unsigned(&mut doc);
+        camel_case_links(&mut doc);
+        doc.to_string()
     })
+}
+
+/// utoipa 5.5 writes the fields of a Link Object in snake case (`operation_id`), which
+/// OpenAPI does not know; renames them as the specification spells them.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (from, to) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(from) {
+                    link.insert(to.into(), value);
+                }
+            }
+        }
+    }
+}
+
+/// utoipa states an unsigned integer by a format it spells `u-int64` (`u-int8` to `u-int64`)
+/// and a minimum of 0. This spells the format as OpenAPI's format registry does (`uint64`)
+/// and adds the maximum, so that clients and fuzzers know the whole range the server takes
+/// (JSON Schema validators do not know these formats).
+fn bound_unsigned(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let unsigned = match map.get("format").and_then(serde_json::Value::as_str) {
+                Some("u-int8" | "uint8") => Some(("uint8", u64::from(u8::MAX))),
+                Some("u-int16" | "uint16") => Some(("uint16", u64::from(u16::MAX))),
+                Some("u-int32" | "uint32") => Some(("uint32", u64::from(u32::MAX))),
+                Some("u-int64" | "uint64") => Some(("uint64", u64::MAX)),
+                _ => None,
+            };
+            if let Some((format, max)) = unsigned {
+                map.insert("format".into(), format.into());
+                map.entry("minimum").or_insert(0.into());
+                map.entry("maximum").or_insert(max.into());
+            }
+            map.values_mut().for_each(bound_unsigned);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(bound_unsigned),
+        _ => {}
+    }
 }
 
 /// `GET /openapi.json`.
 pub async fn serve() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document states the same name rule as `validate::name`, for path parameters and
+    /// for `CreateToken.name`.
+    #[test]
+    fn the_name_pattern_is_the_validation_rule() {
+        let pattern = regex::Regex::new(NAME_PATTERN).unwrap();
+        let long = "a".repeat(validate::MAX_NAME_LEN);
+        let too_long = "a".repeat(validate::MAX_NAME_LEN + 1);
+        for name in [
+            "a", "web-1", "A_b.c~d", ".", "..", "~", "", "a b", "a/b", "é", "a%2f", "x\n", &long,
+            &too_long,
+        ] {
+            let by_schema = pattern.is_match(name)
+                && (1..=validate::MAX_NAME_LEN).contains(&name.chars().count());
+            assert_eq!(
+                by_schema,
+                validate::name("name", name).is_ok(),
+                "{name:?}: the schema and validate::name disagree; update NAME_PATTERN"
+            );
+        }
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let token = &doc["components"]["schemas"]["CreateToken"]["properties"]["name"];
+        assert_eq!(token["pattern"], NAME_PATTERN);
+        assert_eq!(token["maxLength"], validate::MAX_NAME_LEN);
+    }
+
+    /// `If-Match` values the pattern admits are read as versions, and others are refused.
+    #[test]
+    fn the_if_match_pattern_is_what_the_server_reads() {
+        let pattern = regex::Regex::new(IF_MATCH_PATTERN).unwrap();
+        for value in [
+            "42",
+            "\"42\"",
+            "W/\"42\"",
+            "0",
+            "W/7",
+            "",
+            "\"42",
+            "42\"",
+            "x",
+            " 42",
+            "-1",
+            "1.5",
+            "W/",
+            "123456789012345678",
+            "1234567890123456789",
+            "\"\"42\"\"",
+        ] {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                axum::http::header::IF_MATCH,
+                axum::http::HeaderValue::from_str(value).unwrap(),
+            );
+            assert_eq!(
+                pattern.is_match(value),
+                crate::extract::if_match(&headers).is_ok(),
+                "{value:?}"
+            );
+        }
+    }
 }

@@ -34,6 +34,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Member {
     /// Node id.
+    #[schema(value_type = u64)]
     pub id: NodeId,
     /// gRPC address for Raft and forwarding.
     pub cluster_addr: String,
@@ -52,8 +53,10 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterStatus {
     /// The node that answered.
+    #[schema(value_type = u64)]
     pub node_id: NodeId,
     /// Current leader, if one is known.
+    #[schema(value_type = Option<u64>)]
     pub leader_id: Option<NodeId>,
     /// Current Raft term.
     pub term: u64,
@@ -67,7 +70,8 @@ pub struct ClusterStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
-    /// Id of the new node; must not be in use.
+    /// Id of the new node (the `--id` it runs with); at least 1, and no voter's.
+    #[schema(value_type = u64, minimum = 1)]
     pub id: NodeId,
     /// Its gRPC address.
     pub cluster_addr: String,
@@ -125,6 +129,7 @@ pub struct Health {
     /// Always `ok` when the node answers.
     pub status: String,
     /// The answering node.
+    #[schema(value_type = u64)]
     pub node_id: NodeId,
 }
 
@@ -135,8 +140,10 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ready {
     /// The answering node.
+    #[schema(value_type = u64)]
     pub node_id: NodeId,
     /// The leader that confirmed its leadership.
+    #[schema(value_type = u64)]
     pub leader_id: NodeId,
     /// The log index this node has applied, at least the leader's commit index at the check.
     pub applied_index: u64,
@@ -182,6 +189,7 @@ pub struct UpstreamHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeUpstreams {
     /// The node.
+    #[schema(value_type = u64)]
     pub node_id: NodeId,
     /// Its view of each service's targets.
     pub services: Vec<UpstreamHealth>,
@@ -196,6 +204,7 @@ pub struct NodeUpstreams {
 pub struct CreateToken {
     /// The token's name: recorded as the actor of its writes in the audit log. Letters, digits
     /// and `- _ . ~`; `bootstrap` is reserved for `--admin-token`.
+    #[schema(pattern = "^[A-Za-z0-9._~-]+$", min_length = 1, max_length = 128)]
     pub name: String,
     /// What it may do.
     pub role: TokenRole,

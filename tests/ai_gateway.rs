@@ -80,13 +80,17 @@ impl Mocks {
 }
 
 fn provider(kind: ProviderKind, mock: &MockProvider) -> ProviderConfig {
-    ProviderConfig {
-        kind,
-        base_url: mock.base_url(),
-        api_key: Some(MOCK_KEY.into()),
-        api_version: None,
-        timeout_ms: 10_000,
+    provider_with(kind, mock, json!({}))
+}
+
+/// A provider for `mock` with the settings of `more` (e.g. its timeouts).
+fn provider_with(kind: ProviderKind, mock: &MockProvider, more: Value) -> ProviderConfig {
+    let mut spec = json!({"kind": kind, "base_url": mock.base_url(), "api_key": MOCK_KEY,
+                          "timeout_ms": 10_000});
+    for (field, value) in more.as_object().into_iter().flatten() {
+        spec[field] = value.clone();
     }
+    serde_json::from_value(spec).expect("a provider spec")
 }
 
 fn model(deployments: &[(&str, &str)]) -> ModelConfig {

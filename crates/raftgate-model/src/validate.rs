@@ -304,6 +304,9 @@ pub fn ai_provider(spec: &ProviderConfig) -> Result<(), ValidationError> {
     if spec.timeout_ms == 0 {
         return Err(err("timeout_ms", "must be at least 1"));
     }
+    if spec.stream_idle_timeout_ms == 0 {
+        return Err(err("stream_idle_timeout_ms", "must be at least 1"));
+    }
     if spec.api_key.as_ref().is_some_and(String::is_empty) {
         return Err(err(
             "api_key",

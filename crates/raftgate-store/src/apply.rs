@@ -438,6 +438,7 @@ mod tests {
             api_key: None,
             api_version: None,
             timeout_ms: 1000,
+            stream_idle_timeout_ms: 1000,
         };
         apply(&mut s, 1, &put_cmd("p", Spec::AiProvider(provider), None)).unwrap();
         let model = ModelConfig {

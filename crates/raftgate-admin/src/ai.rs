@@ -3,7 +3,7 @@
 //! Raft log, the WAL and snapshots only hold ciphertext, and it is refused when no key is
 //! configured rather than stored in clear), and providers and models are checked with the
 //! gateway's own validation before they are written; a prompt API must call a model that
-//! exists and publish a path no other prompt API serves. `GET /ai/usage` reports the
+//! exists (the state machine refuses a path another prompt API or a route serves). `GET /ai/usage` reports the
 //! replicated usage.
 
 use std::any::Any;
@@ -49,7 +49,7 @@ async fn usage(
 /// others; other specs pass.
 pub fn prepare(s: &AdminState, name: &str, spec: &mut (dyn Any + Send)) -> Result<(), ApiError> {
     if let Some(prompt) = spec.downcast_ref::<PromptSpec>() {
-        return check_prompt(s, name, prompt);
+        return check_prompt(s, prompt);
     }
     let mut config = GatewayConfig::default();
     if let Some(provider) = spec.downcast_mut::<ProviderConfig>() {
@@ -82,8 +82,9 @@ pub fn prepare(s: &AdminState, name: &str, spec: &mut (dyn Any + Send)) -> Resul
     })
 }
 
-/// A prompt must be valid on its own, its model exist and its path be its own.
-fn check_prompt(s: &AdminState, name: &str, prompt: &PromptSpec) -> Result<(), ApiError> {
+/// A prompt must be valid on its own and its model exist (whether its path is free of other
+/// prompt APIs and routes is the state machine's rule).
+fn check_prompt(s: &AdminState, prompt: &PromptSpec) -> Result<(), ApiError> {
     raftgate_model::prompt::validate(prompt)?;
     let state = s.node.state();
     if !state.ai_models.contains_key(&prompt.model) {
@@ -92,19 +93,6 @@ fn check_prompt(s: &AdminState, name: &str, prompt: &PromptSpec) -> Result<(), A
             message: format!(
                 "model {} does not exist; create it with PUT /ai/models/{} first or fix the name",
                 prompt.model, prompt.model
-            ),
-        });
-    }
-    if let Some((other, _)) = state
-        .ai_prompts
-        .iter()
-        .find(|(other, e)| *other != name && e.spec.path == prompt.path)
-    {
-        return Err(ApiError::BadRequest {
-            field: Some("path".into()),
-            message: format!(
-                "{} is already served by prompt {other}; choose another path",
-                prompt.path
             ),
         });
     }

@@ -265,6 +265,21 @@ pub enum Rejection {
         /// Names of the referencing resources.
         by: Vec<String>,
     },
+    /// A prompt API and a route (or two prompt APIs) would serve the same path, one shadowing
+    /// the other.
+    #[error(
+        "{field} {path} is already served by {by_kind} '{by}'; choose another path, or change that {by_kind} first"
+    )]
+    PathTaken {
+        /// JSON field holding the path.
+        field: String,
+        /// The path asked for.
+        path: String,
+        /// Kind of the resource serving it.
+        by_kind: Kind,
+        /// Name of the resource serving it.
+        by: String,
+    },
     /// The spec names a resource that does not exist.
     #[error("{field} names {kind} '{name}', which does not exist; create it first")]
     MissingReference {

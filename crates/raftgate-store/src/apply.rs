@@ -9,7 +9,7 @@ use raftgate_model::access::{self, AuditEntry, AuditOperation, StoredToken};
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
 use raftgate_model::command::Applied;
 use raftgate_model::policy::Policies;
-use raftgate_model::prompt::PromptSpec;
+use raftgate_model::prompt::{PromptSpec, route_claim};
 use raftgate_model::state::Resource;
 use raftgate_model::{
     CertificateSpec, Command, ConsumerSpec, Entity, InstanceSpec, Kind, Outcome, Proposal,
@@ -92,6 +92,7 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                         });
                     }
                     check_rate_limits(state, &r.policies)?;
+                    check_route_paths(state, r)?;
                     put(state, name, r.clone(), index, at)
                 }
                 Spec::Consumer(c) => put(state, name, c.clone(), index, at),
@@ -120,7 +121,10 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 Spec::Token(t) => put(state, name, t.clone(), index, at),
                 Spec::AiProvider(p) => put(state, name, p.clone(), index, at),
                 Spec::AiModel(m) => put(state, name, m.clone(), index, at),
-                Spec::AiPrompt(p) => put(state, name, p.clone(), index, at),
+                Spec::AiPrompt(p) => {
+                    check_prompt_path(state, name, &p.path)?;
+                    put(state, name, p.clone(), index, at)
+                }
             }
         }
         Command::Delete {
@@ -241,6 +245,47 @@ fn check_rate_limits(state: &State, policies: &Policies) -> Result<(), Rejection
         }),
         None => Ok(()),
     }
+}
+
+/// A prompt API's path must be its own: no other prompt API's, and none a route claims for
+/// `POST` (see [`route_claim`]), which the prompt API would silently shadow.
+fn check_prompt_path(state: &State, name: &str, path: &str) -> Result<(), Rejection> {
+    let taken = |by_kind, by: &str| Rejection::PathTaken {
+        field: "path".into(),
+        path: path.to_string(),
+        by_kind,
+        by: by.to_string(),
+    };
+    if let Some((other, _)) = state
+        .ai_prompts
+        .iter()
+        .find(|(other, e)| *other != name && e.spec.path == path)
+    {
+        return Err(taken(Kind::AiPrompt, other));
+    }
+    match state
+        .routes
+        .iter()
+        .find(|(_, e)| route_claim(&e.spec, path).is_some())
+    {
+        Some((route, _)) => Err(taken(Kind::Route, route)),
+        None => Ok(()),
+    }
+}
+
+/// A route may not claim a prompt API's path (the prompt API would shadow it).
+fn check_route_paths(state: &State, route: &RouteSpec) -> Result<(), Rejection> {
+    for (prompt, e) in state.ai_prompts.iter() {
+        if let Some(i) = route_claim(route, &e.spec.path) {
+            return Err(Rejection::PathTaken {
+                field: format!("paths[{i}]"),
+                path: route.paths[i].clone(),
+                by_kind: Kind::AiPrompt,
+                by: prompt.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A heartbeat keeps a registered instance alive.
@@ -508,6 +553,118 @@ mod tests {
         );
         apply(&mut s, 9, &quiet(5_000)).unwrap();
         assert!(s.ai_cooldowns.is_empty());
+    }
+
+    #[test]
+    fn a_prompt_api_and_a_route_never_claim_the_same_path() {
+        use raftgate_model::prompt::{PromptMessage, PromptRole};
+        let prompt = |path: &str| {
+            Spec::AiPrompt(PromptSpec {
+                path: path.into(),
+                model: "m".into(),
+                messages: vec![PromptMessage {
+                    role: PromptRole::User,
+                    content: "hi".into(),
+                }],
+                variables: Default::default(),
+                parameters: Default::default(),
+                response_format: Default::default(),
+            })
+        };
+        let route_at = |paths: &[&str], methods: &[&str]| {
+            let Spec::Route(mut r) = route("svc") else {
+                unreachable!()
+            };
+            r.paths = paths.iter().map(|p| p.to_string()).collect();
+            r.methods = methods.iter().map(|m| m.to_string()).collect();
+            Spec::Route(r)
+        };
+        let mut s = State::default();
+        apply(&mut s, 1, &put_cmd("svc", service(), None)).unwrap();
+        apply(&mut s, 2, &put_cmd("shop", route_at(&["/shop"], &[]), None)).unwrap();
+        apply(
+            &mut s,
+            3,
+            &put_cmd("exact", route_at(&["=/cart"], &["POST"]), None),
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            4,
+            &put_cmd("re", route_at(&["~^/users/[0-9]+$"], &[]), None),
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            5,
+            &put_cmd("reads", route_at(&["/news"], &["GET"]), None),
+        )
+        .unwrap();
+        apply(&mut s, 6, &put_cmd("all", route_at(&["/"], &[]), None)).unwrap();
+        // A prompt may not take a path a route names (prefix, exact or regex) for POST.
+        for (i, (path, by)) in [("/shop", "shop"), ("/cart", "exact"), ("/users/7", "re")]
+            .into_iter()
+            .enumerate()
+        {
+            let refused = apply(&mut s, 10 + i as u64, &put_cmd("p", prompt(path), None));
+            assert_eq!(
+                refused,
+                Err(Rejection::PathTaken {
+                    field: "path".into(),
+                    path: path.into(),
+                    by_kind: Kind::Route,
+                    by: by.into(),
+                })
+            );
+        }
+        // Below a prefix, on a route without POST, or under the catch-all: its own path.
+        for (i, path) in ["/shop/assistant", "/news", "/apis/x"]
+            .into_iter()
+            .enumerate()
+        {
+            apply(
+                &mut s,
+                20 + i as u64,
+                &put_cmd(&format!("p{i}"), prompt(path), None),
+            )
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+        // The other way round: a route that a prompt API would shadow, and another prompt.
+        let refused = apply(
+            &mut s,
+            30,
+            &put_cmd("r2", route_at(&["=/apis/x"], &[]), None),
+        );
+        assert_eq!(
+            refused,
+            Err(Rejection::PathTaken {
+                field: "paths[0]".into(),
+                path: "=/apis/x".into(),
+                by_kind: Kind::AiPrompt,
+                by: "p2".into(),
+            })
+        );
+        assert!(
+            apply(
+                &mut s,
+                31,
+                &put_cmd("r3", route_at(&["/news"], &["POST"]), None)
+            )
+            .is_err()
+        );
+        apply(
+            &mut s,
+            32,
+            &put_cmd("r4", route_at(&["/news"], &["GET"]), None),
+        )
+        .unwrap();
+        let refused = apply(&mut s, 33, &put_cmd("other", prompt("/apis/x"), None));
+        assert!(
+            matches!(&refused, Err(Rejection::PathTaken { by_kind: Kind::AiPrompt, by, .. }) if by == "p2"),
+            "{refused:?}"
+        );
+        // Rewriting a prompt at its own path is fine.
+        apply(&mut s, 34, &put_cmd("p2", prompt("/apis/x"), None)).unwrap();
     }
 
     #[test]

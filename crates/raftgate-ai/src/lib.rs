@@ -11,6 +11,9 @@
 //! - [`sse`]: the incremental server-sent-events parser and writer streams go through;
 //! - [`pricing`] and [`tokens`]: cost from a price table, and token estimates when a provider
 //!   reports no usage;
+//! - [`estimate`]: the most a request may consume (images, `n`, embeddings included), which
+//!   budgets reserve before the call;
+//! - [`memory`]: the node-wide budget on the bytes AI answers hold while they are read;
 //! - [`config`] and [`engine`]: model aliases over provider deployments, and the engine that
 //!   routes, retries, falls back, cools failing deployments down, streams and reports usage;
 //! - [`cache`]: the opt-in exact-match cache of complete chat answers, per model alias;
@@ -25,6 +28,8 @@ pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod estimate;
+pub mod memory;
 pub mod messages;
 #[cfg(feature = "mock")]
 pub mod mock;

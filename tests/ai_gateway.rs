@@ -630,15 +630,18 @@ async fn budgets_and_token_limits_hold_across_nodes_and_usage_is_kept_per_key() 
         wait_served(proxy, key, "gpt").await;
     }
 
-    // The key's own monthly budget is smaller than the reservation: refused at once.
-    assert_refused(
-        post_chat(a, &k2.key, small_chat(false)).await,
-        "budget_exceeded",
-        &[
-            &format!("key '{}' of consumer 'app'", k2.id),
-            "0.01 USD per month",
-        ],
-    );
+    // The key's own monthly budget is smaller than the reservation: the request could never
+    // be admitted, which a 400 says (a 429's Retry-After would be a wait for nothing).
+    let (status, body) = post_chat(a, &k2.key, small_chat(false)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error: Value = serde_json::from_str(&body).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "budget_exceeded", "{body}");
+    assert_eq!(error["error"]["param"], "max_tokens", "{body}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    let whose = format!("key '{}' of consumer 'app'", k2.id);
+    for said in [whose.as_str(), "0.01 USD per month", "never"] {
+        assert!(message.contains(said), "{said}: {message}");
+    }
     // Spent on node A, streamed: settled with the stream's usage at its end.
     let (status, body) = post_chat(a, &k1.key, small_chat(true)).await;
     assert_eq!(status, StatusCode::OK, "{body}");

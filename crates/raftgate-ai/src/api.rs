@@ -204,7 +204,16 @@ async fn anthropic_messages(
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<AiBody> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    json_sized(status, value, 0)
+}
+
+/// [`json`] for a value of about `size` bytes of JSON, written into a buffer of that size so
+/// that a large answer is not copied (and held twice) as the buffer grows.
+fn json_sized(status: StatusCode, value: &impl Serialize, size: usize) -> Response<AiBody> {
+    let mut bytes = Vec::with_capacity(size.saturating_add(1024));
+    if serde_json::to_writer(&mut bytes, value).is_err() {
+        bytes.clear();
+    }
     let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -251,7 +260,8 @@ async fn answer<T: Serialize + Send + 'static>(
     if size <= BLOCKING_ENCODE {
         return cached_json(&value, hit);
     }
-    match tokio::task::spawn_blocking(move || cached_json(&value, hit)).await {
+    let encode = move || with_x_cache(json_sized(StatusCode::OK, &value, size), hit);
+    match tokio::task::spawn_blocking(encode).await {
         Ok(resp) => resp,
         Err(e) => error(
             Route::ChatCompletions,
@@ -268,7 +278,11 @@ async fn answer<T: Serialize + Send + 'static>(
 
 /// A complete chat answer (200) with its `X-Cache` header.
 pub(crate) fn cached_json(value: &impl Serialize, hit: bool) -> Response<AiBody> {
-    let mut resp = json(StatusCode::OK, value);
+    with_x_cache(json(StatusCode::OK, value), hit)
+}
+
+/// `resp` with the `X-Cache` header of a complete chat answer.
+fn with_x_cache(mut resp: Response<AiBody>, hit: bool) -> Response<AiBody> {
     resp.headers_mut().insert(
         X_CACHE,
         HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),

@@ -871,7 +871,11 @@ impl Core {
             .adapter
             .chat_request(&p.endpoint(&t.model), req)
             .map_err(Failure::stop)?;
-        let (body, lease) = self.fetch(p, up).await?;
+        let (body, mut lease) = self.fetch(p, up).await?;
+        // While it is parsed, the answer is held twice: as read and as parsed.
+        lease
+            .resize(body.len().saturating_mul(2))
+            .map_err(Failure::stop)?;
         let adapter = p.adapter;
         let parsed = if body.len() > BLOCKING_PARSE {
             tokio::task::spawn_blocking(move || adapter.chat_response(&body))

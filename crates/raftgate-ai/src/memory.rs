@@ -6,7 +6,9 @@
 //! delayed its heartbeats). Every answer therefore takes a [`Lease`] on the node's
 //! [`AnswerMemory`] and grows it as bytes arrive; a growth that would pass the budget fails,
 //! and the call is answered 503 with `Retry-After` (it is the node's limit, so no other
-//! deployment is tried). The lease is given back when the answer has been translated.
+//! deployment is tried). A complete answer's lease doubles while it is parsed (the answer is
+//! then held as read and as parsed) and is given back once it has been translated; the copy
+//! encoded for the client, sent right after, is outside the budget.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +17,8 @@ use http::StatusCode;
 
 use crate::error::ApiError;
 
-/// The budget when the node sets none: two answers of the largest size read.
+/// The budget when the node sets none: room for an answer of the largest size read (32 MiB)
+/// while it is parsed.
 pub const DEFAULT_ANSWER_MEMORY: usize = 64 * 1024 * 1024;
 
 /// Bytes of AI answers a node may hold at once, and how many it holds.

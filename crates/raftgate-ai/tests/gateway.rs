@@ -1305,7 +1305,8 @@ async fn changing_a_provider_clears_the_cache_of_its_models() {
 #[tokio::test]
 async fn answers_beyond_the_nodes_answer_memory_are_refused() {
     let mock = MockProvider::start(ProviderKind::Openai).await.unwrap();
-    // 2 MiB answers arriving in two pieces 300 ms apart; the node may buffer 3 MiB.
+    // 2 MiB answers arriving in two pieces 300 ms apart; the node may hold 5 MiB: one answer
+    // read (2.5 MiB at most) and parsed (twice its size), not two.
     mock.set(Behavior {
         answer_bytes: 2 << 20,
         chunk_delay: Duration::from_millis(300),
@@ -1315,7 +1316,7 @@ async fn answers_beyond_the_nodes_answer_memory_are_refused() {
         json!({"p": provider("openai", &mock)}),
         json!({"m": {"deployments": [{"provider": "p", "model": "x"}]}}),
     );
-    let gw = gw.with_answer_memory(3 << 20);
+    let gw = gw.with_answer_memory(5 << 20);
     let (a, b) = tokio::join!(complete(&gw, hello()), complete(&gw, hello()));
     let (ok, refused) = match (a, b) {
         (Ok(ok), Err(e)) | (Err(e), Ok(ok)) => (ok, e),

@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// (one Raft entry each): shorter is more accurate, longer costs less. Default 250.
     #[arg(long)]
     pub usage_sync_ms: Option<u64>,
+    /// Most MiB of AI answers this node holds in memory at once while reading them (a complete
+    /// answer is read whole, up to 32 MiB); past it an AI call is answered 503 with
+    /// Retry-After, so AI traffic cannot take the memory the node's Raft work needs. Default 64.
+    #[arg(long)]
+    pub ai_answer_memory_mib: Option<u64>,
     /// Host name or IP other nodes and clients use to reach this node, when the listen addresses
     /// are wildcards (0.0.0.0), e.g. in containers. `{hostname}` is replaced by the host name.
     #[arg(long)]
@@ -350,9 +355,16 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     let policies = std::sync::Arc::new(raftgate_policy::Engine::new(node.id(), usage_sync));
     let usage_task = tokio::spawn(report_usage(node.clone(), policies.clone()));
     let (ai_usage, ai_records) = crate::ai::UsageChannel::new();
+    let answer_memory = flags
+        .ai_answer_memory_mib
+        .or(file.ai_answer_memory_mib)
+        .map_or(raftgate_ai::memory::DEFAULT_ANSWER_MEMORY, |mib| {
+            usize::try_from(mib.max(1).saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+        });
     let gateway = std::sync::Arc::new(
         raftgate_ai::Gateway::new(&raftgate_ai::GatewayConfig::default(), ai_usage)
-            .map_err(|e| CliError::Config(e.to_string()))?,
+            .map_err(|e| CliError::Config(e.to_string()))?
+            .with_answer_memory(answer_memory),
     );
     let ai_usage_task = tokio::spawn(crate::ai::report_usage(
         node.clone(),

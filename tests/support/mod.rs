@@ -249,6 +249,11 @@ impl Cluster {
         node.child = Some(cmd.spawn().expect("spawn raftgate serve"));
     }
 
+    /// The process id of node `id` while it runs (to read its memory from `/proc`).
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.nodes[&id].child.as_ref().map(Child::id)
+    }
+
     /// SIGKILLs node `id` and reaps it.
     pub fn kill(&mut self, id: NodeId) {
         let node = self.node_mut(id);

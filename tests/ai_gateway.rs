@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
+use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider, png_data_url};
 use raftgate_ai::providers::ProviderKind;
 use raftgate_model::ConsumerSpec;
 use raftgate_model::NodeId;
@@ -552,6 +552,22 @@ fn small_chat(stream: bool) -> Value {
            "messages": [{"role": "user", "content": "hello world"}]})
 }
 
+/// Writes through node 1 the OpenAI `mock` as provider `openai` and the model `gpt` on its
+/// `provider_model`, priced 0.001 USD a token (in and out), so that costs are tokens / 1000.
+async fn put_priced_gpt(cluster: &Cluster, mock: &MockProvider, provider_model: &str) {
+    let admin = cluster.client(1);
+    admin
+        .put_ai_provider("openai", &provider(ProviderKind::Openai, mock))
+        .await
+        .expect("put provider");
+    let mut gpt = model(&[("openai", provider_model)]);
+    gpt.price = Some(Price {
+        input_per_million: 1000.0,
+        output_per_million: 1000.0,
+    });
+    admin.put("gpt", &gpt, None).await.expect("put model");
+}
+
 /// Asserts a refusal by an AI limit: a 429 whose OpenAI-style error has `code` and a message
 /// with every one of `names`.
 fn assert_refused(answer: (StatusCode, String), code: &str, names: &[&str]) {
@@ -576,18 +592,9 @@ async fn budgets_and_token_limits_hold_across_nodes_and_usage_is_kept_per_key() 
         .await
         .expect("mock");
     let admin = cluster.client(1);
-    admin
-        .put_ai_provider("openai", &provider(ProviderKind::Openai, &openai))
-        .await
-        .expect("put provider");
     // 0.001 USD a token: the mock's answer (11 prompt + 3 completion tokens) costs 0.014 USD,
     // a reservation of 24 tokens 0.024 USD.
-    let mut gpt = model(&[("openai", "gpt-4o-mini")]);
-    gpt.price = Some(Price {
-        input_per_million: 1000.0,
-        output_per_million: 1000.0,
-    });
-    admin.put("gpt", &gpt, None).await.expect("put model");
+    put_priced_gpt(&cluster, &openai, "gpt-4o-mini").await;
 
     let limited = |limits: AiLimits| ConsumerSpec {
         ai_limits: limits,
@@ -812,17 +819,6 @@ async fn a_deployment_cooled_on_one_node_is_skipped_by_the_others() {
         .expect("an unused provider is deleted");
 }
 
-/// A PNG as a `data:` URL: only its signature and header chunk, which carry its size.
-fn png(width: u32, height: u32) -> String {
-    use base64::Engine;
-    let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
-    bytes.extend_from_slice(&width.to_be_bytes());
-    bytes.extend_from_slice(&height.to_be_bytes());
-    bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
-    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
-    format!("data:image/png;base64,{data}")
-}
-
 /// Sends `bodies` to `path` all at once, spread over `proxies`; answers the statuses.
 async fn burst(proxies: &[SocketAddr], path: &str, key: &str, bodies: Vec<Value>) -> Vec<u16> {
     let calls = bodies.into_iter().enumerate().map(|(i, body)| {
@@ -856,17 +852,8 @@ async fn hostile_request_shapes_cannot_overspend_budgets_or_token_limits() {
         ..Behavior::default()
     });
     let admin = cluster.client(1);
-    admin
-        .put_ai_provider("openai", &provider(ProviderKind::Openai, &mock))
-        .await
-        .expect("put provider");
     // 0.001 USD a token: a budget of 20 USD is 20,000 tokens, like the token limit.
-    let mut gpt = model(&[("openai", "gpt-4o")]);
-    gpt.price = Some(Price {
-        input_per_million: 1000.0,
-        output_per_million: 1000.0,
-    });
-    admin.put("gpt", &gpt, None).await.expect("put model");
+    put_priced_gpt(&cluster, &mock, "gpt-4o").await;
     // Each request may use 1-2 % of the limits, as plain requests in the probe did.
     const TOKENS: u64 = 20_000;
     let limits = AiLimits {
@@ -874,7 +861,8 @@ async fn hostile_request_shapes_cannot_overspend_budgets_or_token_limits() {
         tokens_per_minute: Some(TOKENS),
         ..AiLimits::default()
     };
-    let image = json!({"type": "image_url", "image_url": {"url": png(1, 1), "detail": "low"}});
+    let image =
+        json!({"type": "image_url", "image_url": {"url": png_data_url(1, 1), "detail": "low"}});
     let mut images = vec![json!({"type": "text", "text": "what is in these?"})];
     images.extend(std::iter::repeat_n(image, 5));
     let shapes = [
@@ -921,7 +909,7 @@ async fn hostile_request_shapes_cannot_overspend_budgets_or_token_limits() {
     let mut huge = shapes[1].2.clone();
     huge["messages"][0]["content"] = json!(
         std::iter::repeat_n(
-            json!({"type": "image_url", "image_url": {"url": png(1, 1)}}),
+            json!({"type": "image_url", "image_url": {"url": png_data_url(1, 1)}}),
             1000
         )
         .collect::<Vec<_>>()
@@ -1033,15 +1021,8 @@ async fn streams_that_stall_or_providers_that_refuse_end_as_they_should_on_a_nod
             .await
             .expect("model");
     }
-    admin
-        .put("app", &ConsumerSpec::default(), None)
-        .await
-        .expect("consumer");
-    let key = admin.create_key("app").await.expect("key").key;
     let proxy = cluster.node(3).addrs.proxy;
-    for alias in ["silent", "stalled", "slow", "limited"] {
-        wait_served(proxy, &key, alias).await;
-    }
+    let key = app_key(&cluster, proxy, &["silent", "stalled", "slow", "limited"]).await;
 
     // Comments only: the next deployment answers once the first event is overdue.
     let started = std::time::Instant::now();
@@ -1135,6 +1116,21 @@ async fn streams_that_stall_or_providers_that_refuse_end_as_they_should_on_a_nod
     );
 }
 
+/// Writes through node 1 a consumer `app` without limits and returns a key of it, once `proxy`
+/// serves each of `aliases` to it.
+async fn app_key(cluster: &Cluster, proxy: SocketAddr, aliases: &[&str]) -> String {
+    let admin = cluster.client(1);
+    admin
+        .put("app", &ConsumerSpec::default(), None)
+        .await
+        .expect("consumer");
+    let key = admin.create_key("app").await.expect("key").key;
+    for alias in aliases {
+        wait_served(proxy, &key, alias).await;
+    }
+    key
+}
+
 /// The peak resident memory of process `pid`, in MiB (`VmHWM` of `/proc`).
 fn peak_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -1173,13 +1169,8 @@ async fn huge_answers_stay_within_the_nodes_answer_memory() {
         .put("huge", &model(&[("huge", "gpt-4o-mini")]), None)
         .await
         .expect("model");
-    admin
-        .put("app", &ConsumerSpec::default(), None)
-        .await
-        .expect("consumer");
-    let key = admin.create_key("app").await.expect("key").key;
     let proxy = cluster.node(1).addrs.proxy;
-    wait_served(proxy, &key, "huge").await;
+    let key = app_key(&cluster, proxy, &["huge"]).await;
     let pid = cluster.pid(1).expect("the node runs");
     let term = cluster.status(1).await.term;
     let before = peak_mib(pid);

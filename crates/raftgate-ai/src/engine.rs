@@ -567,18 +567,6 @@ impl Gateway {
         let call = tokio::spawn(async move { core.embeddings_call(caller, req, budget).await });
         call.await.map_err(task_failed)?
     }
-
-    /// Wall-clock time, Unix milliseconds.
-    #[cfg(test)]
-    fn now_ms(&self) -> u64 {
-        now_ms()
-    }
-
-    /// The deployments of `targets` in the order to try them.
-    #[cfg(test)]
-    fn plan(&self, targets: &[Arc<Target>]) -> Vec<Arc<Target>> {
-        plan(targets)
-    }
 }
 
 /// A call's task panicked or was stopped (the runtime shutting down).
@@ -1402,7 +1390,7 @@ mod tests {
         let compiled = gw.core.compiled.load();
         let mut counts = HashMap::new();
         for _ in 0..rounds {
-            let plan = gw.plan(&compiled.models["m"]);
+            let plan = plan(&compiled.models["m"]);
             assert_eq!(plan.len(), 3);
             *counts.entry(plan[0].model.clone()).or_default() += 1;
         }
@@ -1417,7 +1405,7 @@ mod tests {
         let heavy = counts["heavy"] as f64 / 4000.0;
         assert!((0.70..0.80).contains(&heavy), "weight 3 of 4 first {heavy}");
         let compiled = gw.core.compiled.load();
-        let plan = gw.plan(&compiled.models["m"]);
+        let plan = plan(&compiled.models["m"]);
         assert_eq!(plan[2].model, "backup");
     }
 
@@ -1430,10 +1418,10 @@ mod tests {
             .find(|t| t.model == "heavy")
             .unwrap();
         let policy = compiled.cooldown;
-        assert!(!heavy.health.failure(&policy, gw.now_ms()));
-        assert!(heavy.health.failure(&policy, gw.now_ms()));
+        assert!(!heavy.health.failure(&policy, now_ms()));
+        assert!(heavy.health.failure(&policy, now_ms()));
         for _ in 0..50 {
-            let plan = gw.plan(&compiled.models["m"]);
+            let plan = plan(&compiled.models["m"]);
             assert_eq!(plan.last().unwrap().model, "heavy");
         }
         let config: GatewayConfig = serde_json::from_value(json!({
@@ -1444,8 +1432,8 @@ mod tests {
         .unwrap();
         gw.update(&config).unwrap();
         let compiled = gw.core.compiled.load();
-        assert!(compiled.models["m"][0].health.cooled(gw.now_ms()));
-        assert!(!compiled.models["n"][0].health.cooled(gw.now_ms()));
+        assert!(compiled.models["m"][0].health.cooled(now_ms()));
+        assert!(!compiled.models["n"][0].health.cooled(now_ms()));
         let ids: Vec<_> = gw
             .models(|m| m != "n")
             .data

@@ -44,11 +44,6 @@ impl AnswerMemory {
             bytes: 0,
         }
     }
-
-    /// Bytes held now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
 }
 
 /// One answer's share of the budget; given back when dropped.
@@ -80,11 +75,6 @@ impl Lease {
         self.bytes = bytes;
         Ok(())
     }
-
-    /// Grows the lease by `more` bytes.
-    pub fn grow(&mut self, more: usize) -> Result<(), ApiError> {
-        self.resize(self.bytes.saturating_add(more))
-    }
 }
 
 impl Drop for Lease {
@@ -115,18 +105,20 @@ mod tests {
     #[test]
     fn leases_share_the_budget_and_give_it_back() {
         let memory = AnswerMemory::new(100);
+        let used = || memory.used.load(Ordering::Relaxed);
         let mut a = memory.lease();
         let mut b = memory.lease();
-        a.grow(60).unwrap();
-        let refused = b.grow(50).unwrap_err();
+        a.resize(60).unwrap();
+        let refused = b.resize(50).unwrap_err();
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(memory.used(), 60, "a refused growth holds nothing");
-        b.grow(40).unwrap();
+        assert_eq!(refused.retry_after_s, Some(1));
+        assert_eq!(used(), 60, "a refused growth holds nothing");
+        b.resize(40).unwrap();
         a.resize(10).unwrap();
-        b.grow(50).unwrap();
-        assert_eq!(memory.used(), 100);
+        b.resize(90).unwrap();
+        assert_eq!(used(), 100);
         drop(a);
         drop(b);
-        assert_eq!(memory.used(), 0);
+        assert_eq!(used(), 0);
     }
 }

@@ -194,6 +194,18 @@ impl MockProvider {
     }
 }
 
+/// A PNG of `width` × `height` pixels as a `data:` URL: only its signature and header chunk,
+/// which carry its size (what the gateway reads to count an image's tokens).
+pub fn png_data_url(width: u32, height: u32) -> String {
+    use base64::Engine;
+    let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    bytes.extend_from_slice(&width.to_be_bytes());
+    bytes.extend_from_slice(&height.to_be_bytes());
+    bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!("data:image/png;base64,{data}")
+}
+
 /// A response body fed from a channel, so chunks go out as they are produced.
 struct ChannelBody(mpsc::Receiver<Bytes>);
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use raftgate_ai::engine::Operation;
 use raftgate_ai::messages::{EventWriter, to_chat_request, to_messages_response};
-use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
+use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider, png_data_url};
 use raftgate_ai::openai::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, FinishReason};
 use raftgate_ai::providers::ProviderKind;
-use raftgate_ai::sse::SseParser;
+use raftgate_ai::sse::{SseEvent, SseParser};
 use raftgate_ai::{ApiError, Caller, ChatOutcome, ChatStream, Gateway, StreamItem, UsageRecord};
 use raftgate_ai::{GatewayConfig, Settle, UsageSink};
 use raftgate_model::ai::{AiCooldown, CooldownTable};
@@ -96,6 +96,32 @@ async fn collect(stream: &mut ChatStream) -> (Vec<ChatChunk>, Option<ApiError>) 
         }
     }
     (chunks, None)
+}
+
+/// The Anthropic-style events `/v1/messages` writes for `stream`, as the API does: an error
+/// event ends it, else its normal end.
+async fn messages_events(stream: &mut ChatStream) -> Vec<SseEvent> {
+    let mut writer = EventWriter::new();
+    let mut out = Vec::new();
+    loop {
+        match stream.next().await {
+            Some(StreamItem::Chunk(c)) => writer.chunk(&c, &mut out),
+            Some(StreamItem::Error(e)) => {
+                writer.error(&e, &mut out);
+                break;
+            }
+            None => {
+                writer.finish(None, &mut out);
+                break;
+            }
+        }
+    }
+    let mut events = Vec::new();
+    let mut parser = SseParser::new();
+    for b in &out {
+        parser.feed(b, &mut events).unwrap();
+    }
+    events
 }
 
 fn text(chunks: &[ChatChunk]) -> String {
@@ -411,6 +437,13 @@ async fn fallback_setup(failure: Failure) -> (MockProvider, MockProvider, Gatewa
 
 fn hello() -> ChatRequest {
     chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+}
+
+fn streamed_hello() -> ChatRequest {
+    ChatRequest {
+        stream: Some(true),
+        ..hello()
+    }
 }
 
 #[tokio::test]
@@ -847,20 +880,7 @@ async fn messages_api_is_served_by_gemini() {
     streamed["stream"] = json!(true);
     let req = to_chat_request(serde_json::from_value(streamed).unwrap());
     let mut stream = open(&gw, req).await.unwrap();
-    let mut writer = EventWriter::new();
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            StreamItem::Chunk(c) => writer.chunk(&c, &mut out),
-            StreamItem::Error(e) => writer.error(&e, &mut out),
-        }
-    }
-    writer.finish(None, &mut out);
-    let mut events = Vec::new();
-    let mut parser = SseParser::new();
-    for b in &out {
-        parser.feed(b, &mut events).unwrap();
-    }
+    let events = messages_events(&mut stream).await;
     let names: Vec<_> = events.iter().map(|e| e.event.clone().unwrap()).collect();
     assert_eq!(names.first().map(String::as_str), Some("message_start"));
     assert_eq!(names.last().map(String::as_str), Some("message_stop"));
@@ -905,17 +925,6 @@ async fn a_cache_hit_calls_no_provider_and_is_reported_as_cached() {
     assert_eq!(cached.model, "m");
 }
 
-/// A PNG as a `data:` URL: only its signature and header chunk, which carry its size.
-fn png(width: u32, height: u32) -> String {
-    use base64::Engine;
-    let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
-    bytes.extend_from_slice(&width.to_be_bytes());
-    bytes.extend_from_slice(&height.to_be_bytes());
-    bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
-    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
-    format!("data:image/png;base64,{data}")
-}
-
 /// A chat with `images` image parts of `url` and the given output limit.
 fn with_images(model: &str, url: &str, images: usize, detail: Option<&str>) -> ChatRequest {
     let mut parts = vec![json!({"type": "text", "text": "what is in these?"})];
@@ -953,13 +962,19 @@ async fn reservations_count_images_choices_and_embedding_inputs() {
     };
     // OpenAI's tiles: 85 a low-detail image; in high detail 85 + 170 per 512 px tile of the
     // image scaled into 2048 px and its short side to 768 px.
-    let tiny = png(1, 1);
+    let tiny = png_data_url(1, 1);
     assert_eq!(images("gpt", &tiny, 1000, Some("low")), 1000 * 85);
     assert_eq!(images("gpt", &tiny, 1, None), 85 + 170);
-    assert_eq!(images("gpt", &png(1024, 1024), 1, Some("high")), 765);
-    assert_eq!(images("gpt", &png(2048, 4096), 1, None), 1105);
+    assert_eq!(
+        images("gpt", &png_data_url(1024, 1024), 1, Some("high")),
+        765
+    );
+    assert_eq!(images("gpt", &png_data_url(2048, 4096), 1, None), 1105);
     // gpt-4o-mini bills an image as 33 times as many tokens (the same price as gpt-4o's).
-    assert_eq!(images("mini", &png(1024, 1024), 1, None), 2833 + 4 * 5667);
+    assert_eq!(
+        images("mini", &png_data_url(1024, 1024), 1, None),
+        2833 + 4 * 5667
+    );
     // An image of unknown size is counted at the most it can cost.
     assert_eq!(
         images("gpt", "https://example.com/cat.png", 1, None),
@@ -970,13 +985,13 @@ async fn reservations_count_images_choices_and_embedding_inputs() {
         85 + 8 * 170
     );
     // Anthropic: width × height / 750, after scaling into 1568 px and 1.15 megapixels.
-    assert_eq!(images("claude", &png(1000, 750), 1, None), 1000);
+    assert_eq!(images("claude", &png_data_url(1000, 750), 1, None), 1000);
     assert_eq!(images("claude", "https://example.com/x.jpg", 1, None), 1600);
     // Gemini: 258 up to 384 px a side, else 258 per 768 px tile.
-    assert_eq!(images("gem", &png(300, 300), 1, None), 258);
-    assert_eq!(images("gem", &png(1000, 750), 1, None), 2 * 258);
+    assert_eq!(images("gem", &png_data_url(300, 300), 1, None), 258);
+    assert_eq!(images("gem", &png_data_url(1000, 750), 1, None), 2 * 258);
     // An alias reserves what its dearest deployment would count.
-    assert_eq!(images("both", &png(1000, 750), 1, None), 1000);
+    assert_eq!(images("both", &png_data_url(1000, 750), 1, None), 1000);
 
     // `n` choices each may use the whole output limit.
     let n = chat(json!({"model": "gpt", "n": 50, "max_tokens": 100,
@@ -1000,14 +1015,17 @@ async fn reservations_count_images_choices_and_embedding_inputs() {
     }
 }
 
-/// Two OpenAI deployments: `bad` (priority 0, timeout `timeout_ms`) behaving as `behavior`,
-/// and a healthy fallback.
-async fn stream_fallback(
-    behavior: Behavior,
+/// Two OpenAI deployments: `bad` (priority 0, timeout `timeout_ms`, 300 ms between events)
+/// stalling on keep-alive comments after `after_events` events, and a healthy fallback.
+async fn stall_then_fallback(
+    after_events: usize,
     timeout_ms: u64,
 ) -> (MockProvider, MockProvider, Gateway, Arc<Recorder>) {
     let bad = MockProvider::start(ProviderKind::Openai).await.unwrap();
-    bad.set(behavior);
+    bad.set(Behavior {
+        failure: Some(Failure::Stall { after_events }),
+        ..Behavior::default()
+    });
     let good = MockProvider::start(ProviderKind::Openai).await.unwrap();
     let mut bad_entry = provider("openai", &bad);
     bad_entry["timeout_ms"] = json!(timeout_ms);
@@ -1022,15 +1040,9 @@ async fn stream_fallback(
 
 #[tokio::test]
 async fn a_stream_of_comments_only_times_out_and_falls_back() {
-    let stall = Behavior {
-        failure: Some(Failure::Stall { after_events: 0 }),
-        ..Behavior::default()
-    };
-    let (bad, good, gw, _) = stream_fallback(stall, 500).await;
-    let mut req = hello();
-    req.stream = Some(true);
+    let (bad, good, gw, _) = stall_then_fallback(0, 500).await;
     let started = std::time::Instant::now();
-    let opened = tokio::time::timeout(Duration::from_secs(10), open(&gw, req)).await;
+    let opened = tokio::time::timeout(Duration::from_secs(10), open(&gw, streamed_hello())).await;
     let elapsed = started.elapsed();
     let mut stream = opened
         .expect("the comment-only stream must time out, not hang")
@@ -1051,14 +1063,8 @@ async fn a_stream_of_comments_only_times_out_and_falls_back() {
 
 #[tokio::test]
 async fn a_stream_stalled_after_its_first_events_ends_with_an_error() {
-    let stall = Behavior {
-        failure: Some(Failure::Stall { after_events: 2 }),
-        ..Behavior::default()
-    };
-    let (_bad, good, gw, recorder) = stream_fallback(stall, 2000).await;
-    let mut req = hello();
-    req.stream = Some(true);
-    let mut stream = open(&gw, req).await.unwrap();
+    let (_bad, good, gw, recorder) = stall_then_fallback(2, 2000).await;
+    let mut stream = open(&gw, streamed_hello()).await.unwrap();
     let started = std::time::Instant::now();
     let collected = tokio::time::timeout(Duration::from_secs(10), collect(&mut stream)).await;
     let (chunks, err) = collected.expect("a stalled stream must end, not hang");
@@ -1077,22 +1083,13 @@ async fn a_stream_stalled_after_its_first_events_ends_with_an_error() {
 
 #[tokio::test]
 async fn a_stream_cut_off_before_its_end_ends_with_an_error() {
-    let mock = MockProvider::start(ProviderKind::Openai).await.unwrap();
-    let (gw, recorder) = gateway(
-        json!({"p": provider("openai", &mock)}),
-        json!({"m": {"deployments": [{"provider": "p", "model": "x"}]}}),
-    );
-    let streamed = || {
-        let mut req = hello();
-        req.stream = Some(true);
-        req
-    };
     // Role, "echo:", " hi": no finish_reason, no [DONE].
-    mock.set(Behavior {
+    let truncated = Behavior {
         failure: Some(Failure::Truncate { after_events: 3 }),
         ..Behavior::default()
-    });
-    let mut stream = open(&gw, streamed()).await.unwrap();
+    };
+    let (mock, gw, recorder) = one_deployment(ProviderKind::Openai, "openai", truncated).await;
+    let mut stream = open(&gw, streamed_hello()).await.unwrap();
     let (chunks, err) = collect(&mut stream).await;
     assert_eq!(text(&chunks), "echo: hi");
     let err = err.expect("a truncated stream is not a complete answer");
@@ -1104,20 +1101,8 @@ async fn a_stream_cut_off_before_its_end_ends_with_an_error() {
     drop(stream);
     assert!(!recorder.all().pop().unwrap().completed);
     // On /v1/messages the Anthropic events end with an error, not end_turn and message_stop.
-    let mut stream = open(&gw, streamed()).await.unwrap();
-    let mut writer = EventWriter::new();
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            StreamItem::Chunk(c) => writer.chunk(&c, &mut out),
-            StreamItem::Error(e) => writer.error(&e, &mut out),
-        }
-    }
-    let mut events = Vec::new();
-    let mut parser = SseParser::new();
-    for b in &out {
-        parser.feed(b, &mut events).unwrap();
-    }
+    let mut stream = open(&gw, streamed_hello()).await.unwrap();
+    let events = messages_events(&mut stream).await;
     let names: Vec<_> = events.iter().filter_map(|e| e.event.clone()).collect();
     assert_eq!(names.last().map(String::as_str), Some("error"), "{names:?}");
     assert!(!names.iter().any(|n| n == "message_stop"), "{names:?}");
@@ -1127,24 +1112,36 @@ async fn a_stream_cut_off_before_its_end_ends_with_an_error() {
         failure: Some(Failure::Truncate { after_events: 4 }),
         ..Behavior::default()
     });
-    let mut stream = open(&gw, streamed()).await.unwrap();
+    let mut stream = open(&gw, streamed_hello()).await.unwrap();
     let (chunks, err) = collect(&mut stream).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(finish(&chunks), Some(FinishReason::Stop));
 }
 
-#[tokio::test]
-async fn a_complete_call_whose_client_left_is_still_counted() {
-    let mock = MockProvider::start(ProviderKind::Openai).await.unwrap();
-    mock.set(Behavior {
-        latency: Duration::from_millis(400),
-        ..Behavior::default()
-    });
+/// A mock of `kind` behaving as `behavior`, serving model `m` as its one deployment (model
+/// `x`, priced 0.001 USD a token in and out).
+async fn one_deployment(
+    kind: ProviderKind,
+    kind_name: &str,
+    behavior: Behavior,
+) -> (MockProvider, Gateway, Arc<Recorder>) {
+    let mock = MockProvider::start(kind).await.unwrap();
+    mock.set(behavior);
     let (gw, recorder) = gateway(
-        json!({"p": provider("openai", &mock)}),
+        json!({"p": provider(kind_name, &mock)}),
         json!({"m": {"deployments": [{"provider": "p", "model": "x",
                      "price": {"input_per_million": 1000.0, "output_per_million": 1000.0}}]}}),
     );
+    (mock, gw, recorder)
+}
+
+#[tokio::test]
+async fn a_complete_call_whose_client_left_is_still_counted() {
+    let slow = Behavior {
+        latency: Duration::from_millis(400),
+        ..Behavior::default()
+    };
+    let (mock, gw, recorder) = one_deployment(ProviderKind::Openai, "openai", slow).await;
     let gw = Arc::new(gw);
     let ledger = Ledger::default();
     let call = {
@@ -1179,25 +1176,19 @@ async fn a_complete_call_whose_client_left_is_still_counted() {
 
 #[tokio::test]
 async fn a_providers_retry_after_is_passed_on_and_cools_the_deployment_down() {
-    let mock = MockProvider::start(ProviderKind::Anthropic).await.unwrap();
-    mock.set(Behavior {
+    let limited = Behavior {
         failure: Some(Failure::Status(429)),
         retry_after: Some(7),
         ..Behavior::default()
-    });
-    let (gw, recorder) = gateway(
-        json!({"p": provider("anthropic", &mock)}),
-        json!({"m": {"deployments": [{"provider": "p", "model": "claude-3-5-haiku-latest"}]}}),
-    );
+    };
+    let (_mock, gw, recorder) = one_deployment(ProviderKind::Anthropic, "anthropic", limited).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
     let err = complete(&gw, hello()).await.unwrap_err();
     assert_eq!((err.status.as_u16(), err.retry_after_s), (429, Some(7)));
-    let mut req = hello();
-    req.stream = Some(true);
-    let Err(err) = open(&gw, req).await else {
+    let Err(err) = open(&gw, streamed_hello()).await else {
         panic!("a stream from a provider answering 429")
     };
     assert_eq!((err.status.as_u16(), err.retry_after_s), (429, Some(7)));
@@ -1304,18 +1295,14 @@ async fn changing_a_provider_clears_the_cache_of_its_models() {
 
 #[tokio::test]
 async fn answers_beyond_the_nodes_answer_memory_are_refused() {
-    let mock = MockProvider::start(ProviderKind::Openai).await.unwrap();
     // 2 MiB answers arriving in two pieces 300 ms apart; the node may hold 5 MiB: one answer
     // read (2.5 MiB at most) and parsed (twice its size), not two.
-    mock.set(Behavior {
+    let huge = Behavior {
         answer_bytes: 2 << 20,
         chunk_delay: Duration::from_millis(300),
         ..Behavior::default()
-    });
-    let (gw, _) = gateway(
-        json!({"p": provider("openai", &mock)}),
-        json!({"m": {"deployments": [{"provider": "p", "model": "x"}]}}),
-    );
+    };
+    let (mock, gw, _) = one_deployment(ProviderKind::Openai, "openai", huge).await;
     let gw = gw.with_answer_memory(5 << 20);
     let (a, b) = tokio::join!(complete(&gw, hello()), complete(&gw, hello()));
     let (ok, refused) = match (a, b) {

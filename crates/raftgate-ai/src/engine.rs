@@ -130,8 +130,11 @@ pub struct UsageRecord {
 /// The most a request may consume, reserved against budgets before the call.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reservation {
-    /// Prompt estimate plus output limit.
+    /// Input estimate plus output limit (of every choice).
     pub tokens: u64,
+    /// The output limit's part of `tokens` (0 for embeddings): with it a refusal can name
+    /// `max_tokens` as what to lower.
+    pub output_tokens: u64,
     /// Those tokens at the dearest deployment's price.
     pub max_cost_usd: f64,
 }
@@ -479,11 +482,13 @@ impl Gateway {
         let targets = compiled.models.get(model)?;
         let mut most = Reservation {
             tokens: 0,
+            output_tokens: 0,
             max_cost_usd: 0.0,
         };
         for target in targets {
             let usage = usage(target);
             most.tokens = most.tokens.max(usage.total_tokens);
+            most.output_tokens = most.output_tokens.max(usage.completion_tokens);
             if let Some(price) = target.price {
                 most.max_cost_usd = most.max_cost_usd.max(crate::pricing::cost(&price, &usage));
             }
@@ -942,6 +947,7 @@ impl Core {
                     });
                 }
                 Ok(false) => break,
+                Err(e) if crate::memory::is_exhausted(&e) => return Err(Failure::stop(e)),
                 Err(e) if upstream.stalled() => {
                     return Err(Failure {
                         error: e,

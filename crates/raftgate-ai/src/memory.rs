@@ -83,6 +83,15 @@ impl Drop for Lease {
     }
 }
 
+/// The error code of a call refused for the node's answer memory.
+const CODE: &str = "answer_memory_full";
+
+/// Whether `error` is the node's answer memory refusing a call (the node's limit: no other
+/// deployment would do better).
+pub fn is_exhausted(error: &ApiError) -> bool {
+    error.detail.code.as_deref() == Some(CODE)
+}
+
 fn exhausted(used: usize, limit: usize) -> ApiError {
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     let mut e = ApiError::new(
@@ -95,6 +104,7 @@ fn exhausted(used: usize, limit: usize) -> ApiError {
         ),
     );
     e.retry_after_s = Some(1);
+    e.detail.code = Some(CODE.into());
     e
 }
 
@@ -112,6 +122,7 @@ mod tests {
         let refused = b.resize(50).unwrap_err();
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.retry_after_s, Some(1));
+        assert!(is_exhausted(&refused));
         assert_eq!(used(), 60, "a refused growth holds nothing");
         b.resize(40).unwrap();
         a.resize(10).unwrap();

@@ -10,10 +10,12 @@
 //!
 //! Budgets and token limits (`ai_limits` of the consumer and of the key) are enforced with the
 //! node's cluster-wide counters, the same ones rate limits use and the node already replicates
-//! in batches: before the provider call, the request's [`Reservation`] (its output limit priced
-//! at the dearest deployment) is acquired against each limit — micro-dollars for the day and
-//! month budgets (fixed UTC windows), tokens for the sliding minute — and settled with the
-//! call's actual cost and tokens afterwards, or with 0 when no provider served it.
+//! in batches: before the provider call, the request's [`Reservation`] (the most it may be
+//! billed: its input, images included, and every choice's output limit, priced at the dearest
+//! deployment) is acquired against each limit — micro-dollars for the day and month budgets
+//! (fixed UTC windows), tokens for the sliding minute — and settled with the call's actual cost
+//! and tokens afterwards, or with 0 when no provider served it. A request whose reservation
+//! alone passes a limit is answered 400: no wait would admit it.
 
 use std::sync::Arc;
 
@@ -162,7 +164,7 @@ impl Admission for AiLimits<'_> {
                 let amount = amount(kind, reservation.tokens, reservation.max_cost_usd);
                 if amount > limit {
                     // No wait would make it fit: say so instead of a Retry-After.
-                    return Err(self.too_large(owner, kind, limit, amount));
+                    return Err(self.too_large(owner, kind, limit, amount, reservation));
                 }
                 match self.counters.acquire(&check, amount, now) {
                     Ok(r) => held.0.push((kind, r)),
@@ -188,7 +190,14 @@ impl AiLimits<'_> {
     }
 
     /// The 400 for a request that alone needs more than a limit allows: no wait helps.
-    fn too_large(&self, owner: Owner, kind: AiLimitKind, limit: u64, amount: u64) -> ApiError {
+    fn too_large(
+        &self,
+        owner: Owner,
+        kind: AiLimitKind,
+        limit: u64,
+        amount: u64,
+        reservation: &Reservation,
+    ) -> ApiError {
         let (what, code) = describe(kind, limit);
         let needs = match kind {
             AiLimitKind::TokensPerMinute => format!("{amount} tokens"),
@@ -200,12 +209,17 @@ impl AiLimits<'_> {
             StatusCode::BAD_REQUEST,
             code,
             format!(
-                "this request alone may use {needs} (its prompt, images and max_tokens for each of its n choices), more than the AI {what} of {}: it would never be admitted; ask for less (max_tokens, n, fewer or smaller images), or have an administrator raise ai_limits",
+                "this request alone may use {needs} (its input, and max_tokens for each of its n choices), more than the AI {what} of {}: it would never be admitted; ask for less (a lower max_tokens or n, a shorter input, fewer or smaller images), or have an administrator raise ai_limits",
                 self.whose(owner)
             ),
         );
         e.detail.code = Some(code.into());
-        e.detail.param = Some("max_tokens".into());
+        let param = if reservation.output_tokens > 0 {
+            "max_tokens"
+        } else {
+            "input"
+        };
+        e.detail.param = Some(param.into());
         e
     }
 
@@ -302,6 +316,7 @@ mod tests {
     fn reservation(tokens: u64, max_cost_usd: f64) -> Reservation {
         Reservation {
             tokens,
+            output_tokens: tokens / 2,
             max_cost_usd,
         }
     }

@@ -993,6 +993,19 @@ async fn reservations_count_images_choices_and_embedding_inputs() {
     // An alias reserves what its dearest deployment would count.
     assert_eq!(images("both", &png_data_url(1000, 750), 1, None), 1000);
 
+    // Audio and file parts are not taken at all (400 naming the field), so none can ride
+    // along uncounted.
+    for part in [
+        json!({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}),
+        json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,AAAA"}}),
+    ] {
+        let body = json!({"model": "gpt", "messages": [{"role": "user", "content": [part]}]});
+        assert!(
+            serde_json::from_value::<ChatRequest>(body).is_err(),
+            "{part}"
+        );
+    }
+
     // `n` choices each may use the whole output limit.
     let n = chat(json!({"model": "gpt", "n": 50, "max_tokens": 100,
                         "messages": [{"role": "user", "content": "hi"}]}));

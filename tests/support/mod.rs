@@ -202,6 +202,11 @@ impl Cluster {
         std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
     }
 
+    /// Node `id`'s data directory (its Raft log and snapshots).
+    pub fn data_dir(&self, id: NodeId) -> &Path {
+        &self.node(id).data_dir
+    }
+
     /// The cluster's temporary directory, for files a test hands to its nodes.
     pub fn dir(&self) -> &Path {
         self.dir.path()

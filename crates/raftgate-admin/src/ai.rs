@@ -14,7 +14,6 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use raftgate_ai::GatewayConfig;
 use raftgate_ai::config::ConfigError;
-use raftgate_ai::secrets::is_sealed;
 use raftgate_model::ai::{ModelConfig, ProviderConfig, UsageQuery, UsageReport};
 use raftgate_model::prompt::PromptSpec;
 
@@ -100,24 +99,8 @@ fn check_prompt(s: &AdminState, prompt: &PromptSpec) -> Result<(), ApiError> {
 }
 
 fn seal(s: &AdminState, provider: &mut ProviderConfig) -> Result<(), ApiError> {
-    let Some(plain) = provider.api_key.take() else {
-        return Ok(());
-    };
-    let bad = |message: String| ApiError::BadRequest {
-        field: Some("api_key".into()),
-        message,
-    };
-    let Some(key) = &s.secrets else {
-        return Err(bad("this cluster has no secrets key, so provider credentials cannot be encrypted at rest; start every node with --cluster-secret or --secrets-key-file".into()));
-    };
-    // A provider read back from another cluster's export may carry a sealed value: keep it
-    // only if this cluster's key opens it.
-    let sealed = if is_sealed(&plain) {
-        key.open(&plain).map_err(|e| bad(e.to_string()))?;
-        plain
-    } else {
-        key.seal(&plain).map_err(|e| bad(e.to_string()))?
-    };
-    provider.api_key = Some(sealed);
+    if let Some(plain) = provider.api_key.take() {
+        provider.api_key = Some(crate::secrets::seal(s, "api_key", plain)?);
+    }
     Ok(())
 }

@@ -80,6 +80,11 @@ impl ApiError {
                         "missing_reference",
                         Some(field.clone()),
                     ),
+                    Rejection::MissingSecret { field } => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        Some(field.clone()),
+                    ),
                 },
                 WriteError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader", None),
                 WriteError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),

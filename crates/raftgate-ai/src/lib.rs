@@ -18,7 +18,6 @@
 //!   routes, retries, falls back, cools failing deployments down, streams and reports usage;
 //! - [`cache`]: the opt-in exact-match cache of complete chat answers, per model alias;
 //! - [`prompt`]: prompt templates served as REST APIs at their own paths;
-//! - [`secrets`]: provider credentials sealed at rest with a key derived from a cluster secret;
 //! - [`error`]: the one error type and its OpenAI-style body;
 //! - `mock` (feature `mock`): loopback servers speaking the providers' wire formats, for tests
 //!   and benchmarks.
@@ -37,7 +36,6 @@ pub mod openai;
 pub mod pricing;
 pub mod prompt;
 pub mod providers;
-pub mod secrets;
 pub mod sse;
 pub mod tokens;
 

@@ -290,6 +290,14 @@ pub enum Rejection {
         /// Name that was referenced.
         name: String,
     },
+    /// A write-only secret was left out where none is stored to keep.
+    #[error(
+        "{field} is required: no secret is stored for it yet (secrets are write-only; leave one out only to keep the stored one)"
+    )]
+    MissingSecret {
+        /// JSON field of the secret.
+        field: String,
+    },
 }
 
 /// The state machine's answer to one proposal, as Raft returns it to the proposer.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use raftgate_model::access::{self, AuditEntry, AuditOperation, StoredToken};
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
 use raftgate_model::command::Applied;
-use raftgate_model::policy::Policies;
+use raftgate_model::policy::{JwtAlgorithm, Policies};
 use raftgate_model::prompt::{PromptSpec, route_claim};
 use raftgate_model::state::Resource;
 use raftgate_model::{
@@ -95,7 +95,10 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                     check_route_paths(state, r)?;
                     put(state, name, r.clone(), index, at)
                 }
-                Spec::Consumer(c) => put(state, name, c.clone(), index, at),
+                Spec::Consumer(c) => {
+                    let consumer = keep_stored_secrets(state, name, c.clone())?;
+                    put(state, name, consumer, index, at)
+                }
                 Spec::RateLimit(l) => put(state, name, l.clone(), index, at),
                 Spec::Key(k) => {
                     if !state.consumers.contains_key(&k.consumer) {
@@ -359,6 +362,47 @@ fn put<R: Resource>(state: &mut State, name: &str, spec: R, index: u64, at: u64)
     })
 }
 
+/// A consumer's write-only secrets left out of a write are kept from the stored consumer: an
+/// HS256 credential without `key` keeps the stored secret of the same issuer, a basic credential
+/// without `password` the stored hash of the same user name. Without one to keep, the write is
+/// refused.
+fn keep_stored_secrets(
+    state: &State,
+    name: &str,
+    mut consumer: ConsumerSpec,
+) -> Result<ConsumerSpec, Rejection> {
+    let stored = state.consumers.get(name).map(|e| &e.spec);
+    for (i, credential) in consumer.jwt.iter_mut().enumerate() {
+        if credential.algorithm != JwtAlgorithm::HS256 || credential.key.is_some() {
+            continue;
+        }
+        credential.key = stored
+            .and_then(|s| {
+                s.jwt.iter().find(|old| {
+                    old.issuer == credential.issuer && old.algorithm == JwtAlgorithm::HS256
+                })
+            })
+            .and_then(|old| old.key.clone());
+        if credential.key.is_none() {
+            return Err(Rejection::MissingSecret {
+                field: format!("jwt[{i}].key"),
+            });
+        }
+    }
+    if let Some(basic) = &mut consumer.basic_auth
+        && basic.password.is_empty()
+    {
+        basic.password = stored
+            .and_then(|s| s.basic_auth.as_ref())
+            .filter(|old| old.username == basic.username)
+            .map(|old| old.password.clone())
+            .ok_or_else(|| Rejection::MissingSecret {
+                field: "basic_auth.password".into(),
+            })?;
+    }
+    Ok(consumer)
+}
+
 fn remove<R: Resource>(state: &mut State, name: &str) {
     Arc::make_mut(R::table_mut(state)).remove(name);
 }
@@ -470,6 +514,64 @@ mod tests {
         assert!(matches!(
             apply(&mut s, 10, &missing),
             Err(Rejection::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn write_only_consumer_secrets_left_out_are_kept() {
+        use raftgate_model::policy::{BasicCredential, JwtCredential};
+        let consumer = |key: Option<&str>, password: &str, username: &str| {
+            Spec::Consumer(ConsumerSpec {
+                jwt: vec![JwtCredential {
+                    issuer: "iss".into(),
+                    algorithm: JwtAlgorithm::HS256,
+                    key: key.map(Into::into),
+                    jwks: None,
+                }],
+                basic_auth: Some(BasicCredential {
+                    username: username.into(),
+                    password: password.into(),
+                }),
+                ..ConsumerSpec::default()
+            })
+        };
+        let mut s = State::default();
+        // Nothing stored yet: a secret left out is refused, naming its field.
+        assert_eq!(
+            apply(
+                &mut s,
+                1,
+                &put_cmd("c", consumer(None, "$argon2id$h", "u"), None)
+            ),
+            Err(Rejection::MissingSecret {
+                field: "jwt[0].key".into()
+            })
+        );
+        assert_eq!(
+            apply(
+                &mut s,
+                2,
+                &put_cmd("c", consumer(Some("sealed:v1:k"), "", "u"), None)
+            ),
+            Err(Rejection::MissingSecret {
+                field: "basic_auth.password".into()
+            })
+        );
+        apply(
+            &mut s,
+            3,
+            &put_cmd("c", consumer(Some("sealed:v1:k"), "$argon2id$h", "u"), None),
+        )
+        .unwrap();
+        // Left out later: the stored ones are kept.
+        apply(&mut s, 4, &put_cmd("c", consumer(None, "", "u"), None)).unwrap();
+        let stored = &s.consumers["c"].spec;
+        assert_eq!(stored.jwt[0].key.as_deref(), Some("sealed:v1:k"));
+        assert_eq!(stored.basic_auth.as_ref().unwrap().password, "$argon2id$h");
+        // A password is kept only for the same user name.
+        assert!(matches!(
+            apply(&mut s, 5, &put_cmd("c", consumer(None, "", "other"), None)),
+            Err(Rejection::MissingSecret { .. })
         ));
     }
 

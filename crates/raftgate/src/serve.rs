@@ -47,6 +47,19 @@ pub struct ServeArgs {
     /// are streamed.
     #[arg(long)]
     pub max_body_bytes: Option<u64>,
+    /// Milliseconds a client connection (proxy or admin API) may take to send its first bytes or
+    /// finish its TLS handshake, and then each HTTP/1.1 request head — which also bounds how
+    /// long an HTTP/1.1 connection may idle between requests. Default 30000.
+    #[arg(long)]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds an HTTP/2 client connection may go without a request before it is closed
+    /// (GOAWAY). Default 60000.
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most open client connections per listener (proxy, proxy TLS, admin API); more are closed
+    /// on accept and counted in raftgate_connections_refused_total. Default 16384.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Milliseconds between two reports of this node's rate-limit and AI usage to the cluster
     /// (one Raft entry each): shorter is more accurate, longer costs less. Default 250.
     #[arg(long)]
@@ -224,6 +237,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         }
         None => ServeArgs::default(),
     };
+    let limits = listener_limits(&flags, &file);
     let filter = flags
         .log
         .clone()
@@ -322,6 +336,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         None => None,
     };
     let proxy_config = raftgate_proxy::ProxyConfig {
+        limits,
         max_body_bytes: flags.max_body_bytes.or(file.max_body_bytes),
         ..raftgate_proxy::ProxyConfig::default()
     };
@@ -352,7 +367,9 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         .map_or(raftgate_policy::DEFAULT_SYNC_INTERVAL, |ms| {
             std::time::Duration::from_millis(ms.max(10))
         });
-    let policies = std::sync::Arc::new(raftgate_policy::Engine::new(node.id(), usage_sync));
+    let policies = std::sync::Arc::new(
+        raftgate_policy::Engine::new(node.id(), usage_sync).with_secrets(secrets.clone()),
+    );
     let usage_task = tokio::spawn(report_usage(node.clone(), policies.clone()));
     let (ai_usage, ai_records) = crate::ai::UsageChannel::new();
     let answer_memory = flags
@@ -390,6 +407,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     };
     let admin_task = tokio::spawn(raftgate_admin::serve(
         admin_listener,
+        limits,
         node.clone(),
         token.clone(),
         Some(health),
@@ -414,6 +432,27 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// The connection limits of the client-facing listeners, from the flags or the file.
+fn listener_limits(flags: &ServeArgs, file: &ServeArgs) -> raftgate_listener::Limits {
+    let defaults = raftgate_listener::Limits::default();
+    let ms = std::time::Duration::from_millis;
+    raftgate_listener::Limits {
+        header_timeout: flags
+            .header_timeout_ms
+            .or(file.header_timeout_ms)
+            .map_or(defaults.header_timeout, |v| ms(v.max(1))),
+        idle_timeout: flags
+            .idle_timeout_ms
+            .or(file.idle_timeout_ms)
+            .map_or(defaults.idle_timeout, |v| ms(v.max(1))),
+        max_connections: flags
+            .max_connections
+            .or(file.max_connections)
+            .map_or(defaults.max_connections, |v| v.max(1)),
+        ..defaults
+    }
 }
 
 /// Reports this node's rate-limit usage through Raft every sync interval, and keeps the number

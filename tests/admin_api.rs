@@ -78,7 +78,7 @@ async fn if_match_guards_writes_and_deletes() {
         .await,
         StatusCode::PRECONDITION_FAILED,
     );
-    let current: Entity<ServiceSpec> = c.get("svc").await.expect("GET svc");
+    let current = c.get::<ServiceSpec>("svc").await.expect("GET svc");
     assert_eq!(current, updated, "refused writes change nothing");
 
     // The quoted ETag form is accepted too, and the answer carries the new ETag.

@@ -3,7 +3,10 @@
 //! (speaking the providers' real wire formats), authenticated with consumer keys; credentials
 //! sealed at rest; budgets and token limits enforced across nodes; usage per key; cooldowns
 //! shared by the cluster; and the official `openai` and `anthropic` Python SDKs driven against a
-//! node.
+//! node. Then the hostile cases: request shapes that must not overspend (images, `n`,
+//! embeddings), streams of keep-alive comments or stalled after their first events, a client
+//! leaving a complete call, a provider's `Retry-After`, and huge answers against a node's answer
+//! memory.
 
 mod support;
 
@@ -16,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
+use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider, png_data_url};
 use raftgate_ai::providers::ProviderKind;
 use raftgate_model::ConsumerSpec;
 use raftgate_model::NodeId;
@@ -80,13 +83,17 @@ impl Mocks {
 }
 
 fn provider(kind: ProviderKind, mock: &MockProvider) -> ProviderConfig {
-    ProviderConfig {
-        kind,
-        base_url: mock.base_url(),
-        api_key: Some(MOCK_KEY.into()),
-        api_version: None,
-        timeout_ms: 10_000,
+    provider_with(kind, mock, json!({}))
+}
+
+/// A provider for `mock` with the settings of `more` (e.g. its timeouts).
+fn provider_with(kind: ProviderKind, mock: &MockProvider, more: Value) -> ProviderConfig {
+    let mut spec = json!({"kind": kind, "base_url": mock.base_url(), "api_key": MOCK_KEY,
+                          "timeout_ms": 10_000});
+    for (field, value) in more.as_object().into_iter().flatten() {
+        spec[field] = value.clone();
     }
+    serde_json::from_value(spec).expect("a provider spec")
 }
 
 fn model(deployments: &[(&str, &str)]) -> ModelConfig {
@@ -509,6 +516,22 @@ fn small_chat(stream: bool) -> Value {
            "messages": [{"role": "user", "content": "hello world"}]})
 }
 
+/// Writes through node 1 the OpenAI `mock` as provider `openai` and the model `gpt` on its
+/// `provider_model`, priced 0.001 USD a token (in and out), so that costs are tokens / 1000.
+async fn put_priced_gpt(cluster: &Cluster, mock: &MockProvider, provider_model: &str) {
+    let admin = cluster.client(1);
+    admin
+        .put_ai_provider("openai", &provider(ProviderKind::Openai, mock))
+        .await
+        .expect("put provider");
+    let mut gpt = model(&[("openai", provider_model)]);
+    gpt.price = Some(Price {
+        input_per_million: 1000.0,
+        output_per_million: 1000.0,
+    });
+    admin.put("gpt", &gpt, None).await.expect("put model");
+}
+
 /// Asserts a refusal by an AI limit: a 429 whose OpenAI-style error has `code` and a message
 /// with every one of `names`.
 fn assert_refused(answer: (StatusCode, String), code: &str, names: &[&str]) {
@@ -533,18 +556,9 @@ async fn budgets_and_token_limits_hold_across_nodes_and_usage_is_kept_per_key() 
         .await
         .expect("mock");
     let admin = cluster.client(1);
-    admin
-        .put_ai_provider("openai", &provider(ProviderKind::Openai, &openai))
-        .await
-        .expect("put provider");
     // 0.001 USD a token: the mock's answer (11 prompt + 3 completion tokens) costs 0.014 USD,
     // a reservation of 24 tokens 0.024 USD.
-    let mut gpt = model(&[("openai", "gpt-4o-mini")]);
-    gpt.price = Some(Price {
-        input_per_million: 1000.0,
-        output_per_million: 1000.0,
-    });
-    admin.put("gpt", &gpt, None).await.expect("put model");
+    put_priced_gpt(&cluster, &openai, "gpt-4o-mini").await;
 
     let limited = |limits: AiLimits| ConsumerSpec {
         ai_limits: limits,
@@ -590,15 +604,18 @@ async fn budgets_and_token_limits_hold_across_nodes_and_usage_is_kept_per_key() 
         wait_served(proxy, key, "gpt").await;
     }
 
-    // The key's own monthly budget is smaller than the reservation: refused at once.
-    assert_refused(
-        post_chat(a, &k2.key, small_chat(false)).await,
-        "budget_exceeded",
-        &[
-            &format!("key '{}' of consumer 'app'", k2.id),
-            "0.01 USD per month",
-        ],
-    );
+    // The key's own monthly budget is smaller than the reservation: the request could never
+    // be admitted, which a 400 says (a 429's Retry-After would be a wait for nothing).
+    let (status, body) = post_chat(a, &k2.key, small_chat(false)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error: Value = serde_json::from_str(&body).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "budget_exceeded", "{body}");
+    assert_eq!(error["error"]["param"], "max_tokens", "{body}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    let whose = format!("key '{}' of consumer 'app'", k2.id);
+    for said in [whose.as_str(), "0.01 USD per month", "never"] {
+        assert!(message.contains(said), "{said}: {message}");
+    }
     // Spent on node A, streamed: settled with the stream's usage at its end.
     let (status, body) = post_chat(a, &k1.key, small_chat(true)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -764,4 +781,382 @@ async fn a_deployment_cooled_on_one_node_is_skipped_by_the_others() {
         .delete_ai_provider("failing")
         .await
         .expect("an unused provider is deleted");
+}
+
+/// Sends `bodies` to `path` all at once, spread over `proxies`; answers the statuses.
+async fn burst(proxies: &[SocketAddr], path: &str, key: &str, bodies: Vec<Value>) -> Vec<u16> {
+    let calls = bodies.into_iter().enumerate().map(|(i, body)| {
+        let proxy = proxies[i % proxies.len()];
+        let (path, key) = (path.to_string(), key.to_string());
+        tokio::spawn(async move {
+            call(proxy, Method::POST, &path, &key, Some(body))
+                .await
+                .0
+                .as_u16()
+        })
+    });
+    // Spawned all before the first is awaited.
+    let calls: Vec<_> = calls.collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.expect("a call"));
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_request_shapes_cannot_overspend_budgets_or_token_limits() {
+    let cluster = cluster(Some(SECRET)).await;
+    let mock = MockProvider::start(ProviderKind::Openai)
+        .await
+        .expect("mock");
+    // A verbose model: every choice is as long as max_tokens allows.
+    mock.set(Behavior {
+        fill_max_tokens: true,
+        ..Behavior::default()
+    });
+    let admin = cluster.client(1);
+    // 0.001 USD a token: a budget of 20 USD is 20,000 tokens, like the token limit.
+    put_priced_gpt(&cluster, &mock, "gpt-4o").await;
+    // Each request may use 1-2 % of the limits, as plain requests in the probe did.
+    const TOKENS: u64 = 20_000;
+    let limits = AiLimits {
+        budget_usd_day: Some(TOKENS as f64 / 1000.0),
+        tokens_per_minute: Some(TOKENS),
+        ..AiLimits::default()
+    };
+    let image =
+        json!({"type": "image_url", "image_url": {"url": png_data_url(1, 1), "detail": "low"}});
+    let mut images = vec![json!({"type": "text", "text": "what is in these?"})];
+    images.extend(std::iter::repeat_n(image, 5));
+    let shapes = [
+        (
+            "plain",
+            "/v1/chat/completions",
+            json!({"model": "gpt", "max_tokens": 200,
+                   "messages": [{"role": "user", "content": "hello world"}]}),
+        ),
+        (
+            "images",
+            "/v1/chat/completions",
+            json!({"model": "gpt", "max_tokens": 10,
+                   "messages": [{"role": "user", "content": images}]}),
+        ),
+        (
+            "choices",
+            "/v1/chat/completions",
+            json!({"model": "gpt", "n": 5, "max_tokens": 40,
+                   "messages": [{"role": "user", "content": "hello world"}]}),
+        ),
+        (
+            "embeddings",
+            "/v1/embeddings",
+            json!({"model": "gpt", "input": vec![(1..=20).collect::<Vec<u32>>(); 10]}),
+        ),
+    ];
+    let mut keys = Vec::new();
+    for (consumer, _, _) in &shapes {
+        let spec = ConsumerSpec {
+            ai_limits: limits,
+            ..ConsumerSpec::default()
+        };
+        admin.put(consumer, &spec, None).await.expect("consumer");
+        keys.push(admin.create_key(consumer).await.expect("key").key);
+    }
+    let proxies: Vec<SocketAddr> = IDS.iter().map(|id| cluster.node(*id).addrs.proxy).collect();
+    for proxy in &proxies {
+        for key in &keys {
+            wait_served(*proxy, key, "gpt").await;
+        }
+    }
+    // One request alone larger than the limit is refused for what it is.
+    let mut huge = shapes[1].2.clone();
+    huge["messages"][0]["content"] = json!(
+        std::iter::repeat_n(
+            json!({"type": "image_url", "image_url": {"url": png_data_url(1, 1)}}),
+            1000
+        )
+        .collect::<Vec<_>>()
+    );
+    let (status, body) = post_chat(proxies[0], &keys[1], huge).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("would never be admitted"), "{body}");
+
+    // Each shape goes to one node, 5 waves of 100 concurrent requests a sync interval apart (so
+    // the node's share of the limits refills): what is measured is how well each request's
+    // reservation covers what the provider bills, not the cluster's error (traffic spread over
+    // nodes faster than they sync overshoots by up to (n-1)/n · r · (T + c), plain requests as
+    // much as these; see the README's rate limits).
+    for ((consumer, path, body), key) in shapes.iter().zip(&keys) {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.extend(burst(&proxies[..1], path, key, vec![body.clone(); 100]).await);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let served = statuses.iter().filter(|s| **s == 200).count();
+        assert!(
+            served > 0 && statuses.iter().all(|s| *s == 200 || *s == 429),
+            "{consumer}: {statuses:?}"
+        );
+        let query = UsageQuery {
+            consumer: Some(consumer.to_string()),
+            ..UsageQuery::default()
+        };
+        let client = cluster.client(2);
+        let report = eventually(Duration::from_secs(20), || async {
+            let r = client.ai_usage(&query).await.ok()?;
+            (r.total.requests == served as u64).then_some(r)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{consumer}: the {served} calls are reported"));
+        let tokens = report.total.prompt_tokens + report.total.completion_tokens;
+        let tokens_ratio = tokens as f64 / TOKENS as f64;
+        let budget_ratio = report.total.cost_usd / (TOKENS as f64 / 1000.0);
+        eprintln!(
+            "{consumer}: {served} of 500 served, {tokens} tokens against {TOKENS} a minute ({tokens_ratio:.3}×), {:.3} USD against {:.1} USD a day ({budget_ratio:.3}×)",
+            report.total.cost_usd,
+            TOKENS as f64 / 1000.0
+        );
+        assert!(
+            tokens_ratio <= 1.05 && budget_ratio <= 1.05,
+            "{consumer}: {tokens_ratio:.3}× the token limit, {budget_ratio:.3}× the budget"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_stall_or_providers_that_refuse_end_as_they_should_on_a_node() {
+    let cluster = cluster(Some(SECRET)).await;
+    let start = |kind| async move { MockProvider::start(kind).await.expect("start a mock") };
+    let (stalled, silent, good, slow, limited) = (
+        start(ProviderKind::Openai).await,
+        start(ProviderKind::Anthropic).await,
+        start(ProviderKind::Openai).await,
+        start(ProviderKind::Openai).await,
+        start(ProviderKind::Anthropic).await,
+    );
+    // Keep-alive comments only; comments after two events; an answer after 1.5 s; a 429 with
+    // Retry-After.
+    silent.set(Behavior {
+        failure: Some(Failure::Stall { after_events: 0 }),
+        ..Behavior::default()
+    });
+    stalled.set(Behavior {
+        failure: Some(Failure::Stall { after_events: 2 }),
+        ..Behavior::default()
+    });
+    slow.set(Behavior {
+        latency: Duration::from_millis(1500),
+        ..Behavior::default()
+    });
+    limited.set(Behavior {
+        failure: Some(Failure::Status(429)),
+        retry_after: Some(7),
+        ..Behavior::default()
+    });
+    const TIMEOUT_MS: u64 = 1000;
+    const IDLE_MS: u64 = 500;
+    let admin = cluster.client(1);
+    let timeouts = json!({"timeout_ms": TIMEOUT_MS, "stream_idle_timeout_ms": IDLE_MS});
+    for (name, kind, mock, more) in [
+        ("silent", ProviderKind::Anthropic, &silent, &timeouts),
+        ("stalled", ProviderKind::Openai, &stalled, &timeouts),
+        ("good", ProviderKind::Openai, &good, &json!({})),
+        ("slow", ProviderKind::Openai, &slow, &json!({})),
+        ("limited", ProviderKind::Anthropic, &limited, &json!({})),
+    ] {
+        let spec = provider_with(kind, mock, more.clone());
+        admin.put_ai_provider(name, &spec).await.expect("provider");
+    }
+    for (alias, deployments) in [
+        (
+            "silent",
+            &[
+                ("silent", "claude-3-5-haiku-latest"),
+                ("good", "gpt-4o-mini"),
+            ][..],
+        ),
+        ("stalled", &[("stalled", "gpt-4o-mini")][..]),
+        ("slow", &[("slow", "gpt-4o-mini")][..]),
+        ("limited", &[("limited", "claude-3-5-haiku-latest")][..]),
+    ] {
+        admin
+            .put(alias, &model(deployments), None)
+            .await
+            .expect("model");
+    }
+    let proxy = cluster.node(3).addrs.proxy;
+    let key = app_key(&cluster, proxy, &["silent", "stalled", "slow", "limited"]).await;
+
+    // Comments only: the next deployment answers once the first event is overdue.
+    let started = std::time::Instant::now();
+    let request = Request::post(format!("http://{proxy}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::from(chat("silent", true).to_string())))
+        .expect("a request");
+    let response = tokio::time::timeout(Duration::from_secs(10), http().request(request))
+        .await
+        .expect("an answer, not a hang")
+        .expect("an answer");
+    let head_after = started.elapsed();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    assert_eq!(streamed_text(&String::from_utf8_lossy(&body)), ECHO);
+    eprintln!(
+        "comment-only stream: fallback answered {} ms after the request (timeout_ms {TIMEOUT_MS})",
+        head_after.as_millis()
+    );
+    assert!(
+        head_after >= Duration::from_millis(TIMEOUT_MS)
+            && head_after < Duration::from_millis(TIMEOUT_MS + 300),
+        "{head_after:?}"
+    );
+
+    // Comments after the first events: the stream ends with an error event, then [DONE].
+    let started = std::time::Instant::now();
+    let (status, body) = post_chat(proxy, &key, chat("stalled", true)).await;
+    let ended_after = started.elapsed();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    let error: Value = serde_json::from_str(events[events.len() - 2]).expect("an error event");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stream_idle_timeout_ms")),
+        "{body}"
+    );
+    assert!(
+        ended_after < Duration::from_millis(IDLE_MS + 2000),
+        "{ended_after:?}"
+    );
+
+    // A 429's Retry-After reaches the client, complete and streamed.
+    for stream in [false, true] {
+        let request = Request::post(format!("http://{proxy}/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::new(Bytes::from(chat("limited", stream).to_string())))
+            .expect("a request");
+        let response = http().request(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"7"[..]),
+            "stream: {stream}"
+        );
+    }
+
+    // The client of a complete call leaves at 0.5 s; the provider answers at 1.5 s; the
+    // call is counted all the same.
+    let left = tokio::time::timeout(
+        Duration::from_millis(500),
+        post_chat(proxy, &key, chat("slow", false)),
+    )
+    .await;
+    assert!(left.is_err(), "the client left before the answer");
+    let query = UsageQuery {
+        model: Some("slow".into()),
+        ..UsageQuery::default()
+    };
+    let client = cluster.client(3);
+    let report = eventually(Duration::from_secs(20), || async {
+        let r = client.ai_usage(&query).await.ok()?;
+        (r.total.requests == 1).then_some(r)
+    })
+    .await
+    .expect("the abandoned call is in the usage");
+    assert_eq!(
+        (report.total.prompt_tokens, report.total.completion_tokens),
+        (11, 3),
+        "the provider's own counts: {report:?}"
+    );
+}
+
+/// Writes through node 1 a consumer `app` without limits and returns a key of it, once `proxy`
+/// serves each of `aliases` to it.
+async fn app_key(cluster: &Cluster, proxy: SocketAddr, aliases: &[&str]) -> String {
+    let admin = cluster.client(1);
+    admin
+        .put("app", &ConsumerSpec::default(), None)
+        .await
+        .expect("consumer");
+    let key = admin.create_key("app").await.expect("key").key;
+    for alias in aliases {
+        wait_served(proxy, &key, alias).await;
+    }
+    key
+}
+
+/// The peak resident memory of process `pid`, in MiB (`VmHWM` of `/proc`).
+fn peak_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_answers_stay_within_the_nodes_answer_memory() {
+    // One node that may hold 64 MiB of answers (the default): a 30 MB answer is held twice
+    // while it is parsed, so four cannot be read at once.
+    let mut cluster = Cluster::new(&[1], None);
+    let args = ["--cluster-secret", SECRET, "--ai-answer-memory-mib", "64"];
+    cluster.set_args(1, args.map(String::from).to_vec());
+    cluster.spawn(1);
+    cluster.wait_healthy(1).await;
+    cluster.wait_for_leader(&[1]).await;
+    let huge = MockProvider::start(ProviderKind::Openai)
+        .await
+        .expect("mock");
+    // 30 MB answers, arriving 1 MiB every 200 ms: four are read at the same time.
+    huge.set(Behavior {
+        answer_bytes: 30_000_000,
+        chunk_delay: Duration::from_millis(200),
+        ..Behavior::default()
+    });
+    let admin = cluster.client(1);
+    admin
+        .put_ai_provider("huge", &provider(ProviderKind::Openai, &huge))
+        .await
+        .expect("provider");
+    admin
+        .put("huge", &model(&[("huge", "gpt-4o-mini")]), None)
+        .await
+        .expect("model");
+    let proxy = cluster.node(1).addrs.proxy;
+    let key = app_key(&cluster, proxy, &["huge"]).await;
+    let pid = cluster.pid(1).expect("the node runs");
+    let term = cluster.status(1).await.term;
+    let before = peak_mib(pid);
+    let statuses = burst(
+        &[proxy],
+        "/v1/chat/completions",
+        &key,
+        vec![chat("huge", false); 4],
+    )
+    .await;
+    let after = peak_mib(pid);
+    eprintln!(
+        "4 concurrent 30 MB answers: {statuses:?}; the node's peak resident memory {before:.0} -> {after:.0} MiB"
+    );
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        served >= 1 && statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "four 30 MB answers do not fit 64 MiB at once: {statuses:?}"
+    );
+    assert_eq!(cluster.status(1).await.term, term, "no election meanwhile");
 }

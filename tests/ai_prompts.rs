@@ -295,7 +295,6 @@ async fn prompt_apis_render_their_templates_and_are_served_by_every_node() {
     let bad = [
         (json!({"model": "nope"}), "model"),
         (json!({"path": "/v1/sentiment"}), "path"),
-        (json!({"path": "/apis/extract"}), "path"),
         (
             json!({"messages": [{"role": "user", "content": "Rate {{txt}}"}]}),
             "messages[0].content",
@@ -312,6 +311,46 @@ async fn prompt_apis_render_their_templates_and_are_served_by_every_node() {
         let body = api_error(refused, StatusCode::BAD_REQUEST);
         assert_eq!(body.field.as_deref(), Some(field), "{body:?}");
     }
+
+    // A path another prompt API or a route serves is refused by the state machine (409,
+    // naming who serves it), and a route may not take a prompt API's path either.
+    let upstream = support::Upstream::start("shop").await;
+    admin
+        .put("shop", &support::service(&upstream.url()), None)
+        .await
+        .expect("put a service");
+    admin
+        .put("shop", &support::route("shop", "/shop"), None)
+        .await
+        .expect("put a route");
+    for (path, by) in [
+        ("/apis/extract", "ai_prompt 'extract'"),
+        ("/shop", "route 'shop'"),
+    ] {
+        let mut spec = sentiment.clone();
+        spec.path = path.into();
+        let refused = cluster.client(2).put("other", &spec, None).await;
+        let body = api_error(refused, StatusCode::CONFLICT);
+        assert_eq!(
+            (body.error.as_str(), body.field.as_deref()),
+            ("path_taken", Some("path")),
+            "{body:?}"
+        );
+        assert!(body.message.contains(by), "{path}: {body:?}");
+    }
+    let refused = admin
+        .put("shadowed", &support::route("shop", "/apis/extract"), None)
+        .await;
+    let body = api_error(refused, StatusCode::CONFLICT);
+    assert_eq!(body.field.as_deref(), Some("paths[0]"), "{body:?}");
+    assert!(body.message.contains("ai_prompt 'extract'"), "{body:?}");
+    // POST /shop still reaches the route's upstream, not the AI gateway.
+    let routed = eventually(Duration::from_secs(10), || async {
+        let answer = post(proxy, "/shop", &key, "{}").await;
+        (answer.status == StatusCode::OK).then_some(answer)
+    })
+    .await;
+    assert!(routed.is_some(), "POST /shop is the route's");
 
     // A deleted prompt's path falls through to routing again, on every node.
     admin

@@ -71,7 +71,7 @@ async fn three_nodes_bootstrap_in_any_order_and_a_follower_write_is_readable_eve
     for id in ALL {
         let read: Entity<ServiceSpec> = cluster
             .client(id)
-            .get_consistent("svc")
+            .get_consistent::<ServiceSpec>("svc")
             .await
             .unwrap_or_else(|e| panic!("consistent GET on node {id}: {e}"));
         assert_eq!(read, written, "consistent read on node {id}");

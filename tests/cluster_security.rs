@@ -42,7 +42,7 @@ async fn write_and_read_everywhere(cluster: &Cluster, ids: &[NodeId], leader: No
     for &id in ids {
         let read: Entity<ServiceSpec> = cluster
             .client(id)
-            .get_consistent(name)
+            .get_consistent::<ServiceSpec>(name)
             .await
             .unwrap_or_else(|e| panic!("consistent read of {name} on node {id}: {e}"));
         assert_eq!(read, written, "{name} on node {id}");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use raftgate_model::resource::ConsumerView;
 use raftgate_model::{ConsumerSpec, Entity, NodeId};
 use support::{Cluster, ProxyClient, Upstream, eventually, route, service};
 
@@ -81,7 +82,7 @@ async fn leader_crash_fails_over_within_two_seconds_while_survivors_keep_proxyin
     let killed_at = Instant::now();
     cluster.kill(leader);
     let mut attempts = Vec::new();
-    let written: Entity<ConsumerSpec> = loop {
+    let written: Entity<ConsumerView> = loop {
         match writer
             .put("after-failover", &ConsumerSpec::default(), None)
             .await
@@ -137,9 +138,9 @@ async fn leader_crash_fails_over_within_two_seconds_while_survivors_keep_proxyin
         "writes resumed {failover:?} after the leader was killed, bound is {FAILOVER_BOUND:?}; \
          failed attempts: {attempts:#?}"
     );
-    let read: Entity<ConsumerSpec> = cluster
+    let read: Entity<ConsumerView> = cluster
         .client(survivors[1])
-        .get_consistent("after-failover")
+        .get_consistent::<ConsumerSpec>("after-failover")
         .await
         .expect("consistent read of the write on the other survivor");
     assert_eq!(read, written);

@@ -123,7 +123,8 @@ async fn the_document_is_valid_openapi_3_1_and_complete_enough_to_fuzz() {
             );
             if p["in"] == "path" && ["name", "service"].contains(&name) {
                 assert_eq!(
-                    p["schema"]["pattern"], "^[A-Za-z0-9._~-]+$",
+                    p["schema"]["pattern"],
+                    raftgate_admin::openapi::NAME_PATTERN,
                     "{at}: {name} without the name rule"
                 );
                 assert_eq!(p["schema"]["maxLength"], 128, "{at}: {name}");

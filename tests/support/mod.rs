@@ -202,6 +202,11 @@ impl Cluster {
         std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
     }
 
+    /// Node `id`'s data directory (its Raft log and snapshots).
+    pub fn data_dir(&self, id: NodeId) -> &Path {
+        &self.node(id).data_dir
+    }
+
     /// The cluster's temporary directory, for files a test hands to its nodes.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -247,6 +252,11 @@ impl Cluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
         node.child = Some(cmd.spawn().expect("spawn raftgate serve"));
+    }
+
+    /// The process id of node `id` while it runs (to read its memory from `/proc`).
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.nodes[&id].child.as_ref().map(Child::id)
     }
 
     /// SIGKILLs node `id` and reaps it.
@@ -570,7 +580,7 @@ pub async fn accepts_writes(cluster: &Cluster, via: NodeId, name: &str) {
         .await
         .unwrap_or_else(|e| panic!("write {name} through node {via}: {e}"));
     let read: Entity<ServiceSpec> = client
-        .get_consistent(name)
+        .get_consistent::<ServiceSpec>(name)
         .await
         .unwrap_or_else(|e| panic!("consistent read of {name} on node {via}: {e}"));
     assert_eq!(read, written, "{name} on node {via}");

@@ -3,7 +3,7 @@
 //! Raft log, the WAL and snapshots only hold ciphertext, and it is refused when no key is
 //! configured rather than stored in clear), and providers and models are checked with the
 //! gateway's own validation before they are written; a prompt API must call a model that
-//! exists and publish a path no other prompt API serves. `GET /ai/usage` reports the
+//! exists (the state machine refuses a path another prompt API or a route serves). `GET /ai/usage` reports the
 //! replicated usage.
 
 use std::any::Any;
@@ -14,7 +14,6 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use raftgate_ai::GatewayConfig;
 use raftgate_ai::config::ConfigError;
-use raftgate_ai::secrets::is_sealed;
 use raftgate_model::ai::{ModelConfig, ProviderConfig, UsageQuery, UsageReport};
 use raftgate_model::prompt::PromptSpec;
 
@@ -49,7 +48,7 @@ async fn usage(
 /// others; other specs pass.
 pub fn prepare(s: &AdminState, name: &str, spec: &mut (dyn Any + Send)) -> Result<(), ApiError> {
     if let Some(prompt) = spec.downcast_ref::<PromptSpec>() {
-        return check_prompt(s, name, prompt);
+        return check_prompt(s, prompt);
     }
     let mut config = GatewayConfig::default();
     if let Some(provider) = spec.downcast_mut::<ProviderConfig>() {
@@ -82,8 +81,9 @@ pub fn prepare(s: &AdminState, name: &str, spec: &mut (dyn Any + Send)) -> Resul
     })
 }
 
-/// A prompt must be valid on its own, its model exist and its path be its own.
-fn check_prompt(s: &AdminState, name: &str, prompt: &PromptSpec) -> Result<(), ApiError> {
+/// A prompt must be valid on its own and its model exist (whether its path is free of other
+/// prompt APIs and routes is the state machine's rule).
+fn check_prompt(s: &AdminState, prompt: &PromptSpec) -> Result<(), ApiError> {
     raftgate_model::prompt::validate(prompt)?;
     let state = s.node.state();
     if !state.ai_models.contains_key(&prompt.model) {
@@ -95,41 +95,12 @@ fn check_prompt(s: &AdminState, name: &str, prompt: &PromptSpec) -> Result<(), A
             ),
         });
     }
-    if let Some((other, _)) = state
-        .ai_prompts
-        .iter()
-        .find(|(other, e)| *other != name && e.spec.path == prompt.path)
-    {
-        return Err(ApiError::BadRequest {
-            field: Some("path".into()),
-            message: format!(
-                "{} is already served by prompt {other}; choose another path",
-                prompt.path
-            ),
-        });
-    }
     Ok(())
 }
 
 fn seal(s: &AdminState, provider: &mut ProviderConfig) -> Result<(), ApiError> {
-    let Some(plain) = provider.api_key.take() else {
-        return Ok(());
-    };
-    let bad = |message: String| ApiError::BadRequest {
-        field: Some("api_key".into()),
-        message,
-    };
-    let Some(key) = &s.secrets else {
-        return Err(bad("this cluster has no secrets key, so provider credentials cannot be encrypted at rest; start every node with --cluster-secret or --secrets-key-file".into()));
-    };
-    // A provider read back from another cluster's export may carry a sealed value: keep it
-    // only if this cluster's key opens it.
-    let sealed = if is_sealed(&plain) {
-        key.open(&plain).map_err(|e| bad(e.to_string()))?;
-        plain
-    } else {
-        key.seal(&plain).map_err(|e| bad(e.to_string()))?
-    };
-    provider.api_key = Some(sealed);
+    if let Some(plain) = provider.api_key.take() {
+        provider.api_key = Some(crate::secrets::seal(s, "api_key", plain)?);
+    }
     Ok(())
 }

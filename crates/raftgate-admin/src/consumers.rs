@@ -1,5 +1,6 @@
-//! What the admin API adds to consumers beyond generic CRUD: their basic-auth password is
-//! hashed here, before anything is proposed, so plaintext never reaches the Raft log; and
+//! What the admin API adds to consumers beyond generic CRUD: their HS256 JWT secrets are sealed
+//! and their basic-auth password hashed here, before anything is proposed, so plaintext never
+//! reaches the Raft log (answers show neither: see `ConsumerView`); and
 //! `GET /consumers/{name}/usage` reports their rate-limit and quota counters.
 
 use std::any::Any;
@@ -9,35 +10,43 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use raftgate_model::ConsumerSpec;
-use raftgate_model::policy::ConsumerUsage;
+use raftgate_model::policy::{ConsumerUsage, JwtAlgorithm};
 
 use crate::extract::ReadQuery;
 use crate::resources::state_for;
-use crate::{ApiError, Shared};
+use crate::{AdminState, ApiError, Shared};
 
 /// The routes under `/consumers/{name}/usage`.
 pub fn routes() -> Router<Shared> {
     Router::new().route("/consumers/{name}/usage", get(usage))
 }
 
-/// Replaces a consumer's plaintext basic-auth password by its Argon2id hash; other specs pass
-/// unchanged. A value that already is an Argon2 hash (a consumer read back and written again)
-/// is kept.
-pub async fn hash_secrets(spec: &mut (dyn Any + Send)) -> Result<(), ApiError> {
-    let Some(basic) = spec
-        .downcast_mut::<ConsumerSpec>()
-        .and_then(|c| c.basic_auth.as_mut())
-    else {
+/// Makes a consumer's secrets fit for the Raft log: its HS256 JWT secrets are sealed and its
+/// basic-auth password replaced by its Argon2id hash; other specs pass unchanged. A secret left
+/// out stays out (the state machine keeps the stored one); a value that already is an Argon2
+/// hash is kept as it is.
+pub async fn seal_secrets(s: &AdminState, spec: &mut (dyn Any + Send)) -> Result<(), ApiError> {
+    let Some(consumer) = spec.downcast_mut::<ConsumerSpec>() else {
         return Ok(());
     };
-    if basic.password.starts_with("$argon2") {
-        return Ok(());
+    for (i, credential) in consumer.jwt.iter_mut().enumerate() {
+        if credential.algorithm == JwtAlgorithm::HS256
+            && let Some(secret) = credential.key.take()
+        {
+            if secret.is_empty() {
+                return Err(ApiError::BadRequest {
+                    field: Some(format!("jwt[{i}].key")),
+                    message: "must not be empty; leave it out to keep the stored secret".into(),
+                });
+            }
+            credential.key = Some(crate::secrets::seal(s, &format!("jwt[{i}].key"), secret)?);
+        }
     }
-    if basic.password.is_empty() {
-        return Err(ApiError::BadRequest {
-            field: Some("basic_auth.password".into()),
-            message: "must not be empty".into(),
-        });
+    let Some(basic) = consumer.basic_auth.as_mut() else {
+        return Ok(());
+    };
+    if basic.password.is_empty() || basic.password.starts_with("$argon2") {
+        return Ok(());
     }
     let password = std::mem::take(&mut basic.password);
     // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.

@@ -72,9 +72,17 @@ impl ApiError {
                         (StatusCode::PRECONDITION_FAILED, "version_mismatch", None)
                     }
                     Rejection::InUse { .. } => (StatusCode::CONFLICT, "in_use", None),
+                    Rejection::PathTaken { field, .. } => {
+                        (StatusCode::CONFLICT, "path_taken", Some(field.clone()))
+                    }
                     Rejection::MissingReference { field, .. } => (
                         StatusCode::BAD_REQUEST,
                         "missing_reference",
+                        Some(field.clone()),
+                    ),
+                    Rejection::MissingSecret { field } => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
                         Some(field.clone()),
                     ),
                 },

@@ -20,6 +20,7 @@ mod keys;
 mod metrics;
 pub mod openapi;
 mod resources;
+mod secrets;
 mod tokens;
 mod upstreams;
 
@@ -28,12 +29,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use raftgate_ai::secrets::SecretsKey;
+use hyper_util::service::TowerToHyperService;
 use raftgate_cluster::Node;
 use raftgate_metrics::Metrics;
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
 use raftgate_model::prompt::PromptSpec;
 use raftgate_model::{CertificateSpec, ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
+use raftgate_secrets::SecretsKey;
 
 pub use error::ApiError;
 pub use upstreams::HealthSource;
@@ -104,20 +106,32 @@ pub fn router(
         .with_state(state)
 }
 
-/// Serves the admin API on `listener` until `shutdown` completes; see [`router`].
+/// Serves the admin API on `listener`, within `limits`, until `shutdown` completes; see
+/// [`router`]. Its refused connections are counted as listener `admin`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    limits: raftgate_listener::Limits,
     node: Node,
     token: Option<String>,
     health: Option<HealthSource>,
     secrets: Option<Arc<SecretsKey>>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(node, token.as_deref(), health, secrets, metrics),
+) -> Result<(), raftgate_listener::ListenError> {
+    let listener = raftgate_listener::Listener {
+        name: "admin",
+        socket: listener,
+        tls: None,
+        refusals: metrics.connection_refusals("admin"),
+    };
+    let router = router(node, token.as_deref(), health, secrets, metrics);
+    raftgate_listener::serve(
+        vec![listener],
+        raftgate_listener::Http::default(),
+        limits,
+        move |_, _| TowerToHyperService::new(router.clone()),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }

@@ -300,9 +300,10 @@ fn param(
         .build()
 }
 
-/// The names [`validate::name`] accepts, as a JSON Schema pattern; [`name_schema`] adds the
-/// length bounds. A unit test keeps the two in agreement.
-pub const NAME_PATTERN: &str = "^[A-Za-z0-9._~-]+$";
+/// The names [`validate::name`] accepts, as a JSON Schema pattern (letters, digits and
+/// `- _ . ~`, but not `.`, `..` or `~` alone); [`name_schema`] adds the length bounds. A unit
+/// test keeps the two in agreement.
+pub const NAME_PATTERN: &str = r"^(?:[A-Za-z0-9_-][A-Za-z0-9._~-]*|~[A-Za-z0-9._~-]+|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.\.[A-Za-z0-9._~-]+)$";
 
 /// A resource name (of any kind, tokens and instances included).
 fn name_schema() -> Schema {
@@ -967,8 +968,8 @@ mod tests {
         let long = "a".repeat(validate::MAX_NAME_LEN);
         let too_long = "a".repeat(validate::MAX_NAME_LEN + 1);
         for name in [
-            "a", "web-1", "A_b.c~d", ".", "..", "~", "", "a b", "a/b", "é", "a%2f", "x\n", &long,
-            &too_long,
+            "a", "web-1", "A_b.c~d", ".", "..", "~", "...", ".a", "..a", "~a", ".~", "", "a b",
+            "a/b", "é", "a%2f", "x\n", &long, &too_long,
         ] {
             let by_schema = pattern.is_match(name)
                 && (1..=validate::MAX_NAME_LEN).contains(&name.chars().count());

@@ -87,7 +87,7 @@ async fn put<R: Resource>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut spec: R = json_body(body)?;
-    crate::consumers::hash_secrets(&mut spec).await?;
+    crate::consumers::seal_secrets(&s, &mut spec).await?;
     crate::ai::prepare(&s, &name, &mut spec)?;
     put_spec(&s, &caller, name, spec, if_match(&headers)?).await
 }

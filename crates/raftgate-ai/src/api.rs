@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::engine::{Caller, ChatOutcome, ChatStream, Gateway, Reservation, Settle, StreamItem};
 use crate::error::ApiError;
 use crate::messages::{self, EventWriter};
-use crate::openai::{ChatRequest, EmbeddingsRequest};
+use crate::openai::{ChatRequest, ChatResponse, EmbeddingsRequest};
 use crate::providers::anthropic::MessagesRequest;
 
 /// The body of every answer: complete JSON or an event stream.
@@ -155,8 +155,14 @@ async fn chat(
     check_model(access, &req.model)?;
     let budget = access.admit(gw.reservation(&req))?;
     Ok(match gw.chat(&access.caller, req, budget).await? {
-        ChatOutcome::Complete(resp) => cached_json(&resp, false),
-        ChatOutcome::Cached(resp) => cached_json(&resp, true),
+        ChatOutcome::Complete(resp) => {
+            let size = text_bytes(&resp);
+            answer(resp, size, false).await
+        }
+        ChatOutcome::Cached(resp) => {
+            let size = text_bytes(&resp);
+            answer(resp, size, true).await
+        }
         ChatOutcome::Stream(stream) => event_stream(openai_events(*stream)),
     })
 }
@@ -185,14 +191,29 @@ async fn anthropic_messages(
     let req = messages::to_chat_request(req);
     let budget = access.admit(gw.reservation(&req))?;
     Ok(match gw.chat(&access.caller, req, budget).await? {
-        ChatOutcome::Complete(resp) => cached_json(&messages::to_messages_response(resp), false),
-        ChatOutcome::Cached(resp) => cached_json(&messages::to_messages_response(resp), true),
+        ChatOutcome::Complete(resp) => {
+            let size = text_bytes(&resp);
+            answer(messages::to_messages_response(resp), size, false).await
+        }
+        ChatOutcome::Cached(resp) => {
+            let size = text_bytes(&resp);
+            answer(messages::to_messages_response(resp), size, true).await
+        }
         ChatOutcome::Stream(stream) => event_stream(anthropic_events(*stream)),
     })
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<AiBody> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    json_sized(status, value, 0)
+}
+
+/// [`json`] for a value of about `size` bytes of JSON, written into a buffer of that size so
+/// that a large answer is not copied (and held twice) as the buffer grows.
+fn json_sized(status: StatusCode, value: &impl Serialize, size: usize) -> Response<AiBody> {
+    let mut bytes = Vec::with_capacity(size.saturating_add(1024));
+    if serde_json::to_writer(&mut bytes, value).is_err() {
+        bytes.clear();
+    }
     let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -207,9 +228,61 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<AiBody> {
 /// cache).
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
+/// Answers with more text than this are encoded on a blocking thread.
+const BLOCKING_ENCODE: usize = 1024 * 1024;
+
+/// The bytes of text in an answer's choices (contents and tool call arguments), which its
+/// JSON is about as large as.
+fn text_bytes(resp: &ChatResponse) -> usize {
+    resp.choices
+        .iter()
+        .map(|c| {
+            let calls: usize = c
+                .message
+                .tool_calls
+                .iter()
+                .flatten()
+                .map(|t| t.function.arguments.len())
+                .sum();
+            c.message.content.as_ref().map_or(0, String::len) + calls
+        })
+        .sum()
+}
+
+/// A complete chat answer of about `size` bytes, as [`cached_json`]; a large one is encoded on
+/// a blocking thread, so that encoding it does not hold up the async workers (and with them
+/// the node's Raft traffic).
+async fn answer<T: Serialize + Send + 'static>(
+    value: T,
+    size: usize,
+    hit: bool,
+) -> Response<AiBody> {
+    if size <= BLOCKING_ENCODE {
+        return cached_json(&value, hit);
+    }
+    let encode = move || with_x_cache(json_sized(StatusCode::OK, &value, size), hit);
+    match tokio::task::spawn_blocking(encode).await {
+        Ok(resp) => resp,
+        Err(e) => error(
+            Route::ChatCompletions,
+            &ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                format!(
+                    "the answer could not be encoded ({e}); retry, and report it if it persists"
+                ),
+            ),
+        ),
+    }
+}
+
 /// A complete chat answer (200) with its `X-Cache` header.
 pub(crate) fn cached_json(value: &impl Serialize, hit: bool) -> Response<AiBody> {
-    let mut resp = json(StatusCode::OK, value);
+    with_x_cache(json(StatusCode::OK, value), hit)
+}
+
+/// `resp` with the `X-Cache` header of a complete chat answer.
+fn with_x_cache(mut resp: Response<AiBody>, hit: bool) -> Response<AiBody> {
     resp.headers_mut().insert(
         X_CACHE,
         HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),

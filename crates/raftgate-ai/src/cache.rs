@@ -7,18 +7,21 @@
 //! sorted, whatever order and spacing the client sent, without the fields that do not change
 //! the answer (`stream`, `stream_options`, `user`). The alias is part of the request, the
 //! caller's credentials are not: two consumers asking the same thing share the answer.
-//! Streams bypass the cache. A configuration change of an alias's cache or deployments starts
-//! it afresh; other changes keep it.
+//! Streams bypass the cache. A configuration change of an alias's cache, of its deployments or
+//! of a provider they use (its URL, credential, kind, ...) starts the alias's cache afresh, so
+//! no answer outlives the credentials or the endpoint it was fetched with; other changes keep
+//! it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use moka::sync::Cache;
-use raftgate_model::ai::{CacheConfig, Deployment, ModelConfig};
+use raftgate_model::ai::{CacheConfig, Deployment, ProviderConfig};
 use serde_json::Value;
 
+use crate::config::GatewayConfig;
 use crate::openai::{ChatRequest, ChatResponse};
 
 /// Entries per node when the configuration gives no limit.
@@ -36,15 +39,23 @@ struct Entry {
     bytes: u32,
 }
 
+/// What an alias's cached answers were fetched with: its deployments and their providers (the
+/// configuration of each, in the deployments' order; `None` for one that is missing).
+#[derive(PartialEq)]
+struct Source {
+    deployments: Vec<Deployment>,
+    providers: Vec<Option<ProviderConfig>>,
+}
+
 /// The cache of one alias, with what it was built from.
 struct AliasCache {
     config: CacheConfig,
-    deployments: Vec<Deployment>,
+    source: Source,
     entries: Cache<Key, Arc<Entry>>,
 }
 
 impl AliasCache {
-    fn new(config: CacheConfig, deployments: Vec<Deployment>) -> AliasCache {
+    fn new(config: CacheConfig, source: Source) -> AliasCache {
         let builder = Cache::builder().time_to_live(Duration::from_secs(config.ttl_s));
         let entries = match config.max_bytes {
             Some(bytes) => builder
@@ -57,7 +68,7 @@ impl AliasCache {
         };
         AliasCache {
             config,
-            deployments,
+            source,
             entries,
         }
     }
@@ -78,21 +89,29 @@ impl std::fmt::Debug for ResponseCache {
 }
 
 impl ResponseCache {
-    /// Caches for the aliases of `models` that have a cache; an alias whose cache settings and
-    /// deployments did not change keeps its entries.
-    pub fn update(&self, models: &BTreeMap<String, ModelConfig>) {
+    /// Caches for the aliases of `config` that have a cache; an alias whose cache settings,
+    /// deployments and their providers did not change keeps its entries.
+    pub fn update(&self, config: &GatewayConfig) {
         let previous = self.aliases.load();
         let mut aliases = HashMap::new();
-        for (alias, model) in models {
-            let Some(config) = model.cache else {
+        for (alias, model) in &config.models {
+            let Some(settings) = model.cache else {
                 continue;
+            };
+            let source = Source {
+                deployments: model.deployments.clone(),
+                providers: model
+                    .deployments
+                    .iter()
+                    .map(|d| config.providers.get(&d.provider).cloned())
+                    .collect(),
             };
             let kept = previous
                 .get(alias)
-                .filter(|c| c.config == config && c.deployments == model.deployments);
+                .filter(|c| c.config == settings && c.source == source);
             let cache = match kept {
                 Some(cache) => Arc::clone(cache),
-                None => Arc::new(AliasCache::new(config, model.deployments.clone())),
+                None => Arc::new(AliasCache::new(settings, source)),
             };
             aliases.insert(alias.clone(), cache);
         }
@@ -199,6 +218,8 @@ fn write_scalar(value: &Value, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raftgate_model::ai::ModelConfig;
+    use std::collections::BTreeMap;
 
     fn request(json: &str) -> ChatRequest {
         serde_json::from_str(json).unwrap()
@@ -243,12 +264,15 @@ mod tests {
         .unwrap()
     }
 
-    fn models(cache: Option<CacheConfig>) -> BTreeMap<String, ModelConfig> {
+    fn models(cache: Option<CacheConfig>) -> GatewayConfig {
         let model: ModelConfig = serde_json::from_value(serde_json::json!({
             "deployments": [{"provider": "p", "model": "x"}]
         }))
         .unwrap();
-        BTreeMap::from([("m".to_string(), ModelConfig { cache, ..model })])
+        GatewayConfig {
+            models: BTreeMap::from([("m".to_string(), ModelConfig { cache, ..model })]),
+            ..GatewayConfig::default()
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use raftgate_model::State;
 pub use raftgate_model::ai::{Deployment, ModelConfig, ProviderConfig};
 pub use raftgate_model::prompt::PromptSpec;
 
-use crate::secrets::SecretsKey;
+use raftgate_secrets::SecretsKey;
 
 /// Retries of one deployment before falling back to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]

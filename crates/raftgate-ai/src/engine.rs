@@ -18,12 +18,20 @@
 //! drops the handle, giving the reservation back).
 //!
 //! A stream is opened and read until its first chunk before the engine commits to a
-//! deployment, so a failure before the first byte still falls back; after that, chunks are
-//! passed on one by one as they arrive and a failure ends the stream with an error event.
+//! deployment, so a failure before the first byte still falls back; the first event must come
+//! within the provider's `timeout_ms` (keep-alive comments do not count), else the next
+//! deployment is tried. After that, chunks are passed on one by one as they arrive; a failure,
+//! a provider that sends no event for its `stream_idle_timeout_ms`, or a stream that closes
+//! before the provider marked its end ends the stream with an error event, never with a
+//! normal ending. A complete call runs in a task of its own, so a client that goes away does
+//! not cancel it: its usage is recorded when the provider answers. A provider's `Retry-After`
+//! on a 429 or 503 is passed on to the client and cools the deployment down that long.
+//! Answers are read within the node's [`AnswerMemory`] budget (see [`crate::memory`]).
 //! Every finished, failed or abandoned call reports a [`UsageRecord`] to the [`UsageSink`]:
-//! the provider's token counts when it gave them, else an estimate (see [`crate::tokens`]).
+//! the provider's token counts when it gave them, else an estimate (see [`crate::estimate`]).
 //! A complete chat request to an alias with a response cache is looked up there first (see
-//! [`crate::cache`]); a hit calls no provider and is reported as a cached call.
+//! [`crate::cache`]); a hit calls no provider and is reported as a cached call, and only an
+//! answer the gateway accepts is stored (some choice, valid JSON when JSON was asked).
 //!
 //! [`RetryPolicy::retries`]: crate::config::RetryPolicy::retries
 //! [`CooldownPolicy::failures`]: crate::config::CooldownPolicy::failures
@@ -31,7 +39,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -45,6 +53,8 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
 use crate::cache::{Lookup, ResponseCache};
+use crate::estimate::{self, Prompt};
+use crate::memory::{AnswerMemory, DEFAULT_ANSWER_MEMORY, Lease};
 use raftgate_model::ai::{AiCooldown, CooldownTable};
 
 use crate::config::{ConfigError, CooldownPolicy, GatewayConfig, ProviderConfig, RetryPolicy};
@@ -65,6 +75,11 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 const RESPONSE_LIMIT: usize = 32 * 1024 * 1024;
 /// Largest error body read from a provider.
 const ERROR_LIMIT: usize = 64 * 1024;
+/// Answers larger than this are parsed on a blocking thread, so that translating a huge answer
+/// does not hold up the runtime's workers (and with them the node's Raft traffic).
+const BLOCKING_PARSE: usize = 1024 * 1024;
+/// Longest cooldown a provider's `Retry-After` starts.
+const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
 
 /// Who made a call, copied into its usage record for accounting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -115,8 +130,11 @@ pub struct UsageRecord {
 /// The most a request may consume, reserved against budgets before the call.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reservation {
-    /// Prompt estimate plus output limit.
+    /// Input estimate plus output limit (of every choice).
     pub tokens: u64,
+    /// The output limit's part of `tokens` (0 for embeddings): with it a refusal can name
+    /// `max_tokens` as what to lower.
+    pub output_tokens: u64,
     /// Those tokens at the dearest deployment's price.
     pub max_cost_usd: f64,
 }
@@ -174,6 +192,8 @@ struct ProviderEntry {
     config: ProviderConfig,
     adapter: &'static dyn Provider,
     timeout: Duration,
+    /// Longest wait between two events of a stream.
+    idle: Duration,
 }
 
 impl ProviderEntry {
@@ -222,6 +242,7 @@ fn compile(config: &GatewayConfig, previous: &Compiled) -> Result<Compiled, Conf
                 config: p.clone(),
                 adapter: crate::providers::adapter(p.kind),
                 timeout: Duration::from_millis(p.timeout_ms.max(1)),
+                idle: Duration::from_millis(p.stream_idle_timeout_ms.max(1)),
             };
             (name.as_str(), Arc::new(entry))
         })
@@ -302,26 +323,35 @@ pub enum ChatOutcome {
     Cached(ChatResponse),
 }
 
-/// The AI gateway: configuration snapshot, HTTP client and usage sink.
+/// The AI gateway: configuration snapshot, HTTP client, usage sink, response cache and prompt
+/// APIs.
 pub struct Gateway {
+    core: Arc<Core>,
+    cache: ResponseCache,
+    prompts: PromptApis,
+}
+
+/// What a call needs, shared with the task a complete call runs in (which outlives its
+/// client's request when the client goes away).
+struct Core {
     compiled: ArcSwap<Compiled>,
     client: HttpClient,
     sink: Arc<dyn UsageSink>,
-    cache: ResponseCache,
-    prompts: PromptApis,
+    memory: Arc<AnswerMemory>,
 }
 
 /// Shows the served aliases only: the configuration holds credentials.
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("models", &self.compiled.load().models.len())
+            .field("models", &self.core.compiled.load().models.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Gateway {
-    /// A gateway serving `config`, reporting usage to `sink`.
+    /// A gateway serving `config`, reporting usage to `sink`, with the default answer memory
+    /// budget ([`DEFAULT_ANSWER_MEMORY`]).
     pub fn new(config: &GatewayConfig, sink: Arc<dyn UsageSink>) -> Result<Gateway, ConfigError> {
         let empty = Compiled {
             models: HashMap::new(),
@@ -344,22 +374,40 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
         let gateway = Gateway {
-            compiled: ArcSwap::from_pointee(compiled),
-            client,
-            sink,
+            core: Arc::new(Core {
+                compiled: ArcSwap::from_pointee(compiled),
+                client,
+                sink,
+                memory: AnswerMemory::new(DEFAULT_ANSWER_MEMORY),
+            }),
             cache: ResponseCache::default(),
             prompts: PromptApis::default(),
         };
-        gateway.cache.update(&config.models);
+        gateway.cache.update(config);
         gateway.prompts.update(&config.prompts);
         Ok(gateway)
     }
 
+    /// The same gateway with a budget of `bytes` for the AI answers the node holds at once
+    /// (see [`crate::memory`]); set before serving.
+    pub fn with_answer_memory(self, bytes: usize) -> Gateway {
+        let core = Core {
+            compiled: ArcSwap::new(self.core.compiled.load_full()),
+            client: self.core.client.clone(),
+            sink: Arc::clone(&self.core.sink),
+            memory: AnswerMemory::new(bytes),
+        };
+        Gateway {
+            core: Arc::new(core),
+            ..self
+        }
+    }
+
     /// Replaces the configuration; deployments that stay keep their failure counts and cooldowns.
     pub fn update(&self, config: &GatewayConfig) -> Result<(), ConfigError> {
-        let compiled = compile(config, &self.compiled.load())?;
-        self.compiled.store(Arc::new(compiled));
-        self.cache.update(&config.models);
+        let compiled = compile(config, &self.core.compiled.load())?;
+        self.core.compiled.store(Arc::new(compiled));
+        self.cache.update(config);
         self.prompts.update(&config.prompts);
         Ok(())
     }
@@ -375,7 +423,7 @@ impl Gateway {
         if cooldowns.is_empty() {
             return;
         }
-        let compiled = self.compiled.load();
+        let compiled = self.core.compiled.load();
         for target in compiled.models.values().flatten() {
             for ((provider, model), until) in cooldowns.iter() {
                 if *provider == target.provider.name && *model == target.model {
@@ -390,7 +438,7 @@ impl Gateway {
 
     /// `GET /v1/models`: the aliases `allowed` lets the caller use.
     pub fn models(&self, allowed: impl Fn(&str) -> bool) -> ModelList {
-        let compiled = self.compiled.load();
+        let compiled = self.core.compiled.load();
         let mut data: Vec<ModelEntry> = compiled
             .models
             .keys()
@@ -410,35 +458,42 @@ impl Gateway {
     }
 
     /// What a chat request may consume at most, for budgets and token limits to reserve before
-    /// the call (and settle with the [`UsageRecord`] after): the estimated prompt plus the output
-    /// limit (the Anthropic default when the client set none), priced at the dearest deployment.
-    /// `None` for an unknown alias.
+    /// the call (and settle with the [`UsageRecord`] after): its input as each deployment's
+    /// provider bills it (images included) plus every choice's output limit, the most of any
+    /// deployment, priced at the dearest (see [`crate::estimate`]). `None` for an unknown alias.
     pub fn reservation(&self, req: &ChatRequest) -> Option<Reservation> {
-        let output = u64::from(
-            req.output_limit()
-                .unwrap_or(crate::providers::anthropic::DEFAULT_MAX_TOKENS),
-        );
-        self.reserve(&req.model, Usage::new(tokens::count_request(req), output))
-    }
-
-    /// What an embeddings request may consume at most: its estimated input tokens at the
-    /// dearest deployment's price. `None` for an unknown alias.
-    pub fn embeddings_reservation(&self, req: &EmbeddingsRequest) -> Option<Reservation> {
-        self.reserve(&req.model, Usage::new(embedding_tokens(req), 0))
-    }
-
-    /// `usage` of alias `model`, priced at its dearest deployment.
-    fn reserve(&self, model: &str, usage: Usage) -> Option<Reservation> {
-        let compiled = self.compiled.load();
-        let targets = compiled.models.get(model)?;
-        let max_cost_usd = targets
-            .iter()
-            .filter_map(|t| t.price.map(|p| crate::pricing::cost(&p, &usage)))
-            .fold(0.0, f64::max);
-        Some(Reservation {
-            tokens: usage.total_tokens,
-            max_cost_usd,
+        let prompt = Prompt::of(req);
+        let output = estimate::output_tokens(req);
+        self.reserve(&req.model, |t| {
+            Usage::new(prompt.tokens(t.provider.config.kind, &t.model), output)
         })
+    }
+
+    /// What an embeddings request may consume at most: its input tokens (texts estimated, token
+    /// ids counted) at the dearest deployment's price. `None` for an unknown alias.
+    pub fn embeddings_reservation(&self, req: &EmbeddingsRequest) -> Option<Reservation> {
+        let usage = Usage::new(estimate::embedding_tokens(req), 0);
+        self.reserve(&req.model, |_| usage)
+    }
+
+    /// The most of `usage` over the deployments of alias `model`, tokens and cost apart.
+    fn reserve(&self, model: &str, usage: impl Fn(&Target) -> Usage) -> Option<Reservation> {
+        let compiled = self.core.compiled.load();
+        let targets = compiled.models.get(model)?;
+        let mut most = Reservation {
+            tokens: 0,
+            output_tokens: 0,
+            max_cost_usd: 0.0,
+        };
+        for target in targets {
+            let usage = usage(target);
+            most.tokens = most.tokens.max(usage.total_tokens);
+            most.output_tokens = most.output_tokens.max(usage.completion_tokens);
+            if let Some(price) = target.price {
+                most.max_cost_usd = most.max_cost_usd.max(crate::pricing::cost(&price, &usage));
+            }
+        }
+        Some(most)
     }
 
     /// `POST /v1/chat/completions`: a complete answer, or a stream when `req.stream`; `budget`
@@ -455,11 +510,12 @@ impl Gateway {
                 Some("messages"),
             ));
         }
-        let compiled = self.compiled.load_full();
-        let prompt_estimate = tokens::count_request(&req);
+        let compiled = self.core.compiled.load_full();
+        let prompt = Prompt::of(&req);
         if req.is_stream() {
-            let (opened, target) = self
-                .route(&compiled, &req.model, |t| self.open_stream(t, &req))
+            let core = &self.core;
+            let (opened, target) = core
+                .route(&compiled, &req.model, |t| core.open_stream(t, &req))
                 .await?;
             return Ok(ChatOutcome::Stream(Box::new(ChatStream {
                 upstream: opened.upstream,
@@ -470,21 +526,16 @@ impl Gateway {
                 ended: false,
                 failure: None,
                 done_sent: false,
-                report: Some(Report {
-                    sink: self.sink.clone(),
-                    caller: caller.clone(),
-                    model: req.model,
-                    target,
-                    prompt_estimate,
-                    budget,
-                }),
+                report: Some(Report::new(
+                    &self.core, caller, req.model, target, &prompt, budget,
+                )),
             })));
         }
         let cached = self.cache.lookup(&req);
         if let Some(hit) = cached.as_ref().and_then(Lookup::get) {
             // A hit costs nothing: dropping the reservation gives it back.
             drop(budget);
-            self.sink.record(UsageRecord {
+            self.core.sink.record(UsageRecord {
                 caller: caller.clone(),
                 model: req.model,
                 provider: String::new(),
@@ -499,12 +550,103 @@ impl Gateway {
             });
             return Ok(ChatOutcome::Cached(hit));
         }
+        let core = Arc::clone(&self.core);
+        let caller = caller.clone();
+        let call = tokio::spawn(async move {
+            core.complete_call(&compiled, caller, req, prompt, budget, cached)
+                .await
+        });
+        Ok(ChatOutcome::Complete(call.await.map_err(task_failed)??))
+    }
+
+    /// `POST /v1/embeddings`; `budget` is settled with the usage once the call is over (also
+    /// when the client went away meanwhile: the call runs in a task of its own).
+    pub async fn embeddings(
+        &self,
+        caller: &Caller,
+        req: EmbeddingsRequest,
+        budget: Option<Box<dyn Settle>>,
+    ) -> Result<EmbeddingsResponse, ApiError> {
+        let core = Arc::clone(&self.core);
+        let caller = caller.clone();
+        let call = tokio::spawn(async move { core.embeddings_call(caller, req, budget).await });
+        call.await.map_err(task_failed)?
+    }
+}
+
+/// A call's task panicked or was stopped (the runtime shutting down).
+fn task_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "api_error",
+        format!("the AI call failed inside the gateway ({e}); retry, and report it if it persists"),
+    )
+}
+
+/// Wall-clock time, Unix milliseconds: cooldowns are compared with the ends other nodes
+/// replicate.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The deployments of `targets` in the order to try them.
+fn plan(targets: &[Arc<Target>]) -> Vec<Arc<Target>> {
+    let now = now_ms();
+    let mut rng = rand::rng();
+    let mut order = Vec::with_capacity(targets.len());
+    for tier in targets.chunk_by(|a, b| a.priority == b.priority) {
+        let mut pool: Vec<&Arc<Target>> = tier.iter().filter(|t| t.weight > 0).collect();
+        while !pool.is_empty() {
+            let total: u64 = pool.iter().map(|t| u64::from(t.weight)).sum();
+            let mut pick = rng.random_range(0..total);
+            let mut i = 0;
+            while pick >= u64::from(pool[i].weight) {
+                pick -= u64::from(pool[i].weight);
+                i += 1;
+            }
+            order.push(Arc::clone(pool.swap_remove(i)));
+        }
+    }
+    let (mut healthy, cooled): (Vec<_>, Vec<_>) =
+        order.into_iter().partition(|t| !t.health.cooled(now));
+    healthy.extend(cooled);
+    healthy
+}
+
+/// Whether a complete answer may be cached: it has a choice and, when the request asked for
+/// JSON, every choice's text is JSON (what the gateway refused must not be served again).
+fn cacheable(req: &ChatRequest, resp: &ChatResponse) -> bool {
+    let json = req.response_format.as_ref().is_some_and(|f| f.is_json());
+    !resp.choices.is_empty()
+        && (!json
+            || resp.choices.iter().all(|c| {
+                c.message
+                    .content
+                    .as_deref()
+                    .is_some_and(|t| crate::openai::json_in(t).is_ok())
+            }))
+}
+
+impl Core {
+    /// A complete chat call, from the first deployment tried to its usage report.
+    async fn complete_call(
+        &self,
+        compiled: &Compiled,
+        caller: Caller,
+        req: ChatRequest,
+        prompt: Prompt,
+        budget: Option<Box<dyn Settle>>,
+        cached: Option<Lookup>,
+    ) -> Result<ChatResponse, ApiError> {
         let (resp, target) = self
-            .route(&compiled, &req.model, |t| self.complete(t, &req))
+            .route(compiled, &req.model, |t| self.complete(t, &req))
             .await?;
-        if let Some(lookup) = cached {
+        if let Some(lookup) = cached.filter(|_| cacheable(&req, &resp)) {
             lookup.store(&resp);
         }
+        let report = Report::new(self, &caller, req.model, target, &prompt, budget);
         let (usage, estimated) = match resp.usage {
             Some(u) => (u, false),
             None => {
@@ -513,25 +655,18 @@ impl Gateway {
                     .iter()
                     .filter_map(|c| c.message.content.as_deref())
                     .collect();
-                (Usage::new(prompt_estimate, tokens::count_text(&text)), true)
+                let prompt = report.prompt_estimate;
+                (Usage::new(prompt, tokens::count_text(&text)), true)
             }
         };
-        let report = Report {
-            sink: self.sink.clone(),
-            caller: caller.clone(),
-            model: req.model,
-            target,
-            prompt_estimate,
-            budget,
-        };
         report.send(Operation::Chat, false, usage, estimated, true);
-        Ok(ChatOutcome::Complete(resp))
+        Ok(resp)
     }
 
-    /// `POST /v1/embeddings`; `budget` is settled with the usage once the call is over.
-    pub async fn embeddings(
+    /// An embeddings call, from the first deployment tried to its usage report.
+    async fn embeddings_call(
         &self,
-        caller: &Caller,
+        caller: Caller,
         req: EmbeddingsRequest,
         budget: Option<Box<dyn Settle>>,
     ) -> Result<EmbeddingsResponse, ApiError> {
@@ -542,7 +677,7 @@ impl Gateway {
         let estimated = resp.usage.is_none();
         let prompt = match resp.usage {
             Some(u) => u.prompt_tokens,
-            None => embedding_tokens(&req),
+            None => estimate::embedding_tokens(&req),
         };
         resp.usage.get_or_insert(EmbeddingUsage {
             prompt_tokens: prompt,
@@ -550,7 +685,7 @@ impl Gateway {
         });
         let report = Report {
             sink: self.sink.clone(),
-            caller: caller.clone(),
+            caller,
             model: req.model,
             target,
             prompt_estimate: prompt,
@@ -564,38 +699,6 @@ impl Gateway {
             true,
         );
         Ok(resp)
-    }
-
-    /// Wall-clock time, Unix milliseconds: cooldowns are compared with the ends other nodes
-    /// replicate.
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-
-    /// The deployments of `targets` in the order to try them.
-    fn plan(&self, targets: &[Arc<Target>]) -> Vec<Arc<Target>> {
-        let now = self.now_ms();
-        let mut rng = rand::rng();
-        let mut order = Vec::with_capacity(targets.len());
-        for tier in targets.chunk_by(|a, b| a.priority == b.priority) {
-            let mut pool: Vec<&Arc<Target>> = tier.iter().filter(|t| t.weight > 0).collect();
-            while !pool.is_empty() {
-                let total: u64 = pool.iter().map(|t| u64::from(t.weight)).sum();
-                let mut pick = rng.random_range(0..total);
-                let mut i = 0;
-                while pick >= u64::from(pool[i].weight) {
-                    pick -= u64::from(pool[i].weight);
-                    i += 1;
-                }
-                order.push(Arc::clone(pool.swap_remove(i)));
-            }
-        }
-        let (mut healthy, cooled): (Vec<_>, Vec<_>) =
-            order.into_iter().partition(|t| !t.health.cooled(now));
-        healthy.extend(cooled);
-        healthy
     }
 
     /// Tries the alias's deployments in order until one succeeds.
@@ -622,7 +725,7 @@ impl Gateway {
             err
         })?;
         let mut last = None;
-        for target in self.plan(targets) {
+        for target in plan(targets) {
             for attempt_no in 0..=compiled.retry.retries {
                 let failure = match attempt(Arc::clone(&target)).await {
                     Ok(value) => {
@@ -641,7 +744,7 @@ impl Gateway {
                 if failure.next == Next::Stop {
                     return Err(failure.error);
                 }
-                let now = self.now_ms();
+                let now = now_ms();
                 if target.health.failure(&compiled.cooldown, now) {
                     tracing::warn!(
                         provider = %target.provider.name,
@@ -654,6 +757,21 @@ impl Gateway {
                         model: target.model.clone(),
                         until_ms: now + compiled.cooldown.cooldown_ms,
                     });
+                }
+                if let Some(until_ms) = asked_to_wait(&failure.error, now) {
+                    // The provider said when it takes traffic again: every node skips the
+                    // deployment until then.
+                    target
+                        .health
+                        .cooled_until_ms
+                        .fetch_max(until_ms, Ordering::Relaxed);
+                    self.sink.cooldown(AiCooldown {
+                        provider: target.provider.name.clone(),
+                        model: target.model.clone(),
+                        until_ms,
+                    });
+                    last = Some(failure.error);
+                    break;
                 }
                 last = Some(failure.error);
                 if failure.next == Next::Fallback || attempt_no == compiled.retry.retries {
@@ -671,7 +789,8 @@ impl Gateway {
         }))
     }
 
-    /// Sends a request; a non-2xx answer becomes a classified failure with the provider's message.
+    /// Sends a request; a non-2xx answer becomes a classified failure with the provider's
+    /// message (and its `Retry-After`).
     async fn send(
         &self,
         p: &ProviderEntry,
@@ -709,27 +828,34 @@ impl Gateway {
         if status.is_success() {
             return Ok(resp);
         }
+        let retry_after = retry_after(resp.headers());
         let body = read_body(resp.into_body(), p.timeout, ERROR_LIMIT)
             .await
             .unwrap_or_default();
         let message = p.adapter.error_message(&body);
-        Err(Failure::from_status(
-            status,
-            ApiError::from_provider(&p.name, status, &message),
-        ))
+        let mut error = ApiError::from_provider(&p.name, status, &message);
+        error.retry_after_s = retry_after;
+        Err(Failure::from_status(status, error))
     }
 
-    /// Sends a request and reads the whole answer within the provider's timeout.
-    async fn fetch(&self, p: &ProviderEntry, up: UpstreamRequest) -> Result<Bytes, Failure> {
-        let started = Instant::now();
+    /// Sends a request and reads the whole answer within the provider's timeout and the
+    /// node's answer memory; the lease holds the answer's bytes until it is translated.
+    async fn fetch(
+        &self,
+        p: &ProviderEntry,
+        up: UpstreamRequest,
+    ) -> Result<(Bytes, Lease), Failure> {
+        let deadline = tokio::time::Instant::now() + p.timeout;
         let resp = self.send(p, up).await?;
-        let remaining = p.timeout.saturating_sub(started.elapsed());
-        read_body(resp.into_body(), remaining, RESPONSE_LIMIT)
-            .await
-            .map_err(|error| Failure {
+        let mut lease = self.memory.lease();
+        match read_answer(resp, deadline, &mut lease).await {
+            Ok(body) => Ok((body, lease)),
+            Err(ReadError::Memory(error)) => Err(Failure::stop(error)),
+            Err(error) => Err(Failure {
                 next: Next::Retry,
                 error: error.for_provider(&p.name),
-            })
+            }),
+        }
     }
 
     async fn complete(&self, t: Arc<Target>, req: &ChatRequest) -> Result<ChatResponse, Failure> {
@@ -738,11 +864,30 @@ impl Gateway {
             .adapter
             .chat_request(&p.endpoint(&t.model), req)
             .map_err(Failure::stop)?;
-        let body = self.fetch(p, up).await?;
-        let mut resp = p
-            .adapter
-            .chat_response(&body)
-            .map_err(|e| Failure::from_status(e.status, e))?;
+        let (body, mut lease) = self.fetch(p, up).await?;
+        // While it is parsed, the answer is held twice: as read and as parsed.
+        lease
+            .resize(body.len().saturating_mul(2))
+            .map_err(Failure::stop)?;
+        let adapter = p.adapter;
+        let parsed = if body.len() > BLOCKING_PARSE {
+            tokio::task::spawn_blocking(move || adapter.chat_response(&body))
+                .await
+                .map_err(|e| Failure::stop(task_failed(e)))?
+        } else {
+            adapter.chat_response(&body)
+        };
+        drop(lease);
+        let mut resp = parsed.map_err(|e| Failure::from_status(e.status, e))?;
+        if resp.choices.is_empty() {
+            return Err(Failure {
+                error: ApiError::bad_upstream(format!(
+                    "provider {} answered without any choice",
+                    p.name
+                )),
+                next: Next::Fallback,
+            });
+        }
         if resp.model.is_empty() {
             resp.model = t.model.clone();
         }
@@ -759,27 +904,34 @@ impl Gateway {
             .adapter
             .embeddings_request(&p.endpoint(&t.model), req)
             .map_err(Failure::stop)?;
-        let body = self.fetch(p, up).await?;
+        let (body, _lease) = self.fetch(p, up).await?;
         p.adapter
             .embeddings_response(&body, &req.model)
             .map_err(|e| Failure::from_status(e.status, e))
     }
 
+    /// Opens a stream and reads it up to its first chunk, which must come within the
+    /// provider's timeout (keep-alive comments and events that translate to nothing do not
+    /// count); past it the next deployment is tried.
     async fn open_stream(&self, t: Arc<Target>, req: &ChatRequest) -> Result<Opened, Failure> {
         let p = &t.provider;
         let up = p
             .adapter
             .chat_request(&p.endpoint(&t.model), req)
             .map_err(Failure::stop)?;
+        let first_by = tokio::time::Instant::now() + p.timeout;
         let resp = self.send(p, up).await?;
         let mut upstream = Upstream {
             provider: p.name.clone(),
             body: resp.into_body(),
             parser: SseParser::new(),
             translator: p.adapter.stream_translator(),
-            idle: p.timeout,
+            idle: p.idle,
+            deadline: first_by,
+            opening: true,
             events: Vec::new(),
             chunks: Vec::new(),
+            lease: self.memory.lease(),
         };
         let mut pending = VecDeque::new();
         while pending.is_empty() {
@@ -795,19 +947,43 @@ impl Gateway {
                     });
                 }
                 Ok(false) => break,
+                Err(e) if crate::memory::is_exhausted(&e) => return Err(Failure::stop(e)),
+                Err(e) if upstream.stalled() => {
+                    return Err(Failure {
+                        error: e,
+                        next: Next::Fallback,
+                    });
+                }
                 Err(e) => return Err(Failure::from_status(e.status, e)),
             }
         }
+        upstream.opening = false;
+        upstream.deadline = tokio::time::Instant::now() + upstream.idle;
         Ok(Opened { upstream, pending })
     }
 }
 
-/// The gateway's estimate of an embeddings request's input tokens.
-fn embedding_tokens(req: &EmbeddingsRequest) -> u64 {
-    req.input
-        .texts()
-        .map(|t| t.iter().map(|s| tokens::count_text(s)).sum())
-        .unwrap_or(0)
+/// When a provider that refused with 429 or 503 said to come back (its `Retry-After`), as
+/// the Unix millisecond to cool the deployment down until.
+fn asked_to_wait(error: &ApiError, now_ms: u64) -> Option<u64> {
+    let limited = matches!(error.status.as_u16(), 429 | 503);
+    let seconds = error.retry_after_s.filter(|s| limited && *s > 0)?;
+    Some(now_ms + seconds.min(MAX_RETRY_AFTER_S) * 1000)
+}
+
+/// A `Retry-After` header in seconds: a number of seconds or an HTTP date.
+fn retry_after(headers: &http::HeaderMap) -> Option<u64> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.min(MAX_RETRY_AFTER_S));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(std::time::SystemTime::now()).ok()?;
+    Some(wait.as_secs().clamp(1, MAX_RETRY_AFTER_S))
 }
 
 fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
@@ -835,6 +1011,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 enum ReadError {
     Timeout,
     Broken(String),
+    /// The node's answer memory is full.
+    Memory(ApiError),
 }
 
 impl ReadError {
@@ -844,15 +1022,61 @@ impl ReadError {
             ReadError::Broken(cause) => ApiError::bad_upstream(format!(
                 "the answer of provider {provider} could not be read ({cause})"
             )),
+            ReadError::Memory(error) => error,
         }
     }
 }
 
+/// Reads a (small) error body.
 async fn read_body(body: Incoming, timeout: Duration, limit: usize) -> Result<Bytes, ReadError> {
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err(ReadError::Timeout),
         Ok(Err(e)) => Err(ReadError::Broken(e.to_string())),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Reads a whole answer by `deadline`, within [`RESPONSE_LIMIT`] and the lease's budget,
+/// which counts the buffer's capacity (what the answer holds): its `Content-Length` when
+/// given, else grown by a quarter at a time so little of the budget is held unused.
+async fn read_answer(
+    resp: http::Response<Incoming>,
+    deadline: tokio::time::Instant,
+    lease: &mut Lease,
+) -> Result<Bytes, ReadError> {
+    let length = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .filter(|n| *n <= RESPONSE_LIMIT);
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    if let Some(length) = length {
+        lease.resize(length).map_err(ReadError::Memory)?;
+        buf.reserve_exact(length);
+    }
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(None) => return Ok(Bytes::from(buf)),
+            Ok(Some(Err(e))) => return Err(ReadError::Broken(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > RESPONSE_LIMIT {
+            return Err(ReadError::Broken(format!(
+                "it is larger than {RESPONSE_LIMIT} bytes"
+            )));
+        }
+        let needed = buf.len() + data.len();
+        if needed > buf.capacity() {
+            let capacity = (needed + (needed / 4).max(64 * 1024)).min(RESPONSE_LIMIT);
+            lease.resize(capacity).map_err(ReadError::Memory)?;
+            buf.reserve_exact(capacity - buf.len());
+        }
+        buf.extend_from_slice(&data);
     }
 }
 
@@ -862,23 +1086,51 @@ struct Opened {
     pending: VecDeque<ChatChunk>,
 }
 
-/// The provider's side of a stream: body, SSE parser and translator.
+/// The provider's side of a stream: body, SSE parser and translator, and when the next event
+/// is due.
 struct Upstream {
     provider: String,
     body: Incoming,
     parser: SseParser,
     translator: Box<dyn StreamTranslator>,
+    /// Longest wait between two events once the stream was opened.
     idle: Duration,
+    /// When the next event is due: the first event's deadline while opening, then the last
+    /// event's time plus `idle`.
+    deadline: tokio::time::Instant,
+    /// Still waiting for the first chunk: events do not move the deadline.
+    opening: bool,
     events: Vec<SseEvent>,
     chunks: Vec<ChatChunk>,
+    /// The bytes the parser holds for the event in progress.
+    lease: Lease,
 }
 
 impl Upstream {
+    /// Whether the provider missed the deadline of its next event.
+    fn stalled(&self) -> bool {
+        tokio::time::Instant::now() >= self.deadline
+    }
+
     /// Reads one frame and translates what it completes into `out`; `Ok(false)` once the
     /// stream is over.
     async fn pull(&mut self, out: &mut VecDeque<ChatChunk>) -> Result<bool, ApiError> {
-        let frame = match tokio::time::timeout(self.idle, self.body.frame()).await {
-            Err(_) => return Err(ApiError::timeout(&self.provider)),
+        let frame = match tokio::time::timeout_at(self.deadline, self.body.frame()).await {
+            Err(_) => {
+                let waited = if self.opening {
+                    "within its timeout_ms (keep-alive comments do not count)".to_string()
+                } else {
+                    format!(
+                        "for {} ms in mid-stream; raise its stream_idle_timeout_ms if its model pauses longer",
+                        self.idle.as_millis()
+                    )
+                };
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "api_error",
+                    format!("provider {} sent no stream event {waited}", self.provider),
+                ));
+            }
             Ok(None) => None,
             Ok(Some(Err(e))) => {
                 return Err(ApiError::bad_upstream(format!(
@@ -902,6 +1154,10 @@ impl Upstream {
             self.parser
                 .feed(&data, &mut self.events)
                 .map_err(|e| ApiError::bad_upstream(format!("provider {}: {e}", self.provider)))?;
+            self.lease.resize(self.parser.buffered())?;
+        }
+        if !self.events.is_empty() && !self.opening {
+            self.deadline = tokio::time::Instant::now() + self.idle;
         }
         let ended = self.translate();
         out.extend(self.chunks.drain(..));
@@ -932,6 +1188,27 @@ struct Report {
 }
 
 impl Report {
+    /// The report of a chat call `target` serves, its prompt estimated as that deployment's
+    /// provider bills it.
+    fn new(
+        core: &Core,
+        caller: &Caller,
+        model: String,
+        target: Arc<Target>,
+        prompt: &Prompt,
+        budget: Option<Box<dyn Settle>>,
+    ) -> Report {
+        let prompt_estimate = prompt.tokens(target.provider.config.kind, &target.model);
+        Report {
+            sink: Arc::clone(&core.sink),
+            caller: caller.clone(),
+            model,
+            target,
+            prompt_estimate,
+            budget,
+        }
+    }
+
     fn send(self, operation: Operation, stream: bool, usage: Usage, estimated: bool, done: bool) {
         let cost_usd = self
             .target
@@ -1116,10 +1393,10 @@ mod tests {
     }
 
     fn first_models(gw: &Gateway, rounds: usize) -> HashMap<String, usize> {
-        let compiled = gw.compiled.load();
+        let compiled = gw.core.compiled.load();
         let mut counts = HashMap::new();
         for _ in 0..rounds {
-            let plan = gw.plan(&compiled.models["m"]);
+            let plan = plan(&compiled.models["m"]);
             assert_eq!(plan.len(), 3);
             *counts.entry(plan[0].model.clone()).or_default() += 1;
         }
@@ -1133,24 +1410,24 @@ mod tests {
         assert!(!counts.contains_key("backup"), "priority 1 is never first");
         let heavy = counts["heavy"] as f64 / 4000.0;
         assert!((0.70..0.80).contains(&heavy), "weight 3 of 4 first {heavy}");
-        let compiled = gw.compiled.load();
-        let plan = gw.plan(&compiled.models["m"]);
+        let compiled = gw.core.compiled.load();
+        let plan = plan(&compiled.models["m"]);
         assert_eq!(plan[2].model, "backup");
     }
 
     #[test]
     fn cooled_deployments_go_last_and_survive_updates() {
         let gw = gateway();
-        let compiled = gw.compiled.load_full();
+        let compiled = gw.core.compiled.load_full();
         let heavy = compiled.models["m"]
             .iter()
             .find(|t| t.model == "heavy")
             .unwrap();
         let policy = compiled.cooldown;
-        assert!(!heavy.health.failure(&policy, gw.now_ms()));
-        assert!(heavy.health.failure(&policy, gw.now_ms()));
+        assert!(!heavy.health.failure(&policy, now_ms()));
+        assert!(heavy.health.failure(&policy, now_ms()));
         for _ in 0..50 {
-            let plan = gw.plan(&compiled.models["m"]);
+            let plan = plan(&compiled.models["m"]);
             assert_eq!(plan.last().unwrap().model, "heavy");
         }
         let config: GatewayConfig = serde_json::from_value(json!({
@@ -1160,9 +1437,9 @@ mod tests {
         }))
         .unwrap();
         gw.update(&config).unwrap();
-        let compiled = gw.compiled.load();
-        assert!(compiled.models["m"][0].health.cooled(gw.now_ms()));
-        assert!(!compiled.models["n"][0].health.cooled(gw.now_ms()));
+        let compiled = gw.core.compiled.load();
+        assert!(compiled.models["m"][0].health.cooled(now_ms()));
+        assert!(!compiled.models["n"][0].health.cooled(now_ms()));
         let ids: Vec<_> = gw
             .models(|m| m != "n")
             .data

@@ -11,11 +11,13 @@
 //! - [`sse`]: the incremental server-sent-events parser and writer streams go through;
 //! - [`pricing`] and [`tokens`]: cost from a price table, and token estimates when a provider
 //!   reports no usage;
+//! - [`estimate`]: the most a request may consume (images, `n`, embeddings included), which
+//!   budgets reserve before the call;
+//! - [`memory`]: the node-wide budget on the bytes AI answers hold while they are read;
 //! - [`config`] and [`engine`]: model aliases over provider deployments, and the engine that
 //!   routes, retries, falls back, cools failing deployments down, streams and reports usage;
 //! - [`cache`]: the opt-in exact-match cache of complete chat answers, per model alias;
 //! - [`prompt`]: prompt templates served as REST APIs at their own paths;
-//! - [`secrets`]: provider credentials sealed at rest with a key derived from a cluster secret;
 //! - [`error`]: the one error type and its OpenAI-style body;
 //! - `mock` (feature `mock`): loopback servers speaking the providers' wire formats, for tests
 //!   and benchmarks.
@@ -25,6 +27,8 @@ pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod estimate;
+pub mod memory;
 pub mod messages;
 #[cfg(feature = "mock")]
 pub mod mock;
@@ -32,7 +36,6 @@ pub mod openai;
 pub mod pricing;
 pub mod prompt;
 pub mod providers;
-pub mod secrets;
 pub mod sse;
 pub mod tokens;
 

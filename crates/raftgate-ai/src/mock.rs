@@ -11,9 +11,14 @@
 //! `{"city":"Paris"}`; after a tool result it answers `tool said: <result>`. Asked for JSON
 //! (`response_format` `json_object` or `json_schema`), the OpenAI mock wraps its text reply as
 //! `{"answer": "<reply>"}`. Usage is
-//! `prompt = 10 + messages`, `completion = words of the reply` (1 for a tool call). A
+//! `prompt = 10 + messages` (the OpenAI mock adds 85 per image, as OpenAI bills a low-detail
+//! image), `completion = words of the reply` (1 for a tool call); the OpenAI mock answers `n`
+//! choices and bills each, and bills embeddings by words of text or by token ids. A
 //! [`Behavior`] adds latency, delays between chunks, or failures: an error status with the
-//! provider's error body, a dropped connection, or an error in mid-stream.
+//! provider's error body (and `Retry-After`), a dropped connection, an error in mid-stream, a
+//! stream cut off without its end or stalled on keep-alive comments; or hostile answers: no
+//! choices, text where JSON was asked, every choice as long as `max_tokens` allows, or a huge
+//! answer sent slowly.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,6 +56,17 @@ pub enum Failure {
         /// Events sent before the error.
         after_events: usize,
     },
+    /// Stream this many of the provider's events, then close the stream without its end.
+    Truncate {
+        /// Events sent before the stream is closed.
+        after_events: usize,
+    },
+    /// Stream this many of the provider's events, then only `: ping` comments, every 50 ms,
+    /// until the client goes away (0: a stream of comments only).
+    Stall {
+        /// Events sent before the stall.
+        after_events: usize,
+    },
 }
 
 /// How a mock behaves; change it at any time with [`MockProvider::set`].
@@ -62,8 +78,20 @@ pub struct Behavior {
     pub times: Option<u32>,
     /// Wait before answering.
     pub latency: Duration,
-    /// Wait between streamed chunks.
+    /// Wait between streamed chunks (and between the pieces of a padded complete answer).
     pub chunk_delay: Duration,
+    /// Sent as `Retry-After` (seconds) with error statuses.
+    pub retry_after: Option<u64>,
+    /// OpenAI: a complete answer with `"choices": []`.
+    pub empty_choices: bool,
+    /// OpenAI: answer plain text even when JSON was asked for.
+    pub ignore_json_mode: bool,
+    /// OpenAI: every choice is as long as `max_tokens` allows (one word a token), as a verbose
+    /// model's is.
+    pub fill_max_tokens: bool,
+    /// OpenAI: pad a complete answer's text to about this many bytes, sent in 1 MiB pieces
+    /// (with `chunk_delay` between them).
+    pub answer_bytes: usize,
 }
 
 /// A request the mock received.
@@ -166,6 +194,18 @@ impl MockProvider {
     }
 }
 
+/// A PNG of `width` × `height` pixels as a `data:` URL: only its signature and header chunk,
+/// which carry its size (what the gateway reads to count an image's tokens).
+pub fn png_data_url(width: u32, height: u32) -> String {
+    use base64::Engine;
+    let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    bytes.extend_from_slice(&width.to_be_bytes());
+    bytes.extend_from_slice(&height.to_be_bytes());
+    bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!("data:image/png;base64,{data}")
+}
+
 /// A response body fed from a channel, so chunks go out as they are produced.
 struct ChannelBody(mpsc::Receiver<Bytes>);
 
@@ -197,6 +237,27 @@ fn respond(status: StatusCode, content_type: &str, body: Bytes) -> MockResponse 
 
 fn json_response(status: StatusCode, body: &Value) -> MockResponse {
     respond(status, "application/json", Bytes::from(body.to_string()))
+}
+
+/// A 200 JSON answer sent in 1 MiB pieces, `delay` apart, as a huge answer arrives.
+fn in_pieces(body: Vec<u8>, delay: Duration) -> MockResponse {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        for piece in body.chunks(1 << 20) {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut resp = Response::new(ChannelBody(rx));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// What the conversation asks of the mock model.
@@ -322,12 +383,19 @@ impl State {
             Some(Failure::Disconnect) => return Err("mock disconnect".into()),
             Some(Failure::Status(status)) => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-                return Ok(self.error(status, "mock failure"));
+                let mut resp = self.error(status, "mock failure");
+                if let Some(seconds) = behavior.retry_after {
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, seconds.into());
+                }
+                return Ok(resp);
             }
             _ => {}
         }
         let mid_stream = match failure {
-            Some(Failure::MidStream { after_events }) => Some(after_events),
+            Some(
+                f @ (Failure::MidStream { .. } | Failure::Truncate { .. } | Failure::Stall { .. }),
+            ) => Some(f),
             _ => None,
         };
         let answer = match self.kind {
@@ -388,7 +456,7 @@ impl State {
         headers: &HeaderMap,
         body: &Value,
         behavior: &Behavior,
-        mid_stream: Option<usize>,
+        mid_stream: Option<Failure>,
     ) -> Result<MockResponse, (StatusCode, String)> {
         let azure = path.starts_with("/openai/deployments/");
         let authorized = if azure {
@@ -410,8 +478,9 @@ impl State {
             .unwrap_or("azure-deployment")
             .to_string();
         if operation.ends_with("/embeddings") {
+            // A string, a list of strings, a list of token ids or a list of such lists.
             let inputs: Vec<Value> = match &body["input"] {
-                Value::Array(items) => items.clone(),
+                Value::Array(items) if !items.iter().all(Value::is_number) => items.clone(),
                 Value::Null => return Err((StatusCode::BAD_REQUEST, "'input' is required".into())),
                 one => vec![one.clone()],
             };
@@ -420,7 +489,15 @@ impl State {
                 .enumerate()
                 .map(|(i, _)| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}))
                 .collect();
-            let n = inputs.len() * 2;
+            // Billed by words of text (one at least) or by token ids.
+            let n: usize = inputs
+                .iter()
+                .map(|input| match input {
+                    Value::String(s) => s.split_whitespace().count().max(1),
+                    Value::Array(ids) => ids.len(),
+                    _ => 1,
+                })
+                .sum();
             return Ok(json_response(
                 StatusCode::OK,
                 &json!({"object": "list", "data": data, "model": model,
@@ -444,14 +521,35 @@ impl State {
         let tool_result = (last["role"] == "tool").then(|| text_of(&last["content"]));
         let last_user = last_user_text(messages);
         let mut turn = Turn::new(last_user, tool, tool_result, messages.len());
-        if matches!(
-            body["response_format"]["type"].as_str(),
-            Some("json_object" | "json_schema")
-        ) {
+        let images = messages
+            .iter()
+            .filter_map(|m| m["content"].as_array())
+            .flatten()
+            .filter(|p| p["type"] == "image_url")
+            .count() as u64;
+        turn.prompt_tokens += 85 * images;
+        let max_tokens = body["max_completion_tokens"]
+            .as_u64()
+            .or(body["max_tokens"].as_u64());
+        if let (true, Some(limit)) = (behavior.fill_max_tokens, max_tokens) {
+            turn.reply = vec!["word"; limit as usize].join(" ");
+            turn.completion_tokens = limit;
+        } else if !behavior.ignore_json_mode
+            && matches!(
+                body["response_format"]["type"].as_str(),
+                Some("json_object" | "json_schema")
+            )
+        {
             turn.as_json();
         }
-        let usage = json!({"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens,
-                           "total_tokens": turn.prompt_tokens + turn.completion_tokens});
+        if behavior.answer_bytes > turn.reply.len() {
+            let pad = behavior.answer_bytes - turn.reply.len();
+            turn.reply.push_str(&" ".repeat(pad));
+        }
+        let choices = body["n"].as_u64().unwrap_or(1).max(1);
+        let completion = turn.completion_tokens * choices;
+        let usage = json!({"prompt_tokens": turn.prompt_tokens, "completion_tokens": completion,
+                           "total_tokens": turn.prompt_tokens + completion});
         let finish = turn.pick("tool_calls", "stop");
         if body["stream"] != json!(true) {
             let message = match &turn.call {
@@ -461,13 +559,22 @@ impl State {
                 }
                 None => json!({"role": "assistant", "content": turn.reply, "refusal": null}),
             };
-            return Ok(json_response(
-                StatusCode::OK,
-                &json!({"id": "chatcmpl-mock1", "object": "chat.completion", "created": 1_700_000_000u64,
-                        "model": model, "system_fingerprint": "fp_mock",
-                        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-                        "usage": usage}),
-            ));
+            let choices: Vec<Value> = if behavior.empty_choices {
+                Vec::new()
+            } else {
+                (0..choices)
+                    .map(|index| json!({"index": index, "message": message, "logprobs": null, "finish_reason": finish}))
+                    .collect()
+            };
+            let answer = json!({"id": "chatcmpl-mock1", "object": "chat.completion", "created": 1_700_000_000u64,
+                    "model": model, "system_fingerprint": "fp_mock", "choices": choices, "usage": usage});
+            if behavior.answer_bytes > 0 {
+                return Ok(in_pieces(
+                    answer.to_string().into_bytes(),
+                    behavior.chunk_delay,
+                ));
+            }
+            return Ok(json_response(StatusCode::OK, &answer));
         }
         let include_usage = body["stream_options"]["include_usage"] == json!(true);
         let chunk = |delta: Value, finish: Value| {
@@ -517,7 +624,7 @@ impl State {
             None,
             &json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": null, "code": null}}).to_string(),
         );
-        Ok(stream(out, behavior, mid_stream.map(|n| (n, error))))
+        Ok(stream(out, behavior, mid_stream.map(|f| (f, error))))
     }
 
     fn anthropic(
@@ -526,7 +633,7 @@ impl State {
         headers: &HeaderMap,
         body: &Value,
         behavior: &Behavior,
-        mid_stream: Option<usize>,
+        mid_stream: Option<Failure>,
     ) -> Result<MockResponse, (StatusCode, String)> {
         if path != "/v1/messages" {
             return Err((StatusCode::NOT_FOUND, format!("Unknown path {path}")));
@@ -646,7 +753,7 @@ impl State {
             "error",
             json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
         );
-        Ok(stream(out, behavior, mid_stream.map(|n| (n, error))))
+        Ok(stream(out, behavior, mid_stream.map(|f| (f, error))))
     }
 
     fn gemini(
@@ -655,7 +762,7 @@ impl State {
         headers: &HeaderMap,
         body: &Value,
         behavior: &Behavior,
-        mid_stream: Option<usize>,
+        mid_stream: Option<Failure>,
     ) -> Result<MockResponse, (StatusCode, String)> {
         if headers.get("x-goog-api-key").is_none_or(|v| v != MOCK_KEY) {
             return Err((
@@ -789,7 +896,7 @@ impl State {
             .map(|e| sse::encode(None, &e.to_string()))
             .collect();
         let error = sse::encode(None, &json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}).to_string());
-        Ok(stream(out, behavior, mid_stream.map(|n| (n, error))))
+        Ok(stream(out, behavior, mid_stream.map(|f| (f, error))))
     }
 }
 
@@ -800,7 +907,7 @@ impl State {
         headers: &HeaderMap,
         body: &Value,
         behavior: &Behavior,
-        mid_stream: Option<usize>,
+        mid_stream: Option<Failure>,
     ) -> Result<MockResponse, (StatusCode, String)> {
         let bearer = format!("Bearer {MOCK_KEY}");
         if headers
@@ -906,19 +1013,31 @@ impl State {
             json!({"type": "message-end", "delta": {"finish_reason": finish, "usage": usage}}),
         ));
         let error = ev(json!({"type": "message-end", "delta": {"finish_reason": "ERROR"}}));
-        Ok(stream(out, behavior, mid_stream.map(|n| (n, error))))
+        Ok(stream(out, behavior, mid_stream.map(|f| (f, error))))
     }
 }
 
-/// An SSE response that sends `events` one by one (with the behavior's delay), or, with
-/// `fail = (n, error)`, the first `n` events and then `error`.
-fn stream(events: Vec<Bytes>, behavior: &Behavior, fail: Option<(usize, Bytes)>) -> MockResponse {
+/// An SSE response that sends `events` one by one (with the behavior's delay); with
+/// `fail = (failure, error)` it sends the first events the failure names and then `error`
+/// ([`Failure::MidStream`]), nothing more ([`Failure::Truncate`]) or keep-alive comments
+/// ([`Failure::Stall`]).
+fn stream(events: Vec<Bytes>, behavior: &Behavior, fail: Option<(Failure, Bytes)>) -> MockResponse {
     let (tx, rx) = mpsc::channel(4);
     let delay = behavior.chunk_delay;
     tokio::spawn(async move {
-        let (events, error) = match fail {
-            Some((n, error)) => (events.into_iter().take(n).collect(), Some(error)),
-            None => (events, None),
+        let (events, error, stall) = match fail {
+            Some((Failure::MidStream { after_events }, error)) => (
+                events.into_iter().take(after_events).collect(),
+                Some(error),
+                false,
+            ),
+            Some((Failure::Truncate { after_events }, _)) => {
+                (events.into_iter().take(after_events).collect(), None, false)
+            }
+            Some((Failure::Stall { after_events }, _)) => {
+                (events.into_iter().take(after_events).collect(), None, true)
+            }
+            _ => (events, None, false),
         };
         for event in events.into_iter().chain(error) {
             if !delay.is_zero() {
@@ -926,6 +1045,14 @@ fn stream(events: Vec<Bytes>, behavior: &Behavior, fail: Option<(usize, Bytes)>)
             }
             if tx.send(event).await.is_err() {
                 return;
+            }
+        }
+        if stall {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if tx.send(Bytes::from_static(b": ping\n\n")).await.is_err() {
+                    return;
+                }
             }
         }
     });

@@ -418,6 +418,18 @@ pub enum FinishReason {
     FunctionCall,
 }
 
+/// The JSON value inside a model's text: the text itself, or the JSON inside a Markdown code
+/// fence (```` ```json ... ``` ````), which models without a JSON mode often add.
+pub fn json_in(text: &str) -> serde_json::Result<Value> {
+    let trimmed = text.trim();
+    let inner = trimmed
+        .strip_prefix("```")
+        .and_then(|rest| rest.strip_suffix("```"))
+        .map(|inner| inner.strip_prefix("json").unwrap_or(inner).trim())
+        .unwrap_or(trimmed);
+    serde_json::from_str(inner)
+}
+
 /// A complete `chat.completion`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
@@ -665,16 +677,22 @@ pub struct EmbeddingsRequest {
     pub extra: Extra,
 }
 
-/// Embedding input.
+/// Embedding input: the four shapes OpenAI's API takes; anything else is refused (naming
+/// `input`), so that every accepted input has a size the gateway can reserve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string, a list of strings, a list of token ids or a list of lists of token ids"
+)]
 pub enum EmbeddingInput {
     /// One text.
     One(String),
     /// Several texts.
     Many(Vec<String>),
-    /// Token ids or anything else, passed through.
-    Other(Value),
+    /// One input as token ids (passed on to OpenAI-compatible upstreams).
+    Tokens(Vec<u32>),
+    /// Several inputs as token ids.
+    TokenLists(Vec<Vec<u32>>),
 }
 
 impl EmbeddingInput {
@@ -683,7 +701,7 @@ impl EmbeddingInput {
         match self {
             EmbeddingInput::One(s) => Some(vec![s.as_str()]),
             EmbeddingInput::Many(v) => Some(v.iter().map(String::as_str).collect()),
-            EmbeddingInput::Other(_) => None,
+            EmbeddingInput::Tokens(_) | EmbeddingInput::TokenLists(_) => None,
         }
     }
 }

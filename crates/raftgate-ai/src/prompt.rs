@@ -234,7 +234,7 @@ impl PromptApi {
             .unwrap_or_default();
         let answer = match self.spec.response_format {
             PromptFormat::Text => json!({ "text": text }),
-            PromptFormat::Json => serde_json::from_str(unfence(&text)).map_err(|e| {
+            PromptFormat::Json => crate::openai::json_in(&text).map_err(|e| {
                 ApiError::bad_upstream(format!(
                     "the model's answer is not JSON ({e}); retry, or use a model that supports JSON output"
                 ))
@@ -242,17 +242,6 @@ impl PromptApi {
         };
         Ok(cached_json(&answer, hit))
     }
-}
-
-/// The JSON inside a Markdown code fence (```` ```json ... ``` ````), which models without a
-/// JSON mode often add; other text as it is.
-fn unfence(text: &str) -> &str {
-    let trimmed = text.trim();
-    trimmed
-        .strip_prefix("```")
-        .and_then(|rest| rest.strip_suffix("```"))
-        .map(|inner| inner.strip_prefix("json").unwrap_or(inner).trim())
-        .unwrap_or(trimmed)
 }
 
 /// The prompt APIs by path, swapped as a whole on configuration changes.
@@ -389,9 +378,14 @@ mod tests {
 
     #[test]
     fn code_fences_around_json_are_removed() {
-        assert_eq!(unfence("```json\n{\"a\": 1}\n```"), "{\"a\": 1}");
-        assert_eq!(unfence(" ```\n[1]\n``` "), "[1]");
-        assert_eq!(unfence("{\"a\": 1}"), "{\"a\": 1}");
+        use crate::openai::json_in;
+        assert_eq!(
+            json_in("```json\n{\"a\": 1}\n```").unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(json_in(" ```\n[1]\n``` ").unwrap(), json!([1]));
+        assert_eq!(json_in("{\"a\": 1}").unwrap(), json!({"a": 1}));
+        assert!(json_in("The city is Paris.").is_err());
     }
 
     #[test]

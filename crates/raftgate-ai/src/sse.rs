@@ -73,6 +73,14 @@ impl SseParser {
         Ok(())
     }
 
+    /// Bytes held for the event not yet complete (its line so far and its data), which the
+    /// node's answer memory budget counts.
+    pub fn buffered(&self) -> usize {
+        self.line.len()
+            + self.data.as_ref().map_or(0, String::len)
+            + self.event.as_ref().map_or(0, String::len)
+    }
+
     /// Ends the stream: an event whose blank line never came is dispatched too, since
     /// providers sometimes close right after the last `data:` line.
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) {

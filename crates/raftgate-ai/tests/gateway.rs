@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use raftgate_ai::engine::Operation;
 use raftgate_ai::messages::{EventWriter, to_chat_request, to_messages_response};
-use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
+use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider, png_data_url};
 use raftgate_ai::openai::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, FinishReason};
 use raftgate_ai::providers::ProviderKind;
-use raftgate_ai::sse::SseParser;
+use raftgate_ai::sse::{SseEvent, SseParser};
 use raftgate_ai::{ApiError, Caller, ChatOutcome, ChatStream, Gateway, StreamItem, UsageRecord};
 use raftgate_ai::{GatewayConfig, Settle, UsageSink};
 use raftgate_model::ai::{AiCooldown, CooldownTable};
@@ -96,6 +96,32 @@ async fn collect(stream: &mut ChatStream) -> (Vec<ChatChunk>, Option<ApiError>) 
         }
     }
     (chunks, None)
+}
+
+/// The Anthropic-style events `/v1/messages` writes for `stream`, as the API does: an error
+/// event ends it, else its normal end.
+async fn messages_events(stream: &mut ChatStream) -> Vec<SseEvent> {
+    let mut writer = EventWriter::new();
+    let mut out = Vec::new();
+    loop {
+        match stream.next().await {
+            Some(StreamItem::Chunk(c)) => writer.chunk(&c, &mut out),
+            Some(StreamItem::Error(e)) => {
+                writer.error(&e, &mut out);
+                break;
+            }
+            None => {
+                writer.finish(None, &mut out);
+                break;
+            }
+        }
+    }
+    let mut events = Vec::new();
+    let mut parser = SseParser::new();
+    for b in &out {
+        parser.feed(b, &mut events).unwrap();
+    }
+    events
 }
 
 fn text(chunks: &[ChatChunk]) -> String {
@@ -411,6 +437,13 @@ async fn fallback_setup(failure: Failure) -> (MockProvider, MockProvider, Gatewa
 
 fn hello() -> ChatRequest {
     chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+}
+
+fn streamed_hello() -> ChatRequest {
+    ChatRequest {
+        stream: Some(true),
+        ..hello()
+    }
 }
 
 #[tokio::test]
@@ -790,7 +823,7 @@ async fn embeddings_openai_gemini_cohere() {
     let resp = gw.embeddings(&caller(), req, None).await.unwrap();
     assert_eq!(resp.data.len(), 2);
     assert_eq!(resp.data[0].embedding, json!([0.1, 0.2, 0.3]));
-    assert_eq!(resp.usage.unwrap().prompt_tokens, 4);
+    assert_eq!(resp.usage.unwrap().prompt_tokens, 3, "words of the inputs");
     let rec = recorder.all().pop().unwrap();
     assert_eq!(rec.operation, Operation::Embeddings);
     assert!(!rec.estimated);
@@ -847,20 +880,7 @@ async fn messages_api_is_served_by_gemini() {
     streamed["stream"] = json!(true);
     let req = to_chat_request(serde_json::from_value(streamed).unwrap());
     let mut stream = open(&gw, req).await.unwrap();
-    let mut writer = EventWriter::new();
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            StreamItem::Chunk(c) => writer.chunk(&c, &mut out),
-            StreamItem::Error(e) => writer.error(&e, &mut out),
-        }
-    }
-    writer.finish(None, &mut out);
-    let mut events = Vec::new();
-    let mut parser = SseParser::new();
-    for b in &out {
-        parser.feed(b, &mut events).unwrap();
-    }
+    let events = messages_events(&mut stream).await;
     let names: Vec<_> = events.iter().map(|e| e.event.clone().unwrap()).collect();
     assert_eq!(names.first().map(String::as_str), Some("message_start"));
     assert_eq!(names.last().map(String::as_str), Some("message_stop"));
@@ -903,4 +923,418 @@ async fn a_cache_hit_calls_no_provider_and_is_reported_as_cached() {
     assert!(cached.cached && cached.completed);
     assert_eq!((cached.usage.total_tokens, cached.cost_usd), (0, 0.0));
     assert_eq!(cached.model, "m");
+}
+
+/// A chat with `images` image parts of `url` and the given output limit.
+fn with_images(model: &str, url: &str, images: usize, detail: Option<&str>) -> ChatRequest {
+    let mut parts = vec![json!({"type": "text", "text": "what is in these?"})];
+    let mut image = json!({"type": "image_url", "image_url": {"url": url}});
+    if let Some(d) = detail {
+        image["image_url"]["detail"] = json!(d);
+    }
+    parts.extend(std::iter::repeat_n(image, images));
+    chat(json!({"model": model, "max_tokens": 10,
+                "messages": [{"role": "user", "content": parts}]}))
+}
+
+#[tokio::test]
+async fn reservations_count_images_choices_and_embedding_inputs() {
+    let mock = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let (gw, _) = gateway(
+        json!({"o": provider("openai", &mock), "a": provider("anthropic", &mock),
+               "g": provider("gemini", &mock)}),
+        json!({"gpt": {"deployments": [{"provider": "o", "model": "gpt-4o"}]},
+               "mini": {"deployments": [{"provider": "o", "model": "gpt-4o-mini"}]},
+               "claude": {"deployments": [{"provider": "a", "model": "claude-sonnet-4"}]},
+               "gem": {"deployments": [{"provider": "g", "model": "gemini-2.5-flash"}]},
+               "both": {"deployments": [{"provider": "o", "model": "gpt-4o"},
+                                        {"provider": "a", "model": "claude-sonnet-4", "priority": 1}]}}),
+    );
+    let text_only = gw
+        .reservation(&with_images("gpt", "", 0, None))
+        .unwrap()
+        .tokens;
+    let images = |model: &str, url: &str, n: usize, detail: Option<&str>| {
+        gw.reservation(&with_images(model, url, n, detail))
+            .unwrap()
+            .tokens
+            - text_only
+    };
+    // OpenAI's tiles: 85 a low-detail image; in high detail 85 + 170 per 512 px tile of the
+    // image scaled into 2048 px and its short side to 768 px.
+    let tiny = png_data_url(1, 1);
+    assert_eq!(images("gpt", &tiny, 1000, Some("low")), 1000 * 85);
+    assert_eq!(images("gpt", &tiny, 1, None), 85 + 170);
+    assert_eq!(
+        images("gpt", &png_data_url(1024, 1024), 1, Some("high")),
+        765
+    );
+    assert_eq!(images("gpt", &png_data_url(2048, 4096), 1, None), 1105);
+    // gpt-4o-mini bills an image as 33 times as many tokens (the same price as gpt-4o's).
+    assert_eq!(
+        images("mini", &png_data_url(1024, 1024), 1, None),
+        2833 + 4 * 5667
+    );
+    // An image of unknown size is counted at the most it can cost.
+    assert_eq!(
+        images("gpt", "https://example.com/cat.png", 1, None),
+        85 + 8 * 170
+    );
+    assert_eq!(
+        images("gpt", "data:image/png;base64,!!!", 1, None),
+        85 + 8 * 170
+    );
+    // Anthropic: width × height / 750, after scaling into 1568 px and 1.15 megapixels.
+    assert_eq!(images("claude", &png_data_url(1000, 750), 1, None), 1000);
+    assert_eq!(images("claude", "https://example.com/x.jpg", 1, None), 1600);
+    // Gemini: 258 up to 384 px a side, else 258 per 768 px tile.
+    assert_eq!(images("gem", &png_data_url(300, 300), 1, None), 258);
+    assert_eq!(images("gem", &png_data_url(1000, 750), 1, None), 2 * 258);
+    // An alias reserves what its dearest deployment would count.
+    assert_eq!(images("both", &png_data_url(1000, 750), 1, None), 1000);
+
+    // Audio and file parts are not taken at all (400 naming the field), so none can ride
+    // along uncounted.
+    for part in [
+        json!({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}),
+        json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,AAAA"}}),
+    ] {
+        let body = json!({"model": "gpt", "messages": [{"role": "user", "content": [part]}]});
+        assert!(
+            serde_json::from_value::<ChatRequest>(body).is_err(),
+            "{part}"
+        );
+    }
+
+    // `n` choices each may use the whole output limit.
+    let n = chat(json!({"model": "gpt", "n": 50, "max_tokens": 100,
+                        "messages": [{"role": "user", "content": "hi"}]}));
+    let prompt = gw.reservation(&n).unwrap().tokens - 50 * 100;
+    assert!(prompt > 0 && prompt < 20, "{prompt}");
+
+    // Embeddings of token ids reserve one token an id; other shapes are refused.
+    let emb = |input: Value| {
+        serde_json::from_value::<EmbeddingsRequest>(json!({"model": "gpt", "input": input}))
+    };
+    let ids = emb(json!([[1, 2, 3], [4, 5]])).unwrap();
+    assert_eq!(gw.embeddings_reservation(&ids).unwrap().tokens, 5);
+    let one = emb(json!([7, 8, 9, 10])).unwrap();
+    assert_eq!(gw.embeddings_reservation(&one).unwrap().tokens, 4);
+    for bad in [json!({"a": 1}), json!([[[1]]]), json!([1, "a"]), json!(3)] {
+        assert!(
+            emb(bad.clone()).is_err(),
+            "{bad} is not an embeddings input"
+        );
+    }
+}
+
+/// Two OpenAI deployments: `bad` (priority 0, timeout `timeout_ms`, 300 ms between events)
+/// stalling on keep-alive comments after `after_events` events, and a healthy fallback.
+async fn stall_then_fallback(
+    after_events: usize,
+    timeout_ms: u64,
+) -> (MockProvider, MockProvider, Gateway, Arc<Recorder>) {
+    let bad = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    bad.set(Behavior {
+        failure: Some(Failure::Stall { after_events }),
+        ..Behavior::default()
+    });
+    let good = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let mut bad_entry = provider("openai", &bad);
+    bad_entry["timeout_ms"] = json!(timeout_ms);
+    bad_entry["stream_idle_timeout_ms"] = json!(300);
+    let (gw, recorder) = gateway(
+        json!({"bad": bad_entry, "good": provider("openai", &good)}),
+        json!({"m": {"deployments": [{"provider": "bad", "model": "a"},
+                                     {"provider": "good", "model": "b", "priority": 1}]}}),
+    );
+    (bad, good, gw, recorder)
+}
+
+#[tokio::test]
+async fn a_stream_of_comments_only_times_out_and_falls_back() {
+    let (bad, good, gw, _) = stall_then_fallback(0, 500).await;
+    let started = std::time::Instant::now();
+    let opened = tokio::time::timeout(Duration::from_secs(10), open(&gw, streamed_hello())).await;
+    let elapsed = started.elapsed();
+    let mut stream = opened
+        .expect("the comment-only stream must time out, not hang")
+        .unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(text(&chunks), "echo: hi", "the fallback answered");
+    assert_eq!(
+        (bad.hits(), good.hits()),
+        (1, 1),
+        "not retried: it fell back"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(900),
+        "fallback after {elapsed:?} (timeout 500 ms)"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_stalled_after_its_first_events_ends_with_an_error() {
+    let (_bad, good, gw, recorder) = stall_then_fallback(2, 2000).await;
+    let mut stream = open(&gw, streamed_hello()).await.unwrap();
+    let started = std::time::Instant::now();
+    let collected = tokio::time::timeout(Duration::from_secs(10), collect(&mut stream)).await;
+    let (chunks, err) = collected.expect("a stalled stream must end, not hang");
+    let elapsed = started.elapsed();
+    assert!(!chunks.is_empty(), "the first events were passed on");
+    let err = err.expect("an error ends the stalled stream");
+    assert_eq!(err.status.as_u16(), 504, "{err:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1500),
+        "ended after {elapsed:?} (idle timeout 300 ms)"
+    );
+    assert_eq!(good.hits(), 0, "no fallback after the first chunk");
+    drop(stream);
+    assert!(!recorder.all().pop().unwrap().completed);
+}
+
+#[tokio::test]
+async fn a_stream_cut_off_before_its_end_ends_with_an_error() {
+    // Role, "echo:", " hi": no finish_reason, no [DONE].
+    let truncated = Behavior {
+        failure: Some(Failure::Truncate { after_events: 3 }),
+        ..Behavior::default()
+    };
+    let (mock, gw, recorder) = one_deployment(ProviderKind::Openai, "openai", truncated).await;
+    let mut stream = open(&gw, streamed_hello()).await.unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert_eq!(text(&chunks), "echo: hi");
+    let err = err.expect("a truncated stream is not a complete answer");
+    assert!(
+        err.detail.message.contains("before its end"),
+        "{}",
+        err.detail.message
+    );
+    drop(stream);
+    assert!(!recorder.all().pop().unwrap().completed);
+    // On /v1/messages the Anthropic events end with an error, not end_turn and message_stop.
+    let mut stream = open(&gw, streamed_hello()).await.unwrap();
+    let events = messages_events(&mut stream).await;
+    let names: Vec<_> = events.iter().filter_map(|e| e.event.clone()).collect();
+    assert_eq!(names.last().map(String::as_str), Some("error"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "message_stop"), "{names:?}");
+
+    // With its finish_reason but without [DONE] the answer is whole.
+    mock.set(Behavior {
+        failure: Some(Failure::Truncate { after_events: 4 }),
+        ..Behavior::default()
+    });
+    let mut stream = open(&gw, streamed_hello()).await.unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(finish(&chunks), Some(FinishReason::Stop));
+}
+
+/// A mock of `kind` behaving as `behavior`, serving model `m` as its one deployment (model
+/// `x`, priced 0.001 USD a token in and out).
+async fn one_deployment(
+    kind: ProviderKind,
+    kind_name: &str,
+    behavior: Behavior,
+) -> (MockProvider, Gateway, Arc<Recorder>) {
+    let mock = MockProvider::start(kind).await.unwrap();
+    mock.set(behavior);
+    let (gw, recorder) = gateway(
+        json!({"p": provider(kind_name, &mock)}),
+        json!({"m": {"deployments": [{"provider": "p", "model": "x",
+                     "price": {"input_per_million": 1000.0, "output_per_million": 1000.0}}]}}),
+    );
+    (mock, gw, recorder)
+}
+
+#[tokio::test]
+async fn a_complete_call_whose_client_left_is_still_counted() {
+    let slow = Behavior {
+        latency: Duration::from_millis(400),
+        ..Behavior::default()
+    };
+    let (mock, gw, recorder) = one_deployment(ProviderKind::Openai, "openai", slow).await;
+    let gw = Arc::new(gw);
+    let ledger = Ledger::default();
+    let call = {
+        let (gw, hold) = (gw.clone(), ledger.hold());
+        tokio::spawn(async move { gw.chat(&caller(), hello(), hold).await.map(|_| ()) })
+    };
+    // The client goes away while the provider works: the request's future is dropped.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    let settled = async {
+        loop {
+            if let [entry] = ledger.take()[..] {
+                return entry;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let entry = tokio::time::timeout(Duration::from_secs(5), settled)
+        .await
+        .expect("the call is settled although its client left");
+    assert_eq!(
+        entry,
+        Some((13, 0.013)),
+        "settled with the provider's usage"
+    );
+    let rec = recorder.all().pop().expect("the call is recorded");
+    assert!(rec.completed && !rec.estimated, "{rec:?}");
+    assert_eq!(rec.usage.total_tokens, 13);
+    assert_eq!(mock.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_providers_retry_after_is_passed_on_and_cools_the_deployment_down() {
+    let limited = Behavior {
+        failure: Some(Failure::Status(429)),
+        retry_after: Some(7),
+        ..Behavior::default()
+    };
+    let (_mock, gw, recorder) = one_deployment(ProviderKind::Anthropic, "anthropic", limited).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let err = complete(&gw, hello()).await.unwrap_err();
+    assert_eq!((err.status.as_u16(), err.retry_after_s), (429, Some(7)));
+    let Err(err) = open(&gw, streamed_hello()).await else {
+        panic!("a stream from a provider answering 429")
+    };
+    assert_eq!((err.status.as_u16(), err.retry_after_s), (429, Some(7)));
+    let cooldowns = recorder.1.lock().unwrap().clone();
+    let until = cooldowns
+        .first()
+        .expect("the deployment is cooled down")
+        .until_ms;
+    assert!(
+        (now + 6_000..now + 9_000).contains(&until),
+        "cooled down for the provider's 7 s: {until} - {now}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_without_choices_falls_back() {
+    let bad = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    bad.set(Behavior {
+        empty_choices: true,
+        ..Behavior::default()
+    });
+    let good = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let (gw, _) = gateway(
+        json!({"bad": provider("openai", &bad), "good": provider("openai", &good)}),
+        json!({"m": {"deployments": [{"provider": "bad", "model": "a"},
+                                     {"provider": "good", "model": "b", "priority": 1}]}}),
+    );
+    let resp = complete(&gw, hello()).await.unwrap();
+    assert_eq!(resp.choices[0].message.content.as_deref(), Some("echo: hi"));
+    assert_eq!((bad.hits(), good.hits()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_json_answer_the_gateway_rejected_is_not_cached() {
+    use raftgate_ai::api::Access;
+    let mock = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let config: GatewayConfig = serde_json::from_value(json!({
+        "providers": {"o": provider("openai", &mock)},
+        "models": {"m": {"deployments": [{"provider": "o", "model": "gpt-4o-mini"}],
+                         "cache": {"ttl_s": 60}}},
+        "prompts": {"extract": {"path": "/apis/extract", "model": "m", "response_format": "json",
+                     "messages": [{"role": "user", "content": "City in: {{s}}"}]}}
+    }))
+    .unwrap();
+    let gw = Gateway::new(&config, Arc::new(Recorder::default())).unwrap();
+    let access = Access {
+        caller: caller(),
+        allowed: &|_: &str| true,
+        admission: None,
+    };
+    let api = gw.prompt("/apis/extract").expect("the prompt is served");
+    let body = br#"{"s": "I live in Paris"}"#;
+    mock.set(Behavior {
+        ignore_json_mode: true,
+        ..Behavior::default()
+    });
+    let refused = api.serve(&gw, &access, body).await;
+    assert_eq!(refused.status().as_u16(), 502);
+    // The advised retry reaches the provider, which now answers JSON.
+    mock.set(Behavior::default());
+    let retried = api.serve(&gw, &access, body).await;
+    assert_eq!(retried.status().as_u16(), 200);
+    assert_eq!(retried.headers()["x-cache"], "MISS");
+    assert_eq!(mock.hits(), 2);
+}
+
+#[tokio::test]
+async fn changing_a_provider_clears_the_cache_of_its_models() {
+    let first = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let second = MockProvider::start(ProviderKind::Openai).await.unwrap();
+    let config = |mock: &MockProvider| -> GatewayConfig {
+        serde_json::from_value(json!({
+            "providers": {"o": provider("openai", mock)},
+            "models": {"m": {"deployments": [{"provider": "o", "model": "gpt-4o-mini"}],
+                             "cache": {"ttl_s": 60}}}
+        }))
+        .unwrap()
+    };
+    let gw = Gateway::new(&config(&first), Arc::new(Recorder::default())).unwrap();
+    assert!(matches!(
+        gw.chat(&caller(), hello(), None).await.unwrap(),
+        ChatOutcome::Complete(_)
+    ));
+    assert!(matches!(
+        gw.chat(&caller(), hello(), None).await.unwrap(),
+        ChatOutcome::Cached(_)
+    ));
+    // The provider's base_url changed: its models' answers are fetched again.
+    gw.update(&config(&second)).unwrap();
+    assert!(matches!(
+        gw.chat(&caller(), hello(), None).await.unwrap(),
+        ChatOutcome::Complete(_)
+    ));
+    assert_eq!((first.hits(), second.hits()), (1, 1));
+    // Its credential removed (a key this node cannot open): likewise.
+    let mut keyless = config(&second);
+    keyless.providers.get_mut("o").unwrap().api_key = None;
+    gw.update(&keyless).unwrap();
+    assert!(
+        gw.chat(&caller(), hello(), None).await.is_err(),
+        "not served from the cache"
+    );
+}
+
+#[tokio::test]
+async fn answers_beyond_the_nodes_answer_memory_are_refused() {
+    // 2 MiB answers arriving in two pieces 300 ms apart; the node may hold 5 MiB: one answer
+    // read (2.5 MiB at most) and parsed (twice its size), not two.
+    let huge = Behavior {
+        answer_bytes: 2 << 20,
+        chunk_delay: Duration::from_millis(300),
+        ..Behavior::default()
+    };
+    let (mock, gw, _) = one_deployment(ProviderKind::Openai, "openai", huge).await;
+    let gw = gw.with_answer_memory(5 << 20);
+    let (a, b) = tokio::join!(complete(&gw, hello()), complete(&gw, hello()));
+    let (ok, refused) = match (a, b) {
+        (Ok(ok), Err(e)) | (Err(e), Ok(ok)) => (ok, e),
+        other => panic!("one answer fits, the other does not: {other:?}"),
+    };
+    assert!(ok.choices[0].message.content.as_ref().unwrap().len() >= 2 << 20);
+    assert_eq!(refused.status.as_u16(), 503, "{refused:?}");
+    assert!(refused.retry_after_s.is_some());
+    assert!(
+        refused.detail.message.contains("memory"),
+        "{}",
+        refused.detail.message
+    );
+    assert_eq!(
+        mock.hits(),
+        2,
+        "no fallback or retry for a node-local limit"
+    );
+    // Once the first answer is done, its memory is free again.
+    complete(&gw, hello()).await.unwrap();
 }

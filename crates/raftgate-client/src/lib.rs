@@ -106,8 +106,9 @@ impl ClientError {
 
 /// The resources that have their own admin URL collection (`/{collection}/{name}`, see
 /// [`Kind::collection`]); API keys do not, they live under their consumer (see
-/// [`AdminClient::create_key`]). AI providers, whose admin view differs from their spec, have
-/// their own methods ([`AdminClient::put_ai_provider`]).
+/// [`AdminClient::create_key`]). Answers carry the resource's admin view (`Resource::View`:
+/// the spec without its secrets). AI providers have their own methods
+/// ([`AdminClient::put_ai_provider`]).
 pub trait AdminResource: Resource {}
 
 impl AdminResource for ServiceSpec {}
@@ -307,13 +308,13 @@ impl AdminClient {
         name: &str,
         spec: &T,
         if_match: Option<u64>,
-    ) -> Result<Entity<T>, ClientError> {
+    ) -> Result<Entity<T::View>, ClientError> {
         self.call(Method::PUT, &item_path::<T>(name), Some(spec), if_match)
             .await
     }
 
     /// Reads `name` from the answering node's local copy, which may lag the leader slightly.
-    pub async fn get<T: AdminResource>(&self, name: &str) -> Result<Entity<T>, ClientError> {
+    pub async fn get<T: AdminResource>(&self, name: &str) -> Result<Entity<T::View>, ClientError> {
         self.call(Method::GET, &item_path::<T>(name), NO_BODY, None)
             .await
     }
@@ -322,22 +323,26 @@ impl AdminClient {
     pub async fn get_consistent<T: AdminResource>(
         &self,
         name: &str,
-    ) -> Result<Entity<T>, ClientError> {
+    ) -> Result<Entity<T::View>, ClientError> {
         let path = format!("{}?consistent=true", item_path::<T>(name));
         self.call(Method::GET, &path, NO_BODY, None).await
     }
 
     /// Lists every resource of a kind from the answering node's local copy.
-    pub async fn list<T: AdminResource>(&self) -> Result<Vec<Entity<T>>, ClientError> {
+    pub async fn list<T: AdminResource>(&self) -> Result<Vec<Entity<T::View>>, ClientError> {
         let path = format!("/{}", T::KIND.collection());
-        let listing: Listing<Entity<T>> = self.call(Method::GET, &path, NO_BODY, None).await?;
+        let listing: Listing<Entity<T::View>> =
+            self.call(Method::GET, &path, NO_BODY, None).await?;
         Ok(listing.data)
     }
 
     /// Lists every resource of a kind linearizably.
-    pub async fn list_consistent<T: AdminResource>(&self) -> Result<Vec<Entity<T>>, ClientError> {
+    pub async fn list_consistent<T: AdminResource>(
+        &self,
+    ) -> Result<Vec<Entity<T::View>>, ClientError> {
         let path = format!("/{}?consistent=true", T::KIND.collection());
-        let listing: Listing<Entity<T>> = self.call(Method::GET, &path, NO_BODY, None).await?;
+        let listing: Listing<Entity<T::View>> =
+            self.call(Method::GET, &path, NO_BODY, None).await?;
         Ok(listing.data)
     }
 

@@ -8,6 +8,7 @@
 //! | `raftgate_request_latency_seconds` | histogram | `route`, `service` | the proxy: request received → response head ready |
 //! | `raftgate_upstream_latency_seconds` | histogram | `route`, `service` | the proxy: upstream call → its response head, retries included |
 //! | `raftgate_rate_limit_refusals_total` | counter | `limit` | the policies, per 429 |
+//! | `raftgate_connections_refused_total` | counter | `listener` (`proxy`, `proxy_tls`, `admin`) | the listeners, per connection closed at once because the listener was full |
 //! | `raftgate_upstream_target_health` | gauge | `service`, `target`, `address` | read from the proxy's health view at scrape time: 1 when the target gets traffic (healthy, not ejected) |
 //! | `raftgate_raft_term`, `_leader_id`, `_last_log_index`, `_applied_index`, `_is_leader` | gauges | | the cluster, from openraft's metrics |
 //! | `raftgate_ai_requests_total`, `_prompt_tokens_total`, `_completion_tokens_total`, `_cost_usd_total` | counters | `model`, `provider`, `consumer` | the AI gateway's usage records |
@@ -60,6 +61,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, LatencyHistogram>,
     upstream_latency: Family<RouteLabels, LatencyHistogram>,
     refusals: Family<LimitLabels, Counter>,
+    connections_refused: Family<ListenerLabels, Counter>,
     ai: AiFamilies,
     raft: RaftGauges,
     health: Arc<UpstreamHealthGauge>,
@@ -101,6 +103,12 @@ impl Metrics {
             "Requests refused with 429 by a rate limit or quota, by limit name",
             refusals.clone(),
         );
+        let connections_refused = Family::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed on accept because the listener held its most connections, by listener",
+            connections_refused.clone(),
+        );
         let ai = AiFamilies::default();
         ai.register(&mut registry);
         let raft = RaftGauges::default();
@@ -113,6 +121,7 @@ impl Metrics {
             latency,
             upstream_latency,
             refusals,
+            connections_refused,
             ai,
             raft,
             health,
@@ -140,6 +149,16 @@ impl Metrics {
         Refusals(self.refusals.get_or_create_owned(&LimitLabels {
             limit: limit.into(),
         }))
+    }
+
+    /// The counter of connections listener `listener` refused because it was full.
+    pub fn connection_refusals(&self, listener: &str) -> Refusals {
+        Refusals(
+            self.connections_refused
+                .get_or_create_owned(&ListenerLabels {
+                    listener: listener.into(),
+                }),
+        )
     }
 
     /// Records one AI gateway call. Called off the request path, by the task that aggregates
@@ -192,7 +211,14 @@ struct LimitLabels {
     limit: Arc<str>,
 }
 
-/// Counts the refusals of one rate limit; cloning shares the count.
+/// The label of a listener's refused connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: Arc<str>,
+}
+
+/// Counts refusals (of one rate limit, or of one listener's connections); cloning shares the
+/// count.
 #[derive(Debug, Clone)]
 pub struct Refusals(Counter);
 

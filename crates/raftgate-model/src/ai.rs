@@ -64,14 +64,24 @@ pub struct ProviderConfig {
     /// Azure's `api-version`.
     #[serde(default)]
     pub api_version: Option<String>,
-    /// How long a complete answer may take; for streams, the longest wait for the first
-    /// event and between two events.
+    /// How long a complete answer may take; for a stream, how long its first event may take
+    /// (keep-alive comments do not count), after which the next deployment is tried.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The longest wait between two events of a stream once its first was passed on; past
+    /// it the stream ends with an error event (keep-alive comments do not count).
+    #[serde(default = "default_stream_idle_timeout_ms")]
+    pub stream_idle_timeout_ms: u64,
 }
 
 fn default_timeout_ms() -> u64 {
     120_000
+}
+
+/// A minute: long enough for a model that pauses to think, short enough that a stalled
+/// provider does not hold a client (and its budget reservation) for long.
+fn default_stream_idle_timeout_ms() -> u64 {
+    60_000
 }
 
 /// Debug output never shows the credential, so logging a configuration cannot leak it.
@@ -83,6 +93,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_version", &self.api_version)
             .field("timeout_ms", &self.timeout_ms)
+            .field("stream_idle_timeout_ms", &self.stream_idle_timeout_ms)
             .finish()
     }
 }
@@ -98,8 +109,10 @@ pub struct ProviderView {
     pub api_key_set: bool,
     /// Azure's `api-version`.
     pub api_version: Option<String>,
-    /// Request timeout.
+    /// Request timeout (for a stream, its first event).
     pub timeout_ms: u64,
+    /// Longest wait between two events of a stream.
+    pub stream_idle_timeout_ms: u64,
 }
 
 impl ProviderConfig {
@@ -111,6 +124,7 @@ impl ProviderConfig {
             api_key_set: self.api_key.is_some(),
             api_version: self.api_version.clone(),
             timeout_ms: self.timeout_ms,
+            stream_idle_timeout_ms: self.stream_idle_timeout_ms,
         }
     }
 }

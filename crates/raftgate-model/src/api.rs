@@ -204,7 +204,11 @@ pub struct NodeUpstreams {
 pub struct CreateToken {
     /// The token's name: recorded as the actor of its writes in the audit log. Letters, digits
     /// and `- _ . ~`; `bootstrap` is reserved for `--admin-token`.
-    #[schema(pattern = "^[A-Za-z0-9._~-]+$", min_length = 1, max_length = 128)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-][A-Za-z0-9._~-]*|~[A-Za-z0-9._~-]+|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.\.[A-Za-z0-9._~-]+)$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub name: String,
     /// What it may do.
     pub role: TokenRole,

@@ -9,8 +9,10 @@ use serde::de::DeserializeOwned;
 
 /// Version of the byte format written by this build. Bump it whenever a replicated type
 /// changes shape (bincode has no field names to tolerate that): 2 added policies, consumer
-/// credentials, usage counters, admin tokens, the audit log and AI providers and models.
-pub const FORMAT_VERSION: u8 = 3;
+/// credentials, usage counters, admin tokens, the audit log and AI providers and models; 4
+/// added a provider's `stream_idle_timeout_ms`, routes' `upgrades`, JWT `hide_credentials` and
+/// the path-taken and missing-secret rejections.
+pub const FORMAT_VERSION: u8 = 4;
 
 /// Largest value [`decode`] accepts; larger input is refused rather than allocated.
 pub const MAX_DECODE_BYTES: usize = 256 << 20;

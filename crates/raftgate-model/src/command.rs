@@ -265,6 +265,21 @@ pub enum Rejection {
         /// Names of the referencing resources.
         by: Vec<String>,
     },
+    /// A prompt API and a route (or two prompt APIs) would serve the same path, one shadowing
+    /// the other.
+    #[error(
+        "{field} {path} is already served by {by_kind} '{by}'; choose another path, or change that {by_kind} first"
+    )]
+    PathTaken {
+        /// JSON field holding the path.
+        field: String,
+        /// The path asked for.
+        path: String,
+        /// Kind of the resource serving it.
+        by_kind: Kind,
+        /// Name of the resource serving it.
+        by: String,
+    },
     /// The spec names a resource that does not exist.
     #[error("{field} names {kind} '{name}', which does not exist; create it first")]
     MissingReference {
@@ -274,6 +289,14 @@ pub enum Rejection {
         kind: Kind,
         /// Name that was referenced.
         name: String,
+    },
+    /// A write-only secret was left out where none is stored to keep.
+    #[error(
+        "{field} is required: no secret is stored for it yet (secrets are write-only; leave one out only to keep the stored one)"
+    )]
+    MissingSecret {
+        /// JSON field of the secret.
+        field: String,
     },
 }
 

@@ -13,6 +13,7 @@ pub mod ai;
 pub mod api;
 pub mod codec;
 pub mod command;
+pub mod path;
 pub mod policy;
 pub mod prompt;
 pub mod resource;

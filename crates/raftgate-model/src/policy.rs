@@ -129,12 +129,16 @@ impl Default for KeyAuth {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtAuth {
-    /// Accepted audiences (`aud`); empty accepts any.
+    /// Accepted audiences (`aud`); empty accepts any. When set, a token must carry `aud`.
     #[serde(default)]
     pub audiences: Vec<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default)]
     pub leeway_s: u64,
+    /// Remove the token (`Authorization`) from the request sent upstream; by default it is
+    /// forwarded, so that the upstream can read its claims.
+    #[serde(default)]
+    pub hide_credentials: bool,
 }
 
 /// HTTP basic authentication settings.
@@ -207,7 +211,8 @@ pub struct JwtCredential {
     pub issuer: String,
     /// Signature algorithm.
     pub algorithm: JwtAlgorithm,
-    /// HS256: the shared secret; RS256/ES256: the public key in PEM. Omit when `jwks` is set.
+    /// HS256: the shared secret (write-only: sealed at rest and never shown; leave it out to
+    /// keep the stored one); RS256/ES256: the public key in PEM. Omit when `jwks` is set.
     #[serde(default)]
     pub key: Option<String>,
     /// RS256/ES256: a JSON Web Key Set document; the token's `kid` picks the key.
@@ -233,8 +238,9 @@ pub enum JwtAlgorithm {
 pub struct BasicCredential {
     /// User name; unique across consumers.
     pub username: String,
-    /// On write: the password (hashed by the admin API). As stored and shown: its Argon2id
-    /// PHC string (`$argon2id$...`).
+    /// On write: the password (hashed by the admin API; leave it out to keep the stored one).
+    /// As stored: its Argon2id PHC string (`$argon2id$...`), never shown.
+    #[serde(default)]
     pub password: String,
 }
 
@@ -589,6 +595,8 @@ pub fn validate_consumer(c: &ConsumerSpec) -> Result<(), ValidationError> {
         }
         match (&j.key, &j.jwks, j.algorithm) {
             (Some(k), None, _) if !k.is_empty() => {}
+            // The stored secret is kept (checked where the write is applied).
+            (None, None, JwtAlgorithm::HS256) => {}
             (None, Some(jwks), JwtAlgorithm::RS256 | JwtAlgorithm::ES256) => {
                 let doc: serde_json::Value = serde_json::from_str(jwks).map_err(|e| {
                     err(
@@ -618,7 +626,8 @@ pub fn validate_consumer(c: &ConsumerSpec) -> Result<(), ValidationError> {
                 "must be non-empty and without ':'",
             ));
         }
-        if !b.password.starts_with("$argon2") {
+        // Empty: the stored hash is kept (checked where the write is applied).
+        if !b.password.is_empty() && !b.password.starts_with("$argon2") {
             return Err(err(
                 "basic_auth.password",
                 "must be stored hashed; send it through the admin API, which hashes it",

@@ -234,9 +234,30 @@ fn path(path: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Which of `route`'s paths claims the prompt API path `path` for `POST`, if any: one that
+/// names it exactly (`/shop` or `=/shop`, a trailing `/` ignored) or a regex that matches it,
+/// on a route that takes `POST`. A prefix above the path (`/shop` for `/shop/assistant`, the
+/// catch-all `/`) does not: the prompt API is the more specific match there, as a route with
+/// the exact path would be. The state machine refuses a prompt API or a route that would
+/// take a path the other claims, so that neither silently shadows the other.
+pub fn route_claim(route: &crate::RouteSpec, path: &str) -> Option<usize> {
+    if !route.methods.is_empty() && !route.methods.iter().any(|m| m == "POST") {
+        return None;
+    }
+    route.paths.iter().position(|p| {
+        if let Some(re) = p.strip_prefix('~') {
+            regex::Regex::new(re).is_ok_and(|re| re.is_match(path))
+        } else {
+            let named = p.strip_prefix('=').unwrap_or(p);
+            named.len() > 1 && named.trim_end_matches('/') == path
+        }
+    })
+}
+
 /// See [`PromptSpec`]: the path, the model name, the templates against the declared
-/// variables, and the parameters' ranges. Whether the model and other prompts' paths exist is
-/// checked by the admin API against the replicated state.
+/// variables, and the parameters' ranges. Whether the model exists is checked by the admin
+/// API, and whether the path is free (of other prompt APIs and routes, see [`route_claim`]) by
+/// the state machine.
 pub fn validate(spec: &PromptSpec) -> Result<(), ValidationError> {
     path(&spec.path)?;
     crate::validate::name("model", &spec.model)?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ai::AiLimits;
-use crate::policy::{BasicCredential, JwtCredential, LimitScope, Policies};
+use crate::policy::{BasicCredential, JwtAlgorithm, JwtCredential, LimitScope, Policies};
 
 /// A stored resource: the user's spec plus the bookkeeping every resource carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -250,7 +250,7 @@ pub struct HeaderOps {
 }
 
 /// A route: which requests go to which service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// Name of the service that serves this route; it must exist.
@@ -289,6 +289,35 @@ pub struct RouteSpec {
     /// Authentication, ACL, limits, CORS: each field set here overrides the service's.
     #[serde(default)]
     pub policies: Policies,
+    /// Protocols a client may switch to with an HTTP/1.1 `Upgrade` through this route
+    /// (case-insensitive; `[]` passes none). A request asking for another has its `Upgrade`
+    /// removed and is forwarded as a plain request. `h2c` is never passed on.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".into()]
+}
+
+/// The same defaults as an empty JSON object gets (a service name aside).
+impl Default for RouteSpec {
+    fn default() -> Self {
+        Self {
+            service: String::new(),
+            paths: Vec::new(),
+            hosts: Vec::new(),
+            methods: Vec::new(),
+            headers: BTreeMap::new(),
+            priority: 0,
+            strip_path: false,
+            rewrite: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+            policies: Policies::default(),
+            upgrades: default_upgrades(),
+        }
+    }
 }
 
 /// A service instance that registered itself (service discovery). It stays in the service's
@@ -363,6 +392,83 @@ pub struct ConsumerSpec {
     /// Budgets and token rate of this consumer's AI gateway calls, all keys together.
     #[serde(default)]
     pub ai_limits: AiLimits,
+}
+
+/// What the admin API shows of a consumer: its secrets (HS256 JWT secrets, the basic-auth
+/// password hash) replaced by whether they are set. They are write-only: a consumer written
+/// again without them keeps the stored ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerView {
+    /// Your own identifier for this consumer.
+    pub custom_id: Option<String>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// Groups, for ACLs.
+    pub groups: Vec<String>,
+    /// JWT credentials, without HS256 secrets.
+    pub jwt: Vec<JwtCredentialView>,
+    /// The basic credential's user name.
+    pub basic_auth: Option<BasicCredentialView>,
+    /// Own limits by rate-limit name.
+    pub limits: BTreeMap<String, u64>,
+    /// AI model aliases it may use; empty means all.
+    pub ai_models: Vec<String>,
+    /// AI budgets and token rate.
+    pub ai_limits: AiLimits,
+}
+
+/// A JWT credential as the admin API shows it: public keys and key sets are shown, an HS256
+/// shared secret never (it would let the reader mint tokens as the consumer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JwtCredentialView {
+    /// The `iss` claim of the consumer's tokens.
+    pub issuer: String,
+    /// Signature algorithm.
+    pub algorithm: JwtAlgorithm,
+    /// RS256/ES256: the public key in PEM; never the HS256 secret.
+    pub key: Option<String>,
+    /// RS256/ES256: the JSON Web Key Set.
+    pub jwks: Option<String>,
+    /// Whether a key is stored.
+    pub key_set: bool,
+}
+
+/// A basic credential as the admin API shows it: the user name only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BasicCredentialView {
+    /// User name.
+    pub username: String,
+    /// Whether a password (its hash) is stored.
+    pub password_set: bool,
+}
+
+impl ConsumerSpec {
+    /// The admin view: secrets replaced by whether they are set.
+    pub fn view(&self) -> ConsumerView {
+        ConsumerView {
+            custom_id: self.custom_id.clone(),
+            tags: self.tags.clone(),
+            groups: self.groups.clone(),
+            jwt: self
+                .jwt
+                .iter()
+                .map(|j| JwtCredentialView {
+                    issuer: j.issuer.clone(),
+                    algorithm: j.algorithm,
+                    key: j.key.clone().filter(|_| j.algorithm != JwtAlgorithm::HS256),
+                    jwks: j.jwks.clone(),
+                    key_set: j.key.is_some() || j.jwks.is_some(),
+                })
+                .collect(),
+            basic_auth: self.basic_auth.as_ref().map(|b| BasicCredentialView {
+                username: b.username.clone(),
+                password_set: !b.password.is_empty(),
+            }),
+            limits: self.limits.clone(),
+            ai_models: self.ai_models.clone(),
+            ai_limits: self.ai_limits,
+        }
+    }
 }
 
 /// The window a rate limit counts over.

@@ -19,8 +19,8 @@ use crate::command::{Kind, Spec};
 use crate::policy::UsageCounter;
 use crate::prompt::PromptSpec;
 use crate::resource::{
-    CertificateInfo, CertificateSpec, ConsumerSpec, Entity, InstanceSpec, RateLimitSpec, RouteSpec,
-    ServiceSpec, StoredKey,
+    CertificateInfo, CertificateSpec, ConsumerSpec, ConsumerView, Entity, InstanceSpec,
+    RateLimitSpec, RouteSpec, ServiceSpec, StoredKey,
 };
 use crate::validate::{self, ValidationError};
 
@@ -147,7 +147,7 @@ pub trait Resource:
     /// Checks the spec on its own (references to other resources are checked on apply).
     fn validate(&self) -> Result<(), ValidationError>;
     /// What the admin API shows of a spec (secrets removed).
-    type View: Serialize + ToSchema + Send + 'static;
+    type View: Serialize + DeserializeOwned + ToSchema + Send + 'static;
     /// The admin API's view of this spec.
     fn view(&self) -> Self::View;
 }
@@ -191,7 +191,6 @@ macro_rules! resource {
 
 resource!(ServiceSpec, Service, services, validate::service);
 resource!(RouteSpec, Route, routes, validate::route);
-resource!(ConsumerSpec, Consumer, consumers, validate::consumer);
 resource!(RateLimitSpec, RateLimit, rate_limits, validate::rate_limit);
 resource!(StoredKey, Key, keys, validate::key);
 resource!(InstanceSpec, Instance, instances, validate::instance);
@@ -221,6 +220,26 @@ impl Resource for CertificateSpec {
             cert: self.cert.clone(),
             snis: self.snis.clone(),
         }
+    }
+}
+
+impl Resource for ConsumerSpec {
+    const KIND: Kind = Kind::Consumer;
+    fn table(state: &State) -> &Table<Self> {
+        &state.consumers
+    }
+    fn table_mut(state: &mut State) -> &mut Table<Self> {
+        &mut state.consumers
+    }
+    fn into_spec(self) -> Spec {
+        Spec::Consumer(self)
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        validate::consumer(self)
+    }
+    type View = ConsumerView;
+    fn view(&self) -> ConsumerView {
+        ConsumerSpec::view(self)
     }
 }
 

@@ -45,6 +45,14 @@ pub fn name(field: &str, name: &str) -> Result<(), ValidationError> {
     {
         return Err(err(field, "may contain only letters, digits and - _ . ~"));
     }
+    // Clients that normalise URL paths turn `/services/..` into `/`: such a name could be
+    // written but never read back or deleted.
+    if matches!(name, "." | ".." | "~") {
+        return Err(err(
+            field,
+            "must not be ., .. or ~ (clients that normalise URL paths cannot address it)",
+        ));
+    }
     Ok(())
 }
 
@@ -145,10 +153,12 @@ fn hosts(field: &str, hosts: &[String]) -> Result<(), ValidationError> {
 
 /// HTTP header names: RFC 9110 tokens.
 pub(crate) fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(is_token_byte)
+}
+
+/// A byte of an HTTP token (RFC 9110 §5.6.2).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 const METHODS: [&str; 9] = [
@@ -189,11 +199,21 @@ pub fn route(spec: &RouteSpec) -> Result<(), ValidationError> {
                     "must start with / (or =/ for an exact path, ~ for a regex)",
                 ));
             }
+            // Requests are normalised before routing, so only a normal path can match one.
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => match crate::path::normalize(p) {
+                Ok(None) => {}
+                Ok(Some(normal)) => {
+                    return Err(err(
+                        field,
+                        format!("must be in the normal form requests are matched in: {normal}"),
+                    ));
+                }
+                Err(e) => return Err(err(field, e.to_string())),
+            },
             PathMatch::Regex(re) => {
                 regex::Regex::new(re)
                     .map_err(|e| err(field, format!("invalid regular expression: {e}")))?;
             }
-            _ => {}
         }
     }
     hosts("hosts", &spec.hosts)?;
@@ -210,6 +230,22 @@ pub fn route(spec: &RouteSpec) -> Result<(), ValidationError> {
             return Err(err(
                 format!("headers.{name}"),
                 "must be a valid header name",
+            ));
+        }
+    }
+    for (i, protocol) in spec.upgrades.iter().enumerate() {
+        let field = format!("upgrades[{i}]");
+        if protocol.eq_ignore_ascii_case("h2c") {
+            return Err(err(
+                field,
+                "h2c upgrades are never passed on (HTTP/2 smuggling); clients speak HTTP/2 to the proxy directly instead",
+            ));
+        }
+        // A protocol name as `Upgrade` carries it (RFC 9110 §7.8), without its version.
+        if protocol.is_empty() || !protocol.bytes().all(is_token_byte) {
+            return Err(err(
+                field,
+                "must be a protocol name such as websocket (a token, no version)",
             ));
         }
     }
@@ -303,6 +339,9 @@ pub fn ai_provider(spec: &ProviderConfig) -> Result<(), ValidationError> {
     }
     if spec.timeout_ms == 0 {
         return Err(err("timeout_ms", "must be at least 1"));
+    }
+    if spec.stream_idle_timeout_ms == 0 {
+        return Err(err("stream_idle_timeout_ms", "must be at least 1"));
     }
     if spec.api_key.as_ref().is_some_and(String::is_empty) {
         return Err(err(
@@ -415,6 +454,11 @@ mod tests {
         assert!(name("n", "").is_err());
         assert!(name("n", "a/b").is_err());
         assert!(name("n", &"x".repeat(129)).is_err());
+        for unreadable in [".", "..", "~"] {
+            assert!(name("n", unreadable).is_err(), "{unreadable}");
+        }
+        assert!(name("n", "...").is_ok());
+        assert!(name("n", ".hidden").is_ok());
     }
 
     #[test]
@@ -433,5 +477,11 @@ mod tests {
         r.methods.clear();
         r.paths = vec!["api".into()];
         assert_eq!(route(&r).unwrap_err().field, "paths[0]");
+        for never_matched in ["/a/../b", "//a", "/a/./b", "=/%7euser", "/a%2fb", "/.."] {
+            r.paths = vec!["/ok".into(), never_matched.into()];
+            assert_eq!(route(&r).unwrap_err().field, "paths[1]", "{never_matched}");
+        }
+        r.paths = vec!["/a/".into(), "=/sp%20ace".into(), "~^/a/../b$".into()];
+        assert!(route(&r).is_ok());
     }
 }

@@ -27,6 +27,7 @@ use raftgate_model::ai::AiLimits;
 use raftgate_model::policy::{JwtAlgorithm, JwtAuth, JwtCredential};
 use raftgate_model::state::Table;
 use raftgate_model::{ConsumerSpec, State};
+use raftgate_secrets::SecretsKey;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::warn;
@@ -136,7 +137,9 @@ fn algorithm(a: JwtAlgorithm) -> Algorithm {
     }
 }
 
-fn decoding_key(c: &JwtCredential) -> Result<JwtKeys, String> {
+/// The key that verifies `c`'s tokens. An HS256 secret is stored sealed: it is opened with
+/// `secrets`, the node's secrets key.
+fn decoding_key(c: &JwtCredential, secrets: Option<&SecretsKey>) -> Result<JwtKeys, String> {
     if let Some(jwks) = &c.jwks {
         let set: JwkSet = serde_json::from_str(jwks).map_err(|e| e.to_string())?;
         let mut keys = HashMap::new();
@@ -146,11 +149,21 @@ fn decoding_key(c: &JwtCredential) -> Result<JwtKeys, String> {
         }
         return Ok(JwtKeys::Set(keys));
     }
-    let key = c.key.as_deref().unwrap_or_default().as_bytes();
+    let stored = c.key.as_deref().unwrap_or_default();
     let key = match c.algorithm {
-        JwtAlgorithm::HS256 => DecodingKey::from_secret(key),
-        JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(key).map_err(|e| e.to_string())?,
-        JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(key).map_err(|e| e.to_string())?,
+        JwtAlgorithm::HS256 => {
+            let secrets = secrets.ok_or(
+                "this node has no secrets key to open the HS256 secret with; start every node with --cluster-secret or --secrets-key-file",
+            )?;
+            let secret = secrets.open(stored).map_err(|e| e.to_string())?;
+            DecodingKey::from_secret(secret.as_bytes())
+        }
+        JwtAlgorithm::RS256 => {
+            DecodingKey::from_rsa_pem(stored.as_bytes()).map_err(|e| e.to_string())?
+        }
+        JwtAlgorithm::ES256 => {
+            DecodingKey::from_ec_pem(stored.as_bytes()).map_err(|e| e.to_string())?
+        }
     };
     Ok(JwtKeys::One(key))
 }
@@ -168,9 +181,10 @@ fn has_credentials(spec: &ConsumerSpec) -> bool {
 }
 
 impl Credentials {
-    /// Indexes the consumers and keys of `state`. Credentials that cannot be used (a PEM key
-    /// that does not parse) are left out with a warning.
-    pub fn build(state: &State) -> Credentials {
+    /// Indexes the consumers and keys of `state`, opening sealed HS256 secrets with `secrets`.
+    /// Credentials that cannot be used (a PEM key that does not parse, a secret this node
+    /// cannot open) are left out with a warning.
+    pub fn build(state: &State, secrets: Option<&SecretsKey>) -> Credentials {
         let consumers: HashMap<&str, Arc<Consumer>> = state
             .consumers
             .values()
@@ -205,7 +219,7 @@ impl Credentials {
             }
             let owner = &consumers[c.name.as_str()];
             for cred in &c.spec.jwt {
-                match decoding_key(cred) {
+                match decoding_key(cred, secrets) {
                     Ok(keys) => {
                         jwt.insert(
                             cred.issuer.clone(),
@@ -217,7 +231,7 @@ impl Credentials {
                         );
                     }
                     Err(error) => warn!(consumer = %c.name, issuer = %cred.issuer, %error,
-                        "JWT credential key does not parse; tokens of this issuer are refused"),
+                        "JWT credential key cannot be used; tokens of this issuer are refused"),
                 }
             }
             if let Some(b) = &c.spec.basic_auth {
@@ -291,7 +305,10 @@ impl Credentials {
             .jwt
             .get(&iss)
             .ok_or_else(|| bad("no consumer has a JWT credential for its issuer"))?;
-        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(&e.to_string()))?;
+        // The library's own message would name its internals (`unknown variant none`).
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            bad("its header is not readable or names an unsupported algorithm; sign with HS256, RS256 or ES256")
+        })?;
         let key = match &verifier.keys {
             JwtKeys::One(k) => k,
             JwtKeys::Set(keys) => keys
@@ -300,12 +317,14 @@ impl Credentials {
         };
         let mut validation = Validation::new(verifier.algorithm);
         validation.set_issuer(&[&iss]);
-        validation.set_required_spec_claims(&["exp", "iss"]);
         validation.validate_nbf = true;
         validation.leeway = policy.leeway_s;
         if policy.audiences.is_empty() {
+            validation.set_required_spec_claims(&["exp", "iss"]);
             validation.validate_aud = false;
         } else {
+            // Without `aud` in the required claims the library accepts a token lacking one.
+            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
             validation.set_audience(&policy.audiences);
         }
         match jsonwebtoken::decode::<serde_json::Value>(token, key, &validation) {
@@ -317,7 +336,10 @@ impl Credentials {
                 ErrorKind::InvalidIssuer => "its issuer (iss) does not match",
                 ErrorKind::InvalidSignature => "its signature does not verify",
                 ErrorKind::InvalidAlgorithm => "it is signed with another algorithm",
-                ErrorKind::MissingRequiredClaim(_) => "it lacks a required claim (exp, iss)",
+                ErrorKind::MissingRequiredClaim(_) if policy.audiences.is_empty() => {
+                    "it lacks a required claim (exp, iss)"
+                }
+                ErrorKind::MissingRequiredClaim(_) => "it lacks a required claim (exp, iss, aud)",
                 _ => "it cannot be decoded",
             })),
         }
@@ -421,6 +443,10 @@ mod tests {
     use raftgate_model::policy::BasicCredential;
     use raftgate_model::{Entity, StoredKey};
 
+    fn secrets() -> SecretsKey {
+        SecretsKey::derive(b"the secrets key of the auth tests")
+    }
+
     fn state() -> State {
         let mut s = State::default();
         let mut alice = ConsumerSpec {
@@ -430,7 +456,7 @@ mod tests {
         alice.jwt.push(JwtCredential {
             issuer: "alice-iss".into(),
             algorithm: JwtAlgorithm::HS256,
-            key: Some("s3cret".into()),
+            key: Some(secrets().seal("s3cret").unwrap()),
             jwks: None,
         });
         alice.basic_auth = Some(BasicCredential {
@@ -458,7 +484,7 @@ mod tests {
     #[test]
     fn only_consumers_with_credentials_affect_the_index() {
         let before = state();
-        let creds = Credentials::build(&before);
+        let creds = Credentials::build(&before, Some(&secrets()));
         let with = |name: &str, spec: ConsumerSpec| {
             let mut s = before.clone();
             std::sync::Arc::make_mut(&mut s.consumers).insert(name.into(), Entity::new(name, spec));
@@ -485,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_tokens_and_passwords() {
-        let creds = Credentials::build(&state());
+        let creds = Credentials::build(&state(), Some(&secrets()));
         assert_eq!(&*creds.by_key("rgk_one").unwrap().name, "alice");
         let key = creds.key("rgk_one").unwrap();
         assert_eq!(
@@ -508,7 +534,7 @@ mod tests {
         };
         let policy = JwtAuth {
             audiences: vec!["api".into()],
-            leeway_s: 0,
+            ..JwtAuth::default()
         };
         let good = serde_json::json!({"iss": "alice-iss", "aud": "api", "exp": now + 60});
         assert!(
@@ -534,6 +560,33 @@ mod tests {
                 .to_string()
                 .contains("audience")
         );
+        let no_aud = serde_json::json!({"iss": "alice-iss", "exp": now + 60});
+        let error = creds
+            .by_jwt(&sign(no_aud.clone(), b"s3cret"), &policy)
+            .unwrap_err();
+        assert!(error.to_string().contains("aud"), "{error}");
+        // Without audiences on the route, `aud` is not required.
+        assert!(
+            creds
+                .by_jwt(&sign(no_aud, b"s3cret"), &JwtAuth::default())
+                .is_ok()
+        );
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(br#"{"iss":"alice-iss"}"#)
+        );
+        let error = creds.by_jwt(&none, &policy).unwrap_err().to_string();
+        assert!(
+            error.contains("unsupported algorithm") && !error.contains("variant"),
+            "{error}"
+        );
+        // A secret sealed under another key (or no key on this node) verifies nothing.
+        for other in [Some(SecretsKey::derive(b"another secrets key")), None] {
+            let creds = Credentials::build(&state(), other.as_ref());
+            let good = serde_json::json!({"iss": "alice-iss", "aud": "api", "exp": now + 60});
+            assert!(creds.by_jwt(&sign(good, b"s3cret"), &policy).is_err());
+        }
         let nbf = serde_json::json!({"iss": "alice-iss", "exp": now + 600, "nbf": now + 300, "aud": "api"});
         assert!(
             creds

@@ -29,6 +29,7 @@ use arc_swap::ArcSwap;
 use raftgate_model::policy::UsageDelta;
 use raftgate_model::state::Table;
 use raftgate_model::{ConsumerSpec, NodeId, State, StoredKey};
+use raftgate_secrets::SecretsKey;
 use tracing::{debug, warn};
 
 pub use auth::{Credentials, hash_password};
@@ -48,6 +49,8 @@ pub struct Engine {
     credentials: ArcSwap<Credentials>,
     /// The consumers and keys the credentials were built from; only the reload task locks it.
     source: Mutex<Option<(Table<ConsumerSpec>, Table<StoredKey>)>>,
+    /// Opens the consumers' sealed HS256 secrets.
+    secrets: Option<Arc<SecretsKey>>,
 }
 
 impl Engine {
@@ -56,9 +59,17 @@ impl Engine {
     pub fn new(node: NodeId, interval: Duration) -> Engine {
         Engine {
             counters: Counters::new(node, interval, STALE_INTERVALS),
-            credentials: ArcSwap::from_pointee(Credentials::build(&State::default())),
+            credentials: ArcSwap::from_pointee(Credentials::build(&State::default(), None)),
             source: Mutex::new(None),
+            secrets: None,
         }
+    }
+
+    /// Opens the consumers' sealed HS256 JWT secrets with `secrets` (the node's secrets key);
+    /// without one, HS256 credentials verify nothing.
+    pub fn with_secrets(mut self, secrets: Option<Arc<SecretsKey>>) -> Engine {
+        self.secrets = secrets;
+        self
     }
 
     /// An engine that counts only locally and never goes stale: for a proxy without a cluster
@@ -81,7 +92,8 @@ impl Engine {
                     || self.credentials.load().unaffected_by(c, &state.consumers))
         });
         if !same {
-            self.credentials.store(Arc::new(Credentials::build(state)));
+            self.credentials
+                .store(Arc::new(Credentials::build(state, self.secrets.as_deref())));
         }
         *source = Some((state.consumers.clone(), state.keys.clone()));
     }

@@ -189,7 +189,7 @@ impl RoutePolicies {
         }
         let consumer = match &self.auth {
             Some(auth) => {
-                parts.headers.remove(&X_CONSUMER_NAME);
+                // A client's own `X-Consumer-Name` was removed before routing (every route).
                 let consumer = self
                     .authenticate(engine, auth, parts)
                     .await
@@ -320,7 +320,11 @@ impl RoutePolicies {
         if let Some(jwt) = &auth.jwt
             && let Some(token) = bearer(&parts.headers).map(str::to_owned)
         {
-            return credentials.by_jwt(&token, jwt);
+            let consumer = credentials.by_jwt(&token, jwt)?;
+            if jwt.hide_credentials {
+                parts.headers.remove(header::AUTHORIZATION);
+            }
+            return Ok(consumer);
         }
         if auth.basic.is_some()
             && let Some((user, password)) = basic_credentials(&parts.headers)

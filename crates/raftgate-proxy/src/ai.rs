@@ -10,10 +10,12 @@
 //!
 //! Budgets and token limits (`ai_limits` of the consumer and of the key) are enforced with the
 //! node's cluster-wide counters, the same ones rate limits use and the node already replicates
-//! in batches: before the provider call, the request's [`Reservation`] (its output limit priced
-//! at the dearest deployment) is acquired against each limit — micro-dollars for the day and
-//! month budgets (fixed UTC windows), tokens for the sliding minute — and settled with the
-//! call's actual cost and tokens afterwards, or with 0 when no provider served it.
+//! in batches: before the provider call, the request's [`Reservation`] (the most it may be
+//! billed: its input, images included, and every choice's output limit, priced at the dearest
+//! deployment) is acquired against each limit — micro-dollars for the day and month budgets
+//! (fixed UTC windows), tokens for the sliding minute — and settled with the call's actual cost
+//! and tokens afterwards, or with 0 when no provider served it. A request whose reservation
+//! alone passes a limit is answered 400: no wait would admit it.
 
 use std::sync::Arc;
 
@@ -160,6 +162,10 @@ impl Admission for AiLimits<'_> {
                     fail_open: false,
                 };
                 let amount = amount(kind, reservation.tokens, reservation.max_cost_usd);
+                if amount > limit {
+                    // No wait would make it fit: say so instead of a Retry-After.
+                    return Err(self.too_large(owner, kind, limit, amount, reservation));
+                }
                 match self.counters.acquire(&check, amount, now) {
                     Ok(r) => held.0.push((kind, r)),
                     // `held` gives back what the earlier limits reserved.
@@ -172,29 +178,55 @@ impl Admission for AiLimits<'_> {
 }
 
 impl AiLimits<'_> {
-    /// The 429 naming the limit: whose, which, and how much.
-    fn refused(&self, owner: Owner, kind: AiLimitKind, limit: u64, r: &Refusal) -> ApiError {
-        let whose = match owner {
+    /// Whose limit it is, for messages.
+    fn whose(&self, owner: Owner) -> String {
+        match owner {
             Owner::Consumer => format!("consumer '{}'", self.key.consumer.name),
             Owner::Key => format!(
                 "key '{}' of consumer '{}'",
                 self.key.id, self.key.consumer.name
             ),
+        }
+    }
+
+    /// The 400 for a request that alone needs more than a limit allows: no wait helps.
+    fn too_large(
+        &self,
+        owner: Owner,
+        kind: AiLimitKind,
+        limit: u64,
+        amount: u64,
+        reservation: &Reservation,
+    ) -> ApiError {
+        let (what, code) = describe(kind, limit);
+        let needs = match kind {
+            AiLimitKind::TokensPerMinute => format!("{amount} tokens"),
+            AiLimitKind::UsdDay | AiLimitKind::UsdMonth => {
+                format!("up to {} USD", amount as f64 / 1e6)
+            }
         };
-        let (what, code) = match kind {
-            AiLimitKind::UsdDay => (
-                format!("budget of {} USD per day (UTC)", limit as f64 / 1e6),
-                "budget_exceeded",
+        let mut e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!(
+                "this request alone may use {needs} (its input, and max_tokens for each of its n choices), more than the AI {what} of {}: it would never be admitted; ask for less (a lower max_tokens or n, a shorter input, fewer or smaller images), or have an administrator raise ai_limits",
+                self.whose(owner)
             ),
-            AiLimitKind::UsdMonth => (
-                format!("budget of {} USD per month (UTC)", limit as f64 / 1e6),
-                "budget_exceeded",
-            ),
-            AiLimitKind::TokensPerMinute => (
-                format!("limit of {limit} tokens per minute"),
-                "tokens_per_minute_exceeded",
-            ),
+        );
+        e.detail.code = Some(code.into());
+        let param = if reservation.output_tokens > 0 {
+            "max_tokens"
+        } else {
+            "input"
         };
+        e.detail.param = Some(param.into());
+        e
+    }
+
+    /// The 429 naming the limit: whose, which, and how much.
+    fn refused(&self, owner: Owner, kind: AiLimitKind, limit: u64, r: &Refusal) -> ApiError {
+        let whose = self.whose(owner);
+        let (what, code) = describe(kind, limit);
         let message = if r.stale {
             format!(
                 "the AI {what} of {whose} cannot be checked: this node lost touch with the cluster; retry later or on another node"
@@ -209,6 +241,24 @@ impl AiLimits<'_> {
         e.detail.code = Some(code.into());
         e.retry_after_s = Some(r.retry_after_s);
         e
+    }
+}
+
+/// A limit of `kind` in words, and the error code of its refusals.
+fn describe(kind: AiLimitKind, limit: u64) -> (String, &'static str) {
+    match kind {
+        AiLimitKind::UsdDay => (
+            format!("budget of {} USD per day (UTC)", limit as f64 / 1e6),
+            "budget_exceeded",
+        ),
+        AiLimitKind::UsdMonth => (
+            format!("budget of {} USD per month (UTC)", limit as f64 / 1e6),
+            "budget_exceeded",
+        ),
+        AiLimitKind::TokensPerMinute => (
+            format!("limit of {limit} tokens per minute"),
+            "tokens_per_minute_exceeded",
+        ),
     }
 }
 
@@ -266,6 +316,7 @@ mod tests {
     fn reservation(tokens: u64, max_cost_usd: f64) -> Reservation {
         Reservation {
             tokens,
+            output_tokens: tokens / 2,
             max_cost_usd,
         }
     }
@@ -315,6 +366,44 @@ mod tests {
         let held = limits.admit(&reservation(50, 0.5)).unwrap().unwrap();
         held.settle(0, 0.0);
         assert!(limits.admit(&reservation(50, 0.5)).is_ok());
+    }
+
+    #[test]
+    fn a_request_larger_than_a_limit_is_told_so_not_to_wait() {
+        let counters = Counters::new(0, Duration::from_millis(250), u32::MAX);
+        let key = key(
+            Configured {
+                tokens_per_minute: Some(1000),
+                budget_usd_day: Some(1.0),
+                ..Configured::default()
+            },
+            Configured::default(),
+        );
+        let limits = AiLimits {
+            counters: &counters,
+            key: &key,
+        };
+        for (reservation, code, limit) in [
+            (
+                reservation(1001, 0.5),
+                "tokens_per_minute_exceeded",
+                "1000 tokens per minute",
+            ),
+            (reservation(10, 1.5), "budget_exceeded", "1 USD per day"),
+        ] {
+            let e = limits.admit(&reservation).err().unwrap();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{e:?}");
+            assert_eq!(e.detail.code.as_deref(), Some(code));
+            assert_eq!(e.detail.param.as_deref(), Some("max_tokens"));
+            assert_eq!(e.retry_after_s, None, "waiting does not help");
+            assert!(
+                e.detail.message.contains(limit) && e.detail.message.contains("never"),
+                "{}",
+                e.detail.message
+            );
+        }
+        // Nothing was held by the refused requests.
+        assert!(limits.admit(&reservation(1000, 1.0)).is_ok());
     }
 
     #[test]

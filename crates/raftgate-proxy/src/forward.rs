@@ -15,13 +15,15 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use raftgate_ai::Gateway;
 use raftgate_ai::api::AiBody;
 use raftgate_metrics::{Metrics, RouteMetrics};
-use raftgate_policy::{Admitted, Answer, Engine, RoutePolicies};
+use raftgate_model::path::{self, PathError};
+use raftgate_policy::{Admitted, Answer, Engine, RoutePolicies, X_CONSUMER_NAME};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -81,6 +83,14 @@ enum Failure {
     NoRoute,
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(#[source] http::Error),
+    #[error("{0}")]
+    BadPath(#[from] PathError),
+    #[error(
+        "an HTTP/1.1 request must carry exactly one Host header (RFC 9112 section 3.2); send one"
+    )]
+    BadHost,
+    #[error("CONNECT is not proxied; this is a reverse proxy, send requests for its routes")]
+    Connect,
     #[error("the request body is larger than this proxy accepts ({limit} bytes); send less")]
     BodyTooLarge { limit: u64 },
     #[error("the request has more header lines than this proxy accepts ({limit}); send fewer")]
@@ -96,7 +106,9 @@ impl Failure {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Failure::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
-            Failure::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Failure::BadRequest(_) | Failure::BadHost => (StatusCode::BAD_REQUEST, "bad_request"),
+            Failure::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
+            Failure::Connect => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Failure::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Failure::HeadersTooLarge { .. } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -228,6 +240,15 @@ impl Forwarder {
     ) -> Result<Response<Body>, Infallible> {
         let received = Instant::now();
         let request_id = self.ids.for_request(request.headers());
+        let mut request = request;
+        if let Err(failure) = check_request(&mut request) {
+            debug!(request_id = ?request_id, error = %failure, "request refused before routing");
+            let mut response = failure.into_response(&request_id);
+            response.headers_mut().insert(&X_REQUEST_ID, request_id);
+            self.unrouted
+                .record(None, response.status().as_u16(), received.elapsed(), None);
+            return Ok(response);
+        }
         if let Some(gateway) = &self.ai
             && let Some(target) = AiTarget::of(gateway, request.method(), request.uri().path())
         {
@@ -247,7 +268,7 @@ impl Forwarder {
         }
         // The request is changed in place from here on: its head is a few hundred bytes.
         let (mut parts, body) = request.into_parts();
-        let upgrade = Upgrade::take(&mut parts);
+        let mut upgrade = Upgrade::take(&mut parts);
         let mut upstream_time = None;
         // When the upstream's answer arrived: the end of the upstream's share and, read once
         // for both, of the time to the response head.
@@ -263,6 +284,13 @@ impl Forwarder {
                 route: matched,
                 forwarded: added,
             }) => {
+                // An upgrade the route does not allow goes upstream as a plain request.
+                if upgrade
+                    .as_ref()
+                    .is_some_and(|u| !u.allowed_by(&matched.upgrades))
+                {
+                    upgrade = None;
+                }
                 let policies = route.insert(matched).policies.as_deref();
                 match self.admit(policies, &mut parts, peer, &body).await {
                     Ok(ok) => {
@@ -313,7 +341,7 @@ impl Forwarder {
                 let hop_by_hop_left = response.body().hop_by_hop_left();
                 let mut response = response.map(Either::Left);
                 if hop_by_hop_left {
-                    remove_hop_by_hop(response.headers_mut());
+                    remove_hop_by_hop(response.headers_mut(), Message::Response);
                 }
                 // Room for `Via` and `X-Request-Id` at once rather than a rehash per header.
                 response.headers_mut().reserve(2);
@@ -413,7 +441,14 @@ impl Forwarder {
         };
         // HTTP/2 and absolute-form HTTP/1 carry the host in the URI, origin-form HTTP/1 in `Host`.
         let original_host = match parts.uri.authority() {
-            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            // Without any userinfo (`user:pass@`) of an absolute-form target.
+            Some(authority) => HeaderValue::from_str(
+                authority
+                    .as_str()
+                    .rsplit_once('@')
+                    .map_or(authority.as_str(), |(_, host)| host),
+            )
+            .ok(),
             None => parts.headers.get(header::HOST).cloned(),
         };
         let router = self.router.load();
@@ -434,7 +469,7 @@ impl Forwarder {
         parts.version = Version::HTTP_11;
 
         let headers = &mut parts.headers;
-        remove_hop_by_hop(headers);
+        remove_hop_by_hop(headers, Message::Request);
         let forwarded = Forwarded::new(headers, peer, original_host, request_id, via);
         // Header ops and hashing on a header read the headers as they go upstream: for those
         // the proxy's lines go into the map first. Otherwise the codec writes them.
@@ -524,6 +559,11 @@ impl<'a> Forwarded<'a> {
             .contains(&name)
     }
 
+    /// [`Forwarded::replaces`] for a lowercase name that is not (yet) a `HeaderName`.
+    fn replaces_name(name: &str) -> bool {
+        HeaderName::from_bytes(name.as_bytes()).is_ok_and(|name| Forwarded::replaces(&name))
+    }
+
     /// Puts the lines into `headers` as the codec would write them, for a route whose header
     /// ops or hashing read them. `Host` is left for the target (or a header op) to set.
     pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
@@ -541,6 +581,33 @@ impl<'a> Forwarded<'a> {
         headers.insert(&X_REQUEST_ID, self.request_id.clone());
         headers.append(&VIA, self.via.clone());
     }
+}
+
+/// What every request must pass before anything looks at it: no `CONNECT`, one `Host` on
+/// HTTP/1.1, and a path that normalises (which it is, in place: see [`crate::path`]).
+fn check_request<B>(request: &mut Request<B>) -> Result<(), Failure> {
+    if request.method() == Method::CONNECT {
+        return Err(Failure::Connect);
+    }
+    if request.version() == Version::HTTP_11 {
+        let mut hosts = request.headers().get_all(header::HOST).iter();
+        if hosts.next().is_none() || hosts.next().is_some() {
+            return Err(Failure::BadHost);
+        }
+    }
+    let Some(path) = path::normalize(request.uri().path())? else {
+        return Ok(());
+    };
+    let uri = std::mem::take(request.uri_mut());
+    let mut parts = uri.into_parts();
+    let path_and_query = match parts.path_and_query.as_ref().and_then(PathAndQuery::query) {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(path_and_query).map_err(|e| Failure::BadRequest(e.into()))?);
+    *request.uri_mut() = Uri::from_parts(parts).map_err(|e| Failure::BadRequest(e.into()))?;
+    Ok(())
 }
 
 /// The proxy's body size limit, lowered by the route's own if it has one.
@@ -604,21 +671,64 @@ fn hop_by_hop_index(name: &str) -> Option<usize> {
     }
 }
 
-/// Removes the hop-by-hop headers. Allocates only when the message names extra ones.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+/// Which message [`remove_hop_by_hop`] cleans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Message {
+    /// A client's request: besides the hop-by-hop headers, what a client must not send
+    /// upstream (see [`is_never_forwarded`]) goes too.
+    Request,
+    /// An upstream's answer.
+    Response,
+}
+
+/// Headers a client's request never carries upstream, besides the hop-by-hop ones: the identity
+/// the proxy itself asserts (`X-Consumer-Name`, set only after authentication), and
+/// `HTTP2-Settings`, which belongs to an h2c upgrade the proxy never passes on (the h2c
+/// smuggling class of attacks).
+fn is_never_forwarded(name: &str) -> bool {
+    name == X_CONSUMER_NAME.as_str() || name == "http2-settings"
+}
+
+/// Whether `name`, which contains `_`, becomes a framing, hop-by-hop or identity header when its
+/// `_` are read as `-`, as CGI-style servers and some frameworks do (`Content_Length`,
+/// `X_Consumer_Name`): such a twin could smuggle what the proxy removes or sets itself.
+fn is_underscore_twin(name: &str) -> bool {
+    let dashed = name.replace('_', "-");
+    hop_by_hop_index(&dashed).is_some()
+        || dashed.starts_with("proxy-")
+        || is_never_forwarded(&dashed)
+        || Forwarded::replaces_name(&dashed)
+        || dashed == "content-length"
+        || dashed == "forwarded"
+        || dashed == "x-real-ip"
+}
+
+/// Whether a header that is not one of [`HOP_BY_HOP`] is removed from `message` all the same:
+/// `Proxy-*` always, and on a request the names of [`is_never_forwarded`] and
+/// [`is_underscore_twin`].
+fn is_removed_too(name: &str, message: Message) -> bool {
+    name.starts_with("proxy-")
+        || (message == Message::Request
+            && (is_never_forwarded(name)
+                || (name.as_bytes().contains(&b'_') && is_underscore_twin(name))))
+}
+
+/// Removes the hop-by-hop headers, and from a request what [`is_never_forwarded`] and
+/// [`is_underscore_twin`] name. Allocates only when the message names extra ones.
+fn remove_hop_by_hop(headers: &mut HeaderMap, message: Message) {
     // One pass over the names, without hashing, finds which are present (most messages have
     // none, or only `Connection`); only those are then removed.
     let mut present = 0u8;
-    let mut proxy = false;
+    let mut others = false;
     for name in headers.keys() {
         let name = name.as_str();
         if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
-        } else if name.starts_with("proxy-") {
-            proxy = true;
+        } else if is_removed_too(name, message) {
+            others = true;
         }
     }
-    if present == 0 && !proxy {
+    if present == 0 && !others {
         return;
     }
     let mut extra: Vec<HeaderName> = Vec::new();
@@ -634,11 +744,11 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    if proxy {
+    if others {
         extra.extend(
             headers
                 .keys()
-                .filter(|name| name.as_str().starts_with("proxy-"))
+                .filter(|name| is_removed_too(name.as_str(), message))
                 .cloned(),
         );
     }
@@ -676,7 +786,7 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        remove_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h, Message::Response);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept", "content-length"]);
     }

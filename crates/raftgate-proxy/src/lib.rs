@@ -46,10 +46,13 @@
 //!
 //! # Limits
 //!
-//! [`ProxyConfig`] bounds the request head (bytes and header lines: 431), the request body
-//! (413) and the time a client may take for its TLS handshake or request head. A client that
-//! breaks off, sends malformed HTTP or TLS, or is too slow is disconnected without affecting
-//! other connections.
+//! [`ProxyConfig`] bounds the request head (bytes and header lines: 431) and the request body
+//! (413); its [`Limits`] bound the connections: how many, how long a client may take for its
+//! first bytes, TLS handshake or request head, how long an HTTP/2 connection may idle (see
+//! [`raftgate_listener`]). An upstream's answer must come within the service's `read_ms`, and
+//! then keep coming: a body with no progress for `read_ms` is cut off. A client that breaks
+//! off, sends malformed HTTP or TLS, or is too slow is disconnected without affecting other
+//! connections.
 //!
 //! # Metrics
 //!
@@ -81,29 +84,21 @@ mod tls;
 mod upgrade;
 pub mod upstream;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
-use std::time::Duration;
-
-use futures_util::task::AtomicWaker;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use raftgate_listener::{Http, Listener};
 use raftgate_metrics::Metrics;
 use raftgate_model::State;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub use forward::ErrorBody;
+pub use raftgate_listener::Limits;
 pub use upstream::HealthView;
 
 use forward::{Forwarder, Peer};
@@ -112,18 +107,13 @@ use tls::Certificates;
 pub use tls::TlsSetupError;
 use upstream::Upstreams;
 
-/// Pause after a failed `accept` (for example when out of file descriptors) before retrying.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 /// Tunables of the proxy; `ProxyConfig::default()` suits most deployments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
-    /// On shutdown, how long open connections get to finish their in-flight requests before
-    /// they are closed. Default 10 s.
-    pub drain_timeout: Duration,
-    /// How long a client may take to complete a TLS handshake or to send an HTTP/1 request
-    /// head; past it the connection is closed (against slow or idle clients). Default 30 s.
-    pub header_read_timeout: Duration,
+    /// Connection limits and timeouts of the proxy's listeners: most connections, first bytes
+    /// and request heads, idle HTTP/2 connections, drain on shutdown (see
+    /// [`raftgate_listener`]).
+    pub limits: Limits,
     /// Largest request head accepted, in bytes: for HTTP/1 the request line and headers as
     /// sent (at least 8 KiB whatever is set here), for HTTP/2 the decoded header list as
     /// RFC 9113 counts it. Larger heads get a 431 (HTTP/1) or a stream reset (HTTP/2).
@@ -146,8 +136,7 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 impl Default for ProxyConfig {
     fn default() -> ProxyConfig {
         ProxyConfig {
-            drain_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
             max_header_bytes: 64 * 1024,
             max_headers: HYPER_DEFAULT_MAX_HEADERS,
             max_body_bytes: None,
@@ -159,8 +148,8 @@ impl Default for ProxyConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// A listener handed to [`Proxy::serve`] has no local address.
-    #[error("the proxy listener has no local address ({0}); pass a bound TcpListener")]
-    Listener(#[source] std::io::Error),
+    #[error(transparent)]
+    Listener(#[from] raftgate_listener::ListenError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsSetupError),
@@ -175,14 +164,6 @@ pub struct Proxy {
     policies: Arc<raftgate_policy::Engine>,
     ai: Option<Arc<raftgate_ai::Gateway>>,
     metrics: Arc<Metrics>,
-}
-
-/// The connection settings shared by every connection.
-struct Settings {
-    http: auto::Builder<TokioExecutor>,
-    /// Present when a TLS listener is served.
-    tls: Option<TlsAcceptor>,
-    header_read_timeout: Duration,
 }
 
 impl Proxy {
@@ -259,25 +240,32 @@ impl Proxy {
         tls_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ProxyError> {
-        let addr = listener.local_addr().map_err(ProxyError::Listener)?;
-        let tls_addr = tls_listener
-            .as_ref()
-            .map(TcpListener::local_addr)
-            .transpose()
-            .map_err(ProxyError::Listener)?;
         let state = self.states.borrow_and_update().clone();
         let certificates = tls_listener
             .as_ref()
             .map(|_| Arc::new(Certificates::new(&state.certificates)));
-        let tls = match &certificates {
-            Some(c) => Some(TlsAcceptor::from(c.server_config()?)),
-            None => None,
-        };
+        let mut listeners = vec![Listener {
+            name: "proxy",
+            socket: listener,
+            tls: None,
+            refusals: self.metrics.connection_refusals("proxy"),
+        }];
+        if let (Some(socket), Some(certificates)) = (tls_listener, &certificates) {
+            listeners.push(Listener {
+                name: "proxy_tls",
+                socket,
+                tls: Some(TlsAcceptor::from(certificates.server_config()?)),
+                refusals: self.metrics.connection_refusals("proxy_tls"),
+            });
+        }
         self.policies.refresh(&state);
         let router = Router::compile(&state, &self.upstreams.sync(&state), &self.metrics);
-        info!(%addr, tls_addr = ?tls_addr, routes = router.route_count(),
-            services = router.service_count(), applied_index = state.applied_index,
-            "proxy listening");
+        info!(
+            routes = router.route_count(),
+            services = router.service_count(),
+            applied_index = state.applied_index,
+            "proxy routes compiled"
+        );
         let forwarder = Arc::new(
             Forwarder::new(router, &self.config, self.policies, self.metrics).with_ai(self.ai),
         );
@@ -287,97 +275,40 @@ impl Proxy {
             certificates,
             self.upstreams,
         ));
-
-        let settings = Arc::new(Settings {
-            http: http_builder(&self.config),
-            tls,
-            header_read_timeout: self.config.header_read_timeout,
-        });
-        let mut connections = JoinSet::new();
-        // Each open connection's drain signal, by task.
-        let mut drains = HashMap::new();
-
-        tokio::pin!(shutdown);
-        loop {
-            let (accepted, tls) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
-                    drains.remove(&ended.map_or_else(|e| e.id(), |(id, ())| id));
-                    continue;
-                }
-                accepted = listener.accept() => (accepted, false),
-                accepted = accept(tls_listener.as_ref()) => (accepted, true),
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let drain = Arc::new(Drain::default());
-                    let task = connections.spawn(serve_connection(
-                        settings.clone(),
-                        forwarder.clone(),
-                        stream,
-                        peer,
-                        tls,
-                        drain.clone(),
-                    ));
-                    drains.insert(task.id(), drain);
-                }
-                Err(error) => {
-                    warn!(%error, tls, "accepting a proxy connection failed; retrying");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            }
-        }
-
-        drop(listener);
-        drop(tls_listener);
-        reload.abort();
-        for drain in drains.values() {
-            drain.request();
-        }
-        info!(
-            open = connections.len(),
-            "proxy stopped accepting; draining connections"
-        );
-        let drained = tokio::time::timeout(self.config.drain_timeout, async {
-            while connections.join_next().await.is_some() {}
-        })
+        let service = move |peer: SocketAddr, tls: bool| {
+            let context = Arc::new(ConnectionContext {
+                forwarder: forwarder.clone(),
+                peer: Peer::new(peer, tls),
+            });
+            service_fn(move |request| {
+                let context = context.clone();
+                async move { context.forwarder.handle(&context.peer, request).await }
+            })
+        };
+        let served = raftgate_listener::serve(
+            listeners,
+            http_settings(&self.config),
+            self.config.limits,
+            service,
+            shutdown,
+        )
         .await;
-        if drained.is_err() {
-            warn!(
-                open = connections.len(),
-                "proxy connections still busy after the drain timeout; closing them"
-            );
-        }
-        connections.shutdown().await;
+        reload.abort();
         info!("proxy stopped");
-        Ok(())
-    }
-}
-
-/// Accepts from `listener`, or waits forever when there is none.
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
+        Ok(served?)
     }
 }
 
 /// The HTTP/1 and HTTP/2 server settings, with the configured limits.
-fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    // The timer enables HTTP/1's header read timeout against slow clients.
-    let mut h1 = http.http1();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        // hyper needs at least 8 KiB; the buffer holds the request head while it is parsed.
-        .max_buf_size(config.max_header_bytes.max(8192));
+fn http_settings(config: &ProxyConfig) -> Http {
+    let mut http = Http::default();
+    // hyper needs at least 8 KiB; the buffer holds the request head while it is parsed.
+    http.h1.max_buf_size(config.max_header_bytes.max(8192));
     if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         // Any other value makes hyper allocate the header array per request.
-        h1.max_headers(config.max_headers);
+        http.h1.max_headers(config.max_headers);
     }
-    http.http2()
-        .timer(TokioTimer::new())
+    http.h2
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     http
 }
@@ -414,105 +345,8 @@ async fn reload(
     debug!("state channel closed; the proxy keeps its last routes");
 }
 
-/// Tells one connection to finish its in-flight requests and close. The accept loop, which
-/// knows every connection, raises all of them at shutdown; a connection checks its own with an
-/// atomic load whenever it is polled. (A channel shared by all connections would take its lock
-/// on every poll of every connection.)
-#[derive(Default)]
-struct Drain {
-    requested: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Drain {
-    fn request(&self) {
-        self.requested.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Completes once the drain is requested.
-    async fn requested(&self) {
-        std::future::poll_fn(|cx| {
-            if self.requested.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            if self.requested.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-    }
-}
-
 /// What every request of one connection shares; one `Arc` clone per request.
 struct ConnectionContext {
     forwarder: Arc<Forwarder>,
     peer: Peer,
-}
-
-/// Serves one accepted connection: the TLS handshake first when `tls`, then HTTP until the
-/// client leaves or the proxy drains.
-async fn serve_connection(
-    settings: Arc<Settings>,
-    forwarder: Arc<Forwarder>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: bool,
-    drain: Arc<Drain>,
-) {
-    if let Err(error) = stream.set_nodelay(true) {
-        debug!(%peer, %error, "cannot set TCP_NODELAY on a proxy connection");
-    }
-    let context = ConnectionContext {
-        forwarder,
-        peer: Peer::new(peer, tls),
-    };
-    match (&settings.tls, tls) {
-        (Some(acceptor), true) => {
-            let handshake = tokio::select! {
-                handshake = tokio::time::timeout(
-                    settings.header_read_timeout,
-                    acceptor.accept(stream),
-                ) => handshake,
-                () = drain.requested() => return,
-            };
-            match handshake {
-                Ok(Ok(stream)) => serve_http(&settings, context, stream, &drain).await,
-                Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
-            }
-        }
-        _ => serve_http(&settings, context, stream, &drain).await,
-    }
-}
-
-/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established connection.
-async fn serve_http<I>(settings: &Settings, context: ConnectionContext, io: I, drain: &Drain)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let addr = context.peer.addr;
-    let context = Arc::new(context);
-    let service = service_fn(move |request| {
-        let context = context.clone();
-        async move { context.forwarder.handle(&context.peer, request).await }
-    });
-    let connection = settings
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        biased;
-        result = connection.as_mut() => result,
-        () = drain.requested() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        debug!(peer = %addr, %error, "proxy connection ended with an error");
-    }
 }

@@ -157,6 +157,8 @@ pub struct Route {
     /// Authentication, ACL, limits, CORS: the route's own merged over its service's; `None`
     /// when it has none.
     pub(crate) policies: Option<Arc<RoutePolicies>>,
+    /// Protocols a client may upgrade to through this route, lower case.
+    pub(crate) upgrades: Box<[Box<str>]>,
     /// The node's metrics, where [`Route::metrics`] finds the route's series.
     registry: Arc<Metrics>,
     /// Where its requests are counted and timed: resolved at the route's first request and kept,
@@ -368,6 +370,11 @@ impl Router {
             response_headers: HeaderOps::compile(name, &spec.response_headers),
             service: service.clone(),
             policies,
+            upgrades: spec
+                .upgrades
+                .iter()
+                .map(|p| p.to_ascii_lowercase().into())
+                .collect(),
             registry: metrics.clone(),
             metrics: OnceLock::new(),
         });

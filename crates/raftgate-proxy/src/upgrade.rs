@@ -36,6 +36,13 @@ impl Upgrade {
         Some(Upgrade { protocol, client })
     }
 
+    /// Whether every protocol the client asked for is among `allowed` (lower-case names,
+    /// without versions). `h2c` never is: an h2c upgrade passed through a proxy lets a client
+    /// talk HTTP/2 to the upstream past every route and policy (h2c smuggling).
+    pub(crate) fn allowed_by(&self, allowed: &[Box<str>]) -> bool {
+        allows(allowed, &self.protocol)
+    }
+
     /// The protocol asked for, to [`restore`] on the request sent upstream.
     pub(crate) fn protocol(&self) -> &HeaderValue {
         &self.protocol
@@ -70,6 +77,17 @@ fn requested(request: &Parts) -> Option<HeaderValue> {
         return None;
     }
     request.headers.get(header::UPGRADE).cloned()
+}
+
+/// See [`Upgrade::allowed_by`].
+fn allows(allowed: &[Box<str>], asked: &HeaderValue) -> bool {
+    let Ok(asked) = asked.to_str() else {
+        return false;
+    };
+    asked.split(',').all(|protocol| {
+        let name = protocol.split('/').next().unwrap_or_default().trim();
+        !name.eq_ignore_ascii_case("h2c") && allowed.iter().any(|a| name.eq_ignore_ascii_case(a))
+    })
 }
 
 fn connection_has_upgrade(headers: &HeaderMap) -> bool {
@@ -127,5 +145,18 @@ mod tests {
         assert!(requested(&request(Version::HTTP_2, "upgrade")).is_none());
         let no_upgrade = head(http::Request::builder().header(header::CONNECTION, "upgrade"));
         assert!(requested(&no_upgrade).is_none());
+    }
+
+    #[test]
+    fn only_listed_protocols_and_never_h2c_are_allowed() {
+        let asked = HeaderValue::from_static;
+        let websocket: Box<[Box<str>]> = ["websocket".into()].into();
+        let with_h2c: Box<[Box<str>]> = ["websocket".into(), "h2c".into()].into();
+        assert!(allows(&websocket, &asked("websocket")));
+        assert!(allows(&websocket, &asked("WebSocket")));
+        assert!(!allows(&[], &asked("websocket")));
+        assert!(!allows(&with_h2c, &asked("h2c")));
+        assert!(!allows(&with_h2c, &asked("websocket, h2c")));
+        assert!(!allows(&websocket, &asked("TLS/1.2")));
     }
 }

@@ -18,7 +18,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use raftgate_model::{CertificateSpec, Entity, RouteSpec, ServiceSpec, State, Target};
-use raftgate_proxy::{ErrorBody, Proxy, ProxyConfig, ProxyError};
+use raftgate_proxy::{ErrorBody, Limits, Proxy, ProxyConfig, ProxyError};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -639,7 +639,10 @@ async fn slow_and_aborting_clients_are_cut_off_cleanly() {
     let proxy = start(
         state(http, ws, &[("api", &cert)]),
         ProxyConfig {
-            header_read_timeout: Duration::from_millis(300),
+            limits: Limits {
+                header_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
             ..ProxyConfig::default()
         },
     )
@@ -696,7 +699,10 @@ async fn garbage_on_either_listener_never_breaks_the_proxy() {
     let proxy = start(
         state(http, ws, &[("api", &cert)]),
         ProxyConfig {
-            header_read_timeout: Duration::from_millis(500),
+            limits: Limits {
+                header_timeout: Duration::from_millis(500),
+                ..Limits::default()
+            },
             ..ProxyConfig::default()
         },
     )

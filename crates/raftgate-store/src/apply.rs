@@ -8,8 +8,8 @@ use std::sync::Arc;
 use raftgate_model::access::{self, AuditEntry, AuditOperation, StoredToken};
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
 use raftgate_model::command::Applied;
-use raftgate_model::policy::Policies;
-use raftgate_model::prompt::PromptSpec;
+use raftgate_model::policy::{JwtAlgorithm, Policies};
+use raftgate_model::prompt::{PromptSpec, route_claim};
 use raftgate_model::state::Resource;
 use raftgate_model::{
     CertificateSpec, Command, ConsumerSpec, Entity, InstanceSpec, Kind, Outcome, Proposal,
@@ -92,9 +92,13 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                         });
                     }
                     check_rate_limits(state, &r.policies)?;
+                    check_route_paths(state, r)?;
                     put(state, name, r.clone(), index, at)
                 }
-                Spec::Consumer(c) => put(state, name, c.clone(), index, at),
+                Spec::Consumer(c) => {
+                    let consumer = keep_stored_secrets(state, name, c.clone())?;
+                    put(state, name, consumer, index, at)
+                }
                 Spec::RateLimit(l) => put(state, name, l.clone(), index, at),
                 Spec::Key(k) => {
                     if !state.consumers.contains_key(&k.consumer) {
@@ -120,7 +124,10 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                 Spec::Token(t) => put(state, name, t.clone(), index, at),
                 Spec::AiProvider(p) => put(state, name, p.clone(), index, at),
                 Spec::AiModel(m) => put(state, name, m.clone(), index, at),
-                Spec::AiPrompt(p) => put(state, name, p.clone(), index, at),
+                Spec::AiPrompt(p) => {
+                    check_prompt_path(state, name, &p.path)?;
+                    put(state, name, p.clone(), index, at)
+                }
             }
         }
         Command::Delete {
@@ -243,6 +250,47 @@ fn check_rate_limits(state: &State, policies: &Policies) -> Result<(), Rejection
     }
 }
 
+/// A prompt API's path must be its own: no other prompt API's, and none a route claims for
+/// `POST` (see [`route_claim`]), which the prompt API would silently shadow.
+fn check_prompt_path(state: &State, name: &str, path: &str) -> Result<(), Rejection> {
+    let taken = |by_kind, by: &str| Rejection::PathTaken {
+        field: "path".into(),
+        path: path.to_string(),
+        by_kind,
+        by: by.to_string(),
+    };
+    if let Some((other, _)) = state
+        .ai_prompts
+        .iter()
+        .find(|(other, e)| *other != name && e.spec.path == path)
+    {
+        return Err(taken(Kind::AiPrompt, other));
+    }
+    match state
+        .routes
+        .iter()
+        .find(|(_, e)| route_claim(&e.spec, path).is_some())
+    {
+        Some((route, _)) => Err(taken(Kind::Route, route)),
+        None => Ok(()),
+    }
+}
+
+/// A route may not claim a prompt API's path (the prompt API would shadow it).
+fn check_route_paths(state: &State, route: &RouteSpec) -> Result<(), Rejection> {
+    for (prompt, e) in state.ai_prompts.iter() {
+        if let Some(i) = route_claim(route, &e.spec.path) {
+            return Err(Rejection::PathTaken {
+                field: format!("paths[{i}]"),
+                path: route.paths[i].clone(),
+                by_kind: Kind::AiPrompt,
+                by: prompt.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A heartbeat keeps a registered instance alive.
 fn heartbeat(state: &mut State, index: u64, at: u64, instance: &str) -> Applied {
     let table = Arc::make_mut(&mut state.instances);
@@ -312,6 +360,47 @@ fn put<R: Resource>(state: &mut State, name: &str, spec: R, index: u64, at: u64)
         version: Some(index),
         created: existing.is_none(),
     })
+}
+
+/// A consumer's write-only secrets left out of a write are kept from the stored consumer: an
+/// HS256 credential without `key` keeps the stored secret of the same issuer, a basic credential
+/// without `password` the stored hash of the same user name. Without one to keep, the write is
+/// refused.
+fn keep_stored_secrets(
+    state: &State,
+    name: &str,
+    mut consumer: ConsumerSpec,
+) -> Result<ConsumerSpec, Rejection> {
+    let stored = state.consumers.get(name).map(|e| &e.spec);
+    for (i, credential) in consumer.jwt.iter_mut().enumerate() {
+        if credential.algorithm != JwtAlgorithm::HS256 || credential.key.is_some() {
+            continue;
+        }
+        credential.key = stored
+            .and_then(|s| {
+                s.jwt.iter().find(|old| {
+                    old.issuer == credential.issuer && old.algorithm == JwtAlgorithm::HS256
+                })
+            })
+            .and_then(|old| old.key.clone());
+        if credential.key.is_none() {
+            return Err(Rejection::MissingSecret {
+                field: format!("jwt[{i}].key"),
+            });
+        }
+    }
+    if let Some(basic) = &mut consumer.basic_auth
+        && basic.password.is_empty()
+    {
+        basic.password = stored
+            .and_then(|s| s.basic_auth.as_ref())
+            .filter(|old| old.username == basic.username)
+            .map(|old| old.password.clone())
+            .ok_or_else(|| Rejection::MissingSecret {
+                field: "basic_auth.password".into(),
+            })?;
+    }
+    Ok(consumer)
 }
 
 fn remove<R: Resource>(state: &mut State, name: &str) {
@@ -429,6 +518,64 @@ mod tests {
     }
 
     #[test]
+    fn write_only_consumer_secrets_left_out_are_kept() {
+        use raftgate_model::policy::{BasicCredential, JwtCredential};
+        let consumer = |key: Option<&str>, password: &str, username: &str| {
+            Spec::Consumer(ConsumerSpec {
+                jwt: vec![JwtCredential {
+                    issuer: "iss".into(),
+                    algorithm: JwtAlgorithm::HS256,
+                    key: key.map(Into::into),
+                    jwks: None,
+                }],
+                basic_auth: Some(BasicCredential {
+                    username: username.into(),
+                    password: password.into(),
+                }),
+                ..ConsumerSpec::default()
+            })
+        };
+        let mut s = State::default();
+        // Nothing stored yet: a secret left out is refused, naming its field.
+        assert_eq!(
+            apply(
+                &mut s,
+                1,
+                &put_cmd("c", consumer(None, "$argon2id$h", "u"), None)
+            ),
+            Err(Rejection::MissingSecret {
+                field: "jwt[0].key".into()
+            })
+        );
+        assert_eq!(
+            apply(
+                &mut s,
+                2,
+                &put_cmd("c", consumer(Some("sealed:v1:k"), "", "u"), None)
+            ),
+            Err(Rejection::MissingSecret {
+                field: "basic_auth.password".into()
+            })
+        );
+        apply(
+            &mut s,
+            3,
+            &put_cmd("c", consumer(Some("sealed:v1:k"), "$argon2id$h", "u"), None),
+        )
+        .unwrap();
+        // Left out later: the stored ones are kept.
+        apply(&mut s, 4, &put_cmd("c", consumer(None, "", "u"), None)).unwrap();
+        let stored = &s.consumers["c"].spec;
+        assert_eq!(stored.jwt[0].key.as_deref(), Some("sealed:v1:k"));
+        assert_eq!(stored.basic_auth.as_ref().unwrap().password, "$argon2id$h");
+        // A password is kept only for the same user name.
+        assert!(matches!(
+            apply(&mut s, 5, &put_cmd("c", consumer(None, "", "other"), None)),
+            Err(Rejection::MissingSecret { .. })
+        ));
+    }
+
+    #[test]
     fn a_provider_used_by_a_model_is_not_deleted_and_cooldowns_expire() {
         use raftgate_model::ai::{AiCooldown, Deployment, ProviderKind};
         let mut s = State::default();
@@ -438,6 +585,7 @@ mod tests {
             api_key: None,
             api_version: None,
             timeout_ms: 1000,
+            stream_idle_timeout_ms: 1000,
         };
         apply(&mut s, 1, &put_cmd("p", Spec::AiProvider(provider), None)).unwrap();
         let model = ModelConfig {
@@ -507,6 +655,118 @@ mod tests {
         );
         apply(&mut s, 9, &quiet(5_000)).unwrap();
         assert!(s.ai_cooldowns.is_empty());
+    }
+
+    #[test]
+    fn a_prompt_api_and_a_route_never_claim_the_same_path() {
+        use raftgate_model::prompt::{PromptMessage, PromptRole};
+        let prompt = |path: &str| {
+            Spec::AiPrompt(PromptSpec {
+                path: path.into(),
+                model: "m".into(),
+                messages: vec![PromptMessage {
+                    role: PromptRole::User,
+                    content: "hi".into(),
+                }],
+                variables: Default::default(),
+                parameters: Default::default(),
+                response_format: Default::default(),
+            })
+        };
+        let route_at = |paths: &[&str], methods: &[&str]| {
+            let Spec::Route(mut r) = route("svc") else {
+                unreachable!()
+            };
+            r.paths = paths.iter().map(|p| p.to_string()).collect();
+            r.methods = methods.iter().map(|m| m.to_string()).collect();
+            Spec::Route(r)
+        };
+        let mut s = State::default();
+        apply(&mut s, 1, &put_cmd("svc", service(), None)).unwrap();
+        apply(&mut s, 2, &put_cmd("shop", route_at(&["/shop"], &[]), None)).unwrap();
+        apply(
+            &mut s,
+            3,
+            &put_cmd("exact", route_at(&["=/cart"], &["POST"]), None),
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            4,
+            &put_cmd("re", route_at(&["~^/users/[0-9]+$"], &[]), None),
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            5,
+            &put_cmd("reads", route_at(&["/news"], &["GET"]), None),
+        )
+        .unwrap();
+        apply(&mut s, 6, &put_cmd("all", route_at(&["/"], &[]), None)).unwrap();
+        // A prompt may not take a path a route names (prefix, exact or regex) for POST.
+        for (i, (path, by)) in [("/shop", "shop"), ("/cart", "exact"), ("/users/7", "re")]
+            .into_iter()
+            .enumerate()
+        {
+            let refused = apply(&mut s, 10 + i as u64, &put_cmd("p", prompt(path), None));
+            assert_eq!(
+                refused,
+                Err(Rejection::PathTaken {
+                    field: "path".into(),
+                    path: path.into(),
+                    by_kind: Kind::Route,
+                    by: by.into(),
+                })
+            );
+        }
+        // Below a prefix, on a route without POST, or under the catch-all: its own path.
+        for (i, path) in ["/shop/assistant", "/news", "/apis/x"]
+            .into_iter()
+            .enumerate()
+        {
+            apply(
+                &mut s,
+                20 + i as u64,
+                &put_cmd(&format!("p{i}"), prompt(path), None),
+            )
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+        // The other way round: a route that a prompt API would shadow, and another prompt.
+        let refused = apply(
+            &mut s,
+            30,
+            &put_cmd("r2", route_at(&["=/apis/x"], &[]), None),
+        );
+        assert_eq!(
+            refused,
+            Err(Rejection::PathTaken {
+                field: "paths[0]".into(),
+                path: "=/apis/x".into(),
+                by_kind: Kind::AiPrompt,
+                by: "p2".into(),
+            })
+        );
+        assert!(
+            apply(
+                &mut s,
+                31,
+                &put_cmd("r3", route_at(&["/news"], &["POST"]), None)
+            )
+            .is_err()
+        );
+        apply(
+            &mut s,
+            32,
+            &put_cmd("r4", route_at(&["/news"], &["GET"]), None),
+        )
+        .unwrap();
+        let refused = apply(&mut s, 33, &put_cmd("other", prompt("/apis/x"), None));
+        assert!(
+            matches!(&refused, Err(Rejection::PathTaken { by_kind: Kind::AiPrompt, by, .. }) if by == "p2"),
+            "{refused:?}"
+        );
+        // Rewriting a prompt at its own path is fine.
+        apply(&mut s, 34, &put_cmd("p2", prompt("/apis/x"), None)).unwrap();
     }
 
     #[test]

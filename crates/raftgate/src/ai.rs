@@ -17,12 +17,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use raftgate_ai::secrets::SecretsKey;
 use raftgate_ai::{Gateway, GatewayConfig, UsageRecord, UsageSink};
 use raftgate_cluster::Node;
 use raftgate_metrics::{AiCallUsage, AiLabels, Metrics};
 use raftgate_model::ai::{AiCooldown, AiUsage, AiUsageDelta, HOUR_MS};
 use raftgate_model::{Command, State};
+use raftgate_secrets::SecretsKey;
 use tokio::sync::{mpsc, watch};
 
 use crate::CliError;

@@ -47,10 +47,28 @@ pub struct ServeArgs {
     /// are streamed.
     #[arg(long)]
     pub max_body_bytes: Option<u64>,
+    /// Milliseconds a client connection (proxy or admin API) may take to send its first bytes or
+    /// finish its TLS handshake, and then each HTTP/1.1 request head — which also bounds how
+    /// long an HTTP/1.1 connection may idle between requests. Default 30000.
+    #[arg(long)]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds an HTTP/2 client connection may go without a request before it is closed
+    /// (GOAWAY). Default 60000.
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most open client connections per listener (proxy, proxy TLS, admin API); more are closed
+    /// on accept and counted in raftgate_connections_refused_total. Default 16384.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Milliseconds between two reports of this node's rate-limit and AI usage to the cluster
     /// (one Raft entry each): shorter is more accurate, longer costs less. Default 250.
     #[arg(long)]
     pub usage_sync_ms: Option<u64>,
+    /// Most MiB of AI answers this node holds in memory at once while reading them (a complete
+    /// answer is read whole, up to 32 MiB); past it an AI call is answered 503 with
+    /// Retry-After, so AI traffic cannot take the memory the node's Raft work needs. Default 64.
+    #[arg(long)]
+    pub ai_answer_memory_mib: Option<u64>,
     /// Host name or IP other nodes and clients use to reach this node, when the listen addresses
     /// are wildcards (0.0.0.0), e.g. in containers. `{hostname}` is replaced by the host name.
     #[arg(long)]
@@ -219,6 +237,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         }
         None => ServeArgs::default(),
     };
+    let limits = listener_limits(&flags, &file);
     let filter = flags
         .log
         .clone()
@@ -317,6 +336,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         None => None,
     };
     let proxy_config = raftgate_proxy::ProxyConfig {
+        limits,
         max_body_bytes: flags.max_body_bytes.or(file.max_body_bytes),
         ..raftgate_proxy::ProxyConfig::default()
     };
@@ -347,12 +367,21 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         .map_or(raftgate_policy::DEFAULT_SYNC_INTERVAL, |ms| {
             std::time::Duration::from_millis(ms.max(10))
         });
-    let policies = std::sync::Arc::new(raftgate_policy::Engine::new(node.id(), usage_sync));
+    let policies = std::sync::Arc::new(
+        raftgate_policy::Engine::new(node.id(), usage_sync).with_secrets(secrets.clone()),
+    );
     let usage_task = tokio::spawn(report_usage(node.clone(), policies.clone()));
     let (ai_usage, ai_records) = crate::ai::UsageChannel::new();
+    let answer_memory = flags
+        .ai_answer_memory_mib
+        .or(file.ai_answer_memory_mib)
+        .map_or(raftgate_ai::memory::DEFAULT_ANSWER_MEMORY, |mib| {
+            usize::try_from(mib.max(1).saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+        });
     let gateway = std::sync::Arc::new(
         raftgate_ai::Gateway::new(&raftgate_ai::GatewayConfig::default(), ai_usage)
-            .map_err(|e| CliError::Config(e.to_string()))?,
+            .map_err(|e| CliError::Config(e.to_string()))?
+            .with_answer_memory(answer_memory),
     );
     let ai_usage_task = tokio::spawn(crate::ai::report_usage(
         node.clone(),
@@ -378,6 +407,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     };
     let admin_task = tokio::spawn(raftgate_admin::serve(
         admin_listener,
+        limits,
         node.clone(),
         token.clone(),
         Some(health),
@@ -402,6 +432,27 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// The connection limits of the client-facing listeners, from the flags or the file.
+fn listener_limits(flags: &ServeArgs, file: &ServeArgs) -> raftgate_listener::Limits {
+    let defaults = raftgate_listener::Limits::default();
+    let ms = std::time::Duration::from_millis;
+    raftgate_listener::Limits {
+        header_timeout: flags
+            .header_timeout_ms
+            .or(file.header_timeout_ms)
+            .map_or(defaults.header_timeout, |v| ms(v.max(1))),
+        idle_timeout: flags
+            .idle_timeout_ms
+            .or(file.idle_timeout_ms)
+            .map_or(defaults.idle_timeout, |v| ms(v.max(1))),
+        max_connections: flags
+            .max_connections
+            .or(file.max_connections)
+            .map_or(defaults.max_connections, |v| v.max(1)),
+        ..defaults
+    }
 }
 
 /// Reports this node's rate-limit usage through Raft every sync interval, and keeps the number

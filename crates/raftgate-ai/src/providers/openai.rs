@@ -71,22 +71,36 @@ impl Provider for OpenAi {
     }
 }
 
-/// Chunks pass through as they are; the translator watches for usage, `[DONE]` and errors.
+/// Chunks pass through as they are; the translator watches for usage, errors and the end: a
+/// stream is whole when it sent `[DONE]`, or when every choice it began got its
+/// `finish_reason` (some compatible servers close without `[DONE]`); one that closes otherwise
+/// was cut off, and must not look finished.
 #[derive(Default)]
 pub(crate) struct OpenAiStream {
     usage: Option<Usage>,
+    done: bool,
+    /// Choices begun, and those that got their finish_reason.
+    begun: std::collections::BTreeSet<u32>,
+    finished: std::collections::BTreeSet<u32>,
 }
 
 impl StreamTranslator for OpenAiStream {
     fn event(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Step, ApiError> {
         let data = event.data.trim();
         if data == "[DONE]" {
+            self.done = true;
             return Ok(Step::Done);
         }
         match serde_json::from_str::<ChatChunk>(data) {
             Ok(chunk) => {
                 if chunk.usage.is_some() {
                     self.usage = chunk.usage;
+                }
+                for choice in &chunk.choices {
+                    self.begun.insert(choice.index);
+                    if choice.finish_reason.is_some() {
+                        self.finished.insert(choice.index);
+                    }
                 }
                 out.push(chunk);
                 Ok(Step::More)
@@ -107,7 +121,12 @@ impl StreamTranslator for OpenAiStream {
     }
 
     fn finish(&mut self, _out: &mut Vec<ChatChunk>) -> Result<(), ApiError> {
-        Ok(())
+        if self.done || (!self.begun.is_empty() && self.begun == self.finished) {
+            return Ok(());
+        }
+        Err(ApiError::bad_upstream(
+            "the openai provider closed the stream before its end (no finish_reason nor [DONE]); the answer is incomplete",
+        ))
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -4,7 +4,9 @@
 //! - `connect_ms` bounds each TCP connect;
 //! - `read_ms` bounds the wait for the response head of each attempt, counted from when the
 //!   request is handed to the endpoint's connections (so a new connection's connect time is
-//!   included);
+//!   included), and then each wait for more of the response body: an upstream that stalls in
+//!   the middle of a body has the stream cut after `read_ms` without a byte (as nginx's
+//!   `proxy_read_timeout` does), rather than holding the client;
 //! - `total_ms`, when set, bounds the whole exchange: all attempts and the response body. Past
 //!   it before the head arrived the client gets a 504; past it while the body streams, the
 //!   stream is cut (the status was already sent).
@@ -286,6 +288,8 @@ impl Pool {
                 pool: self,
                 index,
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                idle: None,
+                stalled: false,
             }));
         }
     }
@@ -369,6 +373,10 @@ pub(crate) enum BodyError {
     Upstream(#[source] ExchangeError),
     #[error("the exchange exceeded the service's total timeout of {0:?}")]
     TotalTimeout(Duration),
+    #[error(
+        "the upstream sent nothing more of its response body for {0:?} (the service's read timeout)"
+    )]
+    IdleTimeout(Duration),
 }
 
 /// An upstream response body on its way to the client: drives its connection's I/O, counts the
@@ -380,6 +388,11 @@ pub(crate) struct UpstreamBody {
     pool: Arc<Pool>,
     index: usize,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The read timeout between two pieces of the body: made when the body first waits for
+    /// the upstream (most bodies arrive with their head and never do), then reset.
+    idle: Option<Pin<Box<Sleep>>>,
+    /// Whether `idle` runs, i.e. nothing came since the body last waited.
+    stalled: bool,
 }
 
 impl UpstreamBody {
@@ -410,9 +423,25 @@ impl Body for UpstreamBody {
             let total = this.pool.total.unwrap_or_default();
             return Poll::Ready(Some(Err(BodyError::TotalTimeout(total))));
         }
-        Pin::new(&mut this.inner)
-            .poll_frame(cx)
-            .map_err(BodyError::Upstream)
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_ready() {
+            this.stalled = false;
+            return polled.map_err(BodyError::Upstream);
+        }
+        let read = this.pool.read;
+        let idle = match &mut this.idle {
+            Some(idle) if this.stalled => idle,
+            Some(idle) => {
+                idle.as_mut().reset(Instant::now() + read);
+                idle
+            }
+            None => this.idle.insert(Box::pin(tokio::time::sleep(read))),
+        };
+        this.stalled = true;
+        if idle.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(BodyError::IdleTimeout(read))));
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

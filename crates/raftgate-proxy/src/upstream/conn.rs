@@ -253,9 +253,10 @@ impl Conn {
         &mut self,
         cx: &mut Context<'_>,
         method: &Method,
+        upgrade: bool,
     ) -> Poll<Result<h1::Head, ExchangeError>> {
         loop {
-            if let Some(head) = h1::parse_response(&mut self.read, method)? {
+            if let Some(head) = h1::parse_response(&mut self.read, method, upgrade)? {
                 return Poll::Ready(Ok(head));
             }
             if let Poll::Ready(Err(error)) = self.poll_send(cx) {
@@ -337,7 +338,7 @@ impl Conns {
                 None => Box::pin(open(addr, connect)).await?,
             };
             conn.start(&parts, added, body);
-            match poll_fn(|cx| conn.poll_head(cx, &parts.method)).await {
+            match poll_fn(|cx| conn.poll_head(cx, &parts.method, switching)).await {
                 Ok(head) => {
                     let reading = match head.framing {
                         Framing::Empty | Framing::Length(0) => Reading::Done,

@@ -144,16 +144,23 @@ pub(crate) struct Head {
 }
 
 /// Parses a response head at the start of `buf` and removes it from there; `None` while it is
-/// incomplete. Interim (1xx) answers other than `101` are skipped.
+/// incomplete. Interim (1xx) answers other than `101` are skipped; a `101` is an error unless
+/// the request asked to `upgrade` (a client's connection must not switch behind its back).
 pub(crate) fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
+    upgrade: bool,
 ) -> Result<Option<Head>, WireError> {
     loop {
         let Some(head) = parse_one(buf, method)? else {
             return Ok(None);
         };
         let status = head.parts.status;
+        if status == StatusCode::SWITCHING_PROTOCOLS && !upgrade {
+            return Err(WireError::Head(
+                "101 Switching Protocols to a request that asked for no upgrade",
+            ));
+        }
         if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Some(head));
         }
@@ -171,6 +178,10 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireEr
         &mut lines,
     );
     let len = match parsed {
+        // However it arrived: in one read or several.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err(WireError::HeadTooLarge);
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(WireError::HeadTooLarge);
@@ -336,6 +347,13 @@ fn framing(
         return Ok((Framing::Empty, true));
     }
     if let Some(codings) = wire.transfer_encoding {
+        // RFC 9112 §6.3: a sign of request smuggling or response splitting; passing the
+        // length on would make the client cut the body short.
+        if wire.length.is_some() || wire.bad_length.is_some() {
+            return Err(WireError::Head(
+                "both Content-Length and Transfer-Encoding are set",
+            ));
+        }
         let chunked = codings
             .rsplit(|b| *b == b',')
             .next()
@@ -436,7 +454,7 @@ mod tests {
     use http_body_util::{Empty, Full};
 
     fn head(raw: &str, method: &Method) -> Result<Option<Head>, WireError> {
-        parse_response(&mut BytesMut::from(raw), method)
+        parse_response(&mut BytesMut::from(raw), method, false)
     }
 
     /// The head of a complete, valid response.
@@ -595,12 +613,14 @@ mod tests {
         );
         assert!(naming.hop_by_hop_left && !naming.keep_alive);
         assert!(naming.parts.headers.contains_key(header::CONNECTION));
-        // A bad length only matters when it frames the body.
-        let coded = complete(
+        // A length next to a transfer coding, valid or not, is refused (RFC 9112 §6.3).
+        for both in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 1, 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-            &Method::GET,
-        );
-        assert_eq!(coded.framing, Framing::Chunked);
+        ] {
+            assert!(head(both, &Method::GET).is_err(), "{both:?}");
+        }
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", &Method::GET).is_err());
         // Digits only: no sign, no overflow; repeated equal values are one length.
         for bad in ["+5", "-5", "", "5 5", "18446744073709551616"] {
@@ -630,10 +650,12 @@ mod tests {
             &Method::POST,
         );
         assert_eq!(after_continue.parts.status, StatusCode::NO_CONTENT);
-        let switched = complete(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-            &Method::GET,
-        );
+        let switch = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        // Only a request that asked to upgrade may be answered with a switch.
+        assert!(head(switch, &Method::GET).is_err());
+        let switched = parse_response(&mut BytesMut::from(switch), &Method::GET, true)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (switched.framing, switched.keep_alive),
             (Framing::Empty, false)
@@ -650,9 +672,14 @@ mod tests {
             .is_err()
         );
         assert!(head("SSH-2.0-OpenSSH\r\n\r\n", &Method::GET).is_err());
+        // Too large, whether still partial or complete in one read.
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES + 1));
         assert!(matches!(
             head(&huge, &Method::GET),
+            Err(WireError::HeadTooLarge)
+        ));
+        assert!(matches!(
+            head(&format!("{huge}\r\n\r\n"), &Method::GET),
             Err(WireError::HeadTooLarge)
         ));
     }

@@ -1,10 +1,15 @@
-//! Provider credentials at rest: sealed with AES-256-GCM under a key every node derives from
-//! the same secret (the cluster secret, or a dedicated secrets key file).
+//! Secrets at rest — AI provider credentials, consumers' HS256 JWT secrets — sealed with
+//! AES-256-GCM under a key every node derives from the same secret (the cluster secret, or a
+//! dedicated secrets key file).
 //!
-//! The admin API seals a credential before proposing it, so the Raft log, the WAL and the
-//! snapshots only hold ciphertext; each node opens it when it builds the gateway's
-//! configuration. The key is derived with HKDF-SHA256 under a raftgate-specific label, so the
-//! same cluster secret used for peer authentication never doubles as an encryption key.
+//! The admin API seals a secret before proposing it, so the Raft log, the WAL and the snapshots
+//! only hold ciphertext; each node opens it when it builds what uses it (the AI gateway's
+//! configuration, the policies' credential index). The key is derived with HKDF-SHA256 under a
+//! raftgate-specific label, so the same cluster secret used for peer authentication never
+//! doubles as an encryption key. (The label names provider credentials, the first secrets
+//! sealed; it stays, so that what was sealed before still opens.)
+
+#![warn(missing_docs)]
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf::{HKDF_SHA256, Salt};
@@ -16,17 +21,17 @@ const SEALED_PREFIX: &str = "sealed:v1:";
 const SALT: &[u8] = b"raftgate secrets key";
 const LABEL: &[u8] = b"raftgate ai provider credentials v1";
 
-/// Why a credential could not be sealed or opened.
+/// Why a secret could not be sealed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     /// The stored value is not something [`SecretsKey::seal`] produced.
     #[error(
-        "the stored provider credential is not sealed by raftgate; write the provider again with its api_key"
+        "the stored secret is not sealed by raftgate; write the resource again with its secret"
     )]
     NotSealed,
     /// The key does not open it: another key sealed it, or it was altered.
     #[error(
-        "the stored provider credential cannot be decrypted with this node's secrets key; give every node the same --cluster-secret or --secrets-key-file, or write the provider again"
+        "the stored secret cannot be decrypted with this node's secrets key; give every node the same --cluster-secret or --secrets-key-file, or write the resource again with its secret"
     )]
     WrongKey,
     /// The system random source failed.
@@ -34,7 +39,7 @@ pub enum SecretError {
     Random,
 }
 
-/// The AES-256-GCM key credentials are sealed with.
+/// The AES-256-GCM key secrets are sealed with.
 pub struct SecretsKey {
     key: LessSafeKey,
 }
@@ -97,7 +102,7 @@ impl SecretsKey {
     }
 }
 
-/// Whether a stored value is already sealed (a provider read back and written again keeps it).
+/// Whether a value is already sealed (one exported from a cluster and written again).
 pub fn is_sealed(value: &str) -> bool {
     value.starts_with(SEALED_PREFIX)
 }

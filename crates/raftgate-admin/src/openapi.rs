@@ -23,6 +23,7 @@ use raftgate_model::policy::{
 use raftgate_model::prompt::{
     PromptFormat, PromptMessage, PromptParameters, PromptRole, PromptSpec, PromptVariable,
 };
+use raftgate_model::resource::{BasicCredentialView, ConsumerView, JwtCredentialView};
 use raftgate_model::state::Resource;
 use raftgate_model::{
     ActiveCheck, CertificateInfo, CertificateSpec, ConsumerSpec, Entity, HashOn, HeaderOps,
@@ -817,6 +818,9 @@ fn build() -> OpenApi {
         .schema_from::<CertificateInfo>()
         .schema_from::<RouteSpec>()
         .schema_from::<ConsumerSpec>()
+        .schema_from::<ConsumerView>()
+        .schema_from::<JwtCredentialView>()
+        .schema_from::<BasicCredentialView>()
         .schema_from::<RateLimitSpec>()
         .schema_from::<RateWindow>()
         .schema_from::<CreatedKey>()

@@ -236,11 +236,10 @@ impl Forwarder {
     pub(crate) async fn handle(
         &self,
         peer: &Peer,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let received = Instant::now();
         let request_id = self.ids.for_request(request.headers());
-        let mut request = request;
         if let Err(failure) = check_request(&mut request) {
             debug!(request_id = ?request_id, error = %failure, "request refused before routing");
             let mut response = failure.into_response(&request_id);
@@ -706,6 +705,7 @@ fn is_underscore_twin(name: &str) -> bool {
 /// Whether a header that is not one of [`HOP_BY_HOP`] is removed from `message` all the same:
 /// `Proxy-*` always, and on a request the names of [`is_never_forwarded`] and
 /// [`is_underscore_twin`].
+#[inline]
 fn is_removed_too(name: &str, message: Message) -> bool {
     name.starts_with("proxy-")
         || (message == Message::Request

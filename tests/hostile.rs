@@ -12,15 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use raftgate_model::ConsumerSpec;
 use raftgate_model::access::TokenRole;
 use raftgate_model::policy::{AuthPolicy, JwtAlgorithm, JwtCredential, KeyAuth, Policies};
 use serde_json::{Value, json};
-use support::{Cluster, eventually, route, service};
+use support::{Cluster, Echo, eventually, route, service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -36,56 +34,6 @@ async fn node(token: Option<&str>, args: &[&str]) -> Cluster {
     cluster.wait_healthy(1).await;
     cluster.wait_for_leader(&[1]).await;
     cluster
-}
-
-/// An upstream answering every request with a JSON description of what it received.
-struct Echo {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Echo {
-    async fn start() -> Echo {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind echo upstream");
-        let addr = listener.local_addr().expect("echo address");
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let service = service_fn(|req: Request<Incoming>| async move {
-                        let mut headers = serde_json::Map::new();
-                        for (name, value) in req.headers() {
-                            let values = headers
-                                .entry(name.as_str().to_string())
-                                .or_insert_with(|| Value::Array(Vec::new()));
-                            if let Value::Array(values) = values {
-                                values.push(String::from_utf8_lossy(value.as_bytes()).into());
-                            }
-                        }
-                        let body = json!({"uri": req.uri().to_string(), "headers": headers});
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(body.to_string()),
-                        )))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Echo { addr, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// An answer read off the wire.
@@ -157,6 +105,21 @@ async fn raw_bytes(addr: SocketAddr, request: &[u8]) -> Raw {
 
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+}
+
+/// An echo upstream behind service `svc` and route `open` (prefix `/open`, no policies) on
+/// node 1, once its proxy serves the route; the upstream stops when the answer is dropped.
+async fn open_route(cluster: &Cluster) -> Echo {
+    let echo = Echo::start().await;
+    let c = cluster.client(1);
+    c.put("svc", &service(&echo.url()), None)
+        .await
+        .expect("PUT service");
+    c.put("open", &route("svc", "/open"), None)
+        .await
+        .expect("PUT /open");
+    wait_routed(cluster.node(1).addrs.proxy, "/open").await;
+    echo
 }
 
 /// Waits until the proxy routes `path` to an upstream (it reloads just after a write).
@@ -524,14 +487,7 @@ async fn spoofed_identity_and_framing_headers_never_reach_upstreams() {
     let cluster = node(None, &[]).await;
     let c = cluster.client(1);
     let proxy = cluster.node(1).addrs.proxy;
-    let echo = Echo::start().await;
-    c.put("svc", &service(&echo.url()), None)
-        .await
-        .expect("PUT service");
-    c.put("open", &route("svc", "/open"), None)
-        .await
-        .expect("PUT /open");
-    wait_routed(proxy, "/open").await;
+    let _echo = open_route(&cluster).await;
 
     // Finding 5: on a route without authentication, a client's X-Consumer-Name is dropped.
     let r = raw(
@@ -743,14 +699,7 @@ async fn idle_and_slow_connections_are_closed_and_connections_are_bounded() {
     let c = cluster.client(1);
     let proxy = cluster.node(1).addrs.proxy;
     let admin = cluster.node(1).addrs.admin;
-    let echo = Echo::start().await;
-    c.put("svc", &service(&echo.url()), None)
-        .await
-        .expect("PUT service");
-    c.put("open", &route("svc", "/open"), None)
-        .await
-        .expect("PUT route");
-    wait_routed(proxy, "/open").await;
+    let _echo = open_route(&cluster).await;
 
     // A connection that never sends a byte, on the proxy and on the admin API.
     for addr in [proxy, admin] {

@@ -11,11 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use raftgate_client::{AdminClient, ClientError};
 use raftgate_model::policy::{
@@ -23,57 +21,7 @@ use raftgate_model::policy::{
     JwtCredential, KeyAuth, LimitScope, Policies,
 };
 use raftgate_model::{ConsumerSpec, NodeId, RateLimitSpec, RateWindow, RouteSpec};
-use support::{Cluster, eventually, route, service};
-
-/// An upstream that answers with what it received: the path and query, and the headers that
-/// policies add or remove.
-struct Echo {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Echo {
-    async fn start() -> Echo {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind echo upstream");
-        let addr = listener.local_addr().expect("echo address");
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let service = service_fn(|req: Request<Incoming>| async move {
-                        let h = |name: &str| {
-                            req.headers()
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("-")
-                                .to_string()
-                        };
-                        let body = serde_json::json!({
-                            "uri": req.uri().to_string(),
-                            "consumer": h("x-consumer-name"),
-                            "apikey": h("apikey"),
-                            "authorization": h("authorization"),
-                        });
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(body.to_string()),
-                        )))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Echo { addr, task }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use support::{Cluster, Echo, eventually, route, service};
 
 /// What came back from the proxy.
 #[derive(Debug)]
@@ -84,8 +32,13 @@ struct Reply {
 }
 
 impl Reply {
+    /// What the echo upstream received: `uri`, or the first value of a header (`-` when it
+    /// got none).
     fn seen(&self, field: &str) -> &str {
-        self.body[field].as_str().unwrap_or("<missing>")
+        if field == "uri" {
+            return self.body["uri"].as_str().unwrap_or("<missing>");
+        }
+        self.body["headers"][field][0].as_str().unwrap_or("-")
     }
 }
 
@@ -322,7 +275,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "alice's key in the header: {r:?}");
     assert_eq!(
-        r.seen("consumer"),
+        r.seen("x-consumer-name"),
         "alice",
         "the upstream learns the consumer, not a spoof"
     );
@@ -394,7 +347,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "valid HS256 token: {r:?}");
-    assert_eq!(r.seen("consumer"), "alice");
+    assert_eq!(r.seen("x-consumer-name"), "alice");
     let es = jsonwebtoken::encode(
         &Header::new(Algorithm::ES256),
         &serde_json::json!({"iss": "carol-app", "aud": "orders", "exp": now + 300}),
@@ -405,7 +358,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
         .get(proxy_addr, "/jwt", &[("authorization", &bearer(&es))])
         .await;
     assert_eq!(r.status, StatusCode::OK, "valid ES256 token: {r:?}");
-    assert_eq!(r.seen("consumer"), "carol");
+    assert_eq!(r.seen("x-consumer-name"), "carol");
     let refused = [
         ("missing", None),
         (
@@ -466,7 +419,7 @@ async fn every_auth_mode_acl_and_policy_validation() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "right password: {r:?}");
-    assert_eq!(r.seen("consumer"), "dave");
+    assert_eq!(r.seen("x-consumer-name"), "dave");
     assert_eq!(
         r.seen("authorization"),
         "-",

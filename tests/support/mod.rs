@@ -499,6 +499,61 @@ impl Drop for Upstream {
     }
 }
 
+/// An upstream answering every request with a JSON description of what it received:
+/// `{"uri": …, "headers": {name: [values]}}`; stops when dropped.
+pub struct Echo {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Echo {
+    /// Starts one on an ephemeral loopback port.
+    pub async fn start() -> Echo {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind echo upstream");
+        let addr = listener.local_addr().expect("echo address");
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = service_fn(|req: Request<Incoming>| async move {
+                        let mut headers = serde_json::Map::new();
+                        for (name, value) in req.headers() {
+                            let values = headers
+                                .entry(name.as_str().to_string())
+                                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                            if let serde_json::Value::Array(values) = values {
+                                values.push(String::from_utf8_lossy(value.as_bytes()).into());
+                            }
+                        }
+                        let body =
+                            serde_json::json!({"uri": req.uri().to_string(), "headers": headers});
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(body.to_string()),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Echo { addr, task }
+    }
+
+    /// `http://addr`, for a service target.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Sends plain requests through a node's proxy listener.
 #[derive(Clone)]
 pub struct ProxyClient {

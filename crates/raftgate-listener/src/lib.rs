@@ -137,6 +137,32 @@ enum Protocol {
     Http2,
 }
 
+/// What serves the requests of one connection: a hyper service that never fails (errors are
+/// answers), whose futures and bodies can move between threads.
+pub trait ConnectionService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+    /// The body of its answers.
+    type Body: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static;
+}
+
+impl<S, B> ConnectionService for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Body = B;
+}
+
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -155,7 +181,7 @@ pub enum ListenError {
 /// (`service(client address, over TLS)`), until `shutdown` completes; then drains them (see
 /// [`Limits::drain_timeout`]) and returns. Failing accepts and broken connections are logged
 /// and do not stop a listener.
-pub async fn serve<F, S, B>(
+pub async fn serve<F, S>(
     listeners: Vec<Listener>,
     http: Http,
     limits: Limits,
@@ -164,11 +190,7 @@ pub async fn serve<F, S, B>(
 ) -> Result<(), ListenError>
 where
     F: Fn(SocketAddr, bool) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ConnectionService,
 {
     for listener in &listeners {
         let addr = listener
@@ -209,17 +231,13 @@ struct Shared<F> {
 }
 
 /// Accepts connections on one listener until `stopped` turns true, then drains them.
-async fn accept_loop<F, S, B>(
+async fn accept_loop<F, S>(
     listener: Listener,
     shared: Arc<Shared<F>>,
     mut stopped: watch::Receiver<bool>,
 ) where
     F: Fn(SocketAddr, bool) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ConnectionService,
 {
     let name = listener.name;
     let mut connections = JoinSet::new();
@@ -316,7 +334,7 @@ impl Drain {
 
 /// Serves one accepted connection: the TLS handshake or the protocol sniff first, within the
 /// header timeout, then HTTP until the client leaves, idles out or the listener drains.
-async fn connection<F, S, B>(
+async fn connection<F, S>(
     shared: Arc<Shared<F>>,
     tls: Option<TlsAcceptor>,
     stream: TcpStream,
@@ -324,11 +342,7 @@ async fn connection<F, S, B>(
     drain: Arc<Drain>,
 ) where
     F: Fn(SocketAddr, bool) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ConnectionService,
 {
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "cannot set TCP_NODELAY on a client connection");
@@ -388,7 +402,7 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
 }
 
 /// Serves HTTP on an established connection until it ends, draining it when asked.
-async fn serve_http<F, S, B, I>(
+async fn serve_http<F, S, I>(
     shared: &Shared<F>,
     protocol: Protocol,
     io: I,
@@ -396,11 +410,7 @@ async fn serve_http<F, S, B, I>(
     drain: &Drain,
     peer: SocketAddr,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ConnectionService,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);

@@ -364,6 +364,16 @@ pub struct CertificateInfo {
     pub snis: Vec<String>,
 }
 
+impl CertificateSpec {
+    /// The admin view: the certificate without its key.
+    pub fn info(&self) -> CertificateInfo {
+        CertificateInfo {
+            cert: self.cert.clone(),
+            snis: self.snis.clone(),
+        }
+    }
+}
+
 /// A consumer: an application or user of the APIs, the owner of credentials.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

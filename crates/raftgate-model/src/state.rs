@@ -166,7 +166,12 @@ impl<T: Resource> Entity<T> {
 }
 
 macro_rules! resource {
+    // The admin API shows the spec as stored.
     ($ty:ty, $kind:ident, $field:ident, $validate:path) => {
+        resource!($ty, $kind, $field, $validate, $ty, Clone::clone);
+    };
+    // The admin API shows `$view`, made by `$show` (secrets left out).
+    ($ty:ty, $kind:ident, $field:ident, $validate:path, $view:ty, $show:expr) => {
         impl Resource for $ty {
             const KIND: Kind = Kind::$kind;
             fn table(state: &State) -> &Table<Self> {
@@ -181,15 +186,39 @@ macro_rules! resource {
             fn validate(&self) -> Result<(), ValidationError> {
                 $validate(self)
             }
-            type View = Self;
-            fn view(&self) -> Self {
-                self.clone()
+            type View = $view;
+            fn view(&self) -> $view {
+                $show(self)
             }
         }
     };
 }
 
 resource!(ServiceSpec, Service, services, validate::service);
+resource!(
+    ConsumerSpec,
+    Consumer,
+    consumers,
+    validate::consumer,
+    ConsumerView,
+    ConsumerSpec::view
+);
+resource!(
+    CertificateSpec,
+    Certificate,
+    certificates,
+    validate::certificate,
+    CertificateInfo,
+    CertificateSpec::info
+);
+resource!(
+    ProviderConfig,
+    AiProvider,
+    ai_providers,
+    validate::ai_provider,
+    ProviderView,
+    ProviderConfig::view
+);
 resource!(RouteSpec, Route, routes, validate::route);
 resource!(RateLimitSpec, RateLimit, rate_limits, validate::rate_limit);
 resource!(StoredKey, Key, keys, validate::key);
@@ -199,66 +228,3 @@ resource!(PromptSpec, AiPrompt, ai_prompts, crate::prompt::validate);
 // Tokens have no generic CRUD routes (see the admin API's `tokens` module), so this view, which
 // shows the hash, is never served.
 resource!(StoredToken, Token, tokens, validate::token);
-
-impl Resource for CertificateSpec {
-    const KIND: Kind = Kind::Certificate;
-    fn table(state: &State) -> &Table<Self> {
-        &state.certificates
-    }
-    fn table_mut(state: &mut State) -> &mut Table<Self> {
-        &mut state.certificates
-    }
-    fn into_spec(self) -> Spec {
-        Spec::Certificate(self)
-    }
-    fn validate(&self) -> Result<(), ValidationError> {
-        validate::certificate(self)
-    }
-    type View = CertificateInfo;
-    fn view(&self) -> CertificateInfo {
-        CertificateInfo {
-            cert: self.cert.clone(),
-            snis: self.snis.clone(),
-        }
-    }
-}
-
-impl Resource for ConsumerSpec {
-    const KIND: Kind = Kind::Consumer;
-    fn table(state: &State) -> &Table<Self> {
-        &state.consumers
-    }
-    fn table_mut(state: &mut State) -> &mut Table<Self> {
-        &mut state.consumers
-    }
-    fn into_spec(self) -> Spec {
-        Spec::Consumer(self)
-    }
-    fn validate(&self) -> Result<(), ValidationError> {
-        validate::consumer(self)
-    }
-    type View = ConsumerView;
-    fn view(&self) -> ConsumerView {
-        ConsumerSpec::view(self)
-    }
-}
-
-impl Resource for ProviderConfig {
-    const KIND: Kind = Kind::AiProvider;
-    fn table(state: &State) -> &Table<Self> {
-        &state.ai_providers
-    }
-    fn table_mut(state: &mut State) -> &mut Table<Self> {
-        &mut state.ai_providers
-    }
-    fn into_spec(self) -> Spec {
-        Spec::AiProvider(self)
-    }
-    fn validate(&self) -> Result<(), ValidationError> {
-        validate::ai_provider(self)
-    }
-    type View = ProviderView;
-    fn view(&self) -> ProviderView {
-        ProviderConfig::view(self)
-    }
-}

@@ -60,6 +60,7 @@ async fn proxied_traffic_limits_and_raft_show_in_metrics() {
         scope: LimitScope::Consumer,
         fixed: false,
         fail_open: false,
+        team: None,
     };
     c.put("one-per-minute", &one_per_minute, None)
         .await

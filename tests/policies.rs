@@ -625,6 +625,7 @@ async fn a_limit_holds_across_three_nodes() {
         scope: LimitScope::Consumer,
         fixed: false,
         fail_open: false,
+        team: None,
     };
     let key = limited_route(cluster.client(1), &format!("http://{}", echo.addr), spec).await;
     let proxies: Vec<SocketAddr> = ALL.iter().map(|id| cluster.node(*id).addrs.proxy).collect();
@@ -709,6 +710,7 @@ async fn a_quota_survives_a_full_cluster_restart() {
         scope: LimitScope::Consumer,
         fixed: true,
         fail_open: false,
+        team: None,
     };
     let key = limited_route(cluster.client(1), &format!("http://{}", echo.addr), spec).await;
     let proxy = Proxy::new();

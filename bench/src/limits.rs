@@ -90,6 +90,7 @@ pub async fn setup(args: SetupArgs) -> Result<SetupReport, BenchError> {
         scope: LimitScope::Consumer,
         fixed: false,
         fail_open: false,
+        team: None,
     };
     c.put("per-minute", &limit(args.limit), None)
         .await

@@ -328,6 +328,7 @@ mod tests {
                 ..PromptParameters::default()
             },
             response_format: format,
+            team: None,
         };
         PromptApi::compile("sentiment", &spec).unwrap()
     }

@@ -165,6 +165,10 @@ pub struct ModelConfig {
     /// Exact-match caching of complete (non-streamed) chat answers; off when absent.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// The owning team (see [`crate::access`]); filled in with the caller's team for a team
+    /// token, absent for objects of the whole cluster.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// Exact-match response cache of a model alias. Each node keeps its own cache in memory;

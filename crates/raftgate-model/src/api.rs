@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::NodeId;
 use crate::access::TokenRole;
 use crate::ai::AiLimits;
+use crate::catalog::Lifecycle;
 
 /// Every admin API error has this body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -210,8 +211,12 @@ pub struct CreateToken {
         max_length = 128
     )]
     pub name: String,
-    /// What it may do.
+    /// What it may do: `admin` or `read-only` for the whole cluster, `owner`, `developer` or
+    /// `viewer` within `team`.
     pub role: TokenRole,
+    /// The team of a team role (a team owner's token may leave it out: its own team).
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// `POST /tokens`: the only time the secret is shown.
@@ -221,6 +226,8 @@ pub struct CreatedToken {
     pub name: String,
     /// What it may do.
     pub role: TokenRole,
+    /// The team of a team role.
+    pub team: Option<String>,
     /// The secret, sent as `Authorization: Bearer <token>`; store it now, it cannot be read again.
     pub token: String,
     /// First characters of the token.
@@ -236,10 +243,36 @@ pub struct TokenInfo {
     pub name: String,
     /// What it may do.
     pub role: TokenRole,
+    /// The team of a team role.
+    pub team: Option<String>,
     /// First characters of the token.
     pub prefix: String,
     /// Version (log index) of the write.
     pub version: u64,
     /// Creation time, Unix milliseconds.
     pub created_at: u64,
+}
+
+/// `POST /apis/{name}/subscriptions`: an application asks to call an API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subscribe {
+    /// The subscribing application (a consumer).
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-][A-Za-z0-9._~-]*|~[A-Za-z0-9._~-]+|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.\.[A-Za-z0-9._~-]+)$",
+        min_length = 1,
+        max_length = 128
+    )]
+    pub application: String,
+    /// One of the API's plans.
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// `POST /apis/{name}/versions/{version}/transition`: the lifecycle state to move to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    /// The new state: one of those the current state allows.
+    pub to: Lifecycle,
 }

@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 /// changes shape (bincode has no field names to tolerate that): 2 added policies, consumer
 /// credentials, usage counters, admin tokens, the audit log and AI providers and models; 4
 /// added a provider's `stream_idle_timeout_ms`, routes' `upgrades`, JWT `hide_credentials` and
-/// the path-taken and missing-secret rejections.
-pub const FORMAT_VERSION: u8 = 4;
+/// the path-taken and missing-secret rejections; 5 added teams and team-scoped tokens, the
+/// `team` of the owned kinds, the API catalog (APIs, versions, subscriptions, a route's
+/// `api_version`), its commands and rejections, and the audit entries' `detail`.
+pub const FORMAT_VERSION: u8 = 5;
 
 /// Largest value [`decode`] accepts; larger input is refused rather than allocated.
 pub const MAX_DECODE_BYTES: usize = 256 << 20;

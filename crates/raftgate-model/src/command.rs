@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::NodeId;
-use crate::access::{AuditOperation, StoredToken};
+use crate::access::{AuditOperation, StoredToken, TeamSpec};
 use crate::ai::{AiCooldown, AiUsageDelta, ModelConfig, ProviderConfig};
+use crate::catalog::{ApiSpec, ApiVersionSpec, Lifecycle, SubscriptionSpec, SubscriptionState};
 use crate::policy::UsageDelta;
 use crate::prompt::PromptSpec;
 use crate::resource::{
@@ -44,6 +45,14 @@ pub enum Kind {
     AiModel,
     /// Prompt templates of the AI gateway served as APIs.
     AiPrompt,
+    /// Teams, the owners of the other kinds.
+    Team,
+    /// APIs of the catalog.
+    Api,
+    /// Versions of APIs.
+    ApiVersion,
+    /// Subscriptions of applications to APIs.
+    Subscription,
 }
 
 impl Kind {
@@ -61,12 +70,17 @@ impl Kind {
             Kind::AiProvider => "ai_provider",
             Kind::AiModel => "ai_model",
             Kind::AiPrompt => "ai_prompt",
+            Kind::Team => "team",
+            Kind::Api => "api",
+            Kind::ApiVersion => "api_version",
+            Kind::Subscription => "subscription",
         }
     }
 }
 
 impl Kind {
-    /// The admin API collection path segment, e.g. `services` in `/services/{name}`.
+    /// The admin API collection path segment, e.g. `services` in `/services/{name}`. Versions
+    /// and subscriptions are collections under their API (`/apis/{api}/versions`).
     pub fn collection(self) -> &'static str {
         match self {
             Kind::Service => "services",
@@ -80,6 +94,10 @@ impl Kind {
             Kind::AiProvider => "ai/providers",
             Kind::AiModel => "ai/models",
             Kind::AiPrompt => "ai/prompts",
+            Kind::Team => "teams",
+            Kind::Api => "apis",
+            Kind::ApiVersion => "versions",
+            Kind::Subscription => "subscriptions",
         }
     }
 }
@@ -88,6 +106,28 @@ impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The accessors of the `team` field, for the kinds that have one (listed once).
+macro_rules! team_field {
+    ($($kind:ident),*) => {
+        /// The team the spec names: `Some(None)` for an object of no team; `None` for kinds
+        /// owned through another object (keys, instances, versions) or by the whole cluster.
+        pub fn team(&self) -> Option<Option<&str>> {
+            match self {
+                $(Spec::$kind(s) => Some(s.team.as_deref()),)*
+                _ => None,
+            }
+        }
+
+        /// The `team` field, so the admin API can fill in a team token's team.
+        pub fn team_mut(&mut self) -> Option<&mut Option<String>> {
+            match self {
+                $(Spec::$kind(s) => Some(&mut s.team),)*
+                _ => None,
+            }
+        }
+    };
 }
 
 /// A resource spec of any kind, as carried by [`Command::Put`].
@@ -115,6 +155,15 @@ pub enum Spec {
     AiModel(ModelConfig),
     /// See [`PromptSpec`].
     AiPrompt(PromptSpec),
+    /// See [`TeamSpec`].
+    Team(TeamSpec),
+    /// See [`ApiSpec`].
+    Api(ApiSpec),
+    /// See [`ApiVersionSpec`]; named `"{api}/{version}"`.
+    ApiVersion(ApiVersionSpec),
+    /// See [`SubscriptionSpec`]; named `"{api}/{application}"`. Subscriptions are made with
+    /// [`Command::Subscribe`] and decided with [`Command::Decide`]: a `Put` of one is refused.
+    Subscription(SubscriptionSpec),
 }
 
 impl Spec {
@@ -132,8 +181,16 @@ impl Spec {
             Spec::AiProvider(_) => Kind::AiProvider,
             Spec::AiModel(_) => Kind::AiModel,
             Spec::AiPrompt(_) => Kind::AiPrompt,
+            Spec::Team(_) => Kind::Team,
+            Spec::Api(_) => Kind::Api,
+            Spec::ApiVersion(_) => Kind::ApiVersion,
+            Spec::Subscription(_) => Kind::Subscription,
         }
     }
+
+    team_field!(
+        Service, Route, Consumer, RateLimit, AiModel, AiPrompt, Api, Token
+    );
 }
 
 /// A change to the replicated state.
@@ -184,6 +241,51 @@ pub enum Command {
         deltas: Vec<AiUsageDelta>,
         /// Deployments this node took out of rotation after repeated failures.
         cooldowns: Vec<AiCooldown>,
+    },
+    /// Moves API version `version` of `api` to lifecycle state `to`, if that is one of the
+    /// moves its state allows ([`crate::catalog::Lifecycle::allowed_next`]).
+    Transition {
+        /// The API.
+        api: String,
+        /// The version.
+        version: String,
+        /// The new state.
+        to: Lifecycle,
+        /// Compare-and-set guard on the version's stored version.
+        if_version: Option<u64>,
+    },
+    /// Subscribes `application` (a consumer) to `api`: active at once when the API's
+    /// subscription mode is `auto`, pending when it is `approval`.
+    Subscribe {
+        /// The API.
+        api: String,
+        /// The subscribing consumer.
+        application: String,
+        /// One of the API's plans.
+        plan: Option<String>,
+    },
+    /// Approves (or rejects) the pending subscription of `application` to `api`; the actor
+    /// must be an owner of the API's team (or a cluster admin).
+    Decide {
+        /// The API.
+        api: String,
+        /// The subscribed consumer.
+        application: String,
+        /// Approve (true) or reject.
+        approve: bool,
+    },
+    /// Replaces every route of API version `version` of `api` with `routes` (each made the
+    /// version's and the API team's), and its OpenAPI document with `openapi` when given: all
+    /// or nothing, so an import never leaves half a set.
+    ReplaceVersionRoutes {
+        /// The API.
+        api: String,
+        /// The version.
+        version: String,
+        /// The new routes, by name.
+        routes: Vec<(String, RouteSpec)>,
+        /// The document they were made from.
+        openapi: Option<String>,
     },
     /// Records in the audit log an admin operation that changes no replicated resource (a
     /// membership change, a snapshot), so that it is readable on every node like the writes.
@@ -298,6 +400,144 @@ pub enum Rejection {
         /// JSON field of the secret.
         field: String,
     },
+    /// The actor's token may not make this write (see [`crate::access::authorize`]).
+    #[error("admin token '{actor}' {reason}")]
+    Forbidden {
+        /// The token's name.
+        actor: String,
+        /// Why, and what would be allowed.
+        reason: String,
+        /// The JSON field at fault, if one is (the `team` of an object).
+        field: Option<String>,
+    },
+    /// The actor's token was revoked between the request and the write.
+    #[error("admin token '{actor}' no longer exists (it was revoked); use a valid token")]
+    Revoked {
+        /// The token's name.
+        actor: String,
+    },
+    /// The name belongs to another team's object (names are unique across teams).
+    #[error("{kind} '{name}' already exists and belongs to another team; choose another name")]
+    NameTaken {
+        /// Kind of the object.
+        kind: Kind,
+        /// Its name.
+        name: String,
+    },
+    /// The spec names an object of another team: a team's objects may use only their own
+    /// team's objects and shared ones (of no team).
+    #[error(
+        "{field} names {kind} '{name}', which belongs to another team; use one of the same team or a shared one"
+    )]
+    OtherTeam {
+        /// JSON field holding the reference.
+        field: String,
+        /// Kind of the referenced object.
+        kind: Kind,
+        /// Its name.
+        name: String,
+    },
+    /// A lifecycle move the version's state does not allow.
+    #[error(
+        "api_version '{api}/{version}' is {from}; it cannot move to {to} (allowed: {})",
+        if allowed.is_empty() { "none, it is retired".to_string() } else {
+            allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        }
+    )]
+    IllegalTransition {
+        /// The API.
+        api: String,
+        /// The version.
+        version: String,
+        /// Its state.
+        from: Lifecycle,
+        /// The state asked for.
+        to: Lifecycle,
+        /// The states it may move to.
+        allowed: Vec<Lifecycle>,
+    },
+    /// The API takes no subscriptions (its subscription mode is `none`).
+    #[error(
+        "api '{api}' takes no subscriptions (subscription: none); its owners set subscription to auto or approval first"
+    )]
+    NoSubscriptions {
+        /// The API.
+        api: String,
+    },
+    /// The application already has a pending or active subscription to the API.
+    #[error(
+        "consumer '{application}' already has a subscription to api '{api}' ({state}); delete it first to subscribe anew"
+    )]
+    AlreadySubscribed {
+        /// The API.
+        api: String,
+        /// The application.
+        application: String,
+        /// Its subscription's state.
+        state: SubscriptionState,
+    },
+    /// Only a pending subscription is approved or rejected.
+    #[error(
+        "the subscription of consumer '{application}' to api '{api}' is {state}, not pending; only pending subscriptions are decided"
+    )]
+    NotPending {
+        /// The API.
+        api: String,
+        /// The application.
+        application: String,
+        /// Its subscription's state.
+        state: SubscriptionState,
+    },
+    /// The subscription names a plan the API does not have.
+    #[error("api '{api}' has no plan '{plan}' (its plans: {plans:?})")]
+    UnknownPlan {
+        /// The API.
+        api: String,
+        /// The plan asked for.
+        plan: String,
+        /// The plans it has.
+        plans: Vec<String>,
+    },
+    /// A plan still chosen by subscriptions would be removed from its API.
+    #[error(
+        "plan '{plan}' of api '{api}' is still chosen by the subscriptions of {by:?}; delete those first or keep the plan"
+    )]
+    PlanInUse {
+        /// The API.
+        api: String,
+        /// The plan.
+        plan: String,
+        /// Applications subscribed on it.
+        by: Vec<String>,
+    },
+    /// A command that is malformed in a way validation cannot see (e.g. a key that is not
+    /// `"{api}/{version}"`).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Rejection {
+    /// The same rejection with the JSON field it names put under `prefix` (e.g. `routes[2]`),
+    /// for a command that carries several objects.
+    pub fn within(mut self, prefix: &str) -> Rejection {
+        match &mut self {
+            Rejection::PathTaken { field, .. }
+            | Rejection::MissingReference { field, .. }
+            | Rejection::MissingSecret { field }
+            | Rejection::OtherTeam { field, .. }
+            | Rejection::Invalid { field, .. }
+            | Rejection::Forbidden {
+                field: Some(field), ..
+            } => *field = format!("{prefix}.{field}"),
+            _ => {}
+        }
+        self
+    }
 }
 
 /// The state machine's answer to one proposal, as Raft returns it to the proposer.

@@ -1,7 +1,8 @@
 //! The domain model of raftgate.
 //!
 //! Everything the cluster replicates is described here: the resources users configure
-//! (services, routes, consumers, keys, rate-limit policies), the [`command::Command`] enum
+//! (services, routes, consumers, keys, rate-limit policies, teams and the API [`catalog`]), who
+//! may change them ([`access`]), the [`command::Command`] enum
 //! that the Raft log carries, the [`state::State`] those commands build, and the one
 //! [`codec`] that turns them into bytes. The crate has no I/O so that the admin API, the
 //! proxy, the CLI and the tests can share the exact same types.
@@ -11,6 +12,7 @@
 pub mod access;
 pub mod ai;
 pub mod api;
+pub mod catalog;
 pub mod codec;
 pub mod command;
 pub mod path;

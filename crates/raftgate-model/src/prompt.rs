@@ -44,6 +44,10 @@ pub struct PromptSpec {
     /// What the API answers: the model's text, or the JSON it was asked to produce.
     #[serde(default)]
     pub response_format: PromptFormat,
+    /// The owning team (see [`crate::access`]); filled in with the caller's team for a team
+    /// token, absent for objects of the whole cluster.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// One message template.
@@ -261,6 +265,7 @@ pub fn route_claim(route: &crate::RouteSpec, path: &str) -> Option<usize> {
 pub fn validate(spec: &PromptSpec) -> Result<(), ValidationError> {
     path(&spec.path)?;
     crate::validate::name("model", &spec.model)?;
+    crate::validate::team("team", spec.team.as_deref())?;
     if spec.messages.is_empty() || spec.messages.len() > MAX_MESSAGES {
         return Err(err(
             "messages",
@@ -351,6 +356,7 @@ mod tests {
                 .collect(),
             parameters: PromptParameters::default(),
             response_format: PromptFormat::Text,
+            team: None,
         }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ai::AiLimits;
+use crate::catalog::ApiVersionRef;
 use crate::policy::{BasicCredential, JwtAlgorithm, JwtCredential, LimitScope, Policies};
 
 /// A stored resource: the user's spec plus the bookkeeping every resource carries.
@@ -212,6 +213,10 @@ pub struct ServiceSpec {
     /// Policies of every route of this service; a route's own policies override them.
     #[serde(default)]
     pub policies: Policies,
+    /// The owning team (see [`crate::access`]); filled in with the caller's team for a team
+    /// token, absent for objects of the whole cluster.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 fn default_dns_refresh_ms() -> u64 {
@@ -230,6 +235,7 @@ impl Default for ServiceSpec {
             health_checks: HealthChecks::default(),
             dns_refresh_ms: default_dns_refresh_ms(),
             policies: Policies::default(),
+            team: None,
         }
     }
 }
@@ -294,6 +300,14 @@ pub struct RouteSpec {
     /// removed and is forwarded as a plain request. `h2c` is never passed on.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// The owning team (see [`crate::access`]); filled in with the caller's team for a team
+    /// token, absent for objects of the whole cluster.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// The API version this route is one of: deleting the version deletes it, and the
+    /// version's lifecycle and subscriptions apply to it. Its team must be the API's.
+    #[serde(default)]
+    pub api_version: Option<ApiVersionRef>,
 }
 
 fn default_upgrades() -> Vec<String> {
@@ -316,6 +330,8 @@ impl Default for RouteSpec {
             response_headers: HeaderOps::default(),
             policies: Policies::default(),
             upgrades: default_upgrades(),
+            team: None,
+            api_version: None,
         }
     }
 }
@@ -402,6 +418,10 @@ pub struct ConsumerSpec {
     /// Budgets and token rate of this consumer's AI gateway calls, all keys together.
     #[serde(default)]
     pub ai_limits: AiLimits,
+    /// The owning team: a consumer of a team is one of its applications, which subscribe to
+    /// APIs. Filled in with the caller's team for a team token.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// What the admin API shows of a consumer: its secrets (HS256 JWT secrets, the basic-auth
@@ -425,6 +445,8 @@ pub struct ConsumerView {
     pub ai_models: Vec<String>,
     /// AI budgets and token rate.
     pub ai_limits: AiLimits,
+    /// The owning team.
+    pub team: Option<String>,
 }
 
 /// A JWT credential as the admin API shows it: public keys and key sets are shown, an HS256
@@ -477,6 +499,7 @@ impl ConsumerSpec {
             limits: self.limits.clone(),
             ai_models: self.ai_models.clone(),
             ai_limits: self.ai_limits,
+            team: self.team.clone(),
         }
     }
 }
@@ -516,6 +539,10 @@ pub struct RateLimitSpec {
     /// (true) or refuse them (false, the default).
     #[serde(default)]
     pub fail_open: bool,
+    /// The owning team (see [`crate::access`]); filled in with the caller's team for a team
+    /// token, absent for objects of the whole cluster.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// An API key as stored: only a hash of the secret is kept.

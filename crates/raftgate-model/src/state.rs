@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::access::{AuditLog, StoredToken};
+use crate::access::{AuditLog, StoredToken, TeamSpec};
 use crate::ai::{CooldownTable, ModelConfig, ProviderConfig, ProviderView, UsageTable};
+use crate::catalog::{ApiSpec, ApiVersionSpec, SubscriptionSpec};
 use crate::command::{Kind, Spec};
 use crate::policy::UsageCounter;
 use crate::prompt::PromptSpec;
@@ -58,6 +59,14 @@ pub struct State {
     pub ai_usage: Arc<UsageTable>,
     /// AI deployments in cooldown cluster-wide (see [`crate::ai::apply_cooldowns`]).
     pub ai_cooldowns: Arc<CooldownTable>,
+    /// Teams, the owners of the owned kinds.
+    pub teams: Table<TeamSpec>,
+    /// APIs of the catalog.
+    pub apis: Table<ApiSpec>,
+    /// Versions of APIs, by `"{api}/{version}"`.
+    pub api_versions: Table<ApiVersionSpec>,
+    /// Subscriptions of applications to APIs, by `"{api}/{application}"`.
+    pub subscriptions: Table<SubscriptionSpec>,
     /// Rate-limit and quota counters, by counter key (`{rate limit}/{scope}:{subject}`).
     pub usage: Arc<OrdMap<String, UsageCounter>>,
     /// Index of the last log entry applied to this state.
@@ -82,6 +91,10 @@ impl State {
             Kind::AiProvider => v(&self.ai_providers, name),
             Kind::AiModel => v(&self.ai_models, name),
             Kind::AiPrompt => v(&self.ai_prompts, name),
+            Kind::Team => v(&self.teams, name),
+            Kind::Api => v(&self.apis, name),
+            Kind::ApiVersion => v(&self.api_versions, name),
+            Kind::Subscription => v(&self.subscriptions, name),
         }
     }
 
@@ -90,6 +103,20 @@ impl State {
         self.routes
             .values()
             .filter(|r| r.spec.service == service)
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// Routes of API version `version` (its key, `"{api}/{version}"`): they go with it.
+    pub fn routes_of_version(&self, version: &str) -> Vec<String> {
+        self.routes
+            .values()
+            .filter(|r| {
+                r.spec
+                    .api_version
+                    .as_ref()
+                    .is_some_and(|v| v.key() == version)
+            })
             .map(|r| r.name.clone())
             .collect()
     }
@@ -225,6 +252,20 @@ resource!(StoredKey, Key, keys, validate::key);
 resource!(InstanceSpec, Instance, instances, validate::instance);
 resource!(ModelConfig, AiModel, ai_models, validate::ai_model);
 resource!(PromptSpec, AiPrompt, ai_prompts, crate::prompt::validate);
+resource!(TeamSpec, Team, teams, validate::team_spec);
+resource!(ApiSpec, Api, apis, crate::catalog::validate_api);
+resource!(
+    ApiVersionSpec,
+    ApiVersion,
+    api_versions,
+    crate::catalog::validate_version
+);
+resource!(
+    SubscriptionSpec,
+    Subscription,
+    subscriptions,
+    crate::catalog::validate_subscription
+);
 // Tokens have no generic CRUD routes (see the admin API's `tokens` module), so this view, which
 // shows the hash, is never served.
 resource!(StoredToken, Token, tokens, validate::token);

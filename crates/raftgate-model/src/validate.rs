@@ -4,7 +4,7 @@
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::access::StoredToken;
+use crate::access::{StoredToken, TeamSpec, TokenRole};
 use crate::ai::{ModelConfig, ProviderConfig};
 use crate::resource::{
     CertificateSpec, ConsumerSpec, HashOn, InstanceSpec, LbPolicy, RateLimitSpec, RouteSpec,
@@ -131,6 +131,7 @@ pub fn service(spec: &ServiceSpec) -> Result<(), ValidationError> {
     if spec.dns_refresh_ms < 100 {
         return Err(err("dns_refresh_ms", "must be at least 100"));
     }
+    team("team", spec.team.as_deref())?;
     crate::policy::validate(&spec.policies)
 }
 
@@ -187,9 +188,72 @@ pub fn path_match(path: &str) -> PathMatch<'_> {
     }
 }
 
+/// A path in the normal form requests are matched in (see [`crate::path::normalize`]),
+/// starting with `/`.
+pub fn normal_path(field: &str, path: &str) -> Result<(), ValidationError> {
+    if !path.starts_with('/') {
+        return Err(err(field, "must start with /"));
+    }
+    match crate::path::normalize(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(normal)) => Err(err(
+            field,
+            format!("must be in the normal form requests are matched in: {normal}"),
+        )),
+        Err(e) => Err(err(field, e.to_string())),
+    }
+}
+
+/// The owning team of an owned object, when it names one.
+pub fn team(field: &str, team: Option<&str>) -> Result<(), ValidationError> {
+    team.map_or(Ok(()), |t| name(field, t))
+}
+
+/// Longest description accepted.
+pub const MAX_DESCRIPTION: usize = 10_000;
+
+/// A description for people.
+pub fn description(field: &str, text: &str) -> Result<(), ValidationError> {
+    if text.chars().count() > MAX_DESCRIPTION {
+        return Err(err(
+            field,
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Free-form labels: each 1 to 64 characters, at most 64 of them.
+pub fn tags(field: &str, tags: &[String]) -> Result<(), ValidationError> {
+    if tags.len() > 64 {
+        return Err(err(field, "must list at most 64 tags"));
+    }
+    match tags
+        .iter()
+        .position(|t| t.is_empty() || t.chars().count() > 64)
+    {
+        Some(i) => Err(err(
+            format!("{field}[{i}]"),
+            "must be 1 to 64 characters long",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// See [`TeamSpec`].
+pub fn team_spec(spec: &TeamSpec) -> Result<(), ValidationError> {
+    description("description", &spec.description)?;
+    tags("tags", &spec.tags)
+}
+
 /// See [`RouteSpec`].
 pub fn route(spec: &RouteSpec) -> Result<(), ValidationError> {
     name("service", &spec.service)?;
+    team("team", spec.team.as_deref())?;
+    if let Some(owner) = &spec.api_version {
+        name("api_version.api", &owner.api)?;
+        name("api_version.version", &owner.version)?;
+    }
     for (i, p) in spec.paths.iter().enumerate() {
         let field = format!("paths[{i}]");
         match path_match(p) {
@@ -200,16 +264,7 @@ pub fn route(spec: &RouteSpec) -> Result<(), ValidationError> {
                 ));
             }
             // Requests are normalised before routing, so only a normal path can match one.
-            PathMatch::Prefix(p) | PathMatch::Exact(p) => match crate::path::normalize(p) {
-                Ok(None) => {}
-                Ok(Some(normal)) => {
-                    return Err(err(
-                        field,
-                        format!("must be in the normal form requests are matched in: {normal}"),
-                    ));
-                }
-                Err(e) => return Err(err(field, e.to_string())),
-            },
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => normal_path(&field, p)?,
             PathMatch::Regex(re) => {
                 regex::Regex::new(re)
                     .map_err(|e| err(field, format!("invalid regular expression: {e}")))?;
@@ -320,12 +375,14 @@ pub fn consumer(spec: &ConsumerSpec) -> Result<(), ValidationError> {
     {
         return Err(err("custom_id", "must be 1 to 256 characters long"));
     }
+    team("team", spec.team.as_deref())?;
+    tags("tags", &spec.tags)?;
     spec.ai_limits.validate("ai_limits")?;
     crate::policy::validate_consumer(spec)
 }
 
-/// See [`ProviderConfig`]. Whether models reference existing providers is checked by the
-/// admin API against the whole gateway configuration.
+/// See [`ProviderConfig`]. Whether models name existing providers is the state machine's
+/// rule.
 pub fn ai_provider(spec: &ProviderConfig) -> Result<(), ValidationError> {
     let url = spec.base_url.as_str();
     let rest = url
@@ -354,6 +411,7 @@ pub fn ai_provider(spec: &ProviderConfig) -> Result<(), ValidationError> {
 
 /// See [`ModelConfig`].
 pub fn ai_model(spec: &ModelConfig) -> Result<(), ValidationError> {
+    team("team", spec.team.as_deref())?;
     if spec.deployments.is_empty() {
         return Err(err("deployments", "must list at least one deployment"));
     }
@@ -396,7 +454,7 @@ pub fn rate_limit(spec: &RateLimitSpec) -> Result<(), ValidationError> {
     if spec.limit == 0 {
         return Err(err("limit", "must be at least 1"));
     }
-    Ok(())
+    team("team", spec.team.as_deref())
 }
 
 /// See [`StoredKey`]: keys are made by the server, so this guards against a malformed proposal.
@@ -417,7 +475,29 @@ fn sha256_hex(field: &str, hash: &str) -> Result<(), ValidationError> {
 /// See [`StoredToken`]: tokens are made by the server, so this guards against a malformed
 /// proposal.
 pub fn token(spec: &StoredToken) -> Result<(), ValidationError> {
+    token_team(spec.role, spec.team.as_deref())?;
     sha256_hex("hash", &spec.hash)
+}
+
+/// A team role needs a team, a cluster role takes none.
+pub fn token_team(role: TokenRole, team: Option<&str>) -> Result<(), ValidationError> {
+    match (role.is_team_role(), team) {
+        (true, None) => Err(err(
+            "team",
+            format!(
+                "role {} is a team role: name the team (owner, developer and viewer tokens belong to one)",
+                role.as_str()
+            ),
+        )),
+        (false, Some(_)) => Err(err(
+            "team",
+            format!(
+                "role {} is a cluster role and belongs to no team; leave team out or use owner, developer or viewer",
+                role.as_str()
+            ),
+        )),
+        (_, team) => self::team("team", team),
+    }
 }
 
 #[cfg(test)]

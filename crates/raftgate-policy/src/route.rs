@@ -456,6 +456,7 @@ mod tests {
             scope: LimitScope::Consumer,
             fixed: false,
             fail_open: false,
+            team: None,
         };
         Arc::make_mut(&mut state.rate_limits).insert("rpm".into(), Entity::new("rpm", limit));
         for (name, own) in [("alice", Some(3)), ("bob", None)] {

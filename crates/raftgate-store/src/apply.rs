@@ -2,19 +2,31 @@
 //!
 //! Every node runs exactly this code on exactly the same log, so it must not read clocks,
 //! randomness or anything local: time comes from the proposal, versions from the log index.
+//! Each admin write is authorized here for its actor ([`guard`]), every reference between
+//! objects is checked here ([`refs`]), and the catalog's commands are applied in [`catalog`].
+
+mod catalog;
+mod guard;
+mod refs;
+#[cfg(test)]
+mod rules_tests;
 
 use std::sync::Arc;
 
-use raftgate_model::access::{self, AuditEntry, AuditOperation, StoredToken};
+use raftgate_model::access::{self, Action, AuditEntry, AuditOperation, StoredToken, TeamSpec};
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
+use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, SubscriptionSpec, key};
 use raftgate_model::command::Applied;
-use raftgate_model::policy::{JwtAlgorithm, Policies};
-use raftgate_model::prompt::{PromptSpec, route_claim};
+use raftgate_model::policy::JwtAlgorithm;
+use raftgate_model::prompt::PromptSpec;
 use raftgate_model::state::Resource;
 use raftgate_model::{
     CertificateSpec, Command, ConsumerSpec, Entity, InstanceSpec, Kind, Outcome, Proposal,
     RateLimitSpec, Rejection, RouteSpec, ServiceSpec, Spec, State, StoredKey,
 };
+
+use catalog::At;
+use guard::Actor;
 
 /// Applies one proposal at log `index`, and records it in the audit log when an admin asked for it.
 pub fn apply(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
@@ -27,24 +39,79 @@ pub fn apply(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
 
 /// Appends the audit entry of an admin's proposal, whatever its outcome.
 fn audit(state: &mut State, index: u64, proposal: &Proposal, actor: &str, applied: &Applied) {
-    let (operation, kind, name, error) = match &proposal.command {
+    // What was done, to what, and (for a cluster operation) its own error.
+    let (operation, kind, name, detail, error) = match &proposal.command {
         Command::Put { name, spec, .. } => (
             AuditOperation::Put,
             Some(spec.kind()),
-            Some(name.clone()),
+            name.clone(),
+            None,
             None,
         ),
         Command::Delete { kind, name, .. } => (
             AuditOperation::Delete,
             Some(*kind),
-            Some(name.clone()),
+            name.clone(),
+            None,
+            None,
+        ),
+        Command::Transition {
+            api, version, to, ..
+        } => (
+            AuditOperation::Transition,
+            Some(Kind::ApiVersion),
+            key(api, version),
+            Some(to.to_string()),
+            None,
+        ),
+        Command::Subscribe {
+            api, application, ..
+        } => {
+            let subscription = key(api, application);
+            let got = state
+                .subscriptions
+                .get(&subscription)
+                .filter(|_| applied.is_ok())
+                .map(|s| s.spec.state.as_str().to_string());
+            let kind = Some(Kind::Subscription);
+            (AuditOperation::Subscribe, kind, subscription, got, None)
+        }
+        Command::Decide {
+            api,
+            application,
+            approve,
+        } => {
+            let operation = if *approve {
+                AuditOperation::Approve
+            } else {
+                AuditOperation::Reject
+            };
+            let kind = Some(Kind::Subscription);
+            (operation, kind, key(api, application), None, None)
+        }
+        Command::ReplaceVersionRoutes {
+            api,
+            version,
+            routes,
+            ..
+        } => (
+            AuditOperation::ReplaceRoutes,
+            Some(Kind::ApiVersion),
+            key(api, version),
+            Some(format!("{} routes", routes.len())),
             None,
         ),
         Command::Record {
             operation,
             name,
             error,
-        } => (*operation, None, name.clone(), error.clone()),
+        } => (
+            *operation,
+            None,
+            name.clone().unwrap_or_default(),
+            None,
+            error.clone(),
+        ),
         // Liveness, expiry and usage are the cluster's own bookkeeping, not admin decisions.
         Command::Heartbeat { .. }
         | Command::ExpireInstances
@@ -62,259 +129,207 @@ fn audit(state: &mut State, index: u64, proposal: &Proposal, actor: &str, applie
             actor: actor.to_string(),
             operation,
             kind,
-            name,
+            name: Some(name).filter(|n| !n.is_empty()),
+            detail,
             error,
         },
     );
 }
 
+/// The outcome of a command that changed no versioned resource (or removed one).
+fn done(index: u64) -> Applied {
+    Ok(Outcome {
+        index,
+        version: None,
+        created: false,
+    })
+}
+
 /// The change a proposal makes to the resources.
 fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
-    let at = proposal.at_ms;
+    let at = At {
+        index,
+        ms: proposal.at_ms,
+    };
+    let actor = Actor::of(state, proposal.actor.as_deref())?;
     match &proposal.command {
         Command::Put {
             name,
             spec,
             if_version,
         } => {
-            check_version(state, spec.kind(), name, *if_version)?;
-            match &**spec {
-                Spec::Service(s) => {
-                    check_rate_limits(state, &s.policies)?;
-                    put(state, name, s.clone(), index, at)
-                }
-                Spec::Route(r) => {
-                    if !state.services.contains_key(&r.service) {
-                        return Err(Rejection::MissingReference {
-                            field: "service".into(),
-                            kind: Kind::Service,
-                            name: r.service.clone(),
-                        });
-                    }
-                    check_rate_limits(state, &r.policies)?;
-                    check_route_paths(state, r)?;
-                    put(state, name, r.clone(), index, at)
-                }
-                Spec::Consumer(c) => {
-                    let consumer = keep_stored_secrets(state, name, c.clone())?;
-                    put(state, name, consumer, index, at)
-                }
-                Spec::RateLimit(l) => put(state, name, l.clone(), index, at),
-                Spec::Key(k) => {
-                    if !state.consumers.contains_key(&k.consumer) {
-                        return Err(Rejection::MissingReference {
-                            field: "consumer".into(),
-                            kind: Kind::Consumer,
-                            name: k.consumer.clone(),
-                        });
-                    }
-                    put(state, name, k.clone(), index, at)
-                }
-                Spec::Instance(i) => {
-                    if !state.services.contains_key(&i.service) {
-                        return Err(Rejection::MissingReference {
-                            field: "service".into(),
-                            kind: Kind::Service,
-                            name: i.service.clone(),
-                        });
-                    }
-                    put(state, name, i.clone(), index, at)
-                }
-                Spec::Certificate(c) => put(state, name, c.clone(), index, at),
-                Spec::Token(t) => put(state, name, t.clone(), index, at),
-                Spec::AiProvider(p) => put(state, name, p.clone(), index, at),
-                Spec::AiModel(m) => put(state, name, m.clone(), index, at),
-                Spec::AiPrompt(p) => {
-                    check_prompt_path(state, name, &p.path)?;
-                    put(state, name, p.clone(), index, at)
-                }
+            if let Spec::Subscription(_) = &**spec {
+                return Err(Rejection::Invalid {
+                    field: "state".into(),
+                    message: "subscriptions are made with POST /apis/{api}/subscriptions and decided with approve or reject".into(),
+                });
             }
+            actor.may_put(state, name, spec)?;
+            check_version(state, spec.kind(), name, *if_version)?;
+            put_spec(state, name, spec, at)
         }
         Command::Delete {
             kind,
             name,
             if_version,
         } => {
+            let missing = || Rejection::NotFound {
+                kind: *kind,
+                name: name.clone(),
+            };
             if state.version_of(*kind, name) == 0 {
-                return Err(Rejection::NotFound {
-                    kind: *kind,
-                    name: name.clone(),
-                });
+                return Err(missing());
             }
+            actor.may(state, Action::Write, *kind, name, missing)?;
             check_version(state, *kind, name, *if_version)?;
-            match kind {
-                Kind::Service => {
-                    let by = state.routes_of_service(name);
-                    if !by.is_empty() {
-                        return Err(Rejection::InUse {
-                            kind: Kind::Service,
-                            name: name.clone(),
-                            by_kind: Kind::Route,
-                            by,
-                        });
-                    }
-                    // Instances registered for the service go with it.
-                    let instances: Vec<String> = state
-                        .instances_of_service(name)
-                        .map(|i| i.name.clone())
-                        .collect();
-                    for instance in instances {
-                        remove::<InstanceSpec>(state, &instance);
-                    }
-                    remove::<ServiceSpec>(state, name);
-                }
-                Kind::Route => remove::<RouteSpec>(state, name),
-                Kind::Consumer => {
-                    // A consumer's credentials go with it.
-                    for key in state.keys_of_consumer(name) {
-                        remove::<StoredKey>(state, &key);
-                    }
-                    remove::<ConsumerSpec>(state, name);
-                }
-                Kind::RateLimit => remove::<RateLimitSpec>(state, name),
-                Kind::Key => remove::<StoredKey>(state, name),
-                Kind::Instance => remove::<InstanceSpec>(state, name),
-                Kind::Certificate => remove::<CertificateSpec>(state, name),
-                Kind::Token => remove::<StoredToken>(state, name),
-                Kind::AiProvider => {
-                    let by = state.models_of_provider(name);
-                    if !by.is_empty() {
-                        return Err(Rejection::InUse {
-                            kind: Kind::AiProvider,
-                            name: name.clone(),
-                            by_kind: Kind::AiModel,
-                            by,
-                        });
-                    }
-                    remove::<ProviderConfig>(state, name);
-                }
-                Kind::AiModel => remove::<ModelConfig>(state, name),
-                Kind::AiPrompt => remove::<PromptSpec>(state, name),
-            }
-            Ok(Outcome {
-                index,
-                version: None,
-                created: false,
-            })
+            delete(state, *kind, name)?;
+            done(index)
         }
-        Command::Heartbeat { instance } => heartbeat(state, index, at, instance),
-        Command::ExpireInstances => expire(state, index, at),
+        Command::Transition {
+            api,
+            version,
+            to,
+            if_version,
+        } => catalog::transition(state, &actor, at, (api, version, *to), *if_version),
+        Command::Subscribe {
+            api,
+            application,
+            plan,
+        } => catalog::subscribe(state, &actor, at, (api, application), plan),
+        Command::Decide {
+            api,
+            application,
+            approve,
+        } => catalog::decide(state, &actor, at, (api, application), *approve),
+        Command::ReplaceVersionRoutes {
+            api,
+            version,
+            routes,
+            openapi,
+        } => catalog::replace_routes(state, &actor, at, (api, version), routes, openapi),
+        Command::Heartbeat { instance } => heartbeat(state, at, instance),
+        Command::ExpireInstances => {
+            for instance in state.expired_instances(at.ms) {
+                remove::<InstanceSpec>(state, &instance);
+            }
+            done(index)
+        }
         Command::RecordUsage { node, deltas } => {
-            raftgate_model::policy::apply_usage(Arc::make_mut(&mut state.usage), *node, deltas, at);
-            Ok(Outcome {
-                index,
-                version: None,
-                created: false,
-            })
+            raftgate_model::policy::apply_usage(
+                Arc::make_mut(&mut state.usage),
+                *node,
+                deltas,
+                at.ms,
+            );
+            done(index)
         }
         Command::RecordAiUsage { deltas, cooldowns } => {
-            raftgate_model::ai::apply_ai_usage(Arc::make_mut(&mut state.ai_usage), deltas, at);
+            raftgate_model::ai::apply_ai_usage(Arc::make_mut(&mut state.ai_usage), deltas, at.ms);
             // Only touched when there is something to change, so that the gateway (which
             // follows this table by pointer) is not woken by every usage report.
-            if !cooldowns.is_empty() || state.ai_cooldowns.values().any(|u| *u <= at) {
+            if !cooldowns.is_empty() || state.ai_cooldowns.values().any(|u| *u <= at.ms) {
                 raftgate_model::ai::apply_cooldowns(
                     Arc::make_mut(&mut state.ai_cooldowns),
                     cooldowns,
-                    at,
+                    at.ms,
                 );
             }
-            Ok(Outcome {
-                index,
-                version: None,
-                created: false,
-            })
+            done(index)
         }
         // Only the audit entry, written by `apply`.
-        Command::Record { .. } => Ok(Outcome {
-            index,
-            version: None,
-            created: false,
-        }),
+        Command::Record { .. } => done(index),
     }
 }
 
-/// Policies may only name rate limits that exist.
-fn check_rate_limits(state: &State, policies: &Policies) -> Result<(), Rejection> {
-    match policies
-        .rate_limits
-        .iter()
-        .enumerate()
-        .find(|(_, l)| !state.rate_limits.contains_key(*l))
-    {
-        Some((i, l)) => Err(Rejection::MissingReference {
-            field: format!("policies.rate_limits[{i}]"),
-            kind: Kind::RateLimit,
-            name: l.clone(),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// A prompt API's path must be its own: no other prompt API's, and none a route claims for
-/// `POST` (see [`route_claim`]), which the prompt API would silently shadow.
-fn check_prompt_path(state: &State, name: &str, path: &str) -> Result<(), Rejection> {
-    let taken = |by_kind, by: &str| Rejection::PathTaken {
-        field: "path".into(),
-        path: path.to_string(),
-        by_kind,
-        by: by.to_string(),
-    };
-    if let Some((other, _)) = state
-        .ai_prompts
-        .iter()
-        .find(|(other, e)| *other != name && e.spec.path == path)
-    {
-        return Err(taken(Kind::AiPrompt, other));
-    }
-    match state
-        .routes
-        .iter()
-        .find(|(_, e)| route_claim(&e.spec, path).is_some())
-    {
-        Some((route, _)) => Err(taken(Kind::Route, route)),
-        None => Ok(()),
-    }
-}
-
-/// A route may not claim a prompt API's path (the prompt API would shadow it).
-fn check_route_paths(state: &State, route: &RouteSpec) -> Result<(), Rejection> {
-    for (prompt, e) in state.ai_prompts.iter() {
-        if let Some(i) = route_claim(route, &e.spec.path) {
-            return Err(Rejection::PathTaken {
-                field: format!("paths[{i}]"),
-                path: route.paths[i].clone(),
-                by_kind: Kind::AiPrompt,
-                by: prompt.clone(),
-            });
+/// Stores `spec` under `name` once what it names is checked.
+fn put_spec(state: &mut State, name: &str, spec: &Spec, at: At) -> Applied {
+    refs::check_put(state, name, spec)?;
+    match spec {
+        Spec::Service(s) => put(state, name, s.clone(), at),
+        Spec::Route(r) => put(state, name, r.clone(), at),
+        Spec::Consumer(c) => {
+            let consumer = keep_stored_secrets(state, name, c.clone())?;
+            put(state, name, consumer, at)
         }
+        Spec::RateLimit(l) => put(state, name, l.clone(), at),
+        Spec::Key(k) => put(state, name, k.clone(), at),
+        Spec::Instance(i) => put(state, name, i.clone(), at),
+        Spec::Certificate(c) => put(state, name, c.clone(), at),
+        Spec::Token(t) => put(state, name, t.clone(), at),
+        Spec::AiProvider(p) => put(state, name, p.clone(), at),
+        Spec::AiModel(m) => put(state, name, m.clone(), at),
+        Spec::AiPrompt(p) => put(state, name, p.clone(), at),
+        Spec::Team(t) => put(state, name, t.clone(), at),
+        Spec::Api(a) => put(state, name, a.clone(), at),
+        Spec::ApiVersion(v) => {
+            let mut version = v.clone();
+            if version.openapi.is_none() {
+                version.openapi = state
+                    .api_versions
+                    .get(name)
+                    .and_then(|stored| stored.spec.openapi.clone());
+            }
+            put(state, name, version, at)
+        }
+        Spec::Subscription(s) => put(state, name, s.clone(), at),
+    }
+}
+
+/// Removes `name` of `kind` unless something names it, with what it owns: a service's
+/// instances, a consumer's keys, an API version's routes.
+fn delete(state: &mut State, kind: Kind, name: &str) -> Result<(), Rejection> {
+    refs::check_delete(state, kind, name)?;
+    match kind {
+        Kind::Service => {
+            let instances: Vec<String> = state
+                .instances_of_service(name)
+                .map(|i| i.name.clone())
+                .collect();
+            for instance in instances {
+                remove::<InstanceSpec>(state, &instance);
+            }
+            remove::<ServiceSpec>(state, name);
+        }
+        Kind::Route => remove::<RouteSpec>(state, name),
+        Kind::Consumer => {
+            for key in state.keys_of_consumer(name) {
+                remove::<StoredKey>(state, &key);
+            }
+            remove::<ConsumerSpec>(state, name);
+        }
+        Kind::RateLimit => remove::<RateLimitSpec>(state, name),
+        Kind::Key => remove::<StoredKey>(state, name),
+        Kind::Instance => remove::<InstanceSpec>(state, name),
+        Kind::Certificate => remove::<CertificateSpec>(state, name),
+        Kind::Token => remove::<StoredToken>(state, name),
+        Kind::AiProvider => remove::<ProviderConfig>(state, name),
+        Kind::AiModel => remove::<ModelConfig>(state, name),
+        Kind::AiPrompt => remove::<PromptSpec>(state, name),
+        Kind::Team => remove::<TeamSpec>(state, name),
+        Kind::Api => remove::<ApiSpec>(state, name),
+        Kind::ApiVersion => {
+            for route in state.routes_of_version(name) {
+                remove::<RouteSpec>(state, &route);
+            }
+            remove::<ApiVersionSpec>(state, name);
+        }
+        Kind::Subscription => remove::<SubscriptionSpec>(state, name),
     }
     Ok(())
 }
 
 /// A heartbeat keeps a registered instance alive.
-fn heartbeat(state: &mut State, index: u64, at: u64, instance: &str) -> Applied {
+fn heartbeat(state: &mut State, at: At, instance: &str) -> Applied {
     let table = Arc::make_mut(&mut state.instances);
     let entry = table.get_mut(instance).ok_or_else(|| Rejection::NotFound {
         kind: Kind::Instance,
         name: instance.to_string(),
     })?;
-    entry.updated_at = at;
-    entry.version = index;
+    entry.updated_at = at.ms;
+    entry.version = at.index;
     Ok(Outcome {
-        index,
-        version: Some(index),
-        created: false,
-    })
-}
-
-/// Removes the instances whose TTL lapsed by `at`.
-fn expire(state: &mut State, index: u64, at: u64) -> Applied {
-    for instance in state.expired_instances(at) {
-        remove::<InstanceSpec>(state, &instance);
-    }
-    Ok(Outcome {
-        index,
-        version: None,
+        index: at.index,
+        version: Some(at.index),
         created: false,
     })
 }
@@ -341,23 +356,23 @@ fn check_version(
     }
 }
 
-fn put<R: Resource>(state: &mut State, name: &str, spec: R, index: u64, at: u64) -> Applied {
+fn put<R: Resource>(state: &mut State, name: &str, spec: R, at: At) -> Applied {
     let table = Arc::make_mut(R::table_mut(state));
     let existing = table.get(name).map(|e| e.created_at);
-    let created_at = existing.unwrap_or(at);
+    let created_at = existing.unwrap_or(at.ms);
     table.insert(
         name.to_string(),
         Entity {
             name: name.to_string(),
-            version: index,
+            version: at.index,
             created_at,
-            updated_at: at,
+            updated_at: at.ms,
             spec,
         },
     );
     Ok(Outcome {
-        index,
-        version: Some(index),
+        index: at.index,
+        version: Some(at.index),
         created: existing.is_none(),
     })
 }
@@ -411,6 +426,7 @@ fn remove<R: Resource>(state: &mut State, name: &str) {
 mod tests {
     use super::*;
     use raftgate_model::Target;
+    use raftgate_model::access::TokenRole;
 
     fn proposal(command: Command) -> Proposal {
         Proposal {
@@ -437,6 +453,51 @@ mod tests {
             }],
             ..Default::default()
         })
+    }
+
+    /// Stores `spec` under `name` as it is, bypassing the state machine (a state to start from).
+    pub(super) fn insert<R: Resource>(s: &mut State, name: &str, spec: R) {
+        Arc::make_mut(R::table_mut(s)).insert(name.into(), Entity::new(name, spec));
+    }
+
+    /// Stores an admin token `name`, so proposals may name it as their actor.
+    pub(super) fn token(s: &mut State, name: &str, role: TokenRole, team: Option<&str>) {
+        let token = StoredToken {
+            role,
+            team: team.map(Into::into),
+            prefix: "rga_".into(),
+            hash: "0".repeat(64),
+        };
+        insert(s, name, token);
+    }
+
+    /// An OpenAI-kind provider without a key.
+    pub(super) fn provider() -> ProviderConfig {
+        ProviderConfig {
+            kind: raftgate_model::ai::ProviderKind::Openai,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: None,
+            api_version: None,
+            timeout_ms: 1000,
+            stream_idle_timeout_ms: 1000,
+        }
+    }
+
+    /// A model alias with one deployment on `provider`.
+    pub(super) fn model(provider: &str) -> ModelConfig {
+        ModelConfig {
+            deployments: vec![raftgate_model::ai::Deployment {
+                provider: provider.into(),
+                model: "gpt".into(),
+                weight: 1,
+                priority: 0,
+                price: None,
+            }],
+            price: None,
+            context_window: None,
+            cache: None,
+            team: None,
+        }
     }
 
     fn route(service: &str) -> Spec {
@@ -577,30 +638,10 @@ mod tests {
 
     #[test]
     fn a_provider_used_by_a_model_is_not_deleted_and_cooldowns_expire() {
-        use raftgate_model::ai::{AiCooldown, Deployment, ProviderKind};
+        use raftgate_model::ai::AiCooldown;
         let mut s = State::default();
-        let provider = ProviderConfig {
-            kind: ProviderKind::Openai,
-            base_url: "http://127.0.0.1:1/v1".into(),
-            api_key: None,
-            api_version: None,
-            timeout_ms: 1000,
-            stream_idle_timeout_ms: 1000,
-        };
-        apply(&mut s, 1, &put_cmd("p", Spec::AiProvider(provider), None)).unwrap();
-        let model = ModelConfig {
-            deployments: vec![Deployment {
-                provider: "p".into(),
-                model: "gpt".into(),
-                weight: 1,
-                priority: 0,
-                price: None,
-            }],
-            price: None,
-            context_window: None,
-            cache: None,
-        };
-        apply(&mut s, 2, &put_cmd("m", Spec::AiModel(model), None)).unwrap();
+        apply(&mut s, 1, &put_cmd("p", Spec::AiProvider(provider()), None)).unwrap();
+        apply(&mut s, 2, &put_cmd("m", Spec::AiModel(model("p")), None)).unwrap();
         let delete = |kind, name: &str| {
             proposal(Command::Delete {
                 kind,
@@ -671,6 +712,7 @@ mod tests {
                 variables: Default::default(),
                 parameters: Default::default(),
                 response_format: Default::default(),
+                team: None,
             })
         };
         let route_at = |paths: &[&str], methods: &[&str]| {
@@ -682,6 +724,7 @@ mod tests {
             Spec::Route(r)
         };
         let mut s = State::default();
+        insert(&mut s, "m", model("p"));
         apply(&mut s, 1, &put_cmd("svc", service(), None)).unwrap();
         apply(&mut s, 2, &put_cmd("shop", route_at(&["/shop"], &[]), None)).unwrap();
         apply(
@@ -772,6 +815,8 @@ mod tests {
     #[test]
     fn admin_writes_are_audited_with_actor_and_outcome() {
         let mut s = State::default();
+        token(&mut s, "ops", TokenRole::Admin, None);
+        token(&mut s, "ci", TokenRole::Admin, None);
         let by = |actor: Option<&str>, mut p: Proposal| {
             p.actor = actor.map(str::to_string);
             p

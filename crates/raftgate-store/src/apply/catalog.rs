@@ -1,0 +1,247 @@
+//! The catalog's own commands: lifecycle transitions of API versions, subscriptions and their
+//! approval, and the all-or-nothing replacement of a version's routes that an import makes.
+//! Each is one command, so it is decided once, at one log index, the same on every node.
+
+use raftgate_model::access::Action;
+use raftgate_model::catalog::{
+    ApiVersionRef, Lifecycle, SubscriptionMode, SubscriptionSpec, SubscriptionState, Visibility,
+    key,
+};
+use raftgate_model::command::Applied;
+use raftgate_model::{Kind, Rejection, RouteSpec, Spec, State, validate};
+
+use super::guard::Actor;
+use super::{put, put_spec, remove};
+
+/// 404 for object `name` of `kind`.
+fn not_found(kind: Kind, name: &str) -> impl FnOnce() -> Rejection {
+    let name = name.to_string();
+    move || Rejection::NotFound { kind, name }
+}
+
+/// Whether API version `api/version` may move from `from` to `to`.
+pub(super) fn may_move(
+    api: &str,
+    version: &str,
+    from: Lifecycle,
+    to: Lifecycle,
+) -> Result<(), Rejection> {
+    if from.allowed_next().contains(&to) {
+        return Ok(());
+    }
+    Err(Rejection::IllegalTransition {
+        api: api.to_string(),
+        version: version.to_string(),
+        from,
+        to,
+        allowed: from.allowed_next().to_vec(),
+    })
+}
+
+/// Where a change is made: the log index and the proposal's time.
+#[derive(Clone, Copy)]
+pub(super) struct At {
+    /// The log index (the new version of what is written).
+    pub index: u64,
+    /// Unix milliseconds stamped by the proposing node.
+    pub ms: u64,
+}
+
+/// [`raftgate_model::Command::Transition`].
+pub(super) fn transition(
+    state: &mut State,
+    actor: &Actor,
+    at: At,
+    (api, version, to): (&str, &str, Lifecycle),
+    if_version: Option<u64>,
+) -> Applied {
+    let versioned = key(api, version);
+    let stored = state
+        .api_versions
+        .get(&versioned)
+        .ok_or_else(not_found(Kind::ApiVersion, &versioned))?;
+    let mut spec = stored.spec.clone();
+    actor.may(
+        state,
+        Action::Write,
+        Kind::ApiVersion,
+        &versioned,
+        not_found(Kind::ApiVersion, &versioned),
+    )?;
+    super::check_version(state, Kind::ApiVersion, &versioned, if_version)?;
+    may_move(api, version, spec.state, to)?;
+    spec.state = to;
+    put(state, &versioned, spec, at)
+}
+
+/// [`raftgate_model::Command::Subscribe`].
+pub(super) fn subscribe(
+    state: &mut State,
+    actor: &Actor,
+    at: At,
+    (api, application): (&str, &str),
+    plan: &Option<String>,
+) -> Applied {
+    actor.may(
+        state,
+        Action::Read,
+        Kind::Api,
+        api,
+        not_found(Kind::Api, api),
+    )?;
+    let Some(stored) = state.apis.get(api) else {
+        return Err(not_found(Kind::Api, api)());
+    };
+    let spec = &stored.spec;
+    actor.may(state, Action::Write, Kind::Consumer, application, || {
+        Rejection::MissingReference {
+            field: "application".into(),
+            kind: Kind::Consumer,
+            name: application.to_string(),
+        }
+    })?;
+    let state_now = match spec.subscription {
+        SubscriptionMode::None => {
+            return Err(Rejection::NoSubscriptions {
+                api: api.to_string(),
+            });
+        }
+        SubscriptionMode::Auto => SubscriptionState::Active,
+        SubscriptionMode::Approval => SubscriptionState::Pending,
+    };
+    if spec.visibility == Visibility::Team
+        && state.team_of(Kind::Consumer, application) != spec.team.as_deref()
+    {
+        return Err(Rejection::OtherTeam {
+            field: "application".into(),
+            kind: Kind::Consumer,
+            name: application.to_string(),
+        });
+    }
+    if let Some(plan) = plan
+        && !spec.plans.iter().any(|p| &p.name == plan)
+    {
+        return Err(Rejection::UnknownPlan {
+            api: api.to_string(),
+            plan: plan.clone(),
+            plans: spec.plans.iter().map(|p| p.name.clone()).collect(),
+        });
+    }
+    let subscription = key(api, application);
+    if let Some(existing) = state.subscriptions.get(&subscription)
+        && existing.spec.state != SubscriptionState::Rejected
+    {
+        return Err(Rejection::AlreadySubscribed {
+            api: api.to_string(),
+            application: application.to_string(),
+            state: existing.spec.state,
+        });
+    }
+    let spec = SubscriptionSpec {
+        api: api.to_string(),
+        application: application.to_string(),
+        plan: plan.clone(),
+        state: state_now,
+    };
+    put(state, &subscription, spec, at)
+}
+
+/// [`raftgate_model::Command::Decide`].
+pub(super) fn decide(
+    state: &mut State,
+    actor: &Actor,
+    at: At,
+    (api, application): (&str, &str),
+    approve: bool,
+) -> Applied {
+    let subscription = key(api, application);
+    let stored = state
+        .subscriptions
+        .get(&subscription)
+        .ok_or_else(not_found(Kind::Subscription, &subscription))?;
+    let mut spec = stored.spec.clone();
+    actor.may(
+        state,
+        Action::Approve,
+        Kind::Subscription,
+        &subscription,
+        not_found(Kind::Subscription, &subscription),
+    )?;
+    if spec.state != SubscriptionState::Pending {
+        return Err(Rejection::NotPending {
+            api: api.to_string(),
+            application: application.to_string(),
+            state: spec.state,
+        });
+    }
+    spec.state = if approve {
+        SubscriptionState::Active
+    } else {
+        SubscriptionState::Rejected
+    };
+    put(state, &subscription, spec, at)
+}
+
+/// [`raftgate_model::Command::ReplaceVersionRoutes`]: made on a copy of the state (cheap:
+/// its tables are persistent maps) that replaces `state` only when every route passed.
+pub(super) fn replace_routes(
+    state: &mut State,
+    actor: &Actor,
+    at: At,
+    (api, version): (&str, &str),
+    routes: &[(String, RouteSpec)],
+    openapi: &Option<String>,
+) -> Applied {
+    let versioned = key(api, version);
+    let Some(stored) = state.api_versions.get(&versioned) else {
+        return Err(not_found(Kind::ApiVersion, &versioned)());
+    };
+    let mut spec = stored.spec.clone();
+    actor.may(
+        state,
+        Action::Write,
+        Kind::ApiVersion,
+        &versioned,
+        not_found(Kind::ApiVersion, &versioned),
+    )?;
+    let owner = ApiVersionRef {
+        api: api.to_string(),
+        version: version.to_string(),
+    };
+    let team = state.team_of(Kind::Api, api).map(str::to_string);
+    let mut next = state.clone();
+    for name in next.routes_of_version(&versioned) {
+        remove::<RouteSpec>(&mut next, &name);
+    }
+    for (i, (name, route)) in routes.iter().enumerate() {
+        let within = |r: Rejection| r.within(&format!("routes[{i}]"));
+        let invalid = |message: String| Rejection::Invalid {
+            field: format!("routes[{i}].name"),
+            message,
+        };
+        validate::name("name", name).map_err(|e| invalid(e.message))?;
+        if routes[..i].iter().any(|(other, _)| other == name) {
+            return Err(invalid(format!("route '{name}' is given twice")));
+        }
+        if next.routes.contains_key(name) {
+            // Neither this version's (those are gone) nor free: another's route.
+            return Err(Rejection::NameTaken {
+                kind: Kind::Route,
+                name: name.clone(),
+            });
+        }
+        let spec = Spec::Route(RouteSpec {
+            api_version: Some(owner.clone()),
+            team: team.clone(),
+            ..route.clone()
+        });
+        actor.may_put(&next, name, &spec).map_err(within)?;
+        put_spec(&mut next, name, &spec, at).map_err(within)?;
+    }
+    if openapi.is_some() {
+        spec.openapi.clone_from(openapi);
+    }
+    let outcome = put(&mut next, &versioned, spec, at)?;
+    *state = next;
+    Ok(outcome)
+}

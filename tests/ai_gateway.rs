@@ -112,6 +112,7 @@ fn model(deployments: &[(&str, &str)]) -> ModelConfig {
         price: None,
         context_window: None,
         cache: None,
+        team: None,
     }
 }
 
@@ -292,7 +293,11 @@ async fn every_node_serves_the_ai_api_from_replicated_providers_and_models() {
         .put("typo", &model(&[("nope", "gpt-4o")]), None)
         .await;
     let body = api_error(bad, StatusCode::BAD_REQUEST);
-    assert_eq!(body.field.as_deref(), Some("deployments"), "{body:?}");
+    assert_eq!(
+        body.field.as_deref(),
+        Some("deployments[0].provider"),
+        "{body:?}"
+    );
 
     for id in IDS {
         let proxy = cluster.node(id).addrs.proxy;

@@ -3,9 +3,11 @@
 //! A request carries `Authorization: Bearer <token>`: either the bootstrap `--admin-token` (role
 //! admin) or one of the replicated tokens made with `POST /tokens`. Only SHA-256 digests are
 //! kept, and the presented token's digest is compared with every known one in constant time, so
-//! the answer's timing says nothing about how close a guess was. A read-only token gets 403 on
-//! anything but a read. The caller's [`Caller`] identity goes into the request's extensions, where
-//! writing handlers take it to name the actor of the audit log.
+//! the answer's timing says nothing about how close a guess was. A token that writes nothing
+//! (read-only, viewer) gets 403 on anything but a read. The caller's [`Caller`] identity goes
+//! into the request's extensions, where handlers take it to name the actor of the audit log and
+//! to ask [`raftgate_model::access::authorize`] what its scope may see; the state machine asks
+//! it again for every write.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::Method;
@@ -13,8 +15,10 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use raftgate_model::access::{ANONYMOUS_ACTOR, BOOTSTRAP_ACTOR, TokenRole};
-use raftgate_model::{Command, Spec};
+use raftgate_model::access::{
+    ANONYMOUS_ACTOR, Action, BOOTSTRAP_ACTOR, Denied, Owner, Scope, Target, authorize,
+};
+use raftgate_model::{Command, Kind, Spec, State as Replica};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -35,8 +39,67 @@ impl TokenHash {
 pub struct Caller {
     /// The token's name: the actor in the audit log.
     pub name: String,
-    /// What the token may do.
-    pub role: TokenRole,
+    /// What the token may reach.
+    pub scope: Scope,
+}
+
+impl Caller {
+    /// The answer to what [`authorize`] denied: `missing` for an object the caller may not
+    /// see, 403 otherwise.
+    fn judge(&self, decision: Result<(), Denied>, missing: ApiError) -> Result<(), ApiError> {
+        decision.map_err(|denied| match denied {
+            Denied::NotFound => missing,
+            Denied::Forbidden(reason) => ApiError::Forbidden {
+                actor: self.name.clone(),
+                reason,
+            },
+        })
+    }
+
+    /// Whether the caller may do `action` to objects of `kind` at all (of its own team, for a
+    /// team token): a 403 before anything else is looked at.
+    pub fn may(&self, action: Action, kind: Kind) -> Result<(), ApiError> {
+        let owner = Owner::team(self.scope.team());
+        let decision = authorize(&self.scope, action, Target::Object { kind, owner });
+        self.judge(decision, ApiError::NotFound(format!("no such {kind}")))
+    }
+
+    /// Whether the caller may do `action` to the cluster itself (its status, membership,
+    /// snapshots, audit log, usage).
+    pub fn may_operate(&self, action: Action) -> Result<(), ApiError> {
+        let decision = authorize(&self.scope, action, Target::Cluster);
+        self.judge(decision, ApiError::NotFound("no such resource".into()))
+    }
+
+    /// Whether the stored object `name` of `kind` exists for the caller: `missing` (a 404)
+    /// when it does not or is another team's.
+    pub fn may_read(
+        &self,
+        state: &Replica,
+        kind: Kind,
+        name: &str,
+        missing: ApiError,
+    ) -> Result<(), ApiError> {
+        self.judge(
+            state.authorize(&self.scope, Action::Read, kind, name),
+            missing,
+        )
+    }
+
+    /// Whether a list shows the caller the stored object `name` of `kind`.
+    pub fn sees(&self, state: &Replica, kind: Kind, name: &str) -> bool {
+        state
+            .authorize(&self.scope, Action::Read, kind, name)
+            .is_ok()
+    }
+
+    /// Makes an object a team token writes its team's when the body names no team (the state
+    /// machine refuses any other team).
+    pub fn fill_team(&self, spec: &mut Spec) {
+        if let (Some(team), Some(slot @ None)) = (self.scope.team(), spec.team_mut()) {
+            *slot = Some(team.to_string());
+        }
+    }
 }
 
 /// A new random credential (API key or admin token): shown to the user once, stored only as
@@ -95,7 +158,7 @@ fn identify(s: &Shared, bootstrap: &TokenHash, presented: &str) -> Option<Caller
     if bool::from(digest.ct_eq(&bootstrap.0)) {
         found = Some(Caller {
             name: BOOTSTRAP_ACTOR.into(),
-            role: TokenRole::Admin,
+            scope: Scope::ADMIN,
         });
     }
     let hex_digest = hex::encode(digest);
@@ -104,7 +167,7 @@ fn identify(s: &Shared, bootstrap: &TokenHash, presented: &str) -> Option<Caller
         if bool::from(hex_digest.as_bytes().ct_eq(token.spec.hash.as_bytes())) {
             found = Some(Caller {
                 name: token.name.clone(),
-                role: token.spec.role,
+                scope: token.spec.scope(),
             });
         }
     }
@@ -117,7 +180,7 @@ fn is_read(method: &Method) -> bool {
 }
 
 /// Rejects requests without a valid token (when a bootstrap token is configured) and writes by
-/// read-only tokens; `/health` and `/ready` stay open for load balancers and orchestrators, and `/metrics`
+/// tokens that write nothing; `/health` and `/ready` stay open for load balancers and orchestrators, and `/metrics`
 /// for Prometheus (see the `metrics` module for why). Without a bootstrap token the node is
 /// loopback-only and every caller is an anonymous admin.
 pub async fn require_token(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
@@ -127,7 +190,7 @@ pub async fn require_token(State(s): State<Shared>, mut req: Request, next: Next
     let caller = match &s.token {
         None => Caller {
             name: ANONYMOUS_ACTOR.into(),
-            role: TokenRole::Admin,
+            scope: Scope::ADMIN,
         },
         Some(bootstrap) => {
             let presented = req
@@ -142,17 +205,39 @@ pub async fn require_token(State(s): State<Shared>, mut req: Request, next: Next
             }
         }
     };
-    if !caller.role.may_write() && !is_read(req.method()) {
+    if caller.scope.writes_nothing() && !is_read(req.method()) {
         tracing::info!(
             actor = %caller.name,
             method = %req.method(),
             path = %req.uri().path(),
-            "write refused: read-only admin token"
+            "write refused: the admin token writes nothing"
         );
-        return ApiError::Forbidden(caller.name).into_response();
+        let reason = format!(
+            "is {} and writes nothing; use a token that may change this",
+            caller.scope
+        );
+        return ApiError::Forbidden {
+            actor: caller.name,
+            reason,
+        }
+        .into_response();
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Lets only cluster tokens at the cluster's own routes (status, membership, snapshots, the
+/// audit log, usage reports, upstream health): a team token gets 403 there.
+pub async fn require_cluster(caller: Caller, req: Request, next: Next) -> Response {
+    let action = if is_read(req.method()) {
+        Action::Read
+    } else {
+        Action::Write
+    };
+    match caller.may_operate(action) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused.into_response(),
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -9,9 +9,10 @@ use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
-use raftgate_model::ConsumerSpec;
 use raftgate_model::policy::{ConsumerUsage, JwtAlgorithm};
+use raftgate_model::{ConsumerSpec, Kind};
 
+use crate::auth::Caller;
 use crate::extract::ReadQuery;
 use crate::resources::state_for;
 use crate::{AdminState, ApiError, Shared};
@@ -63,17 +64,19 @@ pub async fn seal_secrets(s: &AdminState, spec: &mut (dyn Any + Send)) -> Result
     Ok(())
 }
 
+/// 404 for consumer `name`, which does not exist (for the caller).
+pub fn no_consumer(name: &str) -> ApiError {
+    ApiError::NotFound(format!("consumer '{name}' does not exist; create it first"))
+}
+
 async fn usage(
     State(s): State<Shared>,
+    caller: Caller,
     Path(consumer): Path<String>,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<axum::Json<ConsumerUsage>, ApiError> {
     let state = state_for(&s, q).await?;
-    if !state.consumers.contains_key(&consumer) {
-        return Err(ApiError::NotFound(format!(
-            "consumer '{consumer}' does not exist; create it first"
-        )));
-    }
+    caller.may_read(&state, Kind::Consumer, &consumer, no_consumer(&consumer))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -30,9 +30,14 @@ pub enum ApiError {
     /// Missing or wrong admin token.
     #[error("missing or invalid admin token; send 'Authorization: Bearer <token>'")]
     Unauthorized,
-    /// The token is valid but read-only, and the request writes; holds the token's name.
-    #[error("admin token '{0}' is read-only; use a token with the admin role to change anything")]
-    Forbidden(String),
+    /// The token is valid but may not do this.
+    #[error("admin token '{actor}' {reason}")]
+    Forbidden {
+        /// The token's name.
+        actor: String,
+        /// Why, and what would be allowed.
+        reason: String,
+    },
     /// The cluster could not carry out the request.
     #[error(transparent)]
     Cluster(#[from] WriteError),
@@ -63,7 +68,7 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics_failed", None),
             ApiError::Cluster(e) => match e {
                 WriteError::Rejected(r) => match r {
@@ -80,11 +85,35 @@ impl ApiError {
                         "missing_reference",
                         Some(field.clone()),
                     ),
-                    Rejection::MissingSecret { field } => (
+                    Rejection::MissingSecret { field } | Rejection::Invalid { field, .. } => (
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
                         Some(field.clone()),
                     ),
+                    Rejection::Forbidden { field, .. } => {
+                        (StatusCode::FORBIDDEN, "forbidden", field.clone())
+                    }
+                    Rejection::Revoked { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+                    Rejection::NameTaken { .. } => (StatusCode::CONFLICT, "name_taken", None),
+                    Rejection::OtherTeam { field, .. } => {
+                        (StatusCode::BAD_REQUEST, "other_team", Some(field.clone()))
+                    }
+                    Rejection::IllegalTransition { .. } => {
+                        (StatusCode::CONFLICT, "illegal_transition", None)
+                    }
+                    Rejection::NoSubscriptions { .. } => {
+                        (StatusCode::CONFLICT, "no_subscriptions", None)
+                    }
+                    Rejection::AlreadySubscribed { .. } => {
+                        (StatusCode::CONFLICT, "already_subscribed", None)
+                    }
+                    Rejection::NotPending { .. } => (StatusCode::CONFLICT, "not_pending", None),
+                    Rejection::UnknownPlan { .. } => {
+                        (StatusCode::BAD_REQUEST, "unknown_plan", Some("plan".into()))
+                    }
+                    Rejection::PlanInUse { .. } => {
+                        (StatusCode::CONFLICT, "in_use", Some("plans".into()))
+                    }
                 },
                 WriteError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader", None),
                 WriteError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
@@ -124,7 +153,8 @@ impl IntoResponse for ApiError {
                     response.headers_mut().insert(header::RETRY_AFTER, v);
                 }
             }
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized
+            | ApiError::Cluster(WriteError::Rejected(Rejection::Revoked { .. })) => {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"raftgate-admin\""),

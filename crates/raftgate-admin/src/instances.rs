@@ -9,11 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, put};
-use raftgate_model::{Command, Entity, InstanceSpec, Kind};
+use raftgate_model::{Command, Entity, InstanceSpec, Kind, validate};
 
 use crate::auth::Caller;
 use crate::extract::{ReadQuery, if_match, json_body};
-use crate::resources::{List, not_found, put_spec, state_for, stored};
+use crate::resources::{List, delete_named, not_found, put_spec, state_for, stored};
 use crate::{ApiError, Shared};
 
 /// The instance routes under `/services/{service}/instances`.
@@ -36,9 +36,11 @@ fn no_service(service: &str) -> ApiError {
     ))
 }
 
-/// Checks that instance `id` is registered under `service` on this node.
-fn owned(s: &Shared, service: &str, id: &str) -> Result<(), ApiError> {
+/// Checks that instance `id` is registered under `service` on this node, for a caller who
+/// may see it.
+fn owned(s: &Shared, caller: &Caller, service: &str, id: &str) -> Result<(), ApiError> {
     let state = s.node.state();
+    caller.may_read(&state, Kind::Instance, id, not_found::<InstanceSpec>(id))?;
     match state.instances.get(id) {
         Some(i) if i.spec.service == service => Ok(()),
         _ => Err(not_found::<InstanceSpec>(id)),
@@ -47,13 +49,12 @@ fn owned(s: &Shared, service: &str, id: &str) -> Result<(), ApiError> {
 
 async fn list(
     State(s): State<Shared>,
+    caller: Caller,
     Path(service): Path<String>,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<axum::Json<List<Entity<InstanceSpec>>>, ApiError> {
     let state = state_for(&s, q).await?;
-    if !state.services.contains_key(&service) {
-        return Err(no_service(&service));
-    }
+    caller.may_read(&state, Kind::Service, &service, no_service(&service))?;
     Ok(axum::Json(List {
         data: state.instances_of_service(&service).cloned().collect(),
     }))
@@ -76,18 +77,19 @@ async fn register(
             ),
         });
     }
-    if !s.node.state().services.contains_key(&service) {
-        return Err(no_service(&service));
-    }
+    validate::name("name", &id)?;
+    let state = s.node.state();
+    caller.may_read(&state, Kind::Service, &service, no_service(&service))?;
     spec.service = service;
     put_spec(&s, &caller, id, spec, if_match(&headers)?).await
 }
 
 async fn heartbeat(
     State(s): State<Shared>,
+    caller: Caller,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    owned(&s, &service, &id)?;
+    owned(&s, &caller, &service, &id)?;
     s.node
         .write(Command::Heartbeat {
             instance: id.clone(),
@@ -102,16 +104,6 @@ async fn deregister(
     Path((service, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    owned(&s, &service, &id)?;
-    s.node
-        .write_as(
-            &caller.name,
-            Command::Delete {
-                kind: Kind::Instance,
-                name: id,
-                if_version: if_match(&headers)?,
-            },
-        )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    owned(&s, &caller, &service, &id)?;
+    delete_named(&s, &caller, Kind::Instance, id, if_match(&headers)?).await
 }

@@ -12,8 +12,9 @@ use raftgate_model::api::{CreatedKey, KeyInfo, KeySettings};
 use raftgate_model::{Command, Entity, Kind, Spec, StoredKey};
 
 use crate::auth::{Caller, Secret, write_new};
+use crate::consumers::no_consumer;
 use crate::extract::{ReadQuery, json_body};
-use crate::resources::{List, state_for};
+use crate::resources::{List, delete_named, state_for};
 use crate::{ApiError, Shared};
 
 /// The key routes under `/consumers/{name}/keys`.
@@ -54,10 +55,6 @@ fn info(k: &Entity<StoredKey>) -> KeyInfo {
     }
 }
 
-fn no_consumer(name: &str) -> ApiError {
-    ApiError::NotFound(format!("consumer '{name}' does not exist; create it first"))
-}
-
 async fn create(
     State(s): State<Shared>,
     caller: Caller,
@@ -65,9 +62,12 @@ async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
     let settings = settings(body, false)?;
-    if !s.node.state().consumers.contains_key(&consumer) {
-        return Err(no_consumer(&consumer));
-    }
+    caller.may_read(
+        &s.node.state(),
+        Kind::Consumer,
+        &consumer,
+        no_consumer(&consumer),
+    )?;
     let Secret {
         secret,
         prefix,
@@ -95,13 +95,12 @@ async fn create(
 
 async fn list(
     State(s): State<Shared>,
+    caller: Caller,
     Path(consumer): Path<String>,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<axum::Json<List<KeyInfo>>, ApiError> {
     let state = state_for(&s, q).await?;
-    if !state.consumers.contains_key(&consumer) {
-        return Err(no_consumer(&consumer));
-    }
+    caller.may_read(&state, Kind::Consumer, &consumer, no_consumer(&consumer))?;
     let data = state
         .keys
         .values()
@@ -119,16 +118,7 @@ async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<KeyInfo>, ApiError> {
     let settings = settings(body, true)?;
-    let Some(current) = s
-        .node
-        .state()
-        .keys
-        .get(&id)
-        .filter(|k| k.spec.consumer == consumer)
-        .cloned()
-    else {
-        return Err(no_key(&consumer, &id));
-    };
+    let current = owned_key(&s, &caller, &consumer, &id)?;
     let stored = StoredKey {
         ai_limits: settings.ai_limits,
         ..current.spec.clone()
@@ -152,10 +142,26 @@ async fn update(
     }))
 }
 
-fn no_key(consumer: &str, id: &str) -> ApiError {
-    ApiError::NotFound(format!(
-        "consumer '{consumer}' has no key '{id}'; list its keys with GET /consumers/{consumer}/keys"
-    ))
+/// Key `id` of `consumer`, if the caller may see it.
+fn owned_key(
+    s: &Shared,
+    caller: &Caller,
+    consumer: &str,
+    id: &str,
+) -> Result<Entity<StoredKey>, ApiError> {
+    let missing = || {
+        ApiError::NotFound(format!(
+            "consumer '{consumer}' has no key '{id}'; list its keys with GET /consumers/{consumer}/keys"
+        ))
+    };
+    let state = s.node.state();
+    caller.may_read(&state, Kind::Key, id, missing())?;
+    state
+        .keys
+        .get(id)
+        .filter(|k| k.spec.consumer == consumer)
+        .cloned()
+        .ok_or_else(missing)
 }
 
 async fn remove(
@@ -163,24 +169,6 @@ async fn remove(
     caller: Caller,
     Path((consumer, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let owned = s
-        .node
-        .state()
-        .keys
-        .get(&id)
-        .is_some_and(|k| k.spec.consumer == consumer);
-    if !owned {
-        return Err(no_key(&consumer, &id));
-    }
-    s.node
-        .write_as(
-            &caller.name,
-            Command::Delete {
-                kind: Kind::Key,
-                name: id,
-                if_version: None,
-            },
-        )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    owned_key(&s, &caller, &consumer, &id)?;
+    delete_named(&s, &caller, Kind::Key, id, None).await
 }

@@ -11,6 +11,7 @@
 mod ai;
 mod audit;
 mod auth;
+mod catalog;
 mod cluster;
 mod consumers;
 pub mod error;
@@ -32,7 +33,9 @@ use axum::routing::get;
 use hyper_util::service::TowerToHyperService;
 use raftgate_cluster::Node;
 use raftgate_metrics::Metrics;
+use raftgate_model::access::TeamSpec;
 use raftgate_model::ai::{ModelConfig, ProviderConfig};
+use raftgate_model::catalog::ApiSpec;
 use raftgate_model::prompt::PromptSpec;
 use raftgate_model::{CertificateSpec, ConsumerSpec, RateLimitSpec, RouteSpec, ServiceSpec};
 use raftgate_secrets::SecretsKey;
@@ -88,14 +91,22 @@ pub fn router(
         .merge(resources::routes::<ProviderConfig>())
         .merge(resources::routes::<ModelConfig>())
         .merge(resources::routes::<PromptSpec>())
+        .merge(resources::routes::<TeamSpec>())
+        .merge(resources::routes::<ApiSpec>())
+        .merge(catalog::routes())
         .merge(instances::routes())
-        .merge(upstreams::routes())
         .merge(keys::routes())
         .merge(consumers::routes())
-        .merge(cluster::routes())
         .merge(tokens::routes())
-        .merge(audit::routes())
-        .merge(ai::routes())
+        .merge(
+            // The cluster's own routes: cluster tokens only.
+            Router::new()
+                .merge(upstreams::routes())
+                .merge(cluster::routes())
+                .merge(audit::routes())
+                .merge(ai::routes())
+                .route_layer(axum::middleware::from_fn(auth::require_cluster)),
+        )
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

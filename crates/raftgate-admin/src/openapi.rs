@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use raftgate_model::access::{AUDIT_CAPACITY, AuditEntry, AuditOperation, TokenRole};
+use raftgate_model::access::{AUDIT_CAPACITY, AuditEntry, AuditOperation, TeamSpec, TokenRole};
 use raftgate_model::ai::{
     AiLimits, AiUsage, CacheConfig, Deployment, ModelConfig, Period, Price, ProviderConfig,
     ProviderKind, ProviderView, UsageReport, UsageRow,
@@ -15,7 +15,11 @@ use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, Member,
     NodeUpstreams, Ready, Role, TargetHealth, UpstreamHealth,
 };
-use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
+use raftgate_model::api::{CreateToken, CreatedToken, Subscribe, TokenInfo, Transition};
+use raftgate_model::catalog::{
+    ApiSpec, ApiVersionRef, ApiVersionSpec, Backend, Lifecycle, Plan, SubscriptionMode,
+    SubscriptionSpec, SubscriptionState, Visibility,
+};
 use raftgate_model::policy::{
     AllowDeny, AuthPolicy, BasicAuth, BasicCredential, ConsumerUsage, CorsPolicy, JwtAlgorithm,
     JwtAuth, JwtCredential, KeyAuth, LimitScope, Policies, UsageEntry,
@@ -44,18 +48,26 @@ use utoipa::openapi::{
 
 use crate::cluster::SnapshotTaken;
 
-/// Every write answers 403 to a read-only token: says so on every operation that is not a read.
+/// Every write answers 403 to a token that writes nothing (read-only, viewer) or may not
+/// write this: says so on every operation that is not a read.
 fn forbid_writes(paths: &mut Paths) {
     for item in paths.paths.values_mut() {
         for (method, operation) in operations(item) {
             if let (true, Some(operation)) = (method != "get", operation) {
-                operation.responses.responses.insert(
-                    "403".into(),
-                    error("The token is read-only; writing needs an admin token").into(),
-                );
+                operation.responses.responses.entry("403".into()).or_insert_with(|| {
+                    error(
+                        "The token may not do this: a read-only or viewer token, a role too low, another team's token or a cluster-wide kind",
+                    )
+                    .into()
+                });
             }
         }
     }
+}
+
+/// 403 of a read a team token may not make (cluster-wide kinds, the cluster itself).
+fn team_forbidden() -> utoipa::openapi::Response {
+    error("A team token: this needs a cluster token")
 }
 
 /// An operation's id: its method and path, e.g. `put_services_name`.
@@ -188,6 +200,47 @@ fn link_paths(paths: &mut Paths) {
         &[("delete", "/tokens/{name}")],
         &[("name", "$response.body#/name")],
     );
+    link(
+        paths,
+        ("put", "/apis/{name}"),
+        &["200", "201"],
+        &[
+            ("get", "/apis/{name}/versions"),
+            ("get", "/apis/{name}/subscriptions"),
+        ],
+        &by_name,
+    );
+    let version = "/apis/{name}/versions/{version}";
+    link(
+        paths,
+        ("put", version),
+        &["200", "201"],
+        &[
+            ("get", version),
+            ("delete", version),
+            ("post", "/apis/{name}/versions/{version}/transition"),
+        ],
+        &[
+            ("name", "$request.path.name"),
+            ("version", "$request.path.version"),
+        ],
+    );
+    let subscription = "/apis/{name}/subscriptions/{application}";
+    link(
+        paths,
+        ("post", "/apis/{name}/subscriptions"),
+        &["200", "201"],
+        &[
+            ("get", subscription),
+            ("delete", subscription),
+            ("post", "/apis/{name}/subscriptions/{application}/approve"),
+            ("post", "/apis/{name}/subscriptions/{application}/reject"),
+        ],
+        &[
+            ("name", "$request.path.name"),
+            ("application", "$response.body#/spec/application"),
+        ],
+    );
 }
 
 /// `/tokens` and `/audit`: who may use the admin API, and what they did.
@@ -213,8 +266,9 @@ fn access_paths(paths: &mut Paths) {
         vec![HttpMethod::Get],
         leader_op(
             "tokens",
-            "List the admin tokens (names, roles and prefixes only)",
+            "List the admin tokens (names, roles and prefixes only; a team owner: its team's)",
         )
+        .response("403", error("A team token that is not an owner"))
         .parameter(consistent())
         .response(
             "200",
@@ -236,6 +290,7 @@ fn access_paths(paths: &mut Paths) {
             "audit",
             "The replicated log of admin writes: who, what, when, outcome",
         )
+        .response("403", team_forbidden())
         .parameter(param(
             "limit",
             ParameterIn::Query,
@@ -429,25 +484,36 @@ fn resource_paths<R: Resource>(paths: &mut Paths) {
     let entity = <Entity<R::View> as PartialSchema>::schema();
     let name = || name_param("name", "resource name");
     let collection = format!("/{tag}");
+    // A team token reads its team's objects of the owned kinds, and none of the others.
+    let reads = |op: OperationBuilder| {
+        if kind.cluster_wide() {
+            op.response("403", team_forbidden())
+        } else {
+            op
+        }
+    };
     paths.add_path_operation(
         &collection,
         vec![HttpMethod::Get],
-        leader_op(tag, &format!("List {tag}"))
-            .parameter(consistent())
-            .response("200", ok("All of them", list_of(entity.clone()))),
+        reads(leader_op(
+            tag,
+            &format!("List {tag} (a team token: those it may read)"),
+        ))
+        .parameter(consistent())
+        .response("200", ok("All of them", list_of(entity.clone()))),
     );
     let item = format!("/{tag}/{{name}}");
     paths.add_path_operation(
         &item,
         vec![HttpMethod::Get],
-        leader_op(tag, &format!("Read a {kind}"))
+        reads(leader_op(tag, &format!("Read a {kind}")))
             .parameter(name())
             .parameter(consistent())
             .response(
                 "200",
                 ok("The resource; ETag is its version", entity.clone()),
             )
-            .response("404", error("No such resource")),
+            .response("404", error("No such resource (or another team's)")),
     );
     paths.add_path_operation(
         &item,
@@ -461,6 +527,10 @@ fn resource_paths<R: Resource>(paths: &mut Paths) {
         .response("200", ok("Replaced", entity.clone()))
         .response("201", ok("Created", entity))
         .response("404", error("Deleted again before it could be read back"))
+        .response(
+            "409",
+            error("The name is another team's, the path is served already, or what uses it cannot move to its new team"),
+        )
         .response("412", error("If-Match version differs")),
     );
     paths.add_path_operation(
@@ -474,6 +544,176 @@ fn resource_paths<R: Resource>(paths: &mut Paths) {
             .response("409", error("Still referenced by another resource"))
             .response("412", error("If-Match version differs")),
     );
+}
+
+/// An API's versions (with their lifecycle) and subscriptions (with their approval).
+fn catalog_paths(paths: &mut Paths) {
+    let api = || name_param("name", "API name");
+    let version = || name_param("version", "version name");
+    let application = || name_param("application", "application (consumer) name");
+    let entity = <Entity<ApiVersionSpec> as PartialSchema>::schema();
+    let versions = "/apis/{name}/versions";
+    let item = "/apis/{name}/versions/{version}";
+    let no_api = || error("No such API (or another team's)");
+    paths.add_path_operation(
+        versions,
+        vec![HttpMethod::Get],
+        leader_op("apis", "List an API's versions")
+            .parameter(api())
+            .parameter(consistent())
+            .response("200", ok("Its versions", list_of(entity.clone())))
+            .response("404", no_api()),
+    );
+    paths.add_path_operation(
+        item,
+        vec![HttpMethod::Get],
+        leader_op(
+            "apis",
+            "Read an API version (its name is `{api}/{version}`)",
+        )
+        .parameter(api())
+        .parameter(version())
+        .parameter(consistent())
+        .response(
+            "200",
+            ok("The version; ETag is its version", entity.clone()),
+        )
+        .response("404", error("No such version")),
+    );
+    paths.add_path_operation(
+        item,
+        vec![HttpMethod::Put],
+        with_body(
+            leader_op(
+                "apis",
+                "Create or replace an API version; a new state must be an allowed move",
+            ),
+            body(ApiVersionSpec::schema(), Required::True),
+        )
+        .parameter(api())
+        .parameter(version())
+        .parameter(if_match())
+        .response("200", ok("Replaced", entity.clone()))
+        .response("201", ok("Created", entity.clone()))
+        .response("404", no_api())
+        .response(
+            "409",
+            error("A lifecycle move its state does not allow (illegal_transition)"),
+        )
+        .response("412", error("If-Match version differs")),
+    );
+    paths.add_path_operation(
+        item,
+        vec![HttpMethod::Delete],
+        leader_op("apis", "Delete an API version and its routes")
+            .parameter(api())
+            .parameter(version())
+            .parameter(if_match())
+            .response("204", ResponseBuilder::new().description("Deleted").build())
+            .response("404", error("No such version"))
+            .response("409", error("Another version names it as its successor"))
+            .response("412", error("If-Match version differs")),
+    );
+    paths.add_path_operation(
+        "/apis/{name}/versions/{version}/transition",
+        vec![HttpMethod::Post],
+        with_body(
+            leader_op(
+                "apis",
+                "Move an API version to another lifecycle state (audited with its actor)",
+            ),
+            body(Ref::from_schema_name("Transition"), Required::True),
+        )
+        .parameter(api())
+        .parameter(version())
+        .parameter(if_match())
+        .response("200", ok("The version in its new state", entity))
+        .response("404", error("No such version"))
+        .response(
+            "409",
+            error("Not an allowed move; the message names the allowed ones"),
+        )
+        .response("412", error("If-Match version differs")),
+    );
+    let entity = <Entity<SubscriptionSpec> as PartialSchema>::schema();
+    let subscriptions = "/apis/{name}/subscriptions";
+    let item = "/apis/{name}/subscriptions/{application}";
+    paths.add_path_operation(
+        subscriptions,
+        vec![HttpMethod::Get],
+        leader_op(
+            "subscriptions",
+            "List an API's subscriptions (a team token: its applications', or all for the API's team)",
+        )
+        .parameter(api())
+        .parameter(consistent())
+        .response("200", ok("The subscriptions", list_of(entity.clone())))
+        .response("404", no_api()),
+    );
+    paths.add_path_operation(
+        subscriptions,
+        vec![HttpMethod::Post],
+        with_body(
+            leader_op(
+                "subscriptions",
+                "Subscribe an application: active at once (auto) or pending approval",
+            ),
+            body(Ref::from_schema_name("Subscribe"), Required::True),
+        )
+        .parameter(api())
+        .response("201", ok("Subscribed", entity.clone()))
+        .response(
+            "200",
+            ok("Subscribed again after a rejection", entity.clone()),
+        )
+        .response("404", no_api())
+        .response(
+            "409",
+            error("The API takes no subscriptions, or the application has one already"),
+        ),
+    );
+    paths.add_path_operation(
+        item,
+        vec![HttpMethod::Get],
+        leader_op("subscriptions", "Read a subscription")
+            .parameter(api())
+            .parameter(application())
+            .parameter(consistent())
+            .response("200", ok("The subscription", entity.clone()))
+            .response("404", error("No such subscription")),
+    );
+    paths.add_path_operation(
+        item,
+        vec![HttpMethod::Delete],
+        leader_op("subscriptions", "Revoke a subscription on every node")
+            .parameter(api())
+            .parameter(application())
+            .parameter(if_match())
+            .response("204", ResponseBuilder::new().description("Revoked").build())
+            .response("404", error("No such subscription"))
+            .response("412", error("If-Match version differs")),
+    );
+    for (verb, summary) in [
+        (
+            "approve",
+            "Approve a pending subscription (an owner of the API's team)",
+        ),
+        (
+            "reject",
+            "Reject a pending subscription (an owner of the API's team)",
+        ),
+    ] {
+        paths.add_path_operation(
+            format!("{item}/{verb}"),
+            vec![HttpMethod::Post],
+            leader_op("subscriptions", summary)
+                .parameter(api())
+                .parameter(application())
+                .response("200", ok("The decided subscription", entity.clone()))
+                .response("404", error("No such subscription"))
+                .response("409", error("The subscription is not pending")),
+        );
+    }
 }
 
 fn instance_paths(paths: &mut Paths) {
@@ -618,7 +858,9 @@ fn cluster_paths(paths: &mut Paths) {
     paths.add_path_operation(
         "/cluster",
         vec![HttpMethod::Get],
-        op("cluster", "Leader, term and members").response("200", status()),
+        op("cluster", "Leader, term and members")
+            .response("200", status())
+            .response("403", team_forbidden()),
     );
     paths.add_path_operation(
         "/cluster/members",
@@ -736,6 +978,9 @@ fn build() -> OpenApi {
     resource_paths::<ProviderConfig>(&mut paths);
     resource_paths::<ModelConfig>(&mut paths);
     resource_paths::<PromptSpec>(&mut paths);
+    resource_paths::<TeamSpec>(&mut paths);
+    resource_paths::<ApiSpec>(&mut paths);
+    catalog_paths(&mut paths);
     instance_paths(&mut paths);
     access_paths(&mut paths);
     consumer_paths(&mut paths);
@@ -748,6 +993,7 @@ fn build() -> OpenApi {
             "ai/usage",
             "AI gateway usage (requests, tokens, cost) by hour or day, consumer, key, model and provider",
         )
+        .response("403", team_forbidden())
         .parameter(param("consumer", ParameterIn::Query, "only this consumer", string()))
         .parameter(param("key", ParameterIn::Query, "only this key id", string()))
         .parameter(param("model", ParameterIn::Query, "only this model alias", string()))
@@ -785,6 +1031,7 @@ fn build() -> OpenApi {
             "upstreams",
             "Health of every service's targets as this node (or every node) sees it",
         )
+        .response("403", team_forbidden())
         .parameter(param(
             "cluster",
             ParameterIn::Query,
@@ -872,6 +1119,19 @@ fn build() -> OpenApi {
         .schema_from::<UsageRow>()
         .schema_from::<AiUsage>()
         .schema_from::<Period>()
+        .schema_from::<TeamSpec>()
+        .schema_from::<ApiSpec>()
+        .schema_from::<Plan>()
+        .schema_from::<Visibility>()
+        .schema_from::<SubscriptionMode>()
+        .schema_from::<ApiVersionSpec>()
+        .schema_from::<Backend>()
+        .schema_from::<Lifecycle>()
+        .schema_from::<ApiVersionRef>()
+        .schema_from::<SubscriptionSpec>()
+        .schema_from::<SubscriptionState>()
+        .schema_from::<Subscribe>()
+        .schema_from::<Transition>()
         .build();
     OpenApiBuilder::new()
         .info(

@@ -1,4 +1,6 @@
-//! CRUD for every replicated resource kind, written once over [`Resource`].
+//! CRUD for every replicated resource kind, written once over [`Resource`]. A team token sees
+//! only what [`raftgate_model::access::authorize`] lets it read (its team's objects, public
+//! APIs) and gets 404 for the rest; writes are authorized again by the state machine.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -7,8 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use raftgate_model::access::Action;
 use raftgate_model::state::Resource;
-use raftgate_model::{Command, Entity, validate};
+use raftgate_model::{Command, Entity, Kind, validate};
 use serde::Serialize;
 
 use crate::auth::Caller;
@@ -45,11 +48,17 @@ pub async fn state_for(
 
 async fn list<R: Resource>(
     State(s): State<Shared>,
+    caller: Caller,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<axum::Json<List<Entity<R::View>>>, ApiError> {
+    caller.may(Action::Read, R::KIND)?;
     let state = state_for(&s, q).await?;
     Ok(axum::Json(List {
-        data: R::table(&state).values().map(Entity::view).collect(),
+        data: R::table(&state)
+            .values()
+            .filter(|e| caller.sees(&state, R::KIND, &e.name))
+            .map(Entity::view)
+            .collect(),
     }))
 }
 
@@ -67,16 +76,30 @@ fn with_etag<R: Resource>(status: StatusCode, entity: &Entity<R>) -> Response {
     response
 }
 
+/// Reads the stored object `name` of kind `R` as the caller may see it, with its version as
+/// ETag.
+pub async fn read_named<R: Resource>(
+    s: &Shared,
+    caller: &Caller,
+    name: &str,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Read, R::KIND)?;
+    let state = state_for(s, q).await?;
+    caller.may_read(&state, R::KIND, name, not_found::<R>(name))?;
+    let entity = R::table(&state)
+        .get(name)
+        .ok_or_else(|| not_found::<R>(name))?;
+    Ok(with_etag(StatusCode::OK, entity))
+}
+
 async fn read<R: Resource>(
     State(s): State<Shared>,
+    caller: Caller,
     Path(name): Path<String>,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let state = state_for(&s, q).await?;
-    let entity = R::table(&state)
-        .get(&name)
-        .ok_or_else(|| not_found::<R>(&name))?;
-    Ok(with_etag(StatusCode::OK, entity))
+    read_named::<R>(&s, &caller, &name, q).await
 }
 
 async fn put<R: Resource>(
@@ -86,14 +109,16 @@ async fn put<R: Resource>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    caller.may(Action::Write, R::KIND)?;
+    validate::name("name", &name)?;
     let mut spec: R = json_body(body)?;
     crate::consumers::seal_secrets(&s, &mut spec).await?;
     crate::ai::prepare(&s, &name, &mut spec)?;
     put_spec(&s, &caller, name, spec, if_match(&headers)?).await
 }
 
-/// Validates and writes `spec` under `name` for `caller`; answers 201 or 200 with the stored
-/// entity.
+/// Validates and writes `spec` under `name` (already checked) for `caller`, as its team's when
+/// it is a team token and the spec names none; answers 201 or 200 with the stored entity.
 pub async fn put_spec<R: Resource>(
     s: &Shared,
     caller: &Caller,
@@ -101,15 +126,16 @@ pub async fn put_spec<R: Resource>(
     spec: R,
     if_version: Option<u64>,
 ) -> Result<Response, ApiError> {
-    validate::name("name", &name)?;
     spec.validate()?;
+    let mut spec = spec.into_spec();
+    caller.fill_team(&mut spec);
     let outcome = s
         .node
         .write_as(
             &caller.name,
             Command::Put {
                 name: name.clone(),
-                spec: Box::new(spec.into_spec()),
+                spec: Box::new(spec),
                 if_version,
             },
         )
@@ -141,12 +167,24 @@ async fn delete<R: Resource>(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let if_version = if_match(&headers)?;
+    delete_named(&s, &caller, R::KIND, name, if_match(&headers)?).await
+}
+
+/// Deletes object `name` of `kind` for `caller` (the state machine answers 404 for what the
+/// caller may not see).
+pub async fn delete_named(
+    s: &Shared,
+    caller: &Caller,
+    kind: Kind,
+    name: String,
+    if_version: Option<u64>,
+) -> Result<StatusCode, ApiError> {
+    caller.may(Action::Write, kind)?;
     s.node
         .write_as(
             &caller.name,
             Command::Delete {
-                kind: R::KIND,
+                kind,
                 name,
                 if_version,
             },

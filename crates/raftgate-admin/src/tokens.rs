@@ -1,6 +1,7 @@
 //! Admin tokens besides the bootstrap `--admin-token`: made here (the secret is shown once),
 //! replicated as a SHA-256 digest, and revoked cluster-wide by deleting them. Their names are the
-//! actors of the audit log.
+//! actors of the audit log. A team's owners manage the team's tokens (and see only those); the
+//! cluster's tokens are a cluster admin's.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -8,13 +9,13 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
-use raftgate_model::access::{ANONYMOUS_ACTOR, BOOTSTRAP_ACTOR, StoredToken};
+use raftgate_model::access::{ANONYMOUS_ACTOR, Action, BOOTSTRAP_ACTOR, StoredToken};
 use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
-use raftgate_model::{Command, Kind, Spec, validate};
+use raftgate_model::{Kind, Spec, validate};
 
 use crate::auth::{Caller, Secret, write_new};
 use crate::extract::{ReadQuery, json_body};
-use crate::resources::{List, state_for};
+use crate::resources::{List, delete_named, state_for};
 use crate::{ApiError, Shared};
 
 /// The token routes.
@@ -29,8 +30,18 @@ async fn create(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
-    let CreateToken { name, role } = json_body(body)?;
+    caller.may(Action::Write, Kind::Token)?;
+    let CreateToken { name, role, team } = json_body(body)?;
     validate::name("name", &name)?;
+    // A team owner's token makes its own team's tokens unless it says otherwise.
+    let team = team.or_else(|| {
+        caller
+            .scope
+            .team()
+            .filter(|_| role.is_team_role())
+            .map(str::to_string)
+    });
+    validate::token_team(role, team.as_deref())?;
     if name == BOOTSTRAP_ACTOR || name == ANONYMOUS_ACTOR {
         return Err(ApiError::BadRequest {
             field: Some("name".into()),
@@ -52,6 +63,7 @@ async fn create(
     } = Secret::generate("rga_");
     let stored = StoredToken {
         role,
+        team: team.clone(),
         prefix: prefix.clone(),
         hash,
     };
@@ -62,6 +74,7 @@ async fn create(
         axum::Json(CreatedToken {
             name,
             role,
+            team,
             token: secret,
             prefix,
             version,
@@ -71,15 +84,19 @@ async fn create(
 
 async fn list(
     State(s): State<Shared>,
+    caller: Caller,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<axum::Json<List<TokenInfo>>, ApiError> {
+    caller.may(Action::Read, Kind::Token)?;
     let state = state_for(&s, q).await?;
     let data = state
         .tokens
         .values()
+        .filter(|t| caller.sees(&state, Kind::Token, &t.name))
         .map(|t| TokenInfo {
             name: t.name.clone(),
             role: t.spec.role,
+            team: t.spec.team.clone(),
             prefix: t.spec.prefix.clone(),
             version: t.version,
             created_at: t.created_at,
@@ -93,15 +110,5 @@ async fn remove(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.node
-        .write_as(
-            &caller.name,
-            Command::Delete {
-                kind: Kind::Token,
-                name,
-                if_version: None,
-            },
-        )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete_named(&s, &caller, Kind::Token, name, None).await
 }

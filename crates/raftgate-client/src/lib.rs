@@ -29,6 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use raftgate_model::access::TeamSpec;
 use raftgate_model::access::{AuditEntry, TokenRole};
 use raftgate_model::ai::{
     ModelConfig, Period, ProviderConfig, ProviderView, UsageQuery, UsageReport,
@@ -37,7 +38,8 @@ use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, NodeUpstreams,
     Ready,
 };
-use raftgate_model::api::{CreateToken, CreatedToken, TokenInfo};
+use raftgate_model::api::{CreateToken, CreatedToken, Subscribe, TokenInfo, Transition};
+use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, Lifecycle, SubscriptionSpec};
 use raftgate_model::policy::ConsumerUsage;
 use raftgate_model::prompt::PromptSpec;
 use raftgate_model::state::Resource;
@@ -117,6 +119,8 @@ impl AdminResource for ConsumerSpec {}
 impl AdminResource for RateLimitSpec {}
 impl AdminResource for ModelConfig {}
 impl AdminResource for PromptSpec {}
+impl AdminResource for TeamSpec {}
+impl AdminResource for ApiSpec {}
 
 /// The `{"data": [...]}` envelope of list answers.
 #[derive(Deserialize)]
@@ -558,16 +562,28 @@ impl AdminClient {
             .await
     }
 
-    /// Creates admin token `name` with `role` (`POST /tokens`); the answer holds the secret,
-    /// which cannot be read again.
+    /// Creates admin token `name` with cluster role `role` (`POST /tokens`); the answer holds
+    /// the secret, which cannot be read again.
     pub async fn create_token(
         &self,
         name: &str,
         role: TokenRole,
     ) -> Result<CreatedToken, ClientError> {
+        self.create_team_token(name, role, None).await
+    }
+
+    /// Creates admin token `name` with `role` in `team` (a team role: owner, developer or
+    /// viewer; a team owner's token may leave `team` out for its own team).
+    pub async fn create_team_token(
+        &self,
+        name: &str,
+        role: TokenRole,
+        team: Option<&str>,
+    ) -> Result<CreatedToken, ClientError> {
         let body = CreateToken {
             name: name.to_owned(),
             role,
+            team: team.map(str::to_owned),
         };
         self.call(Method::POST, "/tokens", Some(&body), None).await
     }
@@ -609,6 +625,131 @@ impl AdminClient {
         Ok(listing.data)
     }
 
+    /// Creates or replaces version `version` of API `api` (`PUT /apis/{api}/versions/{version}`);
+    /// with `if_match`, only at that stored version. A state change must be an allowed move.
+    pub async fn put_version(
+        &self,
+        api: &str,
+        version: &str,
+        spec: &ApiVersionSpec,
+        if_match: Option<u64>,
+    ) -> Result<Entity<ApiVersionSpec>, ClientError> {
+        let path = catalog_path(api, "versions", Some(version));
+        self.call(Method::PUT, &path, Some(spec), if_match).await
+    }
+
+    /// Reads version `version` of API `api` (its name is `"{api}/{version}"`).
+    pub async fn get_version(
+        &self,
+        api: &str,
+        version: &str,
+    ) -> Result<Entity<ApiVersionSpec>, ClientError> {
+        let path = catalog_path(api, "versions", Some(version));
+        self.call(Method::GET, &path, NO_BODY, None).await
+    }
+
+    /// Lists the versions of API `api` the token may see.
+    pub async fn list_versions(
+        &self,
+        api: &str,
+    ) -> Result<Vec<Entity<ApiVersionSpec>>, ClientError> {
+        let path = catalog_path(api, "versions", None);
+        let listing: Listing<_> = self.call(Method::GET, &path, NO_BODY, None).await?;
+        Ok(listing.data)
+    }
+
+    /// Deletes version `version` of API `api`, and its routes with it.
+    pub async fn delete_version(
+        &self,
+        api: &str,
+        version: &str,
+        if_match: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let path = catalog_path(api, "versions", Some(version));
+        self.send(Method::DELETE, &path, NO_BODY, if_match)
+            .await
+            .map(drop)
+    }
+
+    /// Moves version `version` of API `api` to lifecycle state `to`
+    /// (`POST .../transition`); 409 names the allowed moves when it may not.
+    pub async fn transition(
+        &self,
+        api: &str,
+        version: &str,
+        to: Lifecycle,
+    ) -> Result<Entity<ApiVersionSpec>, ClientError> {
+        let path = format!(
+            "{}/transition",
+            catalog_path(api, "versions", Some(version))
+        );
+        self.call(Method::POST, &path, Some(&Transition { to }), None)
+            .await
+    }
+
+    /// Subscribes `application` to API `api` on `plan` (`POST /apis/{api}/subscriptions`):
+    /// active at once or pending approval, as the API says.
+    pub async fn subscribe(
+        &self,
+        api: &str,
+        application: &str,
+        plan: Option<&str>,
+    ) -> Result<Entity<SubscriptionSpec>, ClientError> {
+        let body = Subscribe {
+            application: application.to_owned(),
+            plan: plan.map(str::to_owned),
+        };
+        let path = catalog_path(api, "subscriptions", None);
+        self.call(Method::POST, &path, Some(&body), None).await
+    }
+
+    /// Lists the subscriptions to API `api` the token may see.
+    pub async fn list_subscriptions(
+        &self,
+        api: &str,
+    ) -> Result<Vec<Entity<SubscriptionSpec>>, ClientError> {
+        let path = catalog_path(api, "subscriptions", None);
+        let listing: Listing<_> = self.call(Method::GET, &path, NO_BODY, None).await?;
+        Ok(listing.data)
+    }
+
+    /// Reads the subscription of `application` to API `api`.
+    pub async fn get_subscription(
+        &self,
+        api: &str,
+        application: &str,
+    ) -> Result<Entity<SubscriptionSpec>, ClientError> {
+        let path = catalog_path(api, "subscriptions", Some(application));
+        self.call(Method::GET, &path, NO_BODY, None).await
+    }
+
+    /// Approves (`approve`) or rejects the pending subscription of `application` to `api`.
+    pub async fn decide_subscription(
+        &self,
+        api: &str,
+        application: &str,
+        approve: bool,
+    ) -> Result<Entity<SubscriptionSpec>, ClientError> {
+        let verb = if approve { "approve" } else { "reject" };
+        let path = format!(
+            "{}/{verb}",
+            catalog_path(api, "subscriptions", Some(application))
+        );
+        self.call(Method::POST, &path, NO_BODY, None).await
+    }
+
+    /// Revokes (deletes) the subscription of `application` to API `api`.
+    pub async fn revoke_subscription(
+        &self,
+        api: &str,
+        application: &str,
+    ) -> Result<(), ClientError> {
+        let path = catalog_path(api, "subscriptions", Some(application));
+        self.send(Method::DELETE, &path, NO_BODY, None)
+            .await
+            .map(drop)
+    }
+
     /// `GET /health`: whether the node answers, and its id.
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/health", NO_BODY, None).await
@@ -633,6 +774,19 @@ fn provider_path(name: &str) -> String {
 
 fn item_path<T: AdminResource>(name: &str) -> String {
     format!("/{}/{}", T::KIND.collection(), encode_segment(name))
+}
+
+/// `/apis/{api}/{collection}[/{name}]`: an API's versions or subscriptions.
+fn catalog_path(api: &str, collection: &str, name: Option<&str>) -> String {
+    let base = format!(
+        "/{}/{}/{collection}",
+        Kind::Api.collection(),
+        encode_segment(api)
+    );
+    match name {
+        Some(name) => format!("{base}/{}", encode_segment(name)),
+        None => base,
+    }
 }
 
 fn instance_path(service: &str, id: &str) -> String {
@@ -708,6 +862,14 @@ mod tests {
             "/rate-limits/a%20b%2Fc"
         );
         assert_eq!(keys_path("app"), "/consumers/app/keys");
+        assert_eq!(
+            catalog_path("orders", "versions", Some("v 1")),
+            "/apis/orders/versions/v%201"
+        );
+        assert_eq!(
+            catalog_path("orders", "subscriptions", None),
+            "/apis/orders/subscriptions"
+        );
 
         let decoded = api_error(
             StatusCode::BAD_REQUEST,

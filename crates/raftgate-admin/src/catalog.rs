@@ -1,0 +1,223 @@
+//! The API catalog's endpoints beyond generic CRUD (APIs and teams have that): an API's
+//! versions and their lifecycle transitions under `/apis/{name}/versions`, and its
+//! subscriptions with their approval under `/apis/{name}/subscriptions`. Versions and
+//! subscriptions are stored under `"{api}/{version}"` and `"{api}/{application}"`, which is
+//! also their `name` in answers. Every rule (who may, what must exist, which moves are
+//! allowed) is the state machine's; these handlers shape the input and read the answers.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use raftgate_model::access::Action;
+use raftgate_model::api::{Subscribe, Transition};
+use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, SubscriptionSpec, api_of, key};
+use raftgate_model::state::Resource;
+use raftgate_model::{Command, Entity, Kind, State as Replica, validate};
+
+use crate::auth::Caller;
+use crate::extract::{ReadQuery, if_match, json_body};
+use crate::resources::{List, delete_named, not_found, put_spec, read_named, state_for, stored};
+use crate::{ApiError, Shared};
+
+/// The routes under `/apis/{name}`.
+pub fn routes() -> Router<Shared> {
+    let version = "/apis/{name}/versions/{version}";
+    let subscription = "/apis/{name}/subscriptions/{application}";
+    Router::new()
+        .route("/apis/{name}/versions", get(list_versions))
+        .route(
+            version,
+            get(read_version).put(put_version).delete(delete_version),
+        )
+        .route(&format!("{version}/transition"), post(transition))
+        .route(
+            "/apis/{name}/subscriptions",
+            get(list_subscriptions).post(subscribe),
+        )
+        .route(subscription, get(read_subscription).delete(revoke))
+        .route(&format!("{subscription}/approve"), post(approve))
+        .route(&format!("{subscription}/reject"), post(reject))
+}
+
+/// The entries of `R` under API `api` that the caller sees, once it sees the API.
+fn under_api<R: Resource>(
+    state: &Replica,
+    caller: &Caller,
+    api: &str,
+) -> Result<List<Entity<R::View>>, ApiError> {
+    caller.may(Action::Read, R::KIND)?;
+    caller.may_read(state, Kind::Api, api, not_found::<ApiSpec>(api))?;
+    let data = R::table(state)
+        .values()
+        .filter(|e| api_of(&e.name) == api && caller.sees(state, R::KIND, &e.name))
+        .map(Entity::view)
+        .collect();
+    Ok(List { data })
+}
+
+async fn list_versions(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(api): Path<String>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<axum::Json<List<Entity<ApiVersionSpec>>>, ApiError> {
+    let state = state_for(&s, q).await?;
+    Ok(axum::Json(under_api::<ApiVersionSpec>(
+        &state, &caller, &api,
+    )?))
+}
+
+async fn read_version(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, version)): Path<(String, String)>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    read_named::<ApiVersionSpec>(&s, &caller, &key(&api, &version), q).await
+}
+
+/// The key of `{api}/{part}` from a URL, both parts valid names (so the key splits back).
+fn checked_key(api: &str, field: &str, part: &str) -> Result<String, ApiError> {
+    validate::name("name", api)?;
+    validate::name(field, part)?;
+    Ok(key(api, part))
+}
+
+async fn put_version(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Write, Kind::ApiVersion)?;
+    let name = checked_key(&api, "version", &version)?;
+    let spec: ApiVersionSpec = json_body(body)?;
+    put_spec(&s, &caller, name, spec, if_match(&headers)?).await
+}
+
+async fn delete_version(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let name = key(&api, &version);
+    delete_named(&s, &caller, Kind::ApiVersion, name, if_match(&headers)?).await
+}
+
+async fn transition(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Write, Kind::ApiVersion)?;
+    let Transition { to } = json_body(body)?;
+    let if_version = if_match(&headers)?;
+    let name = key(&api, &version);
+    let command = Command::Transition {
+        api,
+        version,
+        to,
+        if_version,
+    };
+    s.node.write_as(&caller.name, command).await?;
+    stored::<ApiVersionSpec>(&s, &name, StatusCode::OK)
+}
+
+async fn list_subscriptions(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(api): Path<String>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<axum::Json<List<Entity<SubscriptionSpec>>>, ApiError> {
+    let state = state_for(&s, q).await?;
+    Ok(axum::Json(under_api::<SubscriptionSpec>(
+        &state, &caller, &api,
+    )?))
+}
+
+async fn subscribe(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(api): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Write, Kind::Subscription)?;
+    let Subscribe { application, plan } = json_body(body)?;
+    let name = checked_key(&api, "application", &application)?;
+    if let Some(plan) = &plan {
+        validate::name("plan", plan)?;
+    }
+    let command = Command::Subscribe {
+        api,
+        application,
+        plan,
+    };
+    let outcome = s.node.write_as(&caller.name, command).await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    stored::<SubscriptionSpec>(&s, &name, status)
+}
+
+async fn read_subscription(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, application)): Path<(String, String)>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    read_named::<SubscriptionSpec>(&s, &caller, &key(&api, &application), q).await
+}
+
+async fn revoke(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, application)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let name = key(&api, &application);
+    delete_named(&s, &caller, Kind::Subscription, name, if_match(&headers)?).await
+}
+
+/// Approves or rejects a pending subscription.
+async fn decide(
+    s: &Shared,
+    caller: &Caller,
+    (api, application): (String, String),
+    approve: bool,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Approve, Kind::Subscription)?;
+    let name = key(&api, &application);
+    let command = Command::Decide {
+        api,
+        application,
+        approve,
+    };
+    s.node.write_as(&caller.name, command).await?;
+    stored::<SubscriptionSpec>(s, &name, StatusCode::OK)
+}
+
+async fn approve(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(names): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    decide(&s, &caller, names, true).await
+}
+
+async fn reject(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(names): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    decide(&s, &caller, names, false).await
+}

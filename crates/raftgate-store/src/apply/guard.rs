@@ -68,20 +68,15 @@ impl<'p> Actor<'p> {
         })
     }
 
-    /// Whether the actor may write `spec` under `name`: replace what is stored there (another
-    /// team's name is taken), and own what it writes — an object of its own team, a key of
-    /// its team's consumer, an instance of its team's service, a version of its team's API.
+    /// Whether the actor may write `spec` under `name`: own what it writes — an object of its
+    /// own team, a key of its team's consumer, an instance of its team's service, a version of
+    /// its team's API (another team's API does not exist for it) — and replace what is stored
+    /// there (another team's name is taken).
     pub(super) fn may_put(&self, state: &State, name: &str, spec: &Spec) -> Result<(), Rejection> {
         let Some(scope) = &self.scope else {
             return Ok(());
         };
         let kind = spec.kind();
-        if state.version_of(kind, name) != 0 {
-            self.may(state, Action::Write, kind, name, || Rejection::NameTaken {
-                kind,
-                name: name.to_string(),
-            })?;
-        }
         let missing = |field: &str, kind, name: &str| Rejection::MissingReference {
             field: field.to_string(),
             kind,
@@ -118,6 +113,13 @@ impl<'p> Actor<'p> {
             kind,
             owner: Owner::team(team),
         };
-        self.judge(authorize(scope, Action::Write, target), || hidden)
+        self.judge(authorize(scope, Action::Write, target), || hidden)?;
+        if state.version_of(kind, name) == 0 {
+            return Ok(());
+        }
+        self.may(state, Action::Write, kind, name, || Rejection::NameTaken {
+            kind,
+            name: name.to_string(),
+        })
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use raftgate_client::AdminClient;
 use raftgate_model::access::{AuditOperation, TokenRole};
-use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, Lifecycle, SubscriptionState};
+use raftgate_model::catalog::{
+    ApiSpec, ApiVersionSpec, Lifecycle, SubscriptionSpec, SubscriptionState,
+};
 use raftgate_model::{Kind, NodeId};
 use serde_json::{Value, json};
 use support::{Cluster, api_error, eventually};
@@ -577,7 +579,7 @@ async fn every_role_against_every_kind_and_team() {
     for role in ["a-viewer", "b-viewer"] {
         let seen = setup
             .as_token(via, role)
-            .list_subscriptions("shop")
+            .list_under::<SubscriptionSpec>("shop")
             .await
             .expect("list");
         assert_eq!(seen.len(), 1, "{role} sees the subscription");
@@ -595,6 +597,23 @@ async fn every_role_against_every_kind_and_team() {
 /// Sends `first` and `second` at the same moment and returns both answers.
 async fn at_once<A, B>(first: impl Future<Output = A>, second: impl Future<Output = B>) -> (A, B) {
     tokio::join!(first, second)
+}
+
+/// Exactly one of a write naming an object and the deletion of that object won: the write (and
+/// the deletion was refused as `in_use`) or the deletion (and the write named a missing
+/// object in `field`).
+fn one_wins(round: usize, write: (StatusCode, &Value), delete: (StatusCode, &Value), field: &str) {
+    match (write.0, delete.0) {
+        (StatusCode::CREATED, StatusCode::CONFLICT) => assert_eq!(delete.1["error"], "in_use"),
+        (StatusCode::BAD_REQUEST, StatusCode::NO_CONTENT) => {
+            assert_eq!(write.1["error"], "missing_reference");
+            assert_eq!(write.1["field"], field);
+        }
+        other => panic!(
+            "round {round}: both or neither won: {other:?} {} {}",
+            write.1, delete.1
+        ),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,17 +669,12 @@ async fn conflicting_writes_on_two_nodes_one_wins_and_all_nodes_agree() {
             ),
         )
         .await;
-        match (model, deleted) {
-            (StatusCode::CREATED, StatusCode::CONFLICT) => {
-                assert_eq!(delete_answer["error"], "in_use")
-            }
-            (StatusCode::BAD_REQUEST, StatusCode::NO_CONTENT) => {
-                assert_eq!(model_answer["field"], "deployments[0].provider")
-            }
-            other => {
-                panic!("round {i}: both or neither won: {other:?} {model_answer} {delete_answer}")
-            }
-        }
+        one_wins(
+            i,
+            (model, &model_answer),
+            (deleted, &delete_answer),
+            "deployments[0].provider",
+        );
     }
     put(boot, "/services/svc-a", json!({"targets": [], "team": "a"})).await;
     for i in 0..ROUNDS {
@@ -676,17 +690,12 @@ async fn conflicting_writes_on_two_nodes_one_wins_and_all_nodes_agree() {
             call(setup.boot(y), Method::DELETE, &format!("/rate-limits/{limit}"), None),
         )
         .await;
-        match (route, deleted) {
-            (StatusCode::CREATED, StatusCode::CONFLICT) => {
-                assert_eq!(delete_answer["error"], "in_use")
-            }
-            (StatusCode::BAD_REQUEST, StatusCode::NO_CONTENT) => {
-                assert_eq!(route_answer["field"], "policies.rate_limits[0]")
-            }
-            other => {
-                panic!("round {i}: both or neither won: {other:?} {route_answer} {delete_answer}")
-            }
-        }
+        one_wins(
+            i,
+            (route, &route_answer),
+            (deleted, &delete_answer),
+            "policies.rate_limits[0]",
+        );
     }
 
     // Every node ends with the same state, and it is consistent.
@@ -828,14 +837,17 @@ async fn versions_move_through_their_lifecycle_and_every_move_is_audited() {
     // Another team sees the public API's versions past draft, never the draft.
     let b = setup.as_token(via, "b-viewer");
     let seen: Vec<String> = b
-        .list_versions("orders")
+        .list_under::<ApiVersionSpec>("orders")
         .await
         .expect("b lists")
         .into_iter()
         .map(|v| v.name)
         .collect();
     assert_eq!(seen, ["orders/v1"]);
-    api_error(b.get_version("orders", "v2").await, StatusCode::NOT_FOUND);
+    api_error(
+        b.get_under::<ApiVersionSpec>("orders", "v2").await,
+        StatusCode::NOT_FOUND,
+    );
 
     // Every move, refused ones too, is in every node's audit log with its actor.
     setup.settle().await;
@@ -980,7 +992,10 @@ async fn subscriptions_move_through_their_states_on_every_node() {
     setup.settle().await;
     for id in ALL {
         api_error(
-            setup.boot(id).get_subscription("shop", "app").await,
+            setup
+                .boot(id)
+                .get_under::<SubscriptionSpec>("shop", "app")
+                .await,
             StatusCode::NOT_FOUND,
         );
     }
@@ -1010,7 +1025,7 @@ async fn subscriptions_move_through_their_states_on_every_node() {
     for id in ALL {
         let seen = setup
             .boot(id)
-            .get_subscription("shop", "app")
+            .get_under::<SubscriptionSpec>("shop", "app")
             .await
             .expect("read");
         assert_eq!(seen, approved, "node {id}");
@@ -1033,7 +1048,7 @@ async fn subscriptions_move_through_their_states_on_every_node() {
         StatusCode::NOT_FOUND,
     );
     api_error(
-        b.list_subscriptions("internal").await,
+        b.list_under::<SubscriptionSpec>("internal").await,
         StatusCode::NOT_FOUND,
     );
     let other = api_error(

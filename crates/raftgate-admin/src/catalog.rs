@@ -16,7 +16,7 @@ use raftgate_model::access::Action;
 use raftgate_model::api::{Subscribe, Transition};
 use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, SubscriptionSpec, api_of, key};
 use raftgate_model::state::Resource;
-use raftgate_model::{Command, Entity, Kind, State as Replica, validate};
+use raftgate_model::{Command, Entity, Kind, validate};
 
 use crate::auth::Caller;
 use crate::extract::{ReadQuery, if_match, json_body};
@@ -28,56 +28,65 @@ pub fn routes() -> Router<Shared> {
     let version = "/apis/{name}/versions/{version}";
     let subscription = "/apis/{name}/subscriptions/{application}";
     Router::new()
-        .route("/apis/{name}/versions", get(list_versions))
+        .route("/apis/{name}/versions", get(list_under::<ApiVersionSpec>))
         .route(
             version,
-            get(read_version).put(put_version).delete(delete_version),
+            get(read_under::<ApiVersionSpec>)
+                .put(put_version)
+                .delete(delete_under::<ApiVersionSpec>),
         )
         .route(&format!("{version}/transition"), post(transition))
         .route(
             "/apis/{name}/subscriptions",
-            get(list_subscriptions).post(subscribe),
+            get(list_under::<SubscriptionSpec>).post(subscribe),
         )
-        .route(subscription, get(read_subscription).delete(revoke))
+        .route(
+            subscription,
+            get(read_under::<SubscriptionSpec>).delete(delete_under::<SubscriptionSpec>),
+        )
         .route(&format!("{subscription}/approve"), post(approve))
         .route(&format!("{subscription}/reject"), post(reject))
 }
 
-/// The entries of `R` under API `api` that the caller sees, once it sees the API.
-fn under_api<R: Resource>(
-    state: &Replica,
-    caller: &Caller,
-    api: &str,
-) -> Result<List<Entity<R::View>>, ApiError> {
-    caller.may(Action::Read, R::KIND)?;
-    caller.may_read(state, Kind::Api, api, not_found::<ApiSpec>(api))?;
-    let data = R::table(state)
-        .values()
-        .filter(|e| api_of(&e.name) == api && caller.sees(state, R::KIND, &e.name))
-        .map(Entity::view)
-        .collect();
-    Ok(List { data })
-}
-
-async fn list_versions(
+/// `GET /apis/{name}/versions` or `.../subscriptions`: the entries of `R` under the API that
+/// the caller sees, once it sees the API.
+async fn list_under<R: Resource>(
     State(s): State<Shared>,
     caller: Caller,
     Path(api): Path<String>,
     q: Result<Query<ReadQuery>, QueryRejection>,
-) -> Result<axum::Json<List<Entity<ApiVersionSpec>>>, ApiError> {
+) -> Result<axum::Json<List<Entity<R::View>>>, ApiError> {
+    caller.may(Action::Read, R::KIND)?;
     let state = state_for(&s, q).await?;
-    Ok(axum::Json(under_api::<ApiVersionSpec>(
-        &state, &caller, &api,
-    )?))
+    caller.may_read(&state, Kind::Api, &api, not_found::<ApiSpec>(&api))?;
+    let data = R::table(&state)
+        .values()
+        .filter(|e| api_of(&e.name) == api && caller.sees(&state, R::KIND, &e.name))
+        .map(Entity::view)
+        .collect();
+    Ok(axum::Json(List { data }))
 }
 
-async fn read_version(
+/// `GET /apis/{name}/versions/{version}` or `.../subscriptions/{application}`.
+async fn read_under<R: Resource>(
     State(s): State<Shared>,
     caller: Caller,
-    Path((api, version)): Path<(String, String)>,
+    Path((api, name)): Path<(String, String)>,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    read_named::<ApiVersionSpec>(&s, &caller, &key(&api, &version), q).await
+    read_named::<R>(&s, &caller, &key(&api, &name), q).await
+}
+
+/// `DELETE /apis/{name}/versions/{version}` (its routes go with it) or
+/// `.../subscriptions/{application}` (revoked).
+async fn delete_under<R: Resource>(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let name = key(&api, &name);
+    delete_named(&s, &caller, R::KIND, name, if_match(&headers)?).await
 }
 
 /// The key of `{api}/{part}` from a URL, both parts valid names (so the key splits back).
@@ -100,16 +109,6 @@ async fn put_version(
     put_spec(&s, &caller, name, spec, if_match(&headers)?).await
 }
 
-async fn delete_version(
-    State(s): State<Shared>,
-    caller: Caller,
-    Path((api, version)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    let name = key(&api, &version);
-    delete_named(&s, &caller, Kind::ApiVersion, name, if_match(&headers)?).await
-}
-
 async fn transition(
     State(s): State<Shared>,
     caller: Caller,
@@ -129,18 +128,6 @@ async fn transition(
     };
     s.node.write_as(&caller.name, command).await?;
     stored::<ApiVersionSpec>(&s, &name, StatusCode::OK)
-}
-
-async fn list_subscriptions(
-    State(s): State<Shared>,
-    caller: Caller,
-    Path(api): Path<String>,
-    q: Result<Query<ReadQuery>, QueryRejection>,
-) -> Result<axum::Json<List<Entity<SubscriptionSpec>>>, ApiError> {
-    let state = state_for(&s, q).await?;
-    Ok(axum::Json(under_api::<SubscriptionSpec>(
-        &state, &caller, &api,
-    )?))
 }
 
 async fn subscribe(
@@ -167,25 +154,6 @@ async fn subscribe(
         StatusCode::OK
     };
     stored::<SubscriptionSpec>(&s, &name, status)
-}
-
-async fn read_subscription(
-    State(s): State<Shared>,
-    caller: Caller,
-    Path((api, application)): Path<(String, String)>,
-    q: Result<Query<ReadQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    read_named::<SubscriptionSpec>(&s, &caller, &key(&api, &application), q).await
-}
-
-async fn revoke(
-    State(s): State<Shared>,
-    caller: Caller,
-    Path((api, application)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    let name = key(&api, &application);
-    delete_named(&s, &caller, Kind::Subscription, name, if_match(&headers)?).await
 }
 
 /// Approves or rejects a pending subscription.

@@ -122,6 +122,13 @@ impl AdminResource for PromptSpec {}
 impl AdminResource for TeamSpec {}
 impl AdminResource for ApiSpec {}
 
+/// The kinds kept under an API (`/apis/{api}/{collection}/{name}`, see [`Kind::collection`]):
+/// its versions and its subscriptions.
+pub trait CatalogResource: Resource<View = Self> {}
+
+impl CatalogResource for ApiVersionSpec {}
+impl CatalogResource for SubscriptionSpec {}
+
 /// The `{"data": [...]}` envelope of list answers.
 #[derive(Deserialize)]
 struct Listing<T> {
@@ -634,26 +641,29 @@ impl AdminClient {
         spec: &ApiVersionSpec,
         if_match: Option<u64>,
     ) -> Result<Entity<ApiVersionSpec>, ClientError> {
-        let path = catalog_path(api, "versions", Some(version));
+        let path = catalog_path(api, Kind::ApiVersion.collection(), Some(version));
         self.call(Method::PUT, &path, Some(spec), if_match).await
     }
 
-    /// Reads version `version` of API `api` (its name is `"{api}/{version}"`).
-    pub async fn get_version(
+    /// Reads `name` of kind `R` under API `api`: a version (`get_under::<ApiVersionSpec>`) or
+    /// the subscription of an application (`get_under::<SubscriptionSpec>`); its own name is
+    /// `"{api}/{name}"`.
+    pub async fn get_under<R: CatalogResource>(
         &self,
         api: &str,
-        version: &str,
-    ) -> Result<Entity<ApiVersionSpec>, ClientError> {
-        let path = catalog_path(api, "versions", Some(version));
+        name: &str,
+    ) -> Result<Entity<R>, ClientError> {
+        let path = catalog_path(api, R::KIND.collection(), Some(name));
         self.call(Method::GET, &path, NO_BODY, None).await
     }
 
-    /// Lists the versions of API `api` the token may see.
-    pub async fn list_versions(
+    /// Lists what of kind `R` under API `api` the token may see: its versions or its
+    /// subscriptions.
+    pub async fn list_under<R: CatalogResource>(
         &self,
         api: &str,
-    ) -> Result<Vec<Entity<ApiVersionSpec>>, ClientError> {
-        let path = catalog_path(api, "versions", None);
+    ) -> Result<Vec<Entity<R>>, ClientError> {
+        let path = catalog_path(api, R::KIND.collection(), None);
         let listing: Listing<_> = self.call(Method::GET, &path, NO_BODY, None).await?;
         Ok(listing.data)
     }
@@ -665,7 +675,7 @@ impl AdminClient {
         version: &str,
         if_match: Option<u64>,
     ) -> Result<(), ClientError> {
-        let path = catalog_path(api, "versions", Some(version));
+        let path = catalog_path(api, Kind::ApiVersion.collection(), Some(version));
         self.send(Method::DELETE, &path, NO_BODY, if_match)
             .await
             .map(drop)
@@ -681,7 +691,7 @@ impl AdminClient {
     ) -> Result<Entity<ApiVersionSpec>, ClientError> {
         let path = format!(
             "{}/transition",
-            catalog_path(api, "versions", Some(version))
+            catalog_path(api, Kind::ApiVersion.collection(), Some(version))
         );
         self.call(Method::POST, &path, Some(&Transition { to }), None)
             .await
@@ -699,28 +709,8 @@ impl AdminClient {
             application: application.to_owned(),
             plan: plan.map(str::to_owned),
         };
-        let path = catalog_path(api, "subscriptions", None);
+        let path = catalog_path(api, Kind::Subscription.collection(), None);
         self.call(Method::POST, &path, Some(&body), None).await
-    }
-
-    /// Lists the subscriptions to API `api` the token may see.
-    pub async fn list_subscriptions(
-        &self,
-        api: &str,
-    ) -> Result<Vec<Entity<SubscriptionSpec>>, ClientError> {
-        let path = catalog_path(api, "subscriptions", None);
-        let listing: Listing<_> = self.call(Method::GET, &path, NO_BODY, None).await?;
-        Ok(listing.data)
-    }
-
-    /// Reads the subscription of `application` to API `api`.
-    pub async fn get_subscription(
-        &self,
-        api: &str,
-        application: &str,
-    ) -> Result<Entity<SubscriptionSpec>, ClientError> {
-        let path = catalog_path(api, "subscriptions", Some(application));
-        self.call(Method::GET, &path, NO_BODY, None).await
     }
 
     /// Approves (`approve`) or rejects the pending subscription of `application` to `api`.
@@ -733,7 +723,7 @@ impl AdminClient {
         let verb = if approve { "approve" } else { "reject" };
         let path = format!(
             "{}/{verb}",
-            catalog_path(api, "subscriptions", Some(application))
+            catalog_path(api, Kind::Subscription.collection(), Some(application))
         );
         self.call(Method::POST, &path, NO_BODY, None).await
     }
@@ -744,7 +734,7 @@ impl AdminClient {
         api: &str,
         application: &str,
     ) -> Result<(), ClientError> {
-        let path = catalog_path(api, "subscriptions", Some(application));
+        let path = catalog_path(api, Kind::Subscription.collection(), Some(application));
         self.send(Method::DELETE, &path, NO_BODY, None)
             .await
             .map(drop)

@@ -257,12 +257,7 @@ pub struct TokenInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Subscribe {
-    /// The subscribing application (a consumer).
-    #[schema(
-        pattern = r"^(?:[A-Za-z0-9_-][A-Za-z0-9._~-]*|~[A-Za-z0-9._~-]+|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.\.[A-Za-z0-9._~-]+)$",
-        min_length = 1,
-        max_length = 128
-    )]
+    /// The subscribing application (a consumer's name).
     pub application: String,
     /// One of the API's plans.
     #[serde(default)]

@@ -167,6 +167,89 @@ mod tests {
     }
 
     #[test]
+    fn teams_and_the_catalog_roundtrip() {
+        use crate::access::{StoredToken, TeamSpec, TokenRole};
+        use crate::catalog::{
+            ApiSpec, ApiVersionRef, ApiVersionSpec, Backend, Lifecycle, Plan, SubscriptionSpec,
+            SubscriptionState,
+        };
+        use crate::resource::Entity;
+        use std::sync::Arc;
+        let mut state = crate::State::default();
+        Arc::make_mut(&mut state.teams).insert("a".into(), Entity::new("a", TeamSpec::default()));
+        let token = StoredToken {
+            role: TokenRole::Developer,
+            team: Some("a".into()),
+            prefix: "rga_1".into(),
+            hash: "0".repeat(64),
+        };
+        Arc::make_mut(&mut state.tokens).insert("t".into(), Entity::new("t", token));
+        let api = ApiSpec {
+            team: Some("a".into()),
+            plans: vec![Plan {
+                name: "gold".into(),
+                rate_limits: vec!["rl".into()],
+            }],
+            ..ApiSpec::default()
+        };
+        Arc::make_mut(&mut state.apis).insert("o".into(), Entity::new("o", api));
+        let version = ApiVersionSpec {
+            base_path: "/o/v1".into(),
+            backend: Backend::AiModel("m".into()),
+            state: Lifecycle::Deprecated,
+            successor: Some("v2".into()),
+            sunset_at: Some(1),
+            openapi: Some("{}".into()),
+        };
+        Arc::make_mut(&mut state.api_versions).insert("o/v1".into(), Entity::new("o/v1", version));
+        let subscription = SubscriptionSpec {
+            api: "o".into(),
+            application: "app".into(),
+            plan: Some("gold".into()),
+            state: SubscriptionState::Pending,
+        };
+        Arc::make_mut(&mut state.subscriptions)
+            .insert("o/app".into(), Entity::new("o/app", subscription));
+        assert_eq!(
+            decode::<crate::State>(&encode(&state).unwrap()).unwrap(),
+            state
+        );
+        let route = crate::RouteSpec {
+            service: "s".into(),
+            team: Some("a".into()),
+            api_version: Some(ApiVersionRef {
+                api: "o".into(),
+                version: "v1".into(),
+            }),
+            ..Default::default()
+        };
+        for command in [
+            Command::ReplaceVersionRoutes {
+                api: "o".into(),
+                version: "v1".into(),
+                routes: vec![("r".into(), route)],
+                openapi: None,
+            },
+            Command::Transition {
+                api: "o".into(),
+                version: "v1".into(),
+                to: Lifecycle::Retired,
+                if_version: Some(3),
+            },
+            Command::Decide {
+                api: "o".into(),
+                application: "app".into(),
+                approve: true,
+            },
+        ] {
+            assert_eq!(
+                decode::<Command>(&encode(&command).unwrap()).unwrap(),
+                command
+            );
+        }
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let mut seed = 0x9e3779b97f4a7c15u64;
         for len in 0..200 {

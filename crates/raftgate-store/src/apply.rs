@@ -471,6 +471,23 @@ mod tests {
         insert(s, name, token);
     }
 
+    /// A prompt API at `path` calling model alias `model`.
+    pub(super) fn prompt(path: &str, model: &str) -> PromptSpec {
+        use raftgate_model::prompt::{PromptMessage, PromptRole};
+        PromptSpec {
+            path: path.into(),
+            model: model.into(),
+            messages: vec![PromptMessage {
+                role: PromptRole::User,
+                content: "hi".into(),
+            }],
+            variables: Default::default(),
+            parameters: Default::default(),
+            response_format: Default::default(),
+            team: None,
+        }
+    }
+
     /// An OpenAI-kind provider without a key.
     pub(super) fn provider() -> ProviderConfig {
         ProviderConfig {
@@ -700,21 +717,7 @@ mod tests {
 
     #[test]
     fn a_prompt_api_and_a_route_never_claim_the_same_path() {
-        use raftgate_model::prompt::{PromptMessage, PromptRole};
-        let prompt = |path: &str| {
-            Spec::AiPrompt(PromptSpec {
-                path: path.into(),
-                model: "m".into(),
-                messages: vec![PromptMessage {
-                    role: PromptRole::User,
-                    content: "hi".into(),
-                }],
-                variables: Default::default(),
-                parameters: Default::default(),
-                response_format: Default::default(),
-                team: None,
-            })
-        };
+        let prompt = |path: &str| Spec::AiPrompt(prompt(path, "m"));
         let route_at = |paths: &[&str], methods: &[&str]| {
             let Spec::Route(mut r) = route("svc") else {
                 unreachable!()

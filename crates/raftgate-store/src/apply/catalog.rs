@@ -4,10 +4,11 @@
 
 use raftgate_model::access::Action;
 use raftgate_model::catalog::{
-    ApiVersionRef, Lifecycle, SubscriptionMode, SubscriptionSpec, SubscriptionState, Visibility,
-    key,
+    ApiVersionRef, ApiVersionSpec, Lifecycle, SubscriptionMode, SubscriptionSpec,
+    SubscriptionState, Visibility, key,
 };
 use raftgate_model::command::Applied;
+use raftgate_model::state::Resource;
 use raftgate_model::{Kind, Rejection, RouteSpec, Spec, State, validate};
 
 use super::guard::Actor;
@@ -17,6 +18,21 @@ use super::{put, put_spec, remove};
 fn not_found(kind: Kind, name: &str) -> impl FnOnce() -> Rejection {
     let name = name.to_string();
     move || Rejection::NotFound { kind, name }
+}
+
+/// The stored spec `name` of kind `R`, for an actor who may do `action` to it (404 otherwise).
+fn stored_for<R: Resource>(
+    state: &State,
+    actor: &Actor,
+    action: Action,
+    name: &str,
+) -> Result<R, Rejection> {
+    let missing = not_found(R::KIND, name);
+    let Some(stored) = R::table(state).get(name) else {
+        return Err(missing());
+    };
+    actor.may(state, action, R::KIND, name, missing)?;
+    Ok(stored.spec.clone())
 }
 
 /// Whether API version `api/version` may move from `from` to `to`.
@@ -56,18 +72,7 @@ pub(super) fn transition(
     if_version: Option<u64>,
 ) -> Applied {
     let versioned = key(api, version);
-    let stored = state
-        .api_versions
-        .get(&versioned)
-        .ok_or_else(not_found(Kind::ApiVersion, &versioned))?;
-    let mut spec = stored.spec.clone();
-    actor.may(
-        state,
-        Action::Write,
-        Kind::ApiVersion,
-        &versioned,
-        not_found(Kind::ApiVersion, &versioned),
-    )?;
+    let mut spec: ApiVersionSpec = stored_for(state, actor, Action::Write, &versioned)?;
     super::check_version(state, Kind::ApiVersion, &versioned, if_version)?;
     may_move(api, version, spec.state, to)?;
     spec.state = to;
@@ -155,18 +160,7 @@ pub(super) fn decide(
     approve: bool,
 ) -> Applied {
     let subscription = key(api, application);
-    let stored = state
-        .subscriptions
-        .get(&subscription)
-        .ok_or_else(not_found(Kind::Subscription, &subscription))?;
-    let mut spec = stored.spec.clone();
-    actor.may(
-        state,
-        Action::Approve,
-        Kind::Subscription,
-        &subscription,
-        not_found(Kind::Subscription, &subscription),
-    )?;
+    let mut spec: SubscriptionSpec = stored_for(state, actor, Action::Approve, &subscription)?;
     if spec.state != SubscriptionState::Pending {
         return Err(Rejection::NotPending {
             api: api.to_string(),
@@ -193,17 +187,7 @@ pub(super) fn replace_routes(
     openapi: &Option<String>,
 ) -> Applied {
     let versioned = key(api, version);
-    let Some(stored) = state.api_versions.get(&versioned) else {
-        return Err(not_found(Kind::ApiVersion, &versioned)());
-    };
-    let mut spec = stored.spec.clone();
-    actor.may(
-        state,
-        Action::Write,
-        Kind::ApiVersion,
-        &versioned,
-        not_found(Kind::ApiVersion, &versioned),
-    )?;
+    let mut spec: ApiVersionSpec = stored_for(state, actor, Action::Write, &versioned)?;
     let owner = ApiVersionRef {
         api: api.to_string(),
         version: version.to_string(),

@@ -6,14 +6,13 @@ use raftgate_model::catalog::{
     SubscriptionSpec, SubscriptionState, Visibility,
 };
 use raftgate_model::policy::Policies;
-use raftgate_model::prompt::{PromptMessage, PromptRole, PromptSpec};
 use raftgate_model::{
     Command, ConsumerSpec, Kind, Proposal, RateLimitSpec, RateWindow, Rejection, RouteSpec,
     ServiceSpec, Spec, State,
 };
 
 use super::apply;
-use super::tests::{insert, model, provider, token};
+use super::tests::{insert, model, prompt, provider, token};
 use raftgate_model::access::{AuditOperation, TeamSpec};
 use raftgate_model::command::Applied;
 
@@ -274,18 +273,7 @@ fn references_are_checked_and_referenced_objects_stay() {
         log.put(ADMIN, "m", Spec::AiModel(model("p"))),
         missing("deployments[0].provider", Kind::AiProvider, "p")
     );
-    let prompt = Spec::AiPrompt(PromptSpec {
-        path: "/apis/p".into(),
-        model: "m".into(),
-        messages: vec![PromptMessage {
-            role: PromptRole::User,
-            content: "hi".into(),
-        }],
-        variables: Default::default(),
-        parameters: Default::default(),
-        response_format: Default::default(),
-        team: None,
-    });
+    let prompt = Spec::AiPrompt(prompt("/apis/p", "m"));
     assert_eq!(
         log.put(ADMIN, "p", prompt.clone()),
         missing("model", Kind::AiModel, "m")

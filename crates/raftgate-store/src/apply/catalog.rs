@@ -214,11 +214,19 @@ pub(super) fn replace_routes(
                 name: name.clone(),
             });
         }
-        let spec = Spec::Route(RouteSpec {
+        let route = RouteSpec {
             api_version: Some(owner.clone()),
             team: team.clone(),
             ..route.clone()
-        });
+        };
+        // Made by a program (an import), not typed by a user: checked here like any input.
+        route.validate().map_err(|e| {
+            within(Rejection::Invalid {
+                field: e.field,
+                message: e.message,
+            })
+        })?;
+        let spec = Spec::Route(route);
         actor.may_put(&next, name, &spec).map_err(within)?;
         put_spec(&mut next, name, &spec, at).map_err(within)?;
     }

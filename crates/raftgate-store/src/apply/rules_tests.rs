@@ -799,6 +799,25 @@ fn a_version_s_routes_are_replaced_all_or_nothing() {
         replace(&mut log, vec![("new", "svc"), ("new", "svc")], None),
         Err(Rejection::Invalid { field, .. }) if field == "routes[1].name"
     ));
+    let invalid = log.run(
+        "a-developer",
+        Command::ReplaceVersionRoutes {
+            api: "orders".into(),
+            version: "v1".into(),
+            routes: vec![(
+                "bad-path".into(),
+                RouteSpec {
+                    paths: vec!["/a/../b".into()],
+                    ..route(None, "svc", &[])
+                },
+            )],
+            openapi: None,
+        },
+    );
+    assert!(
+        matches!(&invalid, Err(Rejection::Invalid { field, .. }) if field == "routes[0].paths[0]"),
+        "{invalid:?}"
+    );
     assert_eq!(log.s.routes, before.routes);
     assert_eq!(log.s.api_versions, before.api_versions);
     // A good set replaces the old one whole.

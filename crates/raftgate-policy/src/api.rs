@@ -12,7 +12,7 @@
 //! subscription takes effect on every node as soon as the node applies it; per request it is a
 //! few field reads and, for APIs with subscriptions, one hash lookup.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -26,6 +26,10 @@ use raftgate_model::catalog::{
 use tracing::warn;
 
 use crate::auth::Consumer;
+
+/// Looked up per request by the caller's name (a configured consumer, not chosen by clients):
+/// foldhash rather than SipHash, as in the router.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 use crate::route::{Answer, RouteLimit, compile_limits};
 
 /// The message of a 404 for a path no route serves; a draft version answers others with it
@@ -59,7 +63,7 @@ impl ApiPolicy {
             .map(|p| compile_limits(name, &p.rate_limits, state, metrics).into())
             .collect();
         let subscribers = if api.subscription == SubscriptionMode::None {
-            HashMap::new()
+            HashMap::default()
         } else {
             // Subscriptions are keyed `{api}/{application}`: this API's are one range.
             let first = key(name, "");
@@ -103,8 +107,8 @@ pub struct ApiGate {
 /// Compiles the gates of a router's routes, each API's policy once.
 #[derive(Default)]
 pub struct Gates {
-    apis: HashMap<String, Option<Arc<ApiPolicy>>>,
-    versions: HashMap<String, Option<Arc<ApiGate>>>,
+    apis: StdHashMap<String, Option<Arc<ApiPolicy>>>,
+    versions: StdHashMap<String, Option<Arc<ApiGate>>>,
 }
 
 impl Gates {

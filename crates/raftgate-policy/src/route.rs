@@ -186,9 +186,10 @@ impl RoutePolicies {
             if let Some(retired) = gate.retired() {
                 return Err(retired);
             }
-            admitted
-                .response_headers
-                .extend(gate.response_headers().clone());
+            let headers = gate.response_headers();
+            if !headers.is_empty() {
+                admitted.response_headers.extend(headers.clone());
+            }
         }
         if let Some(cors) = &self.cors {
             match cors.check(&parts.method, &parts.headers) {

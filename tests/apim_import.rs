@@ -361,6 +361,19 @@ async fn imported_documents_route_their_paths_on_every_node_and_broken_ones_chan
     let huge = format!("{USERS_YAML}# {}\n", "x".repeat(1 << 20));
     let (status, _) = post_import(&via, "v1", huge.into_bytes(), "text/yaml").await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Made for a version of v1 other than the stored one: 412, nothing changes.
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::IF_MATCH, "1".parse().expect("a version"));
+    let (status, _, answer) = via
+        .request(
+            Method::POST,
+            "/apis/users/versions/v1/import",
+            Some(b"openapi: 3.0.0\npaths: {/x: {get: {}}}\n".to_vec()),
+            headers,
+        )
+        .await
+        .expect("POST with If-Match");
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{answer:?}");
     // A route name another route has: refused whole (409), nothing changes.
     s.as_a(s.leader)
         .put(

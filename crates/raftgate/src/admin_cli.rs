@@ -350,7 +350,7 @@ fn lifecycle(name: &str) -> Result<Lifecycle, String> {
 /// Writing a spec given as JSON: `NAME [JSON] [--if-match V]`.
 #[derive(Args, Debug)]
 struct Write {
-    /// The name.
+    /// Its name (of the team, API or version).
     name: String,
     /// The JSON spec; read from standard input when absent or `-`.
     json: Option<String>,

@@ -18,6 +18,9 @@ use hyper::StatusCode;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use raftgate_client::AdminClient;
+use raftgate_model::catalog::{
+    ApiSpec, ApiVersionRef, ApiVersionSpec, Backend, Lifecycle, SubscriptionMode,
+};
 use raftgate_model::policy::{AuthPolicy, KeyAuth, LimitScope, Policies};
 use raftgate_model::{ConsumerSpec, RateLimitSpec, RateWindow, RouteSpec, ServiceSpec, Target};
 use serde::{Deserialize, Serialize};
@@ -53,7 +56,7 @@ fn bench_error(what: &str) -> impl Fn(raftgate_client::ClientError) -> BenchErro
     move |e| BenchError::Admin(format!("{what}: {e}"))
 }
 
-fn keyed(limit: &str, path: &str) -> RouteSpec {
+fn keyed(limits: &[&str], path: &str) -> RouteSpec {
     RouteSpec {
         service: "svc".into(),
         paths: vec![path.into()],
@@ -62,7 +65,7 @@ fn keyed(limit: &str, path: &str) -> RouteSpec {
                 key_auth: Some(KeyAuth::default()),
                 ..Default::default()
             }),
-            rate_limits: vec![limit.into()],
+            rate_limits: limits.iter().map(|l| l.to_string()).collect(),
             ..Default::default()
         },
         ..Default::default()
@@ -70,7 +73,10 @@ fn keyed(limit: &str, path: &str) -> RouteSpec {
 }
 
 /// Writes the benchmark's resources: `/limited` (key-auth, L per minute per consumer), `/cost`
-/// (key-auth, a limit never reached, so every request is counted) and `/open` (no policies).
+/// (key-auth, a limit never reached, so every request is counted), `/open` (no policies),
+/// `/keyauth` (key-auth only) and `/subscribed` (key-auth, a route of a published version of an
+/// API that takes subscriptions, to which the `cost` consumer is subscribed: what the
+/// subscription check adds to key-auth).
 pub async fn setup(args: SetupArgs) -> Result<SetupReport, BenchError> {
     let c = AdminClient::new(&format!("http://{}", args.admin), None)
         .map_err(bench_error("admin client"))?;
@@ -98,10 +104,42 @@ pub async fn setup(args: SetupArgs) -> Result<SetupReport, BenchError> {
     c.put("unreached", &limit(u64::MAX / 4), None)
         .await
         .map_err(bench_error("PUT rate limit"))?;
-    c.put("limited", &keyed("per-minute", "/limited"), None)
+    c.put("limited", &keyed(&["per-minute"], "/limited"), None)
         .await
         .map_err(bench_error("PUT route"))?;
-    c.put("cost", &keyed("unreached", "/cost"), None)
+    c.put("cost", &keyed(&["unreached"], "/cost"), None)
+        .await
+        .map_err(bench_error("PUT route"))?;
+    c.put("keyauth", &keyed(&[], "/keyauth"), None)
+        .await
+        .map_err(bench_error("PUT route"))?;
+    let api = ApiSpec {
+        subscription: SubscriptionMode::Auto,
+        ..Default::default()
+    };
+    c.put("bench", &api, None)
+        .await
+        .map_err(bench_error("PUT api"))?;
+    let version = ApiVersionSpec {
+        base_path: "/subscribed".into(),
+        backend: Backend::Service("svc".into()),
+        state: Lifecycle::Published,
+        successor: None,
+        sunset_at: None,
+        deprecated_at: None,
+        openapi: None,
+    };
+    c.put_version("bench", "v1", &version, None)
+        .await
+        .map_err(bench_error("PUT api version"))?;
+    let subscribed = RouteSpec {
+        api_version: Some(ApiVersionRef {
+            api: "bench".into(),
+            version: "v1".into(),
+        }),
+        ..keyed(&[], "/subscribed")
+    };
+    c.put("subscribed", &subscribed, None)
         .await
         .map_err(bench_error("PUT route"))?;
     let open = RouteSpec {
@@ -123,6 +161,9 @@ pub async fn setup(args: SetupArgs) -> Result<SetupReport, BenchError> {
             .map_err(bench_error("create key"))?;
         keys.insert(consumer.to_string(), key.key);
     }
+    c.subscribe("bench", "cost", None)
+        .await
+        .map_err(bench_error("subscribe"))?;
     Ok(SetupReport { keys })
 }
 
@@ -284,7 +325,8 @@ pub async fn accuracy(args: AccuracyArgs) -> Result<AccuracyReport, BenchError> 
 /// One throughput run of the cost comparison, as `bench/limits` records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CostRun {
-    /// `raftgate`, `raftgate+policies`, `nginx` or `nginx+limit_req`.
+    /// `raftgate`, `raftgate+policies`, `raftgate+keyauth`, `raftgate+subscription`, `nginx`
+    /// or `nginx+limit_req`.
     pub label: String,
     /// The wrk run.
     pub load: LoadReport,
@@ -366,6 +408,12 @@ pub fn report(path: &PathBuf) -> Result<String, BenchError> {
     if let (Some(on), Some(off)) = (rps("raftgate+policies"), rps("raftgate")) {
         out.push_str(&format!(
             "\nkey-auth + rate limit keep {:.1} % of raftgate's throughput (target ≥ 90 %)\n",
+            100.0 * on / off
+        ));
+    }
+    if let (Some(on), Some(off)) = (rps("raftgate+subscription"), rps("raftgate+keyauth")) {
+        out.push_str(&format!(
+            "key-auth + subscription check keep {:.1} % of key-auth's throughput (target ≥ 97 %)\n",
             100.0 * on / off
         ));
     }

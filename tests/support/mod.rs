@@ -582,6 +582,17 @@ impl ProxyClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, String), String> {
+        let (status, _, body) = self.fetch(proxy, path, headers).await?;
+        Ok((status, body))
+    }
+
+    /// Like [`ProxyClient::get_with_headers`], with the answer's headers.
+    pub async fn fetch(
+        &self,
+        proxy: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, http::HeaderMap, String), String> {
         let uri = format!("http://{proxy}{path}");
         let exchange = async {
             let mut request = Request::get(&uri);
@@ -596,14 +607,17 @@ impl ProxyClient {
                 .request(request)
                 .await
                 .map_err(|e| format!("GET {uri}: {e:?}"))?;
-            let status = response.status();
-            let body = response
-                .into_body()
+            let (head, body) = response.into_parts();
+            let body = body
                 .collect()
                 .await
                 .map_err(|e| format!("GET {uri} body: {e}"))?
                 .to_bytes();
-            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+            Ok((
+                head.status,
+                head.headers,
+                String::from_utf8_lossy(&body).into_owned(),
+            ))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await

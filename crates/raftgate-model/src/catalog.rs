@@ -175,6 +175,10 @@ pub struct ApiVersionSpec {
     /// When it is retired, Unix milliseconds (the `Sunset` header of a deprecated version).
     #[serde(default)]
     pub sunset_at: Option<u64>,
+    /// When it was deprecated, Unix milliseconds (the `Deprecation` header): stamped by the
+    /// cluster when the version moves to `deprecated` unless given (a date announced ahead).
+    #[serde(default)]
+    pub deprecated_at: Option<u64>,
     /// The imported OpenAPI document, kept for the portal. A write that leaves it out keeps
     /// the stored one.
     #[serde(default)]
@@ -196,6 +200,24 @@ impl ApiVersionRef {
     pub fn key(&self) -> String {
         key(&self.api, &self.version)
     }
+}
+
+/// The API version a proxy refusal is about (`403 not_subscribed`, `410 Gone` of a retired
+/// version), in the error body, so a client can tell which API to subscribe to or move to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RefusedVersion {
+    /// The API's name.
+    pub api: String,
+    /// The version's name.
+    pub version: String,
+    /// The version's lifecycle state.
+    pub state: Lifecycle,
+    /// The version that replaces it, if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<String>,
+    /// The successor's base path, where its requests go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor_path: Option<String>,
 }
 
 /// Where a subscription is in its life.

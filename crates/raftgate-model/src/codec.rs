@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 /// added a provider's `stream_idle_timeout_ms`, routes' `upgrades`, JWT `hide_credentials` and
 /// the path-taken and missing-secret rejections; 5 added teams and team-scoped tokens, the
 /// `team` of the owned kinds, the API catalog (APIs, versions, subscriptions, a route's
-/// `api_version`), its commands and rejections, and the audit entries' `detail`.
-pub const FORMAT_VERSION: u8 = 5;
+/// `api_version`), its commands and rejections, and the audit entries' `detail`; 6 added an API
+/// version's `deprecated_at`.
+pub const FORMAT_VERSION: u8 = 6;
 
 /// Largest value [`decode`] accepts; larger input is refused rather than allocated.
 pub const MAX_DECODE_BYTES: usize = 256 << 20;
@@ -199,6 +200,7 @@ mod tests {
             state: Lifecycle::Deprecated,
             successor: Some("v2".into()),
             sunset_at: Some(1),
+            deprecated_at: Some(2),
             openapi: Some("{}".into()),
         };
         Arc::make_mut(&mut state.api_versions).insert("o/v1".into(), Entity::new("o/v1", version));

@@ -207,6 +207,7 @@ mod tests {
             limits: Default::default(),
             ai_models: Default::default(),
             ai_limits: Default::default(),
+            team: None,
         };
         let acl = |allow: &[&str], deny: &[&str]| AllowDeny {
             allow: allow.iter().map(|s| s.to_string()).collect(),

@@ -62,6 +62,8 @@ pub struct Consumer {
     pub ai_models: Box<[String]>,
     /// Its AI budgets and token rate.
     pub ai_limits: AiLimits,
+    /// The team it is an application of, for the draft versions of the team's APIs.
+    pub team: Option<Box<str>>,
 }
 
 /// An API key as the request path sees it: which key it is (for per-key usage and limits) and
@@ -126,6 +128,7 @@ fn consumer(name: &str, spec: &ConsumerSpec) -> Arc<Consumer> {
         limits: spec.limits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         ai_models: spec.ai_models.clone().into(),
         ai_limits: spec.ai_limits,
+        team: spec.team.as_deref().map(Box::from),
     })
 }
 

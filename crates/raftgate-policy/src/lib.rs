@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod api;
 pub mod auth;
 pub mod counter;
 pub mod route;
@@ -32,6 +33,7 @@ use raftgate_model::{ConsumerSpec, NodeId, State, StoredKey};
 use raftgate_secrets::SecretsKey;
 use tracing::{debug, warn};
 
+pub use api::{ApiGate, Gates, NO_ROUTE};
 pub use auth::{Credentials, hash_password};
 pub use counter::{Counters, Limit, LimitStatus, Refusal, Reservation};
 pub use route::{Admitted, Answer, RoutePolicies, X_CONSUMER_NAME};

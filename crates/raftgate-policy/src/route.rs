@@ -12,12 +12,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{StatusCode, Uri};
 use raftgate_metrics::{Metrics, Refusals};
-use raftgate_model::policy::{AllowDeny, AuthPolicy, LimitScope, Policies};
+use raftgate_model::catalog::RefusedVersion;
+use raftgate_model::policy::{AllowDeny, AuthPolicy, KeyAuth, LimitScope, Policies};
 use raftgate_model::{RateLimitSpec, RouteSpec, ServiceSpec, State};
 use tracing::warn;
 
 use crate::Engine;
 use crate::access::{Cors, CorsVerdict, IpRules, acl_admits};
+use crate::api::ApiGate;
 use crate::auth::{AuthError, Consumer, basic_credentials, bearer};
 use crate::counter::{Limit, LimitStatus, Refusal, Reservation, now_ms};
 
@@ -27,9 +29,9 @@ static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// A rate limit as one route uses it.
+/// A rate limit as one route (or one plan of an API) uses it.
 #[derive(Debug)]
-struct RouteLimit {
+pub(crate) struct RouteLimit {
     name: Box<str>,
     spec: RateLimitSpec,
     /// `raftgate_rate_limit_refusals_total` of this limit, resolved here so a refusal only
@@ -48,6 +50,32 @@ pub struct RoutePolicies {
     max_body_bytes: Option<u64>,
     ip: Option<IpRules>,
     cors: Option<Cors>,
+    /// The lifecycle and subscriptions of the API version the route is one of.
+    gate: Option<Arc<ApiGate>>,
+}
+
+/// The rate limits `names` of `state` as `owner` (a route or an API) uses them; those that do
+/// not exist are skipped with a warning (the state machine refuses such references).
+pub(crate) fn compile_limits(
+    owner: &str,
+    names: &[String],
+    state: &State,
+    metrics: &Metrics,
+) -> Vec<RouteLimit> {
+    names
+        .iter()
+        .filter_map(|l| match state.rate_limits.get(l) {
+            Some(e) => Some(RouteLimit {
+                name: l.as_str().into(),
+                spec: e.spec.clone(),
+                refusals: metrics.limit_refusals(l),
+            }),
+            None => {
+                warn!(owner, rate_limit = %l, "rate limit does not exist; not enforced");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The proxy's own answer to a request it does not forward.
@@ -63,15 +91,22 @@ pub struct Answer {
     /// The authenticated consumer, when the refusal came after authentication (by the ACL or
     /// a rate limit), for logs and metrics.
     pub consumer: Option<Arc<str>>,
+    /// The API version refused (not subscribed, retired), for the error body.
+    pub api: Option<Box<RefusedVersion>>,
 }
 
 impl Answer {
-    fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Box<Answer> {
+    pub(crate) fn error(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Box<Answer> {
         Box::new(Answer {
             status,
             error: Some((code, message.into())),
             headers: HeaderMap::new(),
             consumer: None,
+            api: None,
         })
     }
 }
@@ -94,35 +129,28 @@ impl RoutePolicies {
         self.cors.is_some()
     }
 
-    /// The effective policies of route `name`, or `None` when it has none (then the proxy skips
-    /// the policy step). Rate limits that do not exist are skipped with a warning. Refusals are
-    /// counted in `metrics`.
+    /// The effective policies of route `name` (behind the `gate` of its API version, if it is
+    /// one's), or `None` when it has none (then the proxy skips the policy step). Rate limits
+    /// that do not exist are skipped with a warning. Refusals are counted in `metrics`.
     pub fn compile(
         name: &str,
         route: &RouteSpec,
         service: &ServiceSpec,
+        gate: Option<Arc<ApiGate>>,
         state: &State,
         metrics: &Metrics,
     ) -> Option<Arc<RoutePolicies>> {
-        let p = Policies::overlay(&route.policies, &service.policies);
-        if p.is_empty() {
+        let mut p = Policies::overlay(&route.policies, &service.policies);
+        if p.is_empty() && gate.is_none() {
             return None;
         }
-        let limits = p
-            .rate_limits
-            .iter()
-            .filter_map(|l| match state.rate_limits.get(l) {
-                Some(e) => Some(RouteLimit {
-                    name: l.as_str().into(),
-                    spec: e.spec.clone(),
-                    refusals: metrics.limit_refusals(l),
-                }),
-                None => {
-                    warn!(route = name, rate_limit = %l, "rate limit does not exist; not enforced");
-                    None
-                }
-            })
-            .collect();
+        if p.auth.is_none() && gate.as_ref().is_some_and(|g| g.needs_identity()) {
+            p.auth = Some(AuthPolicy {
+                key_auth: Some(KeyAuth::default()),
+                ..AuthPolicy::default()
+            });
+        }
+        let limits = compile_limits(name, &p.rate_limits, state, metrics);
         let key_header = p
             .auth
             .as_ref()
@@ -137,6 +165,7 @@ impl RoutePolicies {
             ip: p.ip.as_ref().map(IpRules::compile),
             cors: p.cors.as_ref().map(Cors::compile),
             auth: p.auth,
+            gate,
         }))
     }
 
@@ -153,6 +182,14 @@ impl RoutePolicies {
             max_body_bytes: self.max_body_bytes,
             ..Admitted::default()
         };
+        if let Some(gate) = &self.gate {
+            if let Some(retired) = gate.retired() {
+                return Err(retired);
+            }
+            admitted
+                .response_headers
+                .extend(gate.response_headers().clone());
+        }
         if let Some(cors) = &self.cors {
             match cors.check(&parts.method, &parts.headers) {
                 CorsVerdict::Ignore => {}
@@ -162,6 +199,7 @@ impl RoutePolicies {
                         error: None,
                         headers,
                         consumer: None,
+                        api: None,
                     }));
                 }
                 CorsVerdict::Allow(headers) => admitted.response_headers.extend(headers),
@@ -187,6 +225,8 @@ impl RoutePolicies {
                 ),
             ));
         }
+        // The rate limits of the caller's plan, when the route is an API's with subscriptions.
+        let mut plan: &[RouteLimit] = &[];
         let consumer = match &self.auth {
             Some(auth) => {
                 // A client's own `X-Consumer-Name` was removed before routing (every route).
@@ -205,6 +245,12 @@ impl RoutePolicies {
                     answer.consumer = Some(consumer.name.clone());
                     return Err(answer);
                 }
+                if let Some(gate) = &self.gate {
+                    plan = gate.admit(&consumer).map_err(|mut answer| {
+                        answer.consumer = Some(consumer.name.clone());
+                        answer
+                    })?;
+                }
                 if let Ok(v) = HeaderValue::from_str(&consumer.name) {
                     parts.headers.insert(&X_CONSUMER_NAME, v);
                 }
@@ -213,8 +259,8 @@ impl RoutePolicies {
             }
             None => None,
         };
-        if !self.limits.is_empty() {
-            match self.limit(engine, consumer.as_deref(), client_ip) {
+        if !self.limits.is_empty() || !plan.is_empty() {
+            match self.limit(engine, consumer.as_deref(), client_ip, plan) {
                 Ok(Some(s)) => ratelimit_headers(&mut admitted.response_headers, &s),
                 Ok(None) => {}
                 Err(mut answer) => {
@@ -226,23 +272,28 @@ impl RoutePolicies {
         Ok(admitted)
     }
 
-    /// Counts the request against every rate limit; the most restrictive status on success.
+    /// Counts the request against every rate limit of the route and of the caller's `plan`;
+    /// the most restrictive status on success.
     fn limit(
         &self,
         engine: &Engine,
         consumer: Option<&Consumer>,
         client_ip: IpAddr,
+        plan: &[RouteLimit],
     ) -> Result<Option<LimitStatus>, Box<Answer>> {
         let now = now_ms();
-        let mut reserved: Vec<Reservation> = Vec::with_capacity(self.limits.len());
+        let mut reserved: Vec<Reservation> = Vec::with_capacity(self.limits.len() + plan.len());
         let mut tightest: Option<LimitStatus> = None;
-        for l in &self.limits {
-            let subject = match (l.spec.scope, consumer) {
-                (LimitScope::Consumer, Some(c)) => format!("consumer:{}", c.name),
-                (LimitScope::ConsumerRoute, Some(c)) => {
+        let route = self.limits.iter().map(|l| (l, false));
+        for (l, of_plan) in route.chain(plan.iter().map(|l| (l, true))) {
+            let subject = match (l.spec.scope, consumer, &self.gate) {
+                // A plan's limits count per application and API, whatever their scope says.
+                (_, Some(c), Some(gate)) if of_plan => format!("plan:{}:{}", gate.api(), c.name),
+                (LimitScope::Consumer, Some(c), _) => format!("consumer:{}", c.name),
+                (LimitScope::ConsumerRoute, Some(c), _) => {
                     format!("consumer_route:{}:{}", c.name, self.route)
                 }
-                (LimitScope::Route, _) => format!("route:{}", self.route),
+                (LimitScope::Route, _, _) => format!("route:{}", self.route),
                 // Without a consumer, per-consumer limits count per client address.
                 _ => format!("ip:{client_ip}"),
             };
@@ -496,7 +547,7 @@ mod tests {
         let (state, route) = limited();
         let metrics = Metrics::new();
         let policies =
-            RoutePolicies::compile("r", &route, &ServiceSpec::default(), &state, &metrics)
+            RoutePolicies::compile("r", &route, &ServiceSpec::default(), None, &state, &metrics)
                 .expect("the route has policies");
         let engine = Engine::standalone();
         engine.refresh(&state);

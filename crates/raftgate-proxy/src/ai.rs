@@ -308,6 +308,7 @@ mod tests {
                 limits: Default::default(),
                 ai_models: Box::default(),
                 ai_limits: consumer,
+                team: None,
             }),
             ai_limits: key,
         }

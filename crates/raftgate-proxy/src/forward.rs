@@ -22,8 +22,9 @@ use hyper::body::{Body as _, Incoming};
 use raftgate_ai::Gateway;
 use raftgate_ai::api::AiBody;
 use raftgate_metrics::{Metrics, RouteMetrics};
+use raftgate_model::catalog::RefusedVersion;
 use raftgate_model::path::{self, PathError};
-use raftgate_policy::{Admitted, Answer, Engine, RoutePolicies, X_CONSUMER_NAME};
+use raftgate_policy::{Admitted, Answer, Engine, NO_ROUTE, RoutePolicies, X_CONSUMER_NAME};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -71,15 +72,16 @@ pub struct ErrorBody {
     /// The request's id, as sent upstream and returned in the `X-Request-Id` header; quote it
     /// when reporting a problem.
     pub request_id: String,
+    /// The API version refused, for `not_subscribed` (403) and `retired` (410).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<RefusedVersion>,
 }
 
 /// Why a request could not be forwarded. The messages are shown to clients, so they name the
 /// service but never an internal address.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    #[error(
-        "no route matches this request; check its host, path and method against the routes configured with the admin API"
-    )]
+    #[error("{NO_ROUTE}")]
     NoRoute,
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(#[source] http::Error),
@@ -127,10 +129,15 @@ impl Failure {
         // A CORS preflight answer has no body.
         let json = !matches!(&self, Failure::Policy(answer) if answer.error.is_none());
         let body = if json {
+            let api = match &self {
+                Failure::Policy(answer) => answer.api.as_deref().cloned(),
+                _ => None,
+            };
             let body = ErrorBody {
                 error: code.into(),
                 message: self.to_string(),
                 request_id: request_id.to_str().unwrap_or_default().into(),
+                api,
             };
             Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
         } else {

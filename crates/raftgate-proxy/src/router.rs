@@ -77,10 +77,11 @@ use std::sync::{Arc, OnceLock};
 
 use http::{HeaderMap, HeaderName, Method};
 use raftgate_metrics::{Metrics, RouteMetrics};
+use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, SubscriptionSpec};
 use raftgate_model::state::Table;
 use raftgate_model::validate::{PathMatch, path_match};
 use raftgate_model::{Entity, RateLimitSpec, RouteSpec, ServiceSpec, State};
-use raftgate_policy::RoutePolicies;
+use raftgate_policy::{Gates, RoutePolicies};
 use regex::{Regex, RegexSet};
 use tracing::warn;
 
@@ -103,7 +104,41 @@ pub struct Router {
     routes: usize,
     services: usize,
     /// The tables compiled, to tell whether a new state needs a new router.
-    source: (Table<RouteSpec>, Table<ServiceSpec>, Table<RateLimitSpec>),
+    source: Source,
+}
+
+/// The tables a router is compiled from: routes and services, the rate limits their policies
+/// name, and the catalog their API versions' gates come from.
+#[derive(Debug, Default)]
+struct Source {
+    routes: Table<RouteSpec>,
+    services: Table<ServiceSpec>,
+    rate_limits: Table<RateLimitSpec>,
+    apis: Table<ApiSpec>,
+    versions: Table<ApiVersionSpec>,
+    subscriptions: Table<SubscriptionSpec>,
+}
+
+impl Source {
+    fn of(state: &State) -> Source {
+        Source {
+            routes: state.routes.clone(),
+            services: state.services.clone(),
+            rate_limits: state.rate_limits.clone(),
+            apis: state.apis.clone(),
+            versions: state.api_versions.clone(),
+            subscriptions: state.subscriptions.clone(),
+        }
+    }
+
+    fn is(&self, state: &State) -> bool {
+        Arc::ptr_eq(&self.routes, &state.routes)
+            && Arc::ptr_eq(&self.services, &state.services)
+            && Arc::ptr_eq(&self.rate_limits, &state.rate_limits)
+            && Arc::ptr_eq(&self.apis, &state.apis)
+            && Arc::ptr_eq(&self.versions, &state.api_versions)
+            && Arc::ptr_eq(&self.subscriptions, &state.subscriptions)
+    }
 }
 
 /// The routes of one host group, indexed by path. Every list of routes is sorted by
@@ -289,21 +324,30 @@ impl Router {
     pub fn compile(state: &State, services: &Services, metrics: &Arc<Metrics>) -> Router {
         let mut router = Router {
             services: services.len(),
-            source: (
-                state.routes.clone(),
-                state.services.clone(),
-                state.rate_limits.clone(),
-            ),
+            source: Source::of(state),
             ..Router::default()
         };
+        let mut gates = Gates::default();
         for entity in state.routes.values() {
             let Some(service) = services.get(entity.spec.service.as_str()) else {
                 warn!(route = %entity.name, service = %entity.spec.service,
                     "route names a service that does not exist; route skipped");
                 continue;
             };
+            let gate = match &entity.spec.api_version {
+                Some(owner) => match gates.of(state, owner, metrics) {
+                    Some(gate) => Some(gate),
+                    None => {
+                        // Serving it without its version's gate could let anyone in.
+                        warn!(route = %entity.name, api_version = %owner.key(),
+                            "route's API version does not exist; route skipped");
+                        continue;
+                    }
+                },
+                None => None,
+            };
             let policies = state.services.get(&entity.spec.service).and_then(|s| {
-                RoutePolicies::compile(&entity.name, &entity.spec, &s.spec, state, metrics)
+                RoutePolicies::compile(&entity.name, &entity.spec, &s.spec, gate, state, metrics)
             });
             router.add(entity, service, policies, metrics);
         }
@@ -460,13 +504,12 @@ impl Router {
         self.services
     }
 
-    /// Whether `state` has the very routes, services and rate limits this router was compiled
-    /// from (the state machine keeps a table's `Arc` when a change does not touch it), so that
-    /// changes to consumers, keys or usage counters cost no recompilation.
+    /// Whether `state` has the very tables this router was compiled from (routes, services,
+    /// rate limits and the API catalog; the state machine keeps a table's `Arc` when a change
+    /// does not touch it), so that changes to consumers, keys or usage counters cost no
+    /// recompilation.
     pub fn is_compiled_from(&self, state: &State) -> bool {
-        Arc::ptr_eq(&self.source.0, &state.routes)
-            && Arc::ptr_eq(&self.source.1, &state.services)
-            && Arc::ptr_eq(&self.source.2, &state.rate_limits)
+        self.source.is(state)
     }
 }
 

@@ -271,12 +271,14 @@ fn put_spec(state: &mut State, name: &str, spec: &Spec, at: At) -> Applied {
         Spec::Api(a) => put(state, name, a.clone(), at),
         Spec::ApiVersion(v) => {
             let mut version = v.clone();
+            let stored = state.api_versions.get(name).map(|e| &e.spec);
             if version.openapi.is_none() {
-                version.openapi = state
-                    .api_versions
-                    .get(name)
-                    .and_then(|stored| stored.spec.openapi.clone());
+                version.openapi = stored.and_then(|s| s.openapi.clone());
             }
+            if version.deprecated_at.is_none() {
+                version.deprecated_at = stored.and_then(|s| s.deprecated_at);
+            }
+            catalog::stamp_deprecation(stored.map(|s| s.state), &mut version, at.ms);
             put(state, name, version, at)
         }
         Spec::Subscription(s) => put(state, name, s.clone(), at),

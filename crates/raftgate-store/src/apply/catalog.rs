@@ -75,8 +75,20 @@ pub(super) fn transition(
     let mut spec: ApiVersionSpec = stored_for(state, actor, Action::Write, &versioned)?;
     super::check_version(state, Kind::ApiVersion, &versioned, if_version)?;
     may_move(api, version, spec.state, to)?;
+    let from = spec.state;
     spec.state = to;
+    stamp_deprecation(Some(from), &mut spec, at.ms);
     put(state, &versioned, spec, at)
+}
+
+/// Gives a version that becomes deprecated (from `stored`, its state before) the time it did,
+/// unless the writer announced one; a version no longer deprecated loses it.
+pub(super) fn stamp_deprecation(stored: Option<Lifecycle>, spec: &mut ApiVersionSpec, ms: u64) {
+    if spec.state != Lifecycle::Deprecated {
+        spec.deprecated_at = None;
+    } else if stored != Some(Lifecycle::Deprecated) && spec.deprecated_at.is_none() {
+        spec.deprecated_at = Some(ms);
+    }
 }
 
 /// [`raftgate_model::Command::Subscribe`].

@@ -147,6 +147,7 @@ fn version(service: &str, state: Lifecycle, successor: Option<&str>) -> ApiVersi
         state,
         successor: successor.map(Into::into),
         sunset_at: None,
+        deprecated_at: None,
         openapi: None,
     }
 }

@@ -126,6 +126,7 @@ impl Setup {
             state: Lifecycle::Draft,
             successor: None,
             sunset_at: None,
+            deprecated_at: None,
             openapi: None,
         };
         a.put_version("users", version, &spec, None)
@@ -435,6 +436,7 @@ async fn imported_documents_route_their_paths_on_every_node_and_broken_ones_chan
         state: Lifecycle::Draft,
         successor: None,
         sunset_at: None,
+        deprecated_at: None,
         openapi: Some(smaller.to_owned()),
     };
     s.as_a(s.leader)

@@ -11,6 +11,7 @@ fn version(base_path: &str) -> ApiVersionSpec {
         state: Lifecycle::Draft,
         successor: None,
         sunset_at: None,
+        deprecated_at: None,
         openapi: None,
     }
 }

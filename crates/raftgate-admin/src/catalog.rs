@@ -1,6 +1,7 @@
 //! The API catalog's endpoints beyond generic CRUD (APIs and teams have that): an API's
 //! versions and their lifecycle transitions under `/apis/{name}/versions`, and its
-//! subscriptions with their approval under `/apis/{name}/subscriptions`. Versions and
+//! subscriptions with their approval under `/apis/{name}/subscriptions`, and the import of a
+//! version's routes from an OpenAPI document (`.../import`, see [`raftgate_import`]). Versions and
 //! subscriptions are stored under `"{api}/{version}"` and `"{api}/{application}"`, which is
 //! also their `name` in answers. Every rule (who may, what must exist, which moves are
 //! allowed) is the state machine's; these handlers shape the input and read the answers.
@@ -9,17 +10,18 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use raftgate_cluster::WriteError;
 use raftgate_model::access::Action;
 use raftgate_model::api::{Subscribe, Transition};
 use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, SubscriptionSpec, api_of, key};
 use raftgate_model::state::Resource;
-use raftgate_model::{Command, Entity, Kind, validate};
+use raftgate_model::{Command, Entity, Kind, Rejection, validate};
 
 use crate::auth::Caller;
-use crate::extract::{ReadQuery, if_match, json_body};
+use crate::extract::{ReadQuery, body_bytes, if_match, json_body};
 use crate::resources::{List, delete_named, not_found, put_spec, read_named, state_for, stored};
 use crate::{ApiError, Shared};
 
@@ -36,6 +38,8 @@ pub fn routes() -> Router<Shared> {
                 .delete(delete_under::<ApiVersionSpec>),
         )
         .route(&format!("{version}/transition"), post(transition))
+        .route(&format!("{version}/import"), post(import))
+        .route(&format!("{version}/openapi"), get(read_openapi))
         .route(
             "/apis/{name}/subscriptions",
             get(list_under::<SubscriptionSpec>).post(subscribe),
@@ -154,6 +158,108 @@ async fn subscribe(
         StatusCode::OK
     };
     stored::<SubscriptionSpec>(&s, &name, status)
+}
+
+/// `POST .../versions/{version}/import`: replaces the version's routes with those made from
+/// the OpenAPI document in the body, in one command. They are made from the version as a
+/// linearizable read finds it, and the command applies only if it is still at that version
+/// (412 otherwise), so a base path or backend changed meanwhile never gets stale routes.
+async fn import(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<List<Entity<raftgate_model::RouteSpec>>>, ApiError> {
+    caller.may(Action::Write, Kind::ApiVersion)?;
+    let name = checked_key(&api, "version", &version)?;
+    let expected = if_match(&headers)?;
+    let body = body_bytes(body)?;
+    let state = s.node.linearizable_state().await?;
+    let missing = || not_found::<ApiVersionSpec>(&name);
+    caller.may_read(&state, Kind::ApiVersion, &name, missing())?;
+    let stored = state.api_versions.get(&name).ok_or_else(missing)?;
+    if let Some(expected) = expected
+        && expected != stored.version
+    {
+        return Err(WriteError::Rejected(Rejection::VersionMismatch {
+            kind: Kind::ApiVersion,
+            name,
+            expected,
+            actual: stored.version,
+        })
+        .into());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let imported = raftgate_import::import(&api, &version, &stored.spec, &body, content_type)?;
+    let (operations, routes): (Vec<String>, Vec<_>) = imported
+        .routes
+        .into_iter()
+        .map(|r| (r.operation, (r.name, r.spec)))
+        .unzip();
+    let names: Vec<String> = routes.iter().map(|(n, _)| n.clone()).collect();
+    let command = Command::ReplaceVersionRoutes {
+        api,
+        version,
+        routes,
+        openapi: Some(imported.document),
+        if_version: Some(stored.version),
+    };
+    s.node
+        .write_as(&caller.name, command)
+        .await
+        .map_err(|e| at_operation(e, &operations))?;
+    let state = s.node.state();
+    let data = names
+        .iter()
+        .filter_map(|n| state.routes.get(n))
+        .map(Entity::view)
+        .collect();
+    Ok(axum::Json(List { data }))
+}
+
+/// The rejection of imported routes with `routes[i]` in its field replaced by where in the
+/// document route `i` comes from (`paths./users/{id}.get`).
+fn at_operation(mut e: WriteError, operations: &[String]) -> WriteError {
+    if let WriteError::Rejected(rejection) = &mut e
+        && let Some(field) = rejection.field_mut()
+        && let Some((i, rest)) = field
+            .strip_prefix("routes[")
+            .and_then(|f| f.split_once(']'))
+        && let Some(operation) = i.parse::<usize>().ok().and_then(|i| operations.get(i))
+    {
+        *field = format!("{operation}{rest}");
+    }
+    e
+}
+
+/// `GET .../versions/{version}/openapi`: the version's OpenAPI document as it was imported,
+/// as JSON or YAML as it was written.
+async fn read_openapi(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((api, version)): Path<(String, String)>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Read, Kind::ApiVersion)?;
+    let name = key(&api, &version);
+    let state = state_for(&s, q).await?;
+    let missing = || not_found::<ApiVersionSpec>(&name);
+    caller.may_read(&state, Kind::ApiVersion, &name, missing())?;
+    let stored = state.api_versions.get(&name).ok_or_else(missing)?;
+    let Some(document) = &stored.spec.openapi else {
+        return Err(ApiError::NotFound(format!(
+            "API version '{name}' has no OpenAPI document; import one with POST /apis/{api}/versions/{version}/import"
+        )));
+    };
+    let format = raftgate_import::Format::of_stored(document);
+    Ok((
+        [(header::CONTENT_TYPE, format.media_type())],
+        document.clone(),
+    )
+        .into_response())
 }
 
 /// Approves or rejects a pending subscription.

@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use raftgate_cluster::WriteError;
+use raftgate_import::ImportError;
 use raftgate_model::api::ErrorBody;
 use raftgate_model::{Rejection, ValidationError};
 
@@ -41,6 +42,14 @@ pub enum ApiError {
     /// The cluster could not carry out the request.
     #[error(transparent)]
     Cluster(#[from] WriteError),
+    /// The request is well formed, but what it acts on is not in a state that allows it.
+    #[error("{message}")]
+    Conflict {
+        /// The stable code of the error body.
+        code: &'static str,
+        /// What is wrong and what to do about it.
+        message: String,
+    },
     /// The metrics could not be written out as text (a bug: encoding into memory cannot fail
     /// otherwise).
     #[error("encoding the metrics failed ({0}); please report this as a bug")]
@@ -52,6 +61,24 @@ impl From<ValidationError> for ApiError {
         ApiError::BadRequest {
             field: Some(e.field),
             message: e.message,
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> Self {
+        match e {
+            ImportError::Invalid(e) => e.into(),
+            ImportError::NotAService { .. } => ApiError::Conflict {
+                code: "backend_not_service",
+                message: e.to_string(),
+            },
+            ImportError::NotText | ImportError::Syntax { .. } | ImportError::NotAMapping => {
+                ApiError::BadRequest {
+                    field: None,
+                    message: e.to_string(),
+                }
+            }
         }
     }
 }
@@ -69,6 +96,7 @@ impl ApiError {
             }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, None),
             ApiError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics_failed", None),
             ApiError::Cluster(e) => match e {
                 WriteError::Rejected(r) => match r {

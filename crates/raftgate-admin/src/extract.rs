@@ -31,9 +31,9 @@ pub fn read_query(q: Result<Query<ReadQuery>, QueryRejection>) -> Result<ReadQue
     })
 }
 
-/// Parses a JSON body into `T`; errors name the JSON path of the bad field.
-pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| {
+/// The request body, or 413 beyond [`MAX_BODY`] (400 when it could not be read).
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(MAX_BODY)
         } else {
@@ -42,7 +42,12 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
                 message: format!("cannot read request body: {}", e.body_text()),
             }
         }
-    })?;
+    })
+}
+
+/// Parses a JSON body into `T`; errors name the JSON path of the bad field.
+pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body_bytes(body)?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let parsed: T = serde_path_to_error::deserialize(Strict(&mut de)).map_err(|e| {
         let path = e.path().to_string();

@@ -219,6 +219,8 @@ fn link_paths(paths: &mut Paths) {
             ("get", version),
             ("delete", version),
             ("post", "/apis/{name}/versions/{version}/transition"),
+            ("post", "/apis/{name}/versions/{version}/import"),
+            ("get", "/apis/{name}/versions/{version}/openapi"),
         ],
         &[
             ("name", "$request.path.name"),
@@ -635,6 +637,7 @@ fn catalog_paths(paths: &mut Paths) {
         )
         .response("412", error("If-Match version differs")),
     );
+    import_paths(paths);
     let entity = <Entity<SubscriptionSpec> as PartialSchema>::schema();
     let subscriptions = "/apis/{name}/subscriptions";
     let item = "/apis/{name}/subscriptions/{application}";
@@ -714,6 +717,94 @@ fn catalog_paths(paths: &mut Paths) {
                 .response("409", error("The subscription is not pending")),
         );
     }
+}
+
+/// The OpenAPI document an import reads: what routes are made of, the rest not described.
+fn openapi_document() -> Schema {
+    ObjectBuilder::new()
+        .description(Some(
+            "An OpenAPI 3.0 or 3.1 document; only `openapi` and the operations under `paths` are read",
+        ))
+        .property(
+            "openapi",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^3\.[01]\.[0-9]+$")),
+        )
+        .required("openapi")
+        .property(
+            "paths",
+            ObjectBuilder::new().schema_type(Type::Object),
+        )
+        .required("paths")
+        .into()
+}
+
+/// `POST .../import` and `GET .../openapi` of an API version.
+fn import_paths(paths: &mut Paths) {
+    let api = || name_param("name", "API name");
+    let version = || name_param("version", "version name");
+    let document = || json(openapi_document());
+    let routes = <Entity<RouteSpec> as PartialSchema>::schema();
+    let body = RequestBodyBuilder::new()
+        .description(Some(
+            "The document as JSON or YAML: by Content-Type (application/json; application/yaml, application/x-yaml or text/yaml), else JSON when it starts with {",
+        ))
+        .content("application/json", document())
+        .content("text/yaml", document())
+        .required(Some(Required::True))
+        .build();
+    paths.add_path_operation(
+        "/apis/{name}/versions/{version}/import",
+        vec![HttpMethod::Post],
+        with_body(
+            leader_op(
+                "apis",
+                "Replace an API version's routes with one per path and method of an OpenAPI document, in one write; the document is kept",
+            ),
+            body,
+        )
+        .parameter(api())
+        .parameter(version())
+        .parameter(if_match())
+        .response(
+            "200",
+            ok("The version's routes now", list_of(routes)),
+        )
+        .response(
+            "400",
+            error("The document cannot be imported; `field` names where in it, e.g. paths./users/{id}.get"),
+        )
+        .response("404", error("No such version (or another team's)"))
+        .response(
+            "409",
+            error("The version's backend is not a service, or a route name is another's"),
+        )
+        .response(
+            "412",
+            error("If-Match version differs, or the version changed during the import"),
+        ),
+    );
+    paths.add_path_operation(
+        "/apis/{name}/versions/{version}/openapi",
+        vec![HttpMethod::Get],
+        leader_op("apis", "The version's OpenAPI document as it was imported")
+            .parameter(api())
+            .parameter(version())
+            .parameter(consistent())
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The document, as JSON or as YAML as it was written")
+                    .content(
+                        "application/json",
+                        json(ObjectBuilder::new().schema_type(Type::Object)),
+                    )
+                    .content("application/yaml", ContentBuilder::new().build())
+                    .build(),
+            )
+            .response("404", error("No such version, or it has no document")),
+    );
 }
 
 fn instance_paths(paths: &mut Paths) {

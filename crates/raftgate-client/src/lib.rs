@@ -279,7 +279,12 @@ impl AdminClient {
         if_match: Option<u64>,
     ) -> Result<T, ClientError> {
         let bytes = self.send(method, path, body, if_match).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+        self.decode(path, &bytes)
+    }
+
+    /// A successful JSON answer to `path`, decoded.
+    fn decode<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> Result<T, ClientError> {
+        serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
             url: format!("{}{}", self.base, path),
             reason: e.to_string(),
         })
@@ -304,9 +309,23 @@ impl AdminClient {
         if let Some(version) = if_match {
             headers.insert(IF_MATCH, HeaderValue::from(version));
         }
-        let (status, _, bytes) = self.request(method, path, body, headers).await?;
+        self.exchange(method, path, body, headers)
+            .await
+            .map(|(_, bytes)| bytes)
+    }
+
+    /// [`Self::request`] with an error status made a [`ClientError::Api`]: the headers and
+    /// body of a successful answer.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: HeaderMap,
+    ) -> Result<(HeaderMap, Bytes), ClientError> {
+        let (status, headers, bytes) = self.request(method, path, body, headers).await?;
         if status.is_success() {
-            Ok(bytes)
+            Ok((headers, bytes))
         } else {
             Err(api_error(status, &bytes))
         }
@@ -695,6 +714,57 @@ impl AdminClient {
         );
         self.call(Method::POST, &path, Some(&Transition { to }), None)
             .await
+    }
+
+    /// Replaces the routes of version `version` of API `api` with one per path and method of
+    /// the OpenAPI 3.0 or 3.1 `document` (`POST .../import`), sent as `content_type` (JSON or
+    /// YAML; without one the server tells them apart), and keeps the document. Answers the
+    /// version's routes now; a 400 names where in the document the problem is.
+    pub async fn import_openapi(
+        &self,
+        api: &str,
+        version: &str,
+        document: Vec<u8>,
+        content_type: Option<&str>,
+    ) -> Result<Vec<Entity<RouteSpec>>, ClientError> {
+        let path = format!(
+            "{}/import",
+            catalog_path(api, Kind::ApiVersion.collection(), Some(version))
+        );
+        let mut headers = HeaderMap::new();
+        let content_type = content_type.unwrap_or("application/octet-stream");
+        let value = HeaderValue::from_str(content_type).map_err(|_| ClientError::InvalidUrl {
+            address: format!("{}{path}", self.base),
+            reason: format!("'{content_type}' is not a valid Content-Type"),
+        })?;
+        headers.insert(CONTENT_TYPE, value);
+        let (_, bytes) = self
+            .exchange(Method::POST, &path, Some(document), headers)
+            .await?;
+        let listing: Listing<_> = self.decode(&path, &bytes)?;
+        Ok(listing.data)
+    }
+
+    /// The OpenAPI document of version `version` of API `api` as it was imported, with its
+    /// media type (`application/json` or `application/yaml`).
+    pub async fn get_openapi(
+        &self,
+        api: &str,
+        version: &str,
+    ) -> Result<(String, String), ClientError> {
+        let path = format!(
+            "{}/openapi",
+            catalog_path(api, Kind::ApiVersion.collection(), Some(version))
+        );
+        let (headers, bytes) = self
+            .exchange(Method::GET, &path, None, HeaderMap::new())
+            .await?;
+        let media = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((media, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// Subscribes `application` to API `api` on `plan` (`POST /apis/{api}/subscriptions`):

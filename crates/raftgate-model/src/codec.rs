@@ -231,6 +231,7 @@ mod tests {
                 version: "v1".into(),
                 routes: vec![("r".into(), route)],
                 openapi: None,
+                if_version: Some(7),
             },
             Command::Transition {
                 api: "o".into(),

@@ -286,6 +286,9 @@ pub enum Command {
         routes: Vec<(String, RouteSpec)>,
         /// The document they were made from.
         openapi: Option<String>,
+        /// Only if the version is still at this version: the routes of an import are made
+        /// from its base path and backend, which must not have changed in the meantime.
+        if_version: Option<u64>,
     },
     /// Records in the audit log an admin operation that changes no replicated resource (a
     /// membership change, a snapshot), so that it is readable on every node like the writes.
@@ -525,7 +528,16 @@ impl Rejection {
     /// The same rejection with the JSON field it names put under `prefix` (e.g. `routes[2]`),
     /// for a command that carries several objects.
     pub fn within(mut self, prefix: &str) -> Rejection {
-        match &mut self {
+        if let Some(field) = self.field_mut() {
+            *field = format!("{prefix}.{field}");
+        }
+        self
+    }
+
+    /// The JSON field the rejection names, if it names one: for a caller that knows better
+    /// where the field came from (an import names the document's operation).
+    pub fn field_mut(&mut self) -> Option<&mut String> {
+        match self {
             Rejection::PathTaken { field, .. }
             | Rejection::MissingReference { field, .. }
             | Rejection::MissingSecret { field }
@@ -533,10 +545,9 @@ impl Rejection {
             | Rejection::Invalid { field, .. }
             | Rejection::Forbidden {
                 field: Some(field), ..
-            } => *field = format!("{prefix}.{field}"),
-            _ => {}
+            } => Some(field),
+            _ => None,
         }
-        self
     }
 }
 

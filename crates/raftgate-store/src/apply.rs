@@ -206,7 +206,15 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
             version,
             routes,
             openapi,
-        } => catalog::replace_routes(state, &actor, at, (api, version), routes, openapi),
+            if_version,
+        } => catalog::replace_routes(
+            state,
+            &actor,
+            at,
+            (api, version),
+            (routes, openapi),
+            *if_version,
+        ),
         Command::Heartbeat { instance } => heartbeat(state, at, instance),
         Command::ExpireInstances => {
             for instance in state.expired_instances(at.ms) {

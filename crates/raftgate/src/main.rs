@@ -1,5 +1,6 @@
 //! `raftgate`: run a node (`serve`), a local three-node cluster (`dev`), or talk to a cluster's
-//! admin API (`cluster`, `get`, `put`, `delete`, `token`, `audit`, `metrics`).
+//! admin API (`cluster`, `get`, `put`, `delete`, `token`, `audit`, `metrics`, and the API
+//! catalog's `team`, `api`, `subscription`).
 
 mod admin_cli;
 mod ai;
@@ -42,6 +43,12 @@ enum Command {
     Audit(admin_cli::AuditArgs),
     /// Print a node's metrics (Prometheus text, as served at `GET /metrics`).
     Metrics(admin_cli::MetricsArgs),
+    /// Create, show, list or delete teams.
+    Team(admin_cli::TeamArgs),
+    /// Manage APIs, their versions and lifecycle, and import their routes from OpenAPI.
+    Api(admin_cli::ApiArgs),
+    /// Subscribe applications to APIs, approve, reject or revoke subscriptions.
+    Subscription(admin_cli::SubscriptionArgs),
 }
 
 /// jemalloc rather than glibc's allocator. Writing a large configuration (10,000 routes)
@@ -76,6 +83,9 @@ fn main() -> ExitCode {
             Command::Token(args) => admin_cli::token(args).await,
             Command::Audit(args) => admin_cli::audit(args).await,
             Command::Metrics(args) => admin_cli::metrics(args).await,
+            Command::Team(args) => admin_cli::team(args).await,
+            Command::Api(args) => admin_cli::api(args).await,
+            Command::Subscription(args) => admin_cli::subscription(args).await,
         }
     });
     match result {

@@ -195,11 +195,12 @@ pub(super) fn replace_routes(
     actor: &Actor,
     at: At,
     (api, version): (&str, &str),
-    routes: &[(String, RouteSpec)],
-    openapi: &Option<String>,
+    (routes, openapi): (&[(String, RouteSpec)], &Option<String>),
+    if_version: Option<u64>,
 ) -> Applied {
     let versioned = key(api, version);
     let mut spec: ApiVersionSpec = stored_for(state, actor, Action::Write, &versioned)?;
+    super::check_version(state, Kind::ApiVersion, &versioned, if_version)?;
     let owner = ApiVersionRef {
         api: api.to_string(),
         version: version.to_string(),

@@ -769,6 +769,7 @@ fn a_version_s_routes_are_replaced_all_or_nothing() {
                     .map(|(name, service)| (name.to_string(), route(None, service, &[])))
                     .collect(),
                 openapi: openapi.map(Into::into),
+                if_version: None,
             },
         )
     };
@@ -813,6 +814,7 @@ fn a_version_s_routes_are_replaced_all_or_nothing() {
                 },
             )],
             openapi: None,
+            if_version: None,
         },
     );
     assert!(
@@ -821,6 +823,23 @@ fn a_version_s_routes_are_replaced_all_or_nothing() {
     );
     assert_eq!(log.s.routes, before.routes);
     assert_eq!(log.s.api_versions, before.api_versions);
+    // Made from a version that has changed since: refused whole.
+    let at = log.s.api_versions["orders/v1"].version;
+    let stale = log.run(
+        "a-developer",
+        Command::ReplaceVersionRoutes {
+            api: "orders".into(),
+            version: "v1".into(),
+            routes: vec![("new".into(), route(None, "svc", &[]))],
+            openapi: Some("doc 2".into()),
+            if_version: Some(at - 1),
+        },
+    );
+    assert!(
+        matches!(&stale, Err(Rejection::VersionMismatch { actual, .. }) if *actual == at),
+        "{stale:?}"
+    );
+    assert_eq!(log.s.routes, before.routes);
     // A good set replaces the old one whole.
     replace(&mut log, vec![("new", "svc")], Some("doc 2")).unwrap();
     assert_eq!(routes(&log), ["new"]);
@@ -837,6 +856,7 @@ fn a_version_s_routes_are_replaced_all_or_nothing() {
                 version: "v1".into(),
                 routes: vec![],
                 openapi: None,
+                if_version: None,
             },
         )
     };

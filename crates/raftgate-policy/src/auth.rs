@@ -544,7 +544,7 @@ mod tests {
     #[tokio::test]
     async fn keys_tokens_and_passwords() {
         let creds = Credentials::build(&state(), Some(&secrets()));
-        assert_eq!(&*creds.by_key("rgk_one").unwrap().name, "alice");
+        assert_eq!(&*creds.by_key("rgk_one").unwrap().consumer().name, "alice");
         let key = creds.key("rgk_one").unwrap();
         assert_eq!(
             (&*key.id, key.ai_limits.tokens_per_minute),

@@ -30,19 +30,6 @@ const ALL: [NodeId; 3] = [1, 2, 3];
 const SECRET: &str = "the-cluster-secret-of-the-ai-api-test";
 const CHAT: &str = "/assistant/v1/chat/completions";
 
-async fn cluster() -> Cluster {
-    let mut cluster = Cluster::new(&ALL, None);
-    for id in ALL {
-        cluster.set_args(id, vec!["--cluster-secret".into(), SECRET.into()]);
-        cluster.spawn(id);
-    }
-    for id in ALL {
-        cluster.wait_healthy(id).await;
-    }
-    cluster.wait_for_leader(&ALL).await;
-    cluster
-}
-
 /// `PUT path body` on the admin API, which must succeed.
 async fn put(admin: &AdminClient, path: &str, body: Value) {
     let (status, _, answer) = admin
@@ -75,10 +62,8 @@ impl Answer {
 
     /// The `error.code` of an AI API error body.
     fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        let body = self.json();
+        body["error"]["code"].as_str().unwrap_or_default().into()
     }
 }
 
@@ -187,6 +172,16 @@ struct Keys {
     inhouse: String,
 }
 
+/// A three-node cluster, the mock provider, and [`configure`] done through node 1.
+async fn start() -> (Cluster, MockProvider, Keys) {
+    let (cluster, _) = Cluster::start_with_secret(&ALL, SECRET).await;
+    let mock = MockProvider::start(ProviderKind::Openai)
+        .await
+        .expect("mock");
+    let keys = configure(cluster.client(1), &mock).await;
+    (cluster, mock, keys)
+}
+
 /// The OpenAI mock as provider `openai` with aliases `smart` and `plain`, team `ai` owning
 /// the API `assistant` (subscriptions: auto) whose version v1 offers `smart` in draft, with IP
 /// rules, CORS and a rate limit, and the applications of [`Keys`].
@@ -261,12 +256,8 @@ async fn configure(admin: &AdminClient, mock: &MockProvider) -> Keys {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ai_model_published_as_an_api_version_goes_through_the_policy_chain() {
     let python = support::python_with(&["openai"], "sdk-venv", &["openai", "anthropic"]);
-    let cluster = cluster().await;
-    let mock = MockProvider::start(ProviderKind::Openai)
-        .await
-        .expect("mock");
+    let (cluster, mock, keys) = start().await;
     let admin = cluster.client(1);
-    let keys = configure(admin, &mock).await;
 
     // A draft: only the API team's applications see it; others cannot tell it from nothing.
     let answers = Call::chat(CHAT, &keys.inhouse, "smart")
@@ -482,12 +473,8 @@ except openai.PermissionDeniedError as e:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_api_published_as_an_api_version_is_served_at_its_base_path() {
-    let cluster = cluster().await;
-    let mock = MockProvider::start(ProviderKind::Openai)
-        .await
-        .expect("mock");
+    let (cluster, _mock, keys) = start().await;
     let admin = cluster.client(1);
-    let keys = configure(admin, &mock).await;
     put(
         admin,
         "/ai/prompts/summary",

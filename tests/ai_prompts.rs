@@ -27,16 +27,7 @@ const SECRET: &str = "the-cluster-secret-of-the-prompt-test";
 
 /// Starts nodes `ids` sharing the cluster secret (provider credentials are sealed with it).
 async fn cluster(ids: &[NodeId]) -> Cluster {
-    let mut cluster = Cluster::new(ids, None);
-    for &id in ids {
-        cluster.set_args(id, vec!["--cluster-secret".into(), SECRET.into()]);
-        cluster.spawn(id);
-    }
-    for &id in ids {
-        cluster.wait_healthy(id).await;
-    }
-    cluster.wait_for_leader(ids).await;
-    cluster
+    Cluster::start_with_secret(ids, SECRET).await.0
 }
 
 /// An OpenAI mock as provider `openai`, the model aliases `models` (alias, JSON spec over

@@ -128,6 +128,7 @@ pub async fn setup(args: SetupArgs) -> Result<SetupReport, BenchError> {
         sunset_at: None,
         deprecated_at: None,
         openapi: None,
+        policies: Default::default(),
     };
     c.put_version("bench", "v1", &version, None)
         .await

@@ -141,8 +141,19 @@ impl Cluster {
     /// Starts nodes `ids` in the given order and waits until they agree on a leader, which it
     /// returns.
     pub async fn start(ids: &[NodeId], token: Option<&str>) -> (Cluster, NodeId) {
+        Cluster::start_with(ids, token, &[]).await
+    }
+
+    /// [`Cluster::start`] for nodes that share `secret` (`--cluster-secret`), which seals
+    /// provider credentials and JWT secrets.
+    pub async fn start_with_secret(ids: &[NodeId], secret: &str) -> (Cluster, NodeId) {
+        Cluster::start_with(ids, None, &["--cluster-secret", secret]).await
+    }
+
+    async fn start_with(ids: &[NodeId], token: Option<&str>, args: &[&str]) -> (Cluster, NodeId) {
         let mut cluster = Cluster::new(ids, token);
         for &id in ids {
+            cluster.set_args(id, args.iter().map(|a| a.to_string()).collect());
             cluster.spawn(id);
         }
         for &id in ids {

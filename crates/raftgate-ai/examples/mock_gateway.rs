@@ -15,7 +15,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use raftgate_ai::api::{Access, AiBody, Route, handle};
+use raftgate_ai::api::{Access, AiBody, Denied, Route, handle};
 use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
 use raftgate_ai::providers::ProviderKind;
 use raftgate_ai::{ApiError, Caller, Gateway, GatewayConfig, UsageRecord, UsageSink};
@@ -77,7 +77,7 @@ async fn serve(
             consumer: Some("demo".into()),
             key: Some("sk-consumer".into()),
         },
-        allowed: &|model: &str| model != "secret",
+        allowed: &|model: &str| Denied::unless(model != "secret"),
         admission: None,
     };
     Ok(handle(&gw, route, &access, body).await)

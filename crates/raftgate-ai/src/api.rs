@@ -43,11 +43,31 @@ pub enum Route {
 impl Route {
     /// The endpoint a request is for, if it is one of the unified API's.
     pub fn of(method: &Method, path: &str) -> Option<Route> {
-        match (method, path.trim_end_matches('/')) {
-            (&Method::POST, "/v1/chat/completions") => Some(Route::ChatCompletions),
-            (&Method::POST, "/v1/embeddings") => Some(Route::Embeddings),
-            (&Method::GET, "/v1/models") => Some(Route::Models),
-            (&Method::POST, "/v1/messages") => Some(Route::Messages),
+        Route::at(method, path.strip_prefix("/v1")?)
+    }
+
+    /// The endpoint of a request for `path` under the API's base (`/chat/completions` under
+    /// `/v1`, or under an AI API version's base path), with the method it takes.
+    pub fn at(method: &Method, path: &str) -> Option<Route> {
+        Route::named(path).filter(|route| *method == route.method())
+    }
+
+    /// The method the endpoint takes.
+    pub fn method(self) -> Method {
+        match self {
+            Route::Models => Method::GET,
+            Route::ChatCompletions | Route::Embeddings | Route::Messages => Method::POST,
+        }
+    }
+
+    /// The endpoint at `path` under the API's base, whatever the method; for the dialect of
+    /// errors answered before the request is served.
+    pub fn named(path: &str) -> Option<Route> {
+        match path.trim_end_matches('/') {
+            "/chat/completions" => Some(Route::ChatCompletions),
+            "/embeddings" => Some(Route::Embeddings),
+            "/models" => Some(Route::Models),
+            "/messages" => Some(Route::Messages),
             _ => None,
         }
     }
@@ -61,12 +81,33 @@ pub trait Admission: Sync {
     fn admit(&self, reservation: &Reservation) -> Result<Option<Box<dyn Settle>>, ApiError>;
 }
 
+/// Why a caller may not use a model alias.
+#[derive(Debug)]
+pub enum Denied {
+    /// Answered as an unknown alias is, so that aliases do not leak.
+    Unknown,
+    /// Answered with this error: the caller may know of the alias, but must call it another
+    /// way (e.g. through the API that offers it).
+    Refused(ApiError),
+}
+
+impl Denied {
+    /// `Ok` when `allowed`, else [`Denied::Unknown`].
+    pub fn unless(allowed: bool) -> Result<(), Denied> {
+        if allowed {
+            Ok(())
+        } else {
+            Err(Denied::Unknown)
+        }
+    }
+}
+
 /// Who calls, which model aliases they may use, and what limits their calls.
 pub struct Access<'a> {
     /// The authenticated caller, for usage records.
     pub caller: Caller,
-    /// Whether the caller may use a model alias.
-    pub allowed: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Whether the caller may use a model alias, and how a refusal is answered.
+    pub allowed: &'a (dyn Fn(&str) -> Result<(), Denied> + Sync),
     /// The caller's budgets and token limits; `None` when there are none.
     pub admission: Option<&'a dyn Admission>,
 }
@@ -92,7 +133,10 @@ pub async fn handle(
     body: Bytes,
 ) -> Response<AiBody> {
     let answer = match route {
-        Route::Models => return json(StatusCode::OK, &gw.models(access.allowed)),
+        Route::Models => {
+            let models = gw.models(|m| (access.allowed)(m).is_ok());
+            return json(StatusCode::OK, &models);
+        }
         Route::ChatCompletions => chat(gw, access, &body).await,
         Route::Embeddings => embeddings(gw, access, &body).await,
         Route::Messages => anthropic_messages(gw, access, &body).await,
@@ -129,10 +173,13 @@ fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T,
     })
 }
 
-/// Refuses a model the caller may not use exactly as an unknown one, so aliases do not leak.
+/// Refuses a model the caller may not use exactly as an unknown one, so aliases do not leak
+/// (unless the refusal is one the caller should read).
 fn check_model(access: &Access<'_>, model: &str) -> Result<(), ApiError> {
-    if (access.allowed)(model) {
-        return Ok(());
+    match (access.allowed)(model) {
+        Ok(()) => return Ok(()),
+        Err(Denied::Refused(e)) => return Err(e),
+        Err(Denied::Unknown) => {}
     }
     let mut err = ApiError::new(
         StatusCode::NOT_FOUND,
@@ -368,6 +415,15 @@ mod tests {
             Route::of(&Method::POST, "/v1/messages"),
             Some(Route::Messages)
         );
+        assert_eq!(Route::of(&Method::POST, "/v1x/messages"), None);
+        // Under an AI API version's base path, the same endpoints.
+        assert_eq!(
+            Route::at(&Method::POST, "/embeddings"),
+            Some(Route::Embeddings)
+        );
+        assert_eq!(Route::at(&Method::POST, "/models"), None);
+        assert_eq!(Route::at(&Method::POST, ""), None);
+        assert_eq!(Route::named("/messages/"), Some(Route::Messages));
     }
 
     #[test]

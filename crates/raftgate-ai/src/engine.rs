@@ -417,6 +417,11 @@ impl Gateway {
         self.prompts.get(path)
     }
 
+    /// The prompt API `name`, if it is served: an AI API version's backend.
+    pub fn prompt_named(&self, name: &str) -> Option<Arc<PromptApi>> {
+        self.prompts.named(name)
+    }
+
     /// Honours the cluster's replicated cooldowns: each deployment listed stays out of rotation
     /// until its end, as if it had failed here (a cooldown already longer is kept).
     pub fn apply_cooldowns(&self, cooldowns: &CooldownTable) {

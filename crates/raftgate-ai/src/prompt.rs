@@ -17,7 +17,7 @@ use http::{Response, StatusCode};
 use raftgate_model::prompt::{PromptFormat, PromptRole, PromptSpec, Template};
 use serde_json::{Map, Value, json};
 
-use crate::api::{Access, AiBody, cached_json};
+use crate::api::{Access, AiBody, Denied, cached_json};
 use crate::engine::{ChatOutcome, Gateway};
 use crate::error::ApiError;
 use crate::openai::{ChatRequest, Message, ResponseFormat, Role, Stop};
@@ -193,15 +193,19 @@ impl PromptApi {
         access: &Access<'_>,
         body: &[u8],
     ) -> Result<Response<AiBody>, ApiError> {
-        if !(access.allowed)(self.model()) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                format!(
-                    "this API calls the model {}, which your consumer may not use; an administrator can add it to the consumer's ai_models",
-                    self.model()
-                ),
-            ));
+        match (access.allowed)(self.model()) {
+            Ok(()) => {}
+            Err(Denied::Refused(e)) => return Err(e),
+            Err(Denied::Unknown) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "permission_error",
+                    format!(
+                        "this API calls the model {}, which your consumer may not use; an administrator can add it to the consumer's ai_models",
+                        self.model()
+                    ),
+                ));
+            }
         }
         let req = self.request(body)?;
         // Budgets and token limits apply as to the unified API.
@@ -247,13 +251,21 @@ impl PromptApi {
 /// The prompt APIs by path, swapped as a whole on configuration changes.
 #[derive(Default)]
 pub struct PromptApis {
-    by_path: ArcSwap<HashMap<String, Arc<PromptApi>>>,
+    served: ArcSwap<Served>,
+}
+
+/// One configuration's prompt APIs, by path (their own entrance) and by name (for the AI API
+/// versions that offer them).
+#[derive(Default)]
+struct Served {
+    by_path: HashMap<String, Arc<PromptApi>>,
+    by_name: HashMap<String, Arc<PromptApi>>,
 }
 
 impl std::fmt::Debug for PromptApis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PromptApis")
-            .field("paths", &self.by_path.load().len())
+            .field("paths", &self.served.load().by_path.len())
             .finish()
     }
 }
@@ -262,32 +274,39 @@ impl PromptApis {
     /// Serves `prompts` (by name). When two claim one path (the admin API refuses that, but two
     /// concurrent writes can both pass), the first by name serves it, with a warning.
     pub fn update(&self, prompts: &BTreeMap<String, PromptSpec>) {
-        let mut by_path: HashMap<String, Arc<PromptApi>> = HashMap::new();
+        let mut served = Served::default();
         for (name, spec) in prompts {
-            if let Some(other) = by_path.get(&spec.path) {
+            if let Some(other) = served.by_path.get(&spec.path) {
                 tracing::warn!(prompt = %name, path = %spec.path, served_by = %other.name,
                     "AI prompt left out: another prompt serves its path; change one of the paths");
                 continue;
             }
             match PromptApi::compile(name, spec) {
                 Ok(api) => {
-                    by_path.insert(spec.path.clone(), Arc::new(api));
+                    let api = Arc::new(api);
+                    served.by_path.insert(spec.path.clone(), api.clone());
+                    served.by_name.insert(name.clone(), api);
                 }
                 Err(e) => {
                     tracing::warn!(prompt = %name, "AI prompt left out: {e}; write it again")
                 }
             }
         }
-        self.by_path.store(Arc::new(by_path));
+        self.served.store(Arc::new(served));
     }
 
     /// The prompt API served at `path` (a trailing `/` ignored).
     pub fn get(&self, path: &str) -> Option<Arc<PromptApi>> {
-        let by_path = self.by_path.load();
-        if by_path.is_empty() {
+        let served = self.served.load();
+        if served.by_path.is_empty() {
             return None;
         }
-        by_path.get(path.trim_end_matches('/')).cloned()
+        served.by_path.get(path.trim_end_matches('/')).cloned()
+    }
+
+    /// The prompt API `name`.
+    pub fn named(&self, name: &str) -> Option<Arc<PromptApi>> {
+        self.served.load().by_name.get(name).cloned()
     }
 }
 
@@ -401,5 +420,8 @@ mod tests {
         assert_eq!(apis.get("/apis/sentiment").unwrap().name(), "a");
         assert_eq!(apis.get("/apis/sentiment/").unwrap().name(), "a");
         assert!(apis.get("/apis").is_none());
+        // By name, only the one that serves.
+        assert_eq!(apis.named("a").unwrap().name(), "a");
+        assert!(apis.named("b").is_none());
     }
 }

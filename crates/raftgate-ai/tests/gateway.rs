@@ -1249,7 +1249,7 @@ async fn a_json_answer_the_gateway_rejected_is_not_cached() {
     let gw = Gateway::new(&config, Arc::new(Recorder::default())).unwrap();
     let access = Access {
         caller: caller(),
-        allowed: &|_: &str| true,
+        allowed: &|_: &str| Ok(()),
         admission: None,
     };
     let api = gw.prompt("/apis/extract").expect("the prompt is served");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use raftgate_ai::api::{Access, AiBody, Route, handle};
+use raftgate_ai::api::{Access, AiBody, Denied, Route, handle};
 use raftgate_ai::mock::{Behavior, Failure, MOCK_KEY, MockProvider};
 use raftgate_ai::openai::ChatChunk;
 use raftgate_ai::providers::ProviderKind;
@@ -52,7 +52,7 @@ async fn call(gw: &Gateway, method: Method, path: &str, body: Value) -> Response
     let route = Route::of(&method, path).unwrap();
     let access = Access {
         caller: Caller::default(),
-        allowed: &|m: &str| m != "secret",
+        allowed: &|m: &str| Denied::unless(m != "secret"),
         admission: None,
     };
     let body = if body.is_null() {

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::policy::{self, Policies};
 use crate::validate::{self, ValidationError};
 
 /// Who may see an API in the catalog and subscribe to it.
@@ -183,6 +184,11 @@ pub struct ApiVersionSpec {
     /// the stored one.
     #[serde(default)]
     pub openapi: Option<String>,
+    /// Policies of an AI version (backend `ai_model` or `prompt`), which the proxy serves at
+    /// `base_path` itself rather than through routes: IP rules, CORS, rate limits and the like
+    /// apply there as on a route. A service version sets them on its routes instead.
+    #[serde(default)]
+    pub policies: Policies,
 }
 
 /// A route's owner: the API version whose routes it is one of.
@@ -325,6 +331,13 @@ pub fn validate_version(spec: &ApiVersionSpec) -> Result<(), ValidationError> {
     if let Some(successor) = &spec.successor {
         validate::name("successor", successor)?;
     }
+    if !spec.policies.is_empty() && matches!(spec.backend, Backend::Service(_)) {
+        return Err(err(
+            "policies",
+            "only an AI version (backend ai_model or prompt) has policies of its own; set those of a service version on its routes",
+        ));
+    }
+    policy::validate(&spec.policies)?;
     if spec.openapi.as_ref().is_some_and(|d| d.trim().is_empty()) {
         return Err(err(
             "openapi",
@@ -390,6 +403,28 @@ mod tests {
             };
             assert_eq!(validate_version(&v).is_ok(), ok, "{path}");
         }
+        // A service version's policies belong on its routes; an AI version's are checked.
+        let policies = |v: &str| serde_json::from_str::<Policies>(v).unwrap();
+        let limited = policies(r#"{"rate_limits":["rpm"]}"#);
+        let service = ApiVersionSpec {
+            policies: limited.clone(),
+            ..version.clone()
+        };
+        assert_eq!(validate_version(&service).unwrap_err().field, "policies");
+        let ai = ApiVersionSpec {
+            backend: Backend::AiModel("smart".into()),
+            policies: limited,
+            ..version.clone()
+        };
+        assert!(validate_version(&ai).is_ok());
+        let bad = ApiVersionSpec {
+            policies: policies(r#"{"ip":{"deny":["not-an-ip"]}}"#),
+            ..ai
+        };
+        assert_eq!(
+            validate_version(&bad).unwrap_err().field,
+            "policies.ip.deny[0]"
+        );
         assert_eq!(split_key("orders/v1"), Some(("orders", "v1")));
         assert_eq!(split_key("orders"), None);
         assert_eq!(split_key("a/b/c"), None);

@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 /// the path-taken and missing-secret rejections; 5 added teams and team-scoped tokens, the
 /// `team` of the owned kinds, the API catalog (APIs, versions, subscriptions, a route's
 /// `api_version`), its commands and rejections, and the audit entries' `detail`; 6 added an API
-/// version's `deprecated_at`.
+/// version's `deprecated_at` and `policies` (those of an AI version) and the `if_version` of
+/// `ReplaceVersionRoutes`.
 pub const FORMAT_VERSION: u8 = 6;
 
 /// Largest value [`decode`] accepts; larger input is refused rather than allocated.
@@ -202,6 +203,10 @@ mod tests {
             sunset_at: Some(1),
             deprecated_at: Some(2),
             openapi: Some("{}".into()),
+            policies: crate::policy::Policies {
+                rate_limits: vec!["rl".into()],
+                ..Default::default()
+            },
         };
         Arc::make_mut(&mut state.api_versions).insert("o/v1".into(), Entity::new("o/v1", version));
         let subscription = SubscriptionSpec {

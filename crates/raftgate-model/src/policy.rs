@@ -513,7 +513,8 @@ impl ConsumerUsage {
     }
 }
 
-/// Checks the policies of a route or service; fields are named under `policies.`.
+/// Checks the policies of a route, service or AI API version; fields are named under
+/// `policies.`.
 pub fn validate(p: &Policies) -> Result<(), ValidationError> {
     if let Some(auth) = &p.auth {
         if auth.key_auth.is_none() && auth.jwt.is_none() && auth.basic.is_none() {

@@ -78,6 +78,35 @@ pub struct ApiKey {
     pub ai_limits: AiLimits,
 }
 
+/// Who a request's credentials name: an API key (which says its consumer), or a consumer
+/// directly (a JWT, a user and password). The AI gateway counts per-key limits, so the key is
+/// kept rather than only its consumer.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// An API key.
+    Key(Arc<ApiKey>),
+    /// A consumer authenticated without a key.
+    Consumer(Arc<Consumer>),
+}
+
+impl Identity {
+    /// The consumer calling.
+    pub fn consumer(&self) -> &Arc<Consumer> {
+        match self {
+            Identity::Key(key) => &key.consumer,
+            Identity::Consumer(consumer) => consumer,
+        }
+    }
+
+    /// The key used, if one was.
+    pub fn key(&self) -> Option<&ApiKey> {
+        match self {
+            Identity::Key(key) => Some(key),
+            Identity::Consumer(_) => None,
+        }
+    }
+}
+
 /// How one JWT issuer's tokens are verified.
 struct JwtVerifier {
     consumer: Arc<Consumer>,
@@ -269,9 +298,9 @@ impl Credentials {
         })
     }
 
-    /// The consumer owning API key `key`.
-    pub fn by_key(&self, key: &str) -> Result<Arc<Consumer>, AuthError> {
-        self.key(key).map(|k| k.consumer.clone())
+    /// API key `key`, as the identity of a request that sent it.
+    pub fn by_key(&self, key: &str) -> Result<Identity, AuthError> {
+        self.key(key).map(|k| Identity::Key(k.clone()))
     }
 
     /// The stored key matching API key `key`, with its id and owner.
@@ -515,7 +544,7 @@ mod tests {
     #[tokio::test]
     async fn keys_tokens_and_passwords() {
         let creds = Credentials::build(&state(), Some(&secrets()));
-        assert_eq!(&*creds.by_key("rgk_one").unwrap().name, "alice");
+        assert_eq!(&*creds.by_key("rgk_one").unwrap().consumer().name, "alice");
         let key = creds.key("rgk_one").unwrap();
         assert_eq!(
             (&*key.id, key.ai_limits.tokens_per_minute),

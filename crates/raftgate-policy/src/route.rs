@@ -20,7 +20,7 @@ use tracing::warn;
 use crate::Engine;
 use crate::access::{Cors, CorsVerdict, IpRules, acl_admits};
 use crate::api::ApiGate;
-use crate::auth::{AuthError, Consumer, basic_credentials, bearer};
+use crate::auth::{AuthError, Consumer, Identity, basic_credentials, bearer};
 use crate::counter::{Limit, LimitStatus, Refusal, Reservation, now_ms};
 
 /// The header that tells the upstream who called.
@@ -116,6 +116,8 @@ impl Answer {
 pub struct Admitted {
     /// The authenticated consumer, for logs.
     pub consumer: Option<Arc<str>>,
+    /// Who the credentials named: the caller of an AI route, whose key's own AI limits count.
+    pub identity: Option<Identity>,
     /// Headers to add to the upstream's answer (CORS, `RateLimit-*`).
     pub response_headers: HeaderMap,
     /// The route's body size limit, to enforce on a streamed body too.
@@ -150,13 +152,49 @@ impl RoutePolicies {
                 ..AuthPolicy::default()
             });
         }
+        Some(RoutePolicies::build(name, p, gate, state, metrics))
+    }
+
+    /// The policies of the route the proxy serves an AI API version at (`name` is
+    /// `{api}/{version}`): the version's own, behind its `gate`. An AI call always has a
+    /// caller (usage, budgets), so without auth of their own they take API keys the way AI
+    /// clients send them: `Authorization: Bearer` (OpenAI SDKs) or `x-api-key` (Anthropic's).
+    pub fn compile_ai(
+        name: &str,
+        policies: &Policies,
+        gate: Arc<ApiGate>,
+        state: &State,
+        metrics: &Metrics,
+    ) -> Arc<RoutePolicies> {
+        let mut p = policies.clone();
+        if p.auth.is_none() {
+            p.auth = Some(AuthPolicy {
+                key_auth: Some(KeyAuth {
+                    header: "x-api-key".into(),
+                    bearer: true,
+                    query_param: None,
+                    hide_credentials: true,
+                }),
+                ..AuthPolicy::default()
+            });
+        }
+        RoutePolicies::build(name, p, Some(gate), state, metrics)
+    }
+
+    fn build(
+        name: &str,
+        p: Policies,
+        gate: Option<Arc<ApiGate>>,
+        state: &State,
+        metrics: &Metrics,
+    ) -> Arc<RoutePolicies> {
         let limits = compile_limits(name, &p.rate_limits, state, metrics);
         let key_header = p
             .auth
             .as_ref()
             .and_then(|a| a.key_auth.as_ref())
             .and_then(|k| HeaderName::from_bytes(k.header.as_bytes()).ok());
-        Some(Arc::new(RoutePolicies {
+        Arc::new(RoutePolicies {
             route: name.into(),
             key_header,
             acl: p.acl,
@@ -166,7 +204,7 @@ impl RoutePolicies {
             cors: p.cors.as_ref().map(Cors::compile),
             auth: p.auth,
             gate,
-        }))
+        })
     }
 
     /// Decides on one request; on success the request is ready for its upstream: credentials
@@ -228,15 +266,16 @@ impl RoutePolicies {
         }
         // The rate limits of the caller's plan, when the route is an API's with subscriptions.
         let mut plan: &[RouteLimit] = &[];
-        let consumer = match &self.auth {
+        let identity = match &self.auth {
             Some(auth) => {
                 // A client's own `X-Consumer-Name` was removed before routing (every route).
-                let consumer = self
+                let identity = self
                     .authenticate(engine, auth, parts)
                     .await
                     .map_err(|e| self.unauthorized(auth, &e))?;
+                let consumer = identity.consumer();
                 if let Some(acl) = &self.acl
-                    && !acl_admits(acl, &consumer)
+                    && !acl_admits(acl, consumer)
                 {
                     let mut answer = Answer::error(
                         StatusCode::FORBIDDEN,
@@ -247,7 +286,7 @@ impl RoutePolicies {
                     return Err(answer);
                 }
                 if let Some(gate) = &self.gate {
-                    plan = gate.admit(&consumer).map_err(|mut answer| {
+                    plan = gate.admit(consumer).map_err(|mut answer| {
                         answer.consumer = Some(consumer.name.clone());
                         answer
                     })?;
@@ -256,12 +295,13 @@ impl RoutePolicies {
                     parts.headers.insert(&X_CONSUMER_NAME, v);
                 }
                 admitted.consumer = Some(consumer.name.clone());
-                Some(consumer)
+                Some(identity)
             }
             None => None,
         };
         if !self.limits.is_empty() || !plan.is_empty() {
-            match self.limit(engine, consumer.as_deref(), client_ip, plan) {
+            let consumer = identity.as_ref().map(|i| &**i.consumer());
+            match self.limit(engine, consumer, client_ip, plan) {
                 Ok(Some(s)) => ratelimit_headers(&mut admitted.response_headers, &s),
                 Ok(None) => {}
                 Err(mut answer) => {
@@ -270,6 +310,7 @@ impl RoutePolicies {
                 }
             }
         }
+        admitted.identity = identity;
         Ok(admitted)
     }
 
@@ -333,7 +374,7 @@ impl RoutePolicies {
         engine: &Engine,
         auth: &AuthPolicy,
         parts: &mut Parts,
-    ) -> Result<Arc<Consumer>, AuthError> {
+    ) -> Result<Identity, AuthError> {
         let credentials = engine.credentials();
         if let Some(k) = &auth.key_auth {
             let from_header = self
@@ -376,13 +417,14 @@ impl RoutePolicies {
             if jwt.hide_credentials {
                 parts.headers.remove(header::AUTHORIZATION);
             }
-            return Ok(consumer);
+            return Ok(Identity::Consumer(consumer));
         }
         if auth.basic.is_some()
             && let Some((user, password)) = basic_credentials(&parts.headers)
         {
             parts.headers.remove(header::AUTHORIZATION);
-            return credentials.by_password(&user, &password).await;
+            let consumer = credentials.by_password(&user, &password).await?;
+            return Ok(Identity::Consumer(consumer));
         }
         Err(AuthError::Missing(accepted(auth)))
     }

@@ -1,12 +1,21 @@
-//! The AI gateway on the proxy port: requests for the unified API (`/v1/chat/completions`,
-//! `/v1/embeddings`, `/v1/models`, `/v1/messages`) and `POST`s to the paths of prompt APIs
-//! are answered by the node's [`raftgate_ai::Gateway`] before normal routing.
+//! The AI gateway on the proxy port, which has two entrances:
+//! - its own: requests for the unified API (`/v1/chat/completions`, `/v1/embeddings`,
+//!   `/v1/models`, `/v1/messages`) and `POST`s to the paths of prompt APIs are answered by the
+//!   node's [`raftgate_ai::Gateway`] before normal routing ([`serve`]). The caller is a
+//!   consumer authenticated by one of its API keys, sent as `Authorization: Bearer` (what
+//!   OpenAI clients send) or `x-api-key` (what Anthropic clients send), looked up in the policy
+//!   engine's credentials snapshot;
+//! - the route of an AI API version ([`AiVersion`]): the route's policies (the version's gate,
+//!   IP rules, CORS, rate limits, ...) admitted the request and authenticated its caller, and
+//!   [`serve_version`] answers it: under a model version's base path the same endpoints
+//!   (`{base_path}/chat/completions`, ...) for that model alias only, at a prompt version's
+//!   base path its prompt API.
 //!
-//! The caller is a consumer authenticated by one of its API keys, sent as
-//! `Authorization: Bearer` (what OpenAI clients send) or `x-api-key` (what Anthropic clients
-//! send), looked up in the policy engine's credentials snapshot. The consumer's `ai_models`
-//! says which aliases it may use (empty: all). The request body is read whole (the engine
-//! parses it) within the proxy's body limit.
+//! A model alias or prompt API that an API with subscriptions offers is refused at the own
+//! entrance ([`AiGuards`]), or callers could go around the API's subscriptions and plans.
+//!
+//! The consumer's `ai_models` says which aliases it may use (empty: all). The request body is
+//! read whole (the engine parses it) within the proxy's body limit.
 //!
 //! Budgets and token limits (`ai_limits` of the consumer and of the key) are enforced with the
 //! node's cluster-wide counters, the same ones rate limits use and the node already replicates
@@ -17,19 +26,24 @@
 //! and tokens afterwards, or with 0 when no provider served it. A request whose reservation
 //! alone passes a limit is answered 400: no wait would admit it.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use raftgate_ai::api::{self, Access, Admission, AiBody, Route};
+use raftgate_ai::api::{self, Access, Admission, AiBody, Denied, Route};
 use raftgate_ai::prompt::PromptApi;
 use raftgate_ai::{ApiError, Caller, Gateway, Reservation, Settle};
+use raftgate_model::State;
 use raftgate_model::ai::{AiLimitKind, micro_usd};
-use raftgate_policy::auth::{ApiKey, bearer};
+use raftgate_model::catalog::{ApiVersionSpec, Backend, Lifecycle, SubscriptionMode, api_of};
+use raftgate_policy::auth::{Identity, bearer};
 use raftgate_policy::counter::now_ms;
-use raftgate_policy::{Counters, Engine, Limit, Refusal};
+use raftgate_policy::{Answer, Counters, Engine, Limit, Refusal};
 
 /// Largest AI request body read when the proxy itself sets no limit: the body is buffered, so
 /// it needs a bound (a long chat with images fits).
@@ -44,32 +58,241 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    /// The request's target when the gateway answers it: a unified API endpoint, or a `POST`
-    /// to a prompt API's path; `None` for normal routing.
-    pub(crate) fn of(gateway: &Gateway, method: &http::Method, path: &str) -> Option<Target> {
+    /// The request's target when the gateway's own entrance answers it: a unified API
+    /// endpoint, or a `POST` to a prompt API's path; `None` for normal routing.
+    pub(crate) fn of(gateway: &Gateway, method: &Method, path: &str) -> Option<Target> {
         if let Some(route) = Route::of(method, path) {
             return Some(Target::Api(route));
         }
-        if method == http::Method::POST {
+        if method == Method::POST {
             return gateway.prompt(path).map(Target::Prompt);
         }
         None
     }
+
+    /// The endpoint whose dialect its errors are answered in: prompt APIs answer errors as
+    /// chat completions do.
+    fn dialect(&self) -> Route {
+        match self {
+            Target::Api(route) => *route,
+            Target::Prompt(_) => Route::ChatCompletions,
+        }
+    }
 }
 
-/// Answers one request of the unified API or of a prompt API.
+/// An AI API version as its route serves it.
+#[derive(Debug)]
+pub struct AiVersion {
+    /// The version's base path: what follows it in a request's path names the endpoint.
+    base_path: Box<str>,
+    backend: AiBackend,
+    /// The `service` label of the route's metrics: `ai_model:{alias}` or `prompt:{name}`.
+    label: Box<str>,
+}
+
+/// What an AI API version serves.
+#[derive(Debug)]
+enum AiBackend {
+    /// A model alias, through the unified API's endpoints.
+    Model(Box<str>),
+    /// A prompt API.
+    Prompt(Box<str>),
+}
+
+impl AiVersion {
+    /// The version stored as `spec`, if its backend is an AI one.
+    pub(crate) fn of(spec: &ApiVersionSpec) -> Option<Arc<AiVersion>> {
+        let (backend, label) = match &spec.backend {
+            Backend::Service(_) => return None,
+            Backend::AiModel(m) => (AiBackend::Model(m.as_str().into()), format!("ai_model:{m}")),
+            Backend::Prompt(p) => (AiBackend::Prompt(p.as_str().into()), format!("prompt:{p}")),
+        };
+        Some(Arc::new(AiVersion {
+            base_path: spec.base_path.as_str().into(),
+            backend,
+            label: label.into(),
+        }))
+    }
+
+    /// The `service` label of the route's metrics.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The endpoint a request for `path` is for, whose dialect its errors are answered in.
+    pub(crate) fn dialect(&self, path: &str) -> Route {
+        match &self.backend {
+            AiBackend::Model(_) => self
+                .sub_path(path)
+                .and_then(Route::named)
+                .unwrap_or(Route::ChatCompletions),
+            AiBackend::Prompt(_) => Route::ChatCompletions,
+        }
+    }
+
+    /// What follows the base path in `path`.
+    fn sub_path<'p>(&self, path: &'p str) -> Option<&'p str> {
+        path.strip_prefix(&*self.base_path)
+    }
+
+    /// The target of a request, or the 404 naming what the version serves.
+    fn target(&self, gateway: &Gateway, method: &Method, path: &str) -> Result<Target, ApiError> {
+        let sub = self.sub_path(path).unwrap_or(path);
+        let base = &self.base_path;
+        match &self.backend {
+            AiBackend::Model(_) => Route::at(method, sub).map(Target::Api).ok_or_else(|| {
+                not_found(format!(
+                    "no endpoint {method} {path}: this API serves POST {base}/chat/completions, POST {base}/embeddings, GET {base}/models and POST {base}/messages"
+                ))
+            }),
+            AiBackend::Prompt(name) => {
+                if !(method == Method::POST && sub.trim_end_matches('/').is_empty()) {
+                    return Err(not_found(format!(
+                        "no endpoint {method} {path}: this API serves POST {base}"
+                    )));
+                }
+                gateway.prompt_named(name).map(Target::Prompt).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "api_error",
+                        format!(
+                            "the prompt API {name} that this API serves is not loaded on this node; retry, or an administrator must fix the prompt"
+                        ),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Whether the caller may use `model` here: only the version's alias (a prompt version's
+    /// prompt calls its own model).
+    fn admits(&self, model: &str) -> Result<(), Denied> {
+        match &self.backend {
+            AiBackend::Model(alias) if **alias != *model => {
+                let mut e = not_found(format!(
+                    "this API serves the model {alias} only; set model to {alias}"
+                ));
+                e.detail.param = Some("model".into());
+                e.detail.code = Some("model_not_found".into());
+                Err(Denied::Refused(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+}
+
+/// The model aliases and prompt APIs that a version of an API with subscriptions offers
+/// (published, deprecated or retired: a draft offers nothing yet). Their own entrance refuses
+/// them, naming where to call them; compiled with the router, from the same catalog.
+#[derive(Debug, Default)]
+pub(crate) struct AiGuards {
+    models: HashMap<Box<str>, Offer>,
+    prompts: HashMap<Box<str>, Offer>,
+}
+
+/// Where an API offers a model alias or prompt API.
+#[derive(Debug)]
+struct Offer {
+    /// The version's key, `{api}/{version}`.
+    version: Box<str>,
+    base_path: Box<str>,
+    retired: bool,
+}
+
+impl AiGuards {
+    /// Records what version `key` (stored as `spec`) offers, if its API takes subscriptions.
+    /// When several versions offer one, a version still served is named before a retired one.
+    pub(crate) fn offer(&mut self, state: &State, key: &str, spec: &ApiVersionSpec) {
+        let subscribed = state
+            .apis
+            .get(api_of(key))
+            .is_some_and(|a| a.spec.subscription != SubscriptionMode::None);
+        if !subscribed || spec.state == Lifecycle::Draft {
+            return;
+        }
+        let (offers, name) = match &spec.backend {
+            Backend::Service(_) => return,
+            Backend::AiModel(m) => (&mut self.models, m),
+            Backend::Prompt(p) => (&mut self.prompts, p),
+        };
+        let offer = Offer {
+            version: key.into(),
+            base_path: spec.base_path.as_str().into(),
+            retired: spec.state == Lifecycle::Retired,
+        };
+        match offers.entry(name.as_str().into()) {
+            Entry::Vacant(e) => {
+                e.insert(offer);
+            }
+            Entry::Occupied(mut e) if e.get().retired && !offer.retired => {
+                e.insert(offer);
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+
+    /// Whether a request for `target` at `path` is left to the router: a prompt API's path
+    /// that is also the base path of the version offering it.
+    pub(crate) fn routed(&self, target: &Target, path: &str) -> bool {
+        match target {
+            Target::Api(_) => false,
+            Target::Prompt(prompt) => self
+                .prompts
+                .get(prompt.name())
+                .is_some_and(|offer| *offer.base_path == *path.trim_end_matches('/')),
+        }
+    }
+
+    /// The refusal of model alias `model` at `/v1`, if an API offers it.
+    pub(crate) fn model(&self, model: &str) -> Result<(), Denied> {
+        match self.models.get(model) {
+            Some(offer) => Err(Denied::Refused(offer.refusal("model", model))),
+            None => Ok(()),
+        }
+    }
+
+    /// The refusal of prompt API `name` at its own path, if an API offers it.
+    pub(crate) fn prompt(&self, name: &str) -> Result<(), Denied> {
+        match self.prompts.get(name) {
+            Some(offer) => Err(Denied::Refused(offer.refusal("prompt API", name))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Offer {
+    /// The 403 of a call to `what` `name` around the API offering it.
+    fn refusal(&self, what: &str, name: &str) -> ApiError {
+        let (api, version) = self.version.split_once('/').unwrap_or((&self.version, ""));
+        let base = &self.base_path;
+        let mut e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            format!(
+                "the {what} {name} is offered as version {version} of API {api}, which takes subscriptions: call it under {base} (an OpenAI client's base_url ending in {base}) with the key of an application subscribed to {api}"
+            ),
+        );
+        e.detail.code = Some("offered_by_api".into());
+        if what == "model" {
+            e.detail.param = Some("model".into());
+        }
+        e
+    }
+}
+
+/// Answers one request at the gateway's own entrance (`/v1/...` or a prompt API's path).
 pub(crate) async fn serve(
     gateway: &Gateway,
     policies: &Engine,
+    guards: &AiGuards,
     target: Target,
     request: Request<Incoming>,
     max_body_bytes: Option<u64>,
 ) -> Response<AiBody> {
-    // Prompt APIs answer errors as chat completions do.
-    let route = match &target {
-        Target::Api(route) => *route,
-        Target::Prompt(_) => Route::ChatCompletions,
-    };
     let (parts, body) = request.into_parts();
     let key = bearer(&parts.headers).or_else(|| {
         parts
@@ -78,52 +301,149 @@ pub(crate) async fn serve(
             .and_then(|v| v.to_str().ok())
             .filter(|k| !k.is_empty())
     });
-    let Some(key) = key.and_then(|k| policies.credentials().key(k).ok().cloned()) else {
+    let Some(identity) = key.and_then(|k| policies.credentials().by_key(k).ok()) else {
         let mut e = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "missing or invalid API key: send a consumer key as 'Authorization: Bearer <key>' or 'x-api-key: <key>' (keys are made with POST /consumers/{name}/keys on the admin API)",
         );
         e.detail.code = Some("invalid_api_key".into());
-        return api::error(route, &e);
+        return api::error(target.dialect(), &e);
     };
-    let limit = max_body_bytes.unwrap_or(DEFAULT_BODY_LIMIT);
-    let body: Bytes = match Limited::new(body, limit as usize).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            let e = ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                format!(
-                    "the request body is larger than this gateway accepts ({limit} bytes); send less"
-                ),
-            );
-            return api::error(route, &e);
-        }
-        Err(e) => {
-            let e =
-                ApiError::invalid_request(format!("the request body could not be read: {e}"), None);
-            return api::error(route, &e);
-        }
+    // What an API offers is called through the API.
+    let offered = |model: &str| match &target {
+        Target::Api(_) => guards.model(model),
+        Target::Prompt(prompt) => guards.prompt(prompt.name()),
     };
-    let models = &key.consumer.ai_models;
-    let allowed = |m: &str| models.is_empty() || models.iter().any(|a| a == m);
-    let limited = !(key.consumer.ai_limits.is_empty() && key.ai_limits.is_empty());
-    let limits = AiLimits {
+    let call = Call {
         counters: policies.counters(),
-        key: &key,
+        identity: &identity,
+        max_body_bytes,
+        allowed: &offered,
     };
-    let access = Access {
-        caller: Caller {
-            consumer: Some(key.consumer.name.to_string()),
-            key: Some(key.id.to_string()),
-        },
-        allowed: &allowed,
-        admission: limited.then_some(&limits as &dyn Admission),
+    call.answer(gateway, &target, body).await
+}
+
+/// Answers a request that the route of AI API `version` admitted, from the caller its
+/// policies authenticated (`None`: they authenticate nobody, and an AI call needs a caller).
+pub(crate) async fn serve_version(
+    gateway: &Gateway,
+    counters: &Counters,
+    version: &AiVersion,
+    identity: Option<&Identity>,
+    parts: &Parts,
+    body: Incoming,
+    max_body_bytes: Option<u64>,
+) -> Response<AiBody> {
+    let path = parts.uri.path();
+    let dialect = version.dialect(path);
+    let Some(identity) = identity else {
+        let e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "this API's policies authenticate no caller; an AI call needs one: give the version's policies an auth",
+        );
+        return api::error(dialect, &e);
     };
-    match target {
-        Target::Api(route) => api::handle(gateway, route, &access, body).await,
-        Target::Prompt(prompt) => prompt.serve(gateway, &access, &body).await,
+    let target = match version.target(gateway, &parts.method, path) {
+        Ok(target) => target,
+        Err(e) => return api::error(dialect, &e),
+    };
+    let only = |model: &str| version.admits(model);
+    let call = Call {
+        counters,
+        identity,
+        max_body_bytes,
+        allowed: &only,
+    };
+    call.answer(gateway, &target, body).await
+}
+
+/// A policy refusal (or CORS preflight answer) on the route of an AI API version, in the AI
+/// API's error format (the dialect of `route`) with the refusal's headers.
+pub(crate) fn refusal(route: Route, answer: Answer) -> Response<AiBody> {
+    let mut response = match answer.error {
+        Some((code, message)) => {
+            let kind = match answer.status {
+                StatusCode::UNAUTHORIZED => "authentication_error",
+                StatusCode::FORBIDDEN => "permission_error",
+                StatusCode::NOT_FOUND => "not_found_error",
+                StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+                _ => "invalid_request_error",
+            };
+            let mut e = ApiError::new(answer.status, kind, message);
+            e.detail.code = Some(code.into());
+            api::error(route, &e)
+        }
+        None => {
+            let mut response = Response::new(http_body_util::Empty::<Bytes>::new().boxed_unsync());
+            *response.status_mut() = answer.status;
+            response
+        }
+    };
+    response.headers_mut().extend(answer.headers);
+    response
+}
+
+/// One AI call: who makes it, within which body limit, and which model aliases the entrance
+/// lets it use besides the consumer's own `ai_models`.
+struct Call<'a> {
+    counters: &'a Counters,
+    identity: &'a Identity,
+    max_body_bytes: Option<u64>,
+    allowed: &'a (dyn Fn(&str) -> Result<(), Denied> + Sync),
+}
+
+impl Call<'_> {
+    /// Reads the body and answers the request for `target`.
+    async fn answer(&self, gateway: &Gateway, target: &Target, body: Incoming) -> Response<AiBody> {
+        let dialect = target.dialect();
+        let limit = self.max_body_bytes.unwrap_or(DEFAULT_BODY_LIMIT);
+        let body: Bytes = match Limited::new(body, limit as usize).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                let e = ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    format!(
+                        "the request body is larger than this gateway accepts ({limit} bytes); send less"
+                    ),
+                );
+                return api::error(dialect, &e);
+            }
+            Err(e) => {
+                let e = ApiError::invalid_request(
+                    format!("the request body could not be read: {e}"),
+                    None,
+                );
+                return api::error(dialect, &e);
+            }
+        };
+        let consumer = self.identity.consumer();
+        let models = &consumer.ai_models;
+        let allowed = |m: &str| {
+            Denied::unless(models.is_empty() || models.iter().any(|a| a == m))?;
+            (self.allowed)(m)
+        };
+        let key = self.identity.key();
+        let limited =
+            !(consumer.ai_limits.is_empty() && key.is_none_or(|k| k.ai_limits.is_empty()));
+        let limits = AiLimits {
+            counters: self.counters,
+            identity: self.identity,
+        };
+        let access = Access {
+            caller: Caller {
+                consumer: Some(consumer.name.to_string()),
+                key: key.map(|k| k.id.to_string()),
+            },
+            allowed: &allowed,
+            admission: limited.then_some(&limits as &dyn Admission),
+        };
+        match target {
+            Target::Api(route) => api::handle(gateway, *route, &access, body).await,
+            Target::Prompt(prompt) => prompt.serve(gateway, &access, &body).await,
+        }
     }
 }
 
@@ -134,24 +454,28 @@ enum Owner {
     Key,
 }
 
-/// The AI limits of a call made with `key`: its consumer's and its own.
+/// The AI limits of a call made by `identity`: its consumer's and, when it used a key, the
+/// key's own.
 struct AiLimits<'a> {
     counters: &'a Counters,
-    key: &'a ApiKey,
+    identity: &'a Identity,
 }
 
 impl Admission for AiLimits<'_> {
     fn admit(&self, reservation: &Reservation) -> Result<Option<Box<dyn Settle>>, ApiError> {
         let now = now_ms();
         let mut held = Held(Vec::new());
-        for (owner, limits) in [
-            (Owner::Consumer, &self.key.consumer.ai_limits),
-            (Owner::Key, &self.key.ai_limits),
-        ] {
+        let consumer = self.identity.consumer();
+        let key = self.identity.key();
+        let owners = [
+            Some((Owner::Consumer, &consumer.ai_limits)),
+            key.map(|k| (Owner::Key, &k.ai_limits)),
+        ];
+        for (owner, limits) in owners.into_iter().flatten() {
             for (kind, limit) in limits.counted() {
-                let subject = match owner {
-                    Owner::Consumer => format!("consumer:{}", self.key.consumer.name),
-                    Owner::Key => format!("key:{}", self.key.id),
+                let subject = match (owner, key) {
+                    (Owner::Key, Some(k)) => format!("key:{}", k.id),
+                    _ => format!("consumer:{}", consumer.name),
                 };
                 let counter = format!("{}/{subject}", kind.counter_name());
                 let check = Limit {
@@ -180,12 +504,10 @@ impl Admission for AiLimits<'_> {
 impl AiLimits<'_> {
     /// Whose limit it is, for messages.
     fn whose(&self, owner: Owner) -> String {
-        match owner {
-            Owner::Consumer => format!("consumer '{}'", self.key.consumer.name),
-            Owner::Key => format!(
-                "key '{}' of consumer '{}'",
-                self.key.id, self.key.consumer.name
-            ),
+        let consumer = &self.identity.consumer().name;
+        match (owner, self.identity.key()) {
+            (Owner::Key, Some(k)) => format!("key '{}' of consumer '{consumer}'", k.id),
+            _ => format!("consumer '{consumer}'"),
         }
     }
 
@@ -295,12 +617,12 @@ mod tests {
     use std::time::Duration;
 
     use raftgate_model::ai::AiLimits as Configured;
-    use raftgate_policy::auth::Consumer;
+    use raftgate_policy::auth::{ApiKey, Consumer};
 
     use super::*;
 
-    fn key(consumer: Configured, key: Configured) -> ApiKey {
-        ApiKey {
+    fn key(consumer: Configured, key: Configured) -> Identity {
+        Identity::Key(Arc::new(ApiKey {
             id: "k1".into(),
             consumer: Arc::new(Consumer {
                 name: "app".into(),
@@ -311,7 +633,7 @@ mod tests {
                 team: None,
             }),
             ai_limits: key,
-        }
+        }))
     }
 
     fn reservation(tokens: u64, max_cost_usd: f64) -> Reservation {
@@ -337,7 +659,7 @@ mod tests {
         );
         let limits = AiLimits {
             counters: &counters,
-            key: &key,
+            identity: &key,
         };
         // 0.6 USD and 60 tokens reserved, 0.5 USD and 50 tokens used.
         let held = limits.admit(&reservation(60, 0.6)).unwrap().unwrap();
@@ -382,7 +704,7 @@ mod tests {
         );
         let limits = AiLimits {
             counters: &counters,
-            key: &key,
+            identity: &key,
         };
         for (reservation, code, limit) in [
             (

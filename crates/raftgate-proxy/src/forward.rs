@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::ProxyConfig;
-use crate::ai::Target as AiTarget;
+use crate::ai::{AiVersion, Target as AiTarget};
 use crate::client_body::ClientBody;
 use crate::request_id::{RequestIds, X_REQUEST_ID};
-use crate::router::{Route, Router};
+use crate::router::{Route, Router, Target};
 use crate::upgrade::{self, Upgrade};
 use crate::upstream::{Pool, UpstreamBody, UpstreamError, rewrite_path};
 
@@ -258,19 +258,25 @@ impl Forwarder {
         if let Some(gateway) = &self.ai
             && let Some(target) = AiTarget::of(gateway, request.method(), request.uri().path())
         {
-            // Boxed: the AI gateway's future is large, and inline it would be carried (and
-            // moved) by every proxied request.
-            let response = Box::pin(crate::ai::serve(
-                gateway,
-                &self.policies,
-                target,
-                request,
-                self.max_body_bytes,
-            ))
-            .await;
-            let mut response = response.map(|b| Either::Right(Either::Right(b)));
-            response.headers_mut().insert(&X_REQUEST_ID, request_id);
-            return Ok(response);
+            // Only AI requests read what AI API versions offer.
+            let router = self.router.load_full();
+            let guards = router.ai_guards();
+            if !guards.routed(&target, request.uri().path()) {
+                // Boxed: the AI gateway's future is large, and inline it would be carried (and
+                // moved) by every proxied request.
+                let response = Box::pin(crate::ai::serve(
+                    gateway,
+                    &self.policies,
+                    guards,
+                    target,
+                    request,
+                    self.max_body_bytes,
+                ))
+                .await;
+                let mut response = response.map(|b| Either::Right(Either::Right(b)));
+                response.headers_mut().insert(&X_REQUEST_ID, request_id);
+                return Ok(response);
+            }
         }
         // The request is changed in place from here on: its head is a few hundred bytes.
         let (mut parts, body) = request.into_parts();
@@ -285,7 +291,14 @@ impl Forwarder {
             .check_limits(&parts, &body)
             .and_then(|()| self.prepare(&mut parts, peer, &request_id))
         {
-            Ok(Prepared {
+            Ok(Prepared::Ai { route, version }) => {
+                // Boxed for the same reason as the gateway's own entrance.
+                let served = self.serve_ai(route, &version, parts, body, peer, received);
+                let mut response = Box::pin(served).await;
+                response.headers_mut().insert(&X_REQUEST_ID, request_id);
+                return Ok(response);
+            }
+            Ok(Prepared::Upstream {
                 pool,
                 route: matched,
                 forwarded: added,
@@ -463,7 +476,13 @@ impl Forwarder {
             .find(host, parts.uri.path(), &parts.method, &parts.headers)
             .ok_or(Failure::NoRoute)?;
         let route = matched.route.clone();
-        let pool = route.service.pool();
+        let pool = match &route.target {
+            Target::Service(service) => service.pool(),
+            Target::Ai(version) => {
+                let version = version.clone();
+                return Ok(Prepared::Ai { route, version });
+            }
+        };
         let rewritten = matched
             .rewritten_path(parts.uri.path())
             .map(|path| rewrite_path(&parts.uri, &path))
@@ -480,7 +499,7 @@ impl Forwarder {
         // Header ops and hashing on a header read the headers as they go upstream: for those
         // the proxy's lines go into the map first. Otherwise the codec writes them.
         if route.request_headers.is_empty() && !pool.hashes_on_header() {
-            return Ok(Prepared {
+            return Ok(Prepared::Upstream {
                 pool,
                 route,
                 forwarded: Some(forwarded),
@@ -488,20 +507,89 @@ impl Forwarder {
         }
         forwarded.insert_into(headers);
         route.request_headers.apply(headers);
-        Ok(Prepared {
+        Ok(Prepared::Upstream {
             pool,
             route,
             forwarded: None,
         })
     }
+
+    /// Serves a request routed to an AI API version: the route's policies, then the AI
+    /// gateway, with the answers (refusals too) in the AI API's format.
+    async fn serve_ai(
+        &self,
+        route: Arc<Route>,
+        version: &AiVersion,
+        mut parts: Parts,
+        body: Incoming,
+        peer: &Peer,
+        received: Instant,
+    ) -> Response<Body> {
+        let checked = match route.policies.as_deref() {
+            Some(policies) => {
+                let declared = body.size_hint().exact();
+                policies
+                    .check(&self.policies, &mut parts, peer.addr.ip(), declared)
+                    .await
+            }
+            None => Ok(Admitted::default()),
+        };
+        let (response, consumer) = match (checked, &self.ai) {
+            (Err(mut answer), _) => {
+                let consumer = answer.consumer.take();
+                let dialect = version.dialect(parts.uri.path());
+                (crate::ai::refusal(dialect, *answer), consumer)
+            }
+            (Ok(admitted), Some(gateway)) => {
+                let limit = body_limit(self.max_body_bytes, Some(&admitted));
+                let mut response = crate::ai::serve_version(
+                    gateway,
+                    self.policies.counters(),
+                    version,
+                    admitted.identity.as_ref(),
+                    &parts,
+                    body,
+                    limit,
+                )
+                .await;
+                response.headers_mut().extend(admitted.response_headers);
+                (response, admitted.consumer)
+            }
+            (Ok(admitted), None) => {
+                let error = raftgate_ai::ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "this node serves no AI gateway; call another node",
+                );
+                let dialect = version.dialect(parts.uri.path());
+                (raftgate_ai::api::error(dialect, &error), admitted.consumer)
+            }
+        };
+        let response = response.map(|b| Either::Right(Either::Right(b)));
+        route.metrics().record(
+            consumer,
+            response.status().as_u16(),
+            received.elapsed(),
+            None,
+        );
+        response
+    }
 }
 
-/// A request routed and ready for its upstream (see [`Forwarder::prepare`]).
-struct Prepared<'a> {
-    pool: Arc<Pool>,
-    route: Arc<Route>,
-    /// The proxy's lines, when the upstream codec writes them.
-    forwarded: Option<Forwarded<'a>>,
+/// A request routed (see [`Forwarder::prepare`]).
+enum Prepared<'a> {
+    /// Ready for its upstream.
+    Upstream {
+        pool: Arc<Pool>,
+        route: Arc<Route>,
+        /// The proxy's lines, when the upstream codec writes them.
+        forwarded: Option<Forwarded<'a>>,
+    },
+    /// For the AI gateway: the route of an AI API version.
+    Ai {
+        route: Arc<Route>,
+        version: Arc<AiVersion>,
+    },
 }
 
 /// The lines the proxy adds to a request it forwards: `X-Forwarded-For/-Proto/-Host`,

@@ -61,7 +61,8 @@
 //! time to the response head and the upstream's share of it. A route's handles are resolved at
 //! its first request and kept in the compiled route, so a request records without a lock shared
 //! with other routes and without allocating; requests that match no route are counted under empty route and
-//! service names. The AI gateway's API is counted by the AI metrics instead.
+//! service names. The AI gateway's own entrance (`/v1`, prompt APIs' paths) is counted by the AI
+//! metrics instead; the routes of AI API versions are counted as routes too.
 //!
 //! # Failure answers
 //!

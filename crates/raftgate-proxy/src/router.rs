@@ -70,6 +70,14 @@
 //!
 //! A route holds its [`Service`], which lives in [`crate::upstream`] across recompiles: the
 //! router is compiled against the services [`crate::upstream`] keeps for the same state.
+//!
+//! # AI API versions
+//!
+//! An API version whose backend is an AI model alias or a prompt API has no routes of its own:
+//! the router adds one for it, named `{api}/{version}`, matching its `base_path` as a prefix,
+//! with the version's gate and policies, whose target is the node's AI gateway
+//! ([`crate::ai`]). It is matched like any other route, so IP rules, CORS, rate limits and
+//! subscriptions apply to AI calls too.
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -77,7 +85,9 @@ use std::sync::{Arc, OnceLock};
 
 use http::{HeaderMap, HeaderName, Method};
 use raftgate_metrics::{Metrics, RouteMetrics};
-use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, SubscriptionSpec};
+use raftgate_model::catalog::{
+    ApiSpec, ApiVersionRef, ApiVersionSpec, SubscriptionSpec, split_key,
+};
 use raftgate_model::state::Table;
 use raftgate_model::validate::{PathMatch, path_match};
 use raftgate_model::{Entity, RateLimitSpec, RouteSpec, ServiceSpec, State};
@@ -91,6 +101,7 @@ use tracing::warn;
 /// per request cost 600 instructions with SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+use crate::ai::{AiGuards, AiVersion};
 use crate::header_ops::HeaderOps;
 use crate::upstream::{Service, Services};
 
@@ -103,6 +114,8 @@ pub struct Router {
     any_host: PathTable,
     routes: usize,
     services: usize,
+    /// What AI API versions offer, which their own entrances then refuse.
+    guards: AiGuards,
     /// The tables compiled, to tell whether a new state needs a new router.
     source: Source,
 }
@@ -188,7 +201,7 @@ pub struct Route {
     /// Changes to the response headers sent to the client.
     pub(crate) response_headers: HeaderOps,
     /// Where matched requests go.
-    pub service: Arc<Service>,
+    pub target: Target,
     /// Authentication, ACL, limits, CORS: the route's own merged over its service's; `None`
     /// when it has none.
     pub(crate) policies: Option<Arc<RoutePolicies>>,
@@ -200,6 +213,25 @@ pub struct Route {
     /// so that later requests look nothing up by name, and a table of 10,000 routes holds series
     /// only for the routes that get traffic.
     metrics: OnceLock<RouteMetrics>,
+}
+
+/// Where a route's requests go.
+#[derive(Debug)]
+pub enum Target {
+    /// An upstream service.
+    Service(Arc<Service>),
+    /// The AI gateway, for the route of an AI API version.
+    Ai(Arc<AiVersion>),
+}
+
+impl Target {
+    /// The `service` label of the route's metrics.
+    fn label(&self) -> &str {
+        match self {
+            Target::Service(service) => &service.name,
+            Target::Ai(version) => version.label(),
+        }
+    }
 }
 
 /// One entry of [`RouteSpec::headers`].
@@ -224,7 +256,7 @@ impl Route {
     /// The route's metric handles (an atomic load once resolved; see the field).
     pub(crate) fn metrics(&self) -> &RouteMetrics {
         self.metrics
-            .get_or_init(|| self.registry.route(&self.name, &self.service.name))
+            .get_or_init(|| self.registry.route(&self.name, self.target.label()))
     }
 
     fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
@@ -349,7 +381,36 @@ impl Router {
             let policies = state.services.get(&entity.spec.service).and_then(|s| {
                 RoutePolicies::compile(&entity.name, &entity.spec, &s.spec, gate, state, metrics)
             });
-            router.add(entity, service, policies, metrics);
+            router.add(entity, Target::Service(service.clone()), policies, metrics);
+        }
+        for entity in state.api_versions.values() {
+            let Some(version) = AiVersion::of(&entity.spec) else {
+                continue;
+            };
+            let Some(gate) = split_key(&entity.name).and_then(|(api, version)| {
+                let owner = ApiVersionRef {
+                    api: api.into(),
+                    version: version.into(),
+                };
+                gates.of(state, &owner, metrics)
+            }) else {
+                warn!(api_version = %entity.name, "AI API version's API does not exist; not served");
+                continue;
+            };
+            router.guards.offer(state, &entity.name, &entity.spec);
+            let policies = RoutePolicies::compile_ai(
+                &entity.name,
+                &entity.spec.policies,
+                gate,
+                state,
+                metrics,
+            );
+            let route = RouteSpec {
+                paths: vec![entity.spec.base_path.clone()],
+                ..RouteSpec::default()
+            };
+            let route = Entity::new(&entity.name, route);
+            router.add(&route, Target::Ai(version), Some(policies), metrics);
         }
         router.finish();
         router
@@ -358,7 +419,7 @@ impl Router {
     fn add(
         &mut self,
         entity: &Entity<RouteSpec>,
-        service: &Arc<Service>,
+        target: Target,
         policies: Option<Arc<RoutePolicies>>,
         metrics: &Arc<Metrics>,
     ) {
@@ -412,7 +473,7 @@ impl Router {
             rewrite: spec.rewrite.as_deref().map(Box::from),
             request_headers: HeaderOps::compile(name, &spec.request_headers),
             response_headers: HeaderOps::compile(name, &spec.response_headers),
-            service: service.clone(),
+            target,
             policies,
             upgrades: spec
                 .upgrades
@@ -492,6 +553,11 @@ impl Router {
             }
         }
         self.any_host.find(path, method, headers)
+    }
+
+    /// What AI API versions offer, for the AI gateway's own entrances.
+    pub(crate) fn ai_guards(&self) -> &AiGuards {
+        &self.guards
     }
 
     /// Number of routes compiled.
@@ -1002,6 +1068,100 @@ mod tests {
             router
                 .find(Some("nope"), "/x", &Method::GET, &HeaderMap::new())
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn ai_versions_are_served_at_their_base_path_and_guarded_once_offered() {
+        use raftgate_model::catalog::{ApiSpec, Backend, Lifecycle, SubscriptionMode};
+        let mut state = state(vec![route("catch-all", &[], &["/"], &[])], &[1]);
+        let api = |subscription| ApiSpec {
+            subscription,
+            ..ApiSpec::default()
+        };
+        let version = |base: &str, backend, state| ApiVersionSpec {
+            base_path: base.into(),
+            backend,
+            state,
+            successor: None,
+            sunset_at: None,
+            deprecated_at: None,
+            openapi: None,
+            policies: Default::default(),
+        };
+        let apis = Arc::make_mut(&mut state.apis);
+        apis.insert(
+            "sub".into(),
+            Entity::new("sub", api(SubscriptionMode::Auto)),
+        );
+        apis.insert(
+            "open".into(),
+            Entity::new("open", api(SubscriptionMode::None)),
+        );
+        let versions = Arc::make_mut(&mut state.api_versions);
+        for (key, base, backend, lifecycle) in [
+            (
+                "sub/v1",
+                "/sub/v1",
+                Backend::AiModel("smart".into()),
+                Lifecycle::Published,
+            ),
+            (
+                "sub/v2",
+                "/sub/v2",
+                Backend::AiModel("draft".into()),
+                Lifecycle::Draft,
+            ),
+            (
+                "sub/p",
+                "/sub/p",
+                Backend::Prompt("summary".into()),
+                Lifecycle::Retired,
+            ),
+            (
+                "open/v1",
+                "/open/v1",
+                Backend::AiModel("plain".into()),
+                Lifecycle::Published,
+            ),
+            (
+                "sub/svc",
+                "/sub/svc",
+                Backend::Service("svc".into()),
+                Lifecycle::Published,
+            ),
+        ] {
+            versions.insert(
+                key.into(),
+                Entity::new(key, version(base, backend, lifecycle)),
+            );
+        }
+        let router = compile(&state);
+        // Every AI version has its route, with policies (keys at least); a service version
+        // has only the routes that name it.
+        for (path, expected) in [
+            ("/sub/v1/chat/completions", "sub/v1"),
+            ("/sub/v2/models", "sub/v2"),
+            ("/sub/p", "sub/p"),
+            ("/open/v1/embeddings", "open/v1"),
+            ("/sub/svc/x", "catch-all"),
+        ] {
+            let found = router
+                .find(None, path, &Method::POST, &HeaderMap::new())
+                .expect("a route");
+            assert_eq!(&*found.route.name, expected, "{path}");
+            let ai = matches!(found.route.target, Target::Ai(_));
+            assert_eq!(ai, expected != "catch-all", "{path}");
+            assert_eq!(found.route.policies.is_some(), ai, "{path}");
+        }
+        assert_eq!(router.route_count(), 5);
+        // Offered by an API with subscriptions past draft: refused at their own entrance.
+        let guards = router.ai_guards();
+        assert!(guards.model("smart").is_err());
+        assert!(guards.model("draft").is_ok() && guards.model("plain").is_ok());
+        assert!(
+            guards.prompt("summary").is_err(),
+            "a retired version still offers it"
         );
     }
 }

@@ -112,8 +112,9 @@ pub(super) fn check_put(state: &State, name: &str, spec: &Spec) -> Result<(), Re
     team_change(state, name, spec)
 }
 
-/// A version belongs to an existing API; its backend is the API team's (or shared), its
-/// successor another version of the API, and a new state one its stored state may move to.
+/// A version belongs to an existing API; its backend and the rate limits of its policies are
+/// the API team's (or shared), its successor another version of the API, and a new state one
+/// its stored state may move to.
 fn version(state: &State, versioned: &str, v: &ApiVersionSpec) -> Result<(), Rejection> {
     let Some((api, name)) = split_key(versioned) else {
         return Err(Rejection::Invalid {
@@ -128,13 +129,9 @@ fn version(state: &State, versioned: &str, v: &ApiVersionSpec) -> Result<(), Rej
         });
     }
     let (kind, target) = v.backend.target();
-    uses(
-        state,
-        v.backend.field(),
-        kind,
-        target,
-        state.team_of(Kind::Api, api),
-    )?;
+    let team = state.team_of(Kind::Api, api);
+    uses(state, v.backend.field(), kind, target, team)?;
+    policies(state, &v.policies, team)?;
     if let Some(successor) = &v.successor {
         if successor == name {
             return Err(Rejection::Invalid {
@@ -286,6 +283,13 @@ fn referrers(state: &State, kind: Kind, name: &str) -> Vec<Referrer> {
             };
             for a in state.apis.values().filter(|a| in_plans(&a.spec)) {
                 add(Kind::Api, &a.name, a.spec.team.as_deref());
+            }
+            for v in state
+                .api_versions
+                .values()
+                .filter(|v| limits(&v.spec.policies))
+            {
+                add(Kind::ApiVersion, &v.name, api_team(api_of(&v.name)));
             }
         }
         Kind::Consumer => {

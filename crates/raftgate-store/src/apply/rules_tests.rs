@@ -149,6 +149,7 @@ fn version(service: &str, state: Lifecycle, successor: Option<&str>) -> ApiVersi
         sunset_at: None,
         deprecated_at: None,
         openapi: None,
+        policies: Default::default(),
     }
 }
 
@@ -321,6 +322,24 @@ fn references_are_checked_and_referenced_objects_stay() {
         log.delete(ADMIN, Kind::AiModel, "m"),
         in_use(Kind::AiModel, "m", Kind::AiPrompt, &["p"])
     );
+    // An AI version's policies name rate limits as a route's do.
+    let mut ai = version("s", Lifecycle::Draft, None);
+    ai.backend = Backend::AiModel("m".into());
+    ai.policies.rate_limits = vec!["other".into()];
+    assert_eq!(
+        log.put(ADMIN, "orders/v1", Spec::ApiVersion(ai.clone())),
+        missing("policies.rate_limits[0]", Kind::RateLimit, "other")
+    );
+    log.put(ADMIN, "orders", api("a", SubscriptionMode::Auto, &[]))
+        .unwrap();
+    ai.policies.rate_limits = vec!["rl".into()];
+    log.put(ADMIN, "orders/v1", Spec::ApiVersion(ai)).unwrap();
+    assert_eq!(
+        log.delete(ADMIN, Kind::RateLimit, "rl"),
+        in_use(Kind::RateLimit, "rl", Kind::ApiVersion, &["orders/v1"])
+    );
+    log.delete(ADMIN, Kind::ApiVersion, "orders/v1").unwrap();
+    log.delete(ADMIN, Kind::RateLimit, "rl").unwrap();
     assert_eq!(
         log.delete(ADMIN, Kind::Team, "a"),
         in_use(Kind::Team, "a", Kind::Api, &["orders"])

@@ -120,15 +120,7 @@ impl Setup {
     /// routing decides what the proxy serves.
     async fn version(&self, version: &str, base_path: &str) {
         let a = self.as_a(self.leader);
-        let spec = ApiVersionSpec {
-            base_path: base_path.into(),
-            backend: Backend::Service("users-svc".into()),
-            state: Lifecycle::Draft,
-            successor: None,
-            sunset_at: None,
-            deprecated_at: None,
-            openapi: None,
-        };
+        let spec = ApiVersionSpec::new(base_path, Backend::Service("users-svc".into()));
         a.put_version("users", version, &spec, None)
             .await
             .unwrap_or_else(|e| panic!("version {version}: {e}"));
@@ -431,13 +423,8 @@ async fn imported_documents_route_their_paths_on_every_node_and_broken_ones_chan
         smaller
     );
     let draft = ApiVersionSpec {
-        base_path: "/users-api/v3".into(),
-        backend: Backend::Service("users-svc".into()),
-        state: Lifecycle::Draft,
-        successor: None,
-        sunset_at: None,
-        deprecated_at: None,
         openapi: Some(smaller.to_owned()),
+        ..ApiVersionSpec::new("/users-api/v3", Backend::Service("users-svc".into()))
     };
     s.as_a(s.leader)
         .put_version("users", "v3", &draft, None)

@@ -19,8 +19,12 @@ const END: &str = "<!-- walkthrough:end -->";
 fn walkthrough() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md");
-    let from = readme.find(START).expect("README has the walk-through start marker");
-    let to = readme.find(END).expect("README has the walk-through end marker");
+    let from = readme
+        .find(START)
+        .expect("README has the walk-through start marker");
+    let to = readme
+        .find(END)
+        .expect("README has the walk-through end marker");
     let block = &readme[from + START.len()..to];
     let code = block
         .split_once("```sh\n")
@@ -79,7 +83,10 @@ impl Drop for Dev {
 fn the_readme_walkthrough_works_as_written() {
     let admin = free_run(3, &[]);
     let proxy = free_run(3, &[admin, admin + 1, admin + 2]);
-    let cluster = free_run(3, &[admin, admin + 1, admin + 2, proxy, proxy + 1, proxy + 2]);
+    let cluster = free_run(
+        3,
+        &[admin, admin + 1, admin + 2, proxy, proxy + 1, proxy + 2],
+    );
     let upstream = support::free_ports(1)[0];
     let dir = tempfile::tempdir().expect("temporary directory");
     let dev = Dev(Command::new(BIN)
@@ -134,7 +141,10 @@ fn the_readme_walkthrough_works_as_written() {
     ];
     let mut at = 0;
     for step in expected {
-        match out[at..].to_ascii_lowercase().find(&step.to_ascii_lowercase()) {
+        match out[at..]
+            .to_ascii_lowercase()
+            .find(&step.to_ascii_lowercase())
+        {
             Some(i) => at += i + step.len(),
             None => panic!("the walk-through's output lacks {step:?} after byte {at}:\n{out}"),
         }

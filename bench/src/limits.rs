@@ -121,14 +121,8 @@ pub async fn setup(args: SetupArgs) -> Result<SetupReport, BenchError> {
         .await
         .map_err(bench_error("PUT api"))?;
     let version = ApiVersionSpec {
-        base_path: "/subscribed".into(),
-        backend: Backend::Service("svc".into()),
         state: Lifecycle::Published,
-        successor: None,
-        sunset_at: None,
-        deprecated_at: None,
-        openapi: None,
-        policies: Default::default(),
+        ..ApiVersionSpec::new("/subscribed", Backend::Service("svc".into()))
     };
     c.put_version("bench", "v1", &version, None)
         .await

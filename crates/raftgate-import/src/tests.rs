@@ -1,19 +1,10 @@
-use raftgate_model::catalog::Lifecycle;
 use regex::Regex;
 use serde_json::json;
 
 use super::*;
 
 fn version(base_path: &str) -> ApiVersionSpec {
-    ApiVersionSpec {
-        base_path: base_path.into(),
-        backend: Backend::Service("orders-svc".into()),
-        state: Lifecycle::Draft,
-        successor: None,
-        sunset_at: None,
-        deprecated_at: None,
-        openapi: None,
-    }
+    ApiVersionSpec::new(base_path, Backend::Service("orders-svc".into()))
 }
 
 const YAML_30: &str = r#"

@@ -191,6 +191,22 @@ pub struct ApiVersionSpec {
     pub policies: Policies,
 }
 
+impl ApiVersionSpec {
+    /// A draft version at `base_path` served by `backend`, with nothing else set.
+    pub fn new(base_path: impl Into<String>, backend: Backend) -> ApiVersionSpec {
+        ApiVersionSpec {
+            base_path: base_path.into(),
+            backend,
+            state: Lifecycle::Draft,
+            successor: None,
+            sunset_at: None,
+            deprecated_at: None,
+            openapi: None,
+            policies: Policies::default(),
+        }
+    }
+}
+
 /// A route's owner: the API version whose routes it is one of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

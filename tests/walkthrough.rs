@@ -133,9 +133,9 @@ fn the_readme_walkthrough_works_as_written() {
         "\"state\":\"pending\"",
         "\"state\":\"active\"",
         "HTTP/1.1 200",
-        "deprecation: @",
-        "sunset: ",
         "link: </orders/v2>; rel=\"successor-version\"",
+        "deprecation: @",
+        "sunset: wed, 01 jan 2031 00:00:00 gmt",
         "HTTP/1.1 410",
         "\"error\":\"retired\"",
     ];

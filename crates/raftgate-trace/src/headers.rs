@@ -18,20 +18,14 @@ pub(crate) struct HeaderExtractor<'a> {
 
 impl<'a> HeaderExtractor<'a> {
     pub(crate) fn new(headers: &'a HeaderMap) -> HeaderExtractor<'a> {
-        let mut lines = headers.get_all(TRACESTATE).iter();
-        let tracestate = match (lines.next(), lines.next()) {
-            (Some(first), Some(_)) => {
-                let mut joined = String::from(first.to_str().unwrap_or_default());
-                for line in headers.get_all(TRACESTATE).iter().skip(1) {
-                    if let Ok(line) = line.to_str() {
-                        joined.push(',');
-                        joined.push_str(line);
-                    }
-                }
-                Some(joined)
-            }
-            _ => None,
-        };
+        let tracestate = headers.get_all(TRACESTATE).iter().nth(1).map(|_| {
+            let lines: Vec<&str> = headers
+                .get_all(TRACESTATE)
+                .iter()
+                .filter_map(|line| line.to_str().ok())
+                .collect();
+            lines.join(",")
+        });
         HeaderExtractor {
             headers,
             tracestate,

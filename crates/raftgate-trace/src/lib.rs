@@ -44,8 +44,8 @@
 //! on a thread of its own; its queue size and delay follow the standard `OTEL_BSP_*`
 //! environment variables, and `OTEL_RESOURCE_ATTRIBUTES` adds resource attributes.
 //!
-//! With the `receiver` feature, [`receiver::Receiver`] is an OTLP trace receiver that stores
-//! the spans it is sent, for tests.
+//! With the `receiver` feature, `receiver::Receiver` is an OTLP trace receiver that stores
+//! the spans it is sent, for tests (this crate's and the workspace's end-to-end ones).
 
 mod headers;
 #[cfg(feature = "receiver")]

@@ -97,8 +97,8 @@ pub struct RequestSpan {
     span: Span,
     /// The span name's method part, kept for the name with the route.
     method: &'static str,
-    /// The request's method, kept for the upstream span.
-    request_method: Method,
+    /// The request's method, kept for the upstream span when recording.
+    request_method: Option<Method>,
 }
 
 impl RequestSpan {
@@ -109,7 +109,8 @@ impl RequestSpan {
         method: &Method,
         path: &str,
     ) -> RequestSpan {
-        if span.is_recording() {
+        let recording = span.is_recording();
+        if recording {
             let mut attributes = Vec::with_capacity(6);
             method_attributes(method, &mut attributes);
             attributes.push(KeyValue::new("url.path", path.to_owned()));
@@ -123,7 +124,7 @@ impl RequestSpan {
             inner,
             span,
             method: method_name(method),
-            request_method: method.clone(),
+            request_method: recording.then(|| method.clone()),
         }
     }
 
@@ -158,7 +159,9 @@ impl RequestSpan {
         );
         if span.is_recording() {
             let mut attributes = Vec::with_capacity(4);
-            method_attributes(&self.request_method, &mut attributes);
+            if let Some(method) = &self.request_method {
+                method_attributes(method, &mut attributes);
+            }
             server_attributes(target, &mut attributes);
             span.set_attributes(attributes);
         }

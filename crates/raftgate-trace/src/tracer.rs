@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use opentelemetry::InstrumentationScope;
-use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanKind, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -119,10 +119,11 @@ impl Tracer {
     /// Starts the server span of one proxied request, continuing the client's trace when its
     /// headers carry one. `path` is the request's path without the query.
     pub fn request(&self, headers: &HeaderMap, method: &Method, path: &str) -> RequestSpan {
+        // From an empty context rather than the thread's current one: no thread-local lookup.
         let parent = self
             .inner
             .propagator
-            .extract(&HeaderExtractor::new(headers));
+            .extract_with_context(&Context::new(), &HeaderExtractor::new(headers));
         let span = spans::start(
             &self.inner,
             spans::method_name(method),

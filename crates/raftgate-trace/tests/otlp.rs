@@ -372,12 +372,20 @@ async fn batch_exporter_sends_without_shutdown() {
 }
 
 #[tokio::test]
-async fn bad_sampling_ratio_is_refused() {
+async fn bad_sampling_ratio_or_endpoint_is_refused() {
     let (_, receiver) = Receiver::start().await.unwrap();
     for ratio in [-0.1, 1.5, f64::NAN] {
         let error = Tracer::start(&config(&receiver, ratio)).err().unwrap();
         assert!(matches!(error, TraceError::SamplingRatio(_)), "{error}");
     }
+    let mut bad_endpoint = config(&receiver, 1.0);
+    bad_endpoint.endpoint = "http://no spaces allowed:4317".into();
+    let error = Tracer::start(&bad_endpoint).err().unwrap();
+    assert!(matches!(error, TraceError::Exporter { .. }), "{error}");
+    assert!(
+        error.to_string().contains("http://127.0.0.1:4317"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -150,7 +150,12 @@ impl Cluster {
         Cluster::start_with(ids, None, &["--cluster-secret", secret]).await
     }
 
-    async fn start_with(ids: &[NodeId], token: Option<&str>, args: &[&str]) -> (Cluster, NodeId) {
+    /// [`Cluster::start`] with extra `raftgate serve` arguments for every node.
+    pub async fn start_with(
+        ids: &[NodeId],
+        token: Option<&str>,
+        args: &[&str],
+    ) -> (Cluster, NodeId) {
         let mut cluster = Cluster::new(ids, token);
         for &id in ids {
             cluster.set_args(id, args.iter().map(|a| a.to_string()).collect());

@@ -25,7 +25,7 @@ pub fn routes() -> Router<Shared> {
 /// `GET /ai/usage?consumer=&key=&model=&provider=&from=&to=&period=hour|day`: requests, tokens
 /// and cost from this node's copy of the replicated usage (every node reports, so every node
 /// has the sum).
-async fn usage(
+pub(crate) async fn usage(
     State(s): State<Shared>,
     q: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<axum::Json<UsageReport>, ApiError> {

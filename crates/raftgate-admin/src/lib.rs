@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod ai;
+mod analytics;
 mod audit;
 mod auth;
 mod catalog;
@@ -105,6 +106,7 @@ pub fn router(
                 .merge(cluster::routes())
                 .merge(audit::routes())
                 .merge(ai::routes())
+                .merge(analytics::routes())
                 .route_layer(axum::middleware::from_fn(auth::require_cluster)),
         )
         .fallback(extract::not_found)

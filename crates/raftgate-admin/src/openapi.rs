@@ -11,6 +11,10 @@ use raftgate_model::ai::{
     AiLimits, AiUsage, CacheConfig, Deployment, ModelConfig, Period, Price, ProviderConfig,
     ProviderKind, ProviderView, UsageReport, UsageRow,
 };
+use raftgate_model::analytics::{
+    AnalyticsPoint, AnalyticsReport, Latency, Resolution, StatusClasses, Summary, TopBy, TopMetric,
+    TopReport, TopRow,
+};
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, Member,
     NodeUpstreams, Ready, Role, TargetHealth, UpstreamHealth,
@@ -1059,36 +1063,67 @@ fn open_paths(paths: &mut Paths) {
     );
 }
 
-fn build() -> OpenApi {
-    let mut paths = Paths::new();
-    resource_paths::<ServiceSpec>(&mut paths);
-    resource_paths::<RouteSpec>(&mut paths);
-    resource_paths::<ConsumerSpec>(&mut paths);
-    resource_paths::<RateLimitSpec>(&mut paths);
-    resource_paths::<CertificateSpec>(&mut paths);
-    resource_paths::<ProviderConfig>(&mut paths);
-    resource_paths::<ModelConfig>(&mut paths);
-    resource_paths::<PromptSpec>(&mut paths);
-    resource_paths::<TeamSpec>(&mut paths);
-    resource_paths::<ApiSpec>(&mut paths);
-    catalog_paths(&mut paths);
-    instance_paths(&mut paths);
-    access_paths(&mut paths);
-    consumer_paths(&mut paths);
-    cluster_paths(&mut paths);
-    open_paths(&mut paths);
-    paths.add_path_operation(
-        "/ai/usage",
-        vec![HttpMethod::Get],
-        op(
-            "ai/usage",
-            "AI gateway usage (requests, tokens, cost) by hour or day, consumer, key, model and provider",
-        )
+/// The filters `GET /analytics` and `GET /analytics/top` share.
+fn analytics_filters(mut op: OperationBuilder) -> OperationBuilder {
+    for (name, what) in [
+        ("api", "only this API"),
+        ("version", "only this API version"),
+        ("route", "only this route"),
+        ("service", "only this service"),
+        ("consumer", "only this consumer (application)"),
+    ] {
+        op = op.parameter(param(name, ParameterIn::Query, what, string()));
+    }
+    op.parameter(param(
+        "from",
+        ParameterIn::Query,
+        "from this Unix millisecond (default: an hour before `to`)",
+        integer(0, u64::MAX),
+    ))
+    .parameter(param(
+        "to",
+        ParameterIn::Query,
+        "to this Unix millisecond, exclusive (default: now)",
+        integer(0, u64::MAX),
+    ))
+    .parameter(param(
+        "step",
+        ParameterIn::Query,
+        "minute (kept 24 h), hour (30 days) or day (400 days); default: the finest still kept for `from`",
+        Ref::from_schema_name("Resolution"),
+    ))
+    .response("400", error("A query parameter is malformed"))
+    .response("403", team_forbidden())
+}
+
+/// `GET /ai/usage`, also served as `GET /analytics/ai`.
+fn ai_usage_op(tag: &str, summary: &str) -> OperationBuilder {
+    op(tag, summary)
         .response("403", team_forbidden())
-        .parameter(param("consumer", ParameterIn::Query, "only this consumer", string()))
-        .parameter(param("key", ParameterIn::Query, "only this key id", string()))
-        .parameter(param("model", ParameterIn::Query, "only this model alias", string()))
-        .parameter(param("provider", ParameterIn::Query, "only this provider", string()))
+        .parameter(param(
+            "consumer",
+            ParameterIn::Query,
+            "only this consumer",
+            string(),
+        ))
+        .parameter(param(
+            "key",
+            ParameterIn::Query,
+            "only this key id",
+            string(),
+        ))
+        .parameter(param(
+            "model",
+            ParameterIn::Query,
+            "only this model alias",
+            string(),
+        ))
+        .parameter(param(
+            "provider",
+            ParameterIn::Query,
+            "only this provider",
+            string(),
+        ))
         .parameter(param(
             "from",
             ParameterIn::Query,
@@ -1113,8 +1148,92 @@ fn build() -> OpenApi {
                 "Matching buckets and their sum",
                 Ref::from_schema_name("UsageReport"),
             ),
+        )
+}
+
+fn analytics_paths(paths: &mut Paths) {
+    paths.add_path_operation(
+        "/analytics",
+        vec![HttpMethod::Get],
+        analytics_filters(op(
+            "analytics",
+            "Proxied traffic over time (requests, status classes, error rate, p50/p95/p99 latency, bytes) from the cluster's replicated analytics",
+        ))
+        .response(
+            "200",
+            ok(
+                "One point per step with traffic, and the whole window",
+                Ref::from_schema_name("AnalyticsReport"),
+            ),
         ),
     );
+    paths.add_path_operation(
+        "/analytics/top",
+        vec![HttpMethod::Get],
+        analytics_filters(op(
+            "analytics",
+            "The consumers, routes, services or API versions with the most requests, errors or latency",
+        ))
+        .parameter(param(
+            "by",
+            ParameterIn::Query,
+            "group by (default consumer)",
+            Ref::from_schema_name("TopBy"),
+        ))
+        .parameter(param(
+            "metric",
+            ParameterIn::Query,
+            "rank by (default requests; latency ranks by p99)",
+            Ref::from_schema_name("TopMetric"),
+        ))
+        .parameter(param(
+            "limit",
+            ParameterIn::Query,
+            "most rows (default 10)",
+            integer(1, 1000),
+        ))
+        .response(
+            "200",
+            ok("Groups, largest first", Ref::from_schema_name("TopReport")),
+        ),
+    );
+    paths.add_path_operation(
+        "/analytics/ai",
+        vec![HttpMethod::Get],
+        ai_usage_op(
+            "analytics",
+            "AI gateway usage: the same report as GET /ai/usage",
+        ),
+    );
+}
+
+fn build() -> OpenApi {
+    let mut paths = Paths::new();
+    resource_paths::<ServiceSpec>(&mut paths);
+    resource_paths::<RouteSpec>(&mut paths);
+    resource_paths::<ConsumerSpec>(&mut paths);
+    resource_paths::<RateLimitSpec>(&mut paths);
+    resource_paths::<CertificateSpec>(&mut paths);
+    resource_paths::<ProviderConfig>(&mut paths);
+    resource_paths::<ModelConfig>(&mut paths);
+    resource_paths::<PromptSpec>(&mut paths);
+    resource_paths::<TeamSpec>(&mut paths);
+    resource_paths::<ApiSpec>(&mut paths);
+    catalog_paths(&mut paths);
+    instance_paths(&mut paths);
+    access_paths(&mut paths);
+    consumer_paths(&mut paths);
+    cluster_paths(&mut paths);
+    open_paths(&mut paths);
+    paths.add_path_operation(
+        "/ai/usage",
+        vec![HttpMethod::Get],
+        ai_usage_op(
+            "ai/usage",
+            "AI gateway usage (requests, tokens, cost) by hour or day, consumer, key, model and provider",
+        ),
+    );
+    analytics_paths(&mut paths);
     paths.add_path_operation(
         "/upstreams/health",
         vec![HttpMethod::Get],
@@ -1223,6 +1342,16 @@ fn build() -> OpenApi {
         .schema_from::<SubscriptionState>()
         .schema_from::<Subscribe>()
         .schema_from::<Transition>()
+        .schema_from::<AnalyticsReport>()
+        .schema_from::<AnalyticsPoint>()
+        .schema_from::<Summary>()
+        .schema_from::<StatusClasses>()
+        .schema_from::<Latency>()
+        .schema_from::<Resolution>()
+        .schema_from::<TopReport>()
+        .schema_from::<TopRow>()
+        .schema_from::<TopBy>()
+        .schema_from::<TopMetric>()
         .build();
     OpenApiBuilder::new()
         .info(

@@ -34,6 +34,7 @@ use raftgate_model::access::{AuditEntry, TokenRole};
 use raftgate_model::ai::{
     ModelConfig, Period, ProviderConfig, ProviderView, UsageQuery, UsageReport,
 };
+use raftgate_model::analytics::{AnalyticsQuery, AnalyticsReport, TopQuery, TopReport};
 use raftgate_model::api::{
     AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, NodeUpstreams,
     Ready,
@@ -479,6 +480,29 @@ impl AdminClient {
         self.call(Method::GET, &path, NO_BODY, None).await
     }
 
+    /// The cluster's traffic analytics that `query` selects (`GET /analytics`).
+    pub async fn analytics(&self, query: &AnalyticsQuery) -> Result<AnalyticsReport, ClientError> {
+        let path = format!("/analytics?{}", analytics_params(query).join("&"));
+        self.call(Method::GET, &path, NO_BODY, None).await
+    }
+
+    /// The groups with the most of a metric in the traffic `filter` selects (`GET
+    /// /analytics/top`).
+    pub async fn analytics_top(
+        &self,
+        top: &TopQuery,
+        filter: &AnalyticsQuery,
+    ) -> Result<TopReport, ClientError> {
+        let mut params = analytics_params(filter);
+        params.push(format!("by={}", json_word(&top.by)));
+        params.push(format!("metric={}", json_word(&top.metric)));
+        if let Some(limit) = top.limit {
+            params.push(format!("limit={limit}"));
+        }
+        let path = format!("/analytics/top?{}", params.join("&"));
+        self.call(Method::GET, &path, NO_BODY, None).await
+    }
+
     /// Lists the keys of `consumer` (without secrets).
     pub async fn list_keys(&self, consumer: &str) -> Result<Vec<KeyInfo>, ClientError> {
         let listing: Listing<KeyInfo> = self
@@ -895,6 +919,40 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
         }
     });
     ClientError::Api { status, body }
+}
+
+/// The query string pairs of an [`AnalyticsQuery`].
+fn analytics_params(query: &AnalyticsQuery) -> Vec<String> {
+    let mut params = Vec::new();
+    for (name, value) in [
+        ("api", &query.api),
+        ("version", &query.version),
+        ("route", &query.route),
+        ("service", &query.service),
+        ("consumer", &query.consumer),
+    ] {
+        if let Some(v) = value {
+            params.push(format!("{name}={}", encode_segment(v)));
+        }
+    }
+    if let Some(f) = query.from {
+        params.push(format!("from={f}"));
+    }
+    if let Some(t) = query.to {
+        params.push(format!("to={t}"));
+    }
+    if let Some(step) = &query.step {
+        params.push(format!("step={}", json_word(step)));
+    }
+    params
+}
+
+/// A unit enum variant as its serde name (`"minute"` → `minute`).
+fn json_word(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

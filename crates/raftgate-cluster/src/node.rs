@@ -210,7 +210,6 @@ impl Node {
             "cluster server listening"
         );
         node.bootstrap(&cfg.peers).await?;
-        tokio::spawn(reap_instances(Arc::downgrade(&node.inner)));
         Ok(node)
     }
 
@@ -262,6 +261,12 @@ impl Node {
     /// The Raft instance (for the peer-facing server).
     pub(crate) fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// Whether this node leads the cluster now, as far as it knows: for the bookkeeping only
+    /// one node should propose (instance expiry).
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id)
     }
 
     /// The local copy of the replicated state; may lag the leader by a few milliseconds.
@@ -979,26 +984,6 @@ async fn propose_batches(raft: Raft, mut waiting: mpsc::UnboundedReceiver<Waitin
                     let _ = reply.send(Err(err.clone()));
                 }
             }
-        }
-    }
-}
-
-/// How often the leader looks for instances whose TTL lapsed.
-pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// On the leader, proposes the removal of lapsed service instances; stops with the node.
-async fn reap_instances(inner: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(REAP_INTERVAL);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let node = Node { inner };
-        let is_leader = node.inner.raft.metrics().borrow().current_leader == Some(node.inner.id);
-        if is_leader
-            && !node.state().expired_instances(now_ms()).is_empty()
-            && let Err(e) = node.write(Command::ExpireInstances).await
-        {
-            tracing::warn!(error = %e, "expiring lapsed service instances failed; will retry");
         }
     }
 }

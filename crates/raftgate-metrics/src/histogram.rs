@@ -13,34 +13,15 @@ use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
+// The bounds in nanoseconds, compared with an observation without converting it to a float:
+// those of the cluster's traffic analytics, so the two agree.
+use raftgate_model::analytics::{LATENCY_BOUNDS_NS as BOUNDS_NS, latency_bucket};
 
 /// Upper bounds of the buckets, in seconds: from 100 µs, where a proxy's own work lies, to a
 /// minute, past which an upstream is broken rather than slow.
 const BOUNDS_S: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
-];
-
-/// [`BOUNDS_S`] in nanoseconds, compared with an observation without converting it to a float.
-const BOUNDS_NS: [u64; 18] = [
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-    30_000_000_000,
-    60_000_000_000,
 ];
 
 /// One bucket per bound, and one above the last.
@@ -72,13 +53,22 @@ pub struct LatencyHistogram(Arc<Cells>);
 impl LatencyHistogram {
     /// Records one duration: two relaxed atomic additions, no lock, no allocation.
     pub fn observe(&self, duration: Duration) {
-        let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BOUNDS_NS.partition_point(|&bound| bound < ns);
+        let ns = nanos(duration);
+        self.observe_in(latency_bucket(ns), ns);
+    }
+
+    /// Records one duration of `ns` nanoseconds whose bucket the caller already found.
+    pub(crate) fn observe_in(&self, bucket: usize, ns: u64) {
         if let Some(cell) = self.0.buckets.get(bucket) {
             cell.fetch_add(1, Ordering::Relaxed);
         }
         self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
+}
+
+/// A duration in whole nanoseconds, saturating (at 584 years).
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl TypedMetric for LatencyHistogram {

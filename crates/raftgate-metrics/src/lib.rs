@@ -42,7 +42,7 @@ use prometheus_client::registry::{Registry, Unit};
 use raftgate_model::api::UpstreamHealth;
 
 pub use histogram::LatencyHistogram;
-pub use route::{RouteLabels, RouteMetrics};
+pub use route::{Exchange, RouteLabels, RouteMetrics, RouteTraffic};
 
 use route::HttpRequests;
 
@@ -76,8 +76,18 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every raftgate metric registered and nothing recorded yet.
     pub fn new() -> Metrics {
+        Metrics::build(false)
+    }
+
+    /// Like [`Metrics::new`], and routes also keep each consumer's traffic for the cluster's
+    /// analytics, taken with [`Metrics::take_traffic`].
+    pub fn with_analytics() -> Metrics {
+        Metrics::build(true)
+    }
+
+    fn build(analytics: bool) -> Metrics {
         let mut registry = Registry::with_prefix("raftgate");
-        let requests = HttpRequests::default();
+        let requests = HttpRequests::new(analytics);
         registry.register(
             "http_requests",
             "Proxied requests by route, service, authenticated consumer and status code",
@@ -142,6 +152,13 @@ impl Metrics {
             &self.upstream_latency,
             &labels,
         )
+    }
+
+    /// Every route's traffic by consumer since the last call, leaving zeros (nothing without
+    /// [`Metrics::with_analytics`]). A request recorded during the call is in this take or
+    /// the next, never lost.
+    pub fn take_traffic(&self) -> Vec<RouteTraffic> {
+        self.requests.take_traffic()
     }
 
     /// The refusal counter of rate limit `limit`, resolved when a route's policies are compiled.
@@ -405,25 +422,73 @@ mod tests {
         text.lines().find(|l| l.starts_with(prefix))
     }
 
+    fn call(
+        consumer: Option<&str>,
+        status: u16,
+        total: Duration,
+        upstream: Option<Duration>,
+    ) -> Exchange {
+        Exchange {
+            consumer: consumer.map(Into::into),
+            status,
+            total,
+            upstream,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    #[test]
+    fn traffic_is_taken_once_and_only_with_analytics() {
+        let off = Metrics::new();
+        off.route("r", "s")
+            .record(&call(None, 200, Duration::from_millis(1), None));
+        assert!(off.take_traffic().is_empty());
+
+        let on = Metrics::with_analytics();
+        let route = on.route("r", "s");
+        route.record(&Exchange {
+            bytes_in: 10,
+            bytes_out: 100,
+            ..call(Some("alice"), 200, Duration::from_millis(2), None)
+        });
+        route.record(&call(Some("alice"), 503, Duration::from_millis(40), None));
+        route.record(&call(None, 404, Duration::from_micros(50), None));
+        let mut taken = on.take_traffic();
+        taken.sort_by(|a, b| a.consumer.cmp(&b.consumer));
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0].consumer, None);
+        assert_eq!(taken[0].traffic.status, [0, 0, 0, 1, 0]);
+        let alice = &taken[1].traffic;
+        assert_eq!(alice.requests, 2);
+        assert_eq!(alice.status, [0, 1, 0, 0, 1]);
+        assert_eq!((alice.bytes_in, alice.bytes_out), (10, 100));
+        assert_eq!(alice.latency_sum_us, 42_000);
+        assert_eq!(alice.latency.iter().sum::<u64>(), 2);
+        assert!(on.take_traffic().is_empty(), "taken means zeroed");
+        // The Prometheus counts are not taken.
+        assert!(on.encode().unwrap().contains("code=\"503\""));
+    }
+
     #[test]
     fn every_family_encodes_with_its_labels() {
         let metrics = Metrics::new();
         let route = metrics.route("orders", "orders-svc");
-        route.record(
-            Some("alice".into()),
+        route.record(&call(
+            Some("alice"),
             200,
             Duration::from_millis(3),
             Some(Duration::from_millis(2)),
-        );
-        route.record(Some("alice".into()), 200, Duration::from_millis(1), None);
-        route.record(None, 401, Duration::from_micros(50), None);
+        ));
+        route.record(&call(Some("alice"), 200, Duration::from_millis(1), None));
+        route.record(&call(None, 401, Duration::from_micros(50), None));
         // A recompile gets the same series.
-        metrics.route("orders", "orders-svc").record(
-            Some("alice".into()),
+        metrics.route("orders", "orders-svc").record(&call(
+            Some("alice"),
             200,
             Duration::ZERO,
             None,
-        );
+        ));
         metrics.limit_refusals("per-minute").refused();
         metrics.raft().set(&RaftStatus {
             term: 3,
@@ -499,7 +564,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics
             .route("r", "s")
-            .record(Some("a\"b\\c\nd".into()), 200, Duration::ZERO, None);
+            .record(&call(Some("a\"b\\c\nd"), 200, Duration::ZERO, None));
         let text = metrics.encode().unwrap();
         assert!(
             text.contains(r#"consumer="a\"b\\c\nd""#),

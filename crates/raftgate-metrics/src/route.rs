@@ -11,7 +11,11 @@
 //!   seen on the route), one hash of the consumer name and the status code, and one relaxed
 //!   atomic increment. The key is the consumer's `Arc<str>` the authentication step already
 //!   produced, moved in, and a `u16`: nothing is allocated or copied;
-//! - for the latency histograms: two relaxed atomic additions each ([`LatencyHistogram`]).
+//! - for the latency histograms: two relaxed atomic additions each ([`LatencyHistogram`]);
+//! - when the node keeps traffic analytics, four to six more relaxed atomic additions on the
+//!   consumer's traffic cells of the route, found by the same lookup as the request count
+//!   (status class, latency bucket, latency sum, bytes). The analytics reporter swaps them to
+//!   zero once per interval ([`crate::Metrics::take_traffic`]).
 //!
 //! The consumer label makes the number of series grow with the consumers that call a route, as
 //! Kong's `per_consumer` option does; series of routes and consumers that went away stay until
@@ -27,7 +31,9 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, N
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use crate::histogram::LatencyHistogram;
+use raftgate_model::analytics::{LATENCY_BUCKETS, Traffic, latency_bucket};
+
+use crate::histogram::{LatencyHistogram, nanos};
 
 /// The labels a route's series share: the route and the service it sends to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -42,31 +48,160 @@ pub struct RouteLabels {
 /// requests without an authenticated consumer (label value "").
 type Call = (Option<Arc<str>>, u16);
 
-/// Counts of one route's requests by consumer and status code.
+/// The counter of one consumer and status pair on a route, and, when the node keeps traffic
+/// analytics, that consumer's traffic cells on the route: found by the same lookup.
+#[derive(Debug, Default)]
+struct CallCells {
+    count: AtomicU64,
+    traffic: Option<Arc<TrafficCells>>,
+}
+
+/// What one consumer did on one route since the analytics reporter last took it
+/// ([`crate::Metrics::take_traffic`]): relaxed atomics, swapped to zero when taken.
+#[derive(Debug)]
+struct TrafficCells {
+    status: [AtomicU64; 5],
+    latency: [AtomicU64; LATENCY_BUCKETS],
+    latency_sum_us: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Default for TrafficCells {
+    fn default() -> TrafficCells {
+        TrafficCells {
+            status: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_us: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+}
+
+impl TrafficCells {
+    fn record(&self, exchange: &Exchange, bucket: usize, ns: u64) {
+        let class = usize::from(exchange.status / 100).clamp(1, 5) - 1;
+        self.status[class].fetch_add(1, Ordering::Relaxed);
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(ns / 1000, Ordering::Relaxed);
+        if exchange.bytes_in > 0 {
+            self.bytes_in
+                .fetch_add(exchange.bytes_in, Ordering::Relaxed);
+        }
+        if exchange.bytes_out > 0 {
+            self.bytes_out
+                .fetch_add(exchange.bytes_out, Ordering::Relaxed);
+        }
+    }
+
+    /// What was recorded since the last take, leaving zeros; `None` when nothing was.
+    fn take(&self) -> Option<Traffic> {
+        let swap = |cell: &AtomicU64| cell.swap(0, Ordering::Relaxed);
+        let status = self.status.each_ref().map(swap);
+        let requests = status.iter().sum();
+        if requests == 0 {
+            return None;
+        }
+        Some(Traffic {
+            requests,
+            status,
+            latency: self.latency.each_ref().map(swap),
+            latency_sum_us: swap(&self.latency_sum_us),
+            bytes_in: swap(&self.bytes_in),
+            bytes_out: swap(&self.bytes_out),
+        })
+    }
+}
+
+/// A route's traffic cells by consumer (`None` without authentication).
+type ByConsumer = HashMap<Option<Arc<str>>, Arc<TrafficCells>>;
+
+/// Counts of one route's requests by consumer and status code, and its consumers' traffic cells.
 #[derive(Debug)]
 struct RouteRequests {
     labels: RouteLabels,
     /// Hashed with foldhash rather than SipHash: this is looked up on every request, and its
     /// keys (configured consumers, status codes) are few and not chosen by clients.
-    by_call: RwLock<HashMap<Call, AtomicU64, foldhash::fast::RandomState>>,
+    by_call: RwLock<HashMap<Call, CallCells, foldhash::fast::RandomState>>,
+    /// Each consumer's traffic cells, shared by its calls' entries; `None` when the node keeps
+    /// no analytics. Only touched when a new consumer and status pair is seen, and when taken.
+    traffic: Option<Mutex<ByConsumer>>,
 }
 
 impl RouteRequests {
-    fn count(&self, consumer: Option<Arc<str>>, status: u16) {
-        let key = (consumer, status);
+    fn count(&self, exchange: &Exchange, bucket: usize, ns: u64) {
+        let key = (exchange.consumer.clone(), exchange.status);
         {
             let counts = self.by_call.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(count) = counts.get(&key) {
-                count.fetch_add(1, Ordering::Relaxed);
+            if let Some(cells) = counts.get(&key) {
+                cells.count.fetch_add(1, Ordering::Relaxed);
+                if let Some(traffic) = &cells.traffic {
+                    traffic.record(exchange, bucket, ns);
+                }
                 return;
             }
         }
+        let traffic = self.traffic.as_ref().map(|by_consumer| {
+            lock(by_consumer)
+                .entry(exchange.consumer.clone())
+                .or_default()
+                .clone()
+        });
         let mut counts = self.by_call.write().unwrap_or_else(PoisonError::into_inner);
-        counts
-            .entry(key)
-            .or_default()
-            .fetch_add(1, Ordering::Relaxed);
+        let cells = counts.entry(key).or_insert_with(|| CallCells {
+            count: AtomicU64::new(0),
+            traffic,
+        });
+        cells.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(traffic) = &cells.traffic {
+            traffic.record(exchange, bucket, ns);
+        }
     }
+
+    /// Each consumer's traffic since the last take.
+    fn take_traffic(&self, into: &mut Vec<RouteTraffic>) {
+        let Some(by_consumer) = &self.traffic else {
+            return;
+        };
+        for (consumer, cells) in lock(by_consumer).iter() {
+            if let Some(traffic) = cells.take() {
+                into.push(RouteTraffic {
+                    labels: self.labels.clone(),
+                    consumer: consumer.clone(),
+                    traffic,
+                });
+            }
+        }
+    }
+}
+
+/// One route's traffic from one consumer, taken for the analytics report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTraffic {
+    /// The route and its service (empty for requests that matched no route).
+    pub labels: RouteLabels,
+    /// The consumer (`None` without authentication).
+    pub consumer: Option<Arc<str>>,
+    /// What it did.
+    pub traffic: Traffic,
+}
+
+/// One answered request, as the proxy records it.
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    /// Who called (`None` without authentication).
+    pub consumer: Option<Arc<str>>,
+    /// The status sent to the client.
+    pub status: u16,
+    /// From receiving the request to having the response head.
+    pub total: Duration,
+    /// When the request was sent upstream: the upstream's share of `total`, retries included.
+    pub upstream: Option<Duration>,
+    /// Request body bytes, as declared (0 when not known in advance).
+    pub bytes_in: u64,
+    /// Response body bytes, as declared (0 when not known in advance).
+    pub bytes_out: u64,
 }
 
 /// The handles one compiled route records its requests into.
@@ -78,20 +213,13 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Records one answered request: who called (`None` without authentication), the status
-    /// sent to the client, the time from receiving the request to having the response head,
-    /// and, when the request was sent upstream, the time the upstream call took until its
-    /// response head (retries included). See the module documentation for the cost.
-    pub fn record(
-        &self,
-        consumer: Option<Arc<str>>,
-        status: u16,
-        total: Duration,
-        upstream: Option<Duration>,
-    ) {
-        self.requests.count(consumer, status);
-        self.latency.observe(total);
-        if let Some(upstream) = upstream {
+    /// Records one answered request. See the module documentation for the cost.
+    pub fn record(&self, exchange: &Exchange) {
+        let ns = nanos(exchange.total);
+        let bucket = latency_bucket(ns);
+        self.requests.count(exchange, bucket, ns);
+        self.latency.observe_in(bucket, ns);
+        if let Some(upstream) = exchange.upstream {
             self.upstream_latency.observe(upstream);
         }
     }
@@ -102,6 +230,8 @@ impl RouteMetrics {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HttpRequests {
     routes: Arc<Mutex<HashMap<RouteLabels, Arc<RouteRequests>>>>,
+    /// Whether routes keep traffic cells for the analytics.
+    analytics: bool,
 }
 
 /// Locks a map only touched when a route's handles are resolved and when metrics are scraped; a panic
@@ -111,6 +241,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl HttpRequests {
+    /// Counts requests, and keeps traffic cells for the analytics when `analytics`.
+    pub(crate) fn new(analytics: bool) -> HttpRequests {
+        HttpRequests {
+            routes: Arc::default(),
+            analytics,
+        }
+    }
+
     fn route(&self, labels: &RouteLabels) -> Arc<RouteRequests> {
         lock(&self.routes)
             .entry(labels.clone())
@@ -118,9 +256,20 @@ impl HttpRequests {
                 Arc::new(RouteRequests {
                     labels: labels.clone(),
                     by_call: RwLock::default(),
+                    traffic: self.analytics.then(Mutex::default),
                 })
             })
             .clone()
+    }
+
+    /// Every route's traffic since the last take, by consumer.
+    pub(crate) fn take_traffic(&self) -> Vec<RouteTraffic> {
+        let routes: Vec<Arc<RouteRequests>> = lock(&self.routes).values().cloned().collect();
+        let mut taken = Vec::new();
+        for route in routes {
+            route.take_traffic(&mut taken);
+        }
+        taken
     }
 }
 
@@ -133,7 +282,7 @@ impl EncodeMetric for HttpRequests {
         let routes: Vec<Arc<RouteRequests>> = lock(&self.routes).values().cloned().collect();
         for route in routes {
             let counts = route.by_call.read().unwrap_or_else(PoisonError::into_inner);
-            for ((consumer, code), count) in counts.iter() {
+            for ((consumer, code), cells) in counts.iter() {
                 let labels = (
                     route.labels.clone(),
                     (
@@ -143,7 +292,10 @@ impl EncodeMetric for HttpRequests {
                 );
                 encoder
                     .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&count.load(Ordering::Relaxed), None)?;
+                    .encode_counter::<NoLabelSet, _, u64>(
+                        &cells.count.load(Ordering::Relaxed),
+                        None,
+                    )?;
             }
         }
         Ok(())

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 /// `api_version`), its commands and rejections, and the audit entries' `detail`; 6 added an API
 /// version's `deprecated_at` and `policies` (those of an AI version) and the `if_version` of
 /// `ReplaceVersionRoutes`.
-pub const FORMAT_VERSION: u8 = 6;
+pub const FORMAT_VERSION: u8 = 7;
 
 /// Largest value [`decode`] accepts; larger input is refused rather than allocated.
 pub const MAX_DECODE_BYTES: usize = 256 << 20;

@@ -242,6 +242,14 @@ pub enum Command {
         /// Deployments this node took out of rotation after repeated failures.
         cooldowns: Vec<AiCooldown>,
     },
+    /// One node's proxied traffic since its last report, added to the minute, hour and day
+    /// buckets of the analytics ([`crate::analytics::TrafficTable::apply`]). One per report
+    /// interval and node, never one per request; applying it also drops buckets past their
+    /// retention at the proposal's time.
+    RecordTraffic {
+        /// What was served, by minute and series.
+        deltas: Vec<crate::analytics::TrafficDelta>,
+    },
     /// Moves API version `version` of `api` to lifecycle state `to`, if that is one of the
     /// moves its state allows ([`crate::catalog::Lifecycle::allowed_next`]).
     Transition {

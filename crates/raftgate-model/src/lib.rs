@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod ai;
+pub mod analytics;
 pub mod api;
 pub mod catalog;
 pub mod codec;
@@ -18,6 +19,7 @@ pub mod command;
 pub mod path;
 pub mod policy;
 pub mod prompt;
+pub mod report;
 pub mod resource;
 pub mod state;
 pub mod validate;

@@ -57,6 +57,8 @@ pub struct State {
     pub ai_prompts: Table<PromptSpec>,
     /// AI gateway usage, rolled up per hour and day (see [`crate::ai::apply_ai_usage`]).
     pub ai_usage: Arc<UsageTable>,
+    /// Proxied traffic per minute, hour and day (see [`crate::analytics`]).
+    pub traffic: Arc<crate::analytics::TrafficTable>,
     /// AI deployments in cooldown cluster-wide (see [`crate::ai::apply_cooldowns`]).
     pub ai_cooldowns: Arc<CooldownTable>,
     /// Teams, the owners of the owned kinds.

@@ -8,7 +8,7 @@
 //! atomics: no global lock, no I/O, no consensus round.
 //!
 //! Rate-limit counters are cluster-wide without a consensus round per request: each node
-//! decides locally ([`counter`]) and a background task ([`sync_loop`]) proposes one Raft command
+//! decides locally ([`counter`]) and a background task ([`UsageReporter`]) proposes one Raft command
 //! per sync interval carrying that node's usage since its last report. The [`counter`] module
 //! explains the admission rule and documents the worst-case over-admission:
 //! `over ≤ min((n − 1)/n·r·(T + c), (n − 1)/n·L) + n` for `n` nodes, a sync interval `T`, a commit
@@ -22,16 +22,15 @@ pub mod auth;
 pub mod counter;
 pub mod route;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use raftgate_model::policy::UsageDelta;
+use raftgate_model::report::{Moment, Reporter};
 use raftgate_model::state::Table;
-use raftgate_model::{ConsumerSpec, NodeId, State, StoredKey};
+use raftgate_model::{Command, ConsumerSpec, NodeId, State, StoredKey};
 use raftgate_secrets::SecretsKey;
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub use api::{ApiGate, Gates, NO_ROUTE};
 pub use auth::{Credentials, hash_password};
@@ -57,7 +56,7 @@ pub struct Engine {
 
 impl Engine {
     /// The engine of cluster node `node`, whose usage is reported every `interval` by
-    /// [`sync_loop`].
+    /// [`UsageReporter`].
     pub fn new(node: NodeId, interval: Duration) -> Engine {
         Engine {
             counters: Counters::new(node, interval, STALE_INTERVALS),
@@ -75,7 +74,7 @@ impl Engine {
     }
 
     /// An engine that counts only locally and never goes stale: for a proxy without a cluster
-    /// (tests, benchmarks), where nobody runs [`sync_loop`].
+    /// (tests, benchmarks), where nobody reports usage.
     pub fn standalone() -> Engine {
         Engine {
             counters: Counters::new(0, DEFAULT_SYNC_INTERVAL, u32::MAX),
@@ -112,45 +111,56 @@ impl Engine {
     }
 }
 
-/// Reports this node's usage every sync interval through `propose` until the future is dropped.
-/// `propose` writes a [`raftgate_model::Command::RecordUsage`] through Raft and returns the
-/// local state once it applied it. One proposal per interval, and none when nothing was
-/// admitted. A failed proposal is retried with
-/// the next one; if it did apply after all, that usage counts twice (the error is on the safe
-/// side).
-pub async fn sync_loop<F, Fut, E>(engine: Arc<Engine>, mut propose: F)
-where
-    F: FnMut(Vec<UsageDelta>) -> Fut,
-    Fut: Future<Output = Result<Arc<State>, E>>,
-    E: std::fmt::Display,
-{
-    let counters = engine.counters();
-    let mut tick = tokio::time::interval(counters.interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failures = 0u32;
-    loop {
-        tick.tick().await;
-        let now = counter::now_ms();
-        let (deltas, pending) = counters.collect(now);
+/// Reports this node's rate-limit usage: one [`raftgate_model::Command::RecordUsage`] per sync
+/// interval ([`Counters::interval`]), none when nothing was admitted. A report that fails is
+/// sent again with the next one; if it did apply after all, that usage counts twice (the error
+/// is on the safe side).
+pub struct UsageReporter {
+    engine: Arc<Engine>,
+    /// What the report in flight holds, and when it was collected.
+    pending: Option<(Vec<counter::Pending>, u64)>,
+}
+
+impl UsageReporter {
+    /// The reporter of `engine`'s counters.
+    pub fn new(engine: Arc<Engine>) -> UsageReporter {
+        UsageReporter {
+            engine,
+            pending: None,
+        }
+    }
+}
+
+impl Reporter for UsageReporter {
+    fn name(&self) -> &'static str {
+        "rate-limit usage"
+    }
+
+    fn collect(&mut self, moment: Moment<'_>) -> Option<Command> {
+        let counters = self.engine.counters();
+        let (deltas, pending) = counters.collect(moment.now_ms);
         if deltas.is_empty() {
-            counters.mark_synced(now);
-            continue;
+            counters.mark_synced(moment.now_ms);
+            return None;
         }
-        let count = deltas.len();
-        match propose(deltas).await {
-            Ok(state) => {
-                counters.set_known(state.applied_index, &state.usage);
-                counters.confirm(&pending, now);
-                failures = 0;
-                debug!(counters = count, "usage reported");
-            }
-            Err(error) => {
-                failures += 1;
-                // Once, then every 100th time: a partitioned node fails every interval.
-                if failures % 100 == 1 {
-                    warn!(%error, failures, "usage report failed; rate limits use the last known counts");
-                }
-            }
+        debug!(counters = deltas.len(), "reporting usage");
+        self.pending = Some((pending, moment.now_ms));
+        Some(Command::RecordUsage {
+            node: counters.node(),
+            deltas,
+        })
+    }
+
+    fn applied(&mut self, state: &State) {
+        let counters = self.engine.counters();
+        counters.set_known(state.applied_index, &state.usage);
+        if let Some((pending, at)) = self.pending.take() {
+            counters.confirm(&pending, at);
         }
+    }
+
+    fn failed(&mut self) {
+        // Rate limits go on with the last known counts; the deltas are collected again.
+        self.pending = None;
     }
 }

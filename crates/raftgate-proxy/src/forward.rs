@@ -21,7 +21,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use raftgate_ai::Gateway;
 use raftgate_ai::api::AiBody;
-use raftgate_metrics::{Metrics, RouteMetrics};
+use raftgate_metrics::{Exchange, Metrics, RouteMetrics};
 use raftgate_model::catalog::RefusedVersion;
 use raftgate_model::path::{self, PathError};
 use raftgate_policy::{Admitted, Answer, Engine, NO_ROUTE, RoutePolicies, X_CONSUMER_NAME};
@@ -75,6 +75,12 @@ pub struct ErrorBody {
     /// The API version refused, for `not_subscribed` (403) and `retired` (410).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<RefusedVersion>,
+}
+
+/// A body's length when it is known before it is sent (`Content-Length`), else 0: what the
+/// analytics and the access log count, without counting streamed bytes on the way.
+fn declared(body: &impl hyper::body::Body) -> u64 {
+    body.size_hint().exact().unwrap_or(0)
 }
 
 /// Why a request could not be forwarded. The messages are shown to clients, so they name the
@@ -251,8 +257,12 @@ impl Forwarder {
             debug!(request_id = ?request_id, error = %failure, "request refused before routing");
             let mut response = failure.into_response(&request_id);
             response.headers_mut().insert(&X_REQUEST_ID, request_id);
-            self.unrouted
-                .record(None, response.status().as_u16(), received.elapsed(), None);
+            self.unrouted.record(&Exchange {
+                status: response.status().as_u16(),
+                total: received.elapsed(),
+                bytes_out: declared(response.body()),
+                ..Exchange::default()
+            });
             return Ok(response);
         }
         if let Some(gateway) = &self.ai
@@ -280,6 +290,7 @@ impl Forwarder {
         }
         // The request is changed in place from here on: its head is a few hundred bytes.
         let (mut parts, body) = request.into_parts();
+        let bytes_in = declared(&body);
         let mut upgrade = Upgrade::take(&mut parts);
         let mut upstream_time = None;
         // When the upstream's answer arrived: the end of the upstream's share and, read once
@@ -392,14 +403,16 @@ impl Forwarder {
         route
             .as_ref()
             .map_or(&self.unrouted, |r| r.metrics())
-            .record(
+            .record(&Exchange {
                 consumer,
-                response.status().as_u16(),
-                answered
+                status: response.status().as_u16(),
+                total: answered
                     .unwrap_or_else(Instant::now)
                     .duration_since(received),
-                upstream_time,
-            );
+                upstream: upstream_time,
+                bytes_in,
+                bytes_out: declared(response.body()),
+            });
         Ok(response)
     }
 
@@ -525,6 +538,7 @@ impl Forwarder {
         peer: &Peer,
         received: Instant,
     ) -> Response<Body> {
+        let bytes_in = declared(&body);
         let checked = match route.policies.as_deref() {
             Some(policies) => {
                 let declared = body.size_hint().exact();
@@ -566,12 +580,14 @@ impl Forwarder {
             }
         };
         let response = response.map(|b| Either::Right(Either::Right(b)));
-        route.metrics().record(
+        route.metrics().record(&Exchange {
             consumer,
-            response.status().as_u16(),
-            received.elapsed(),
-            None,
-        );
+            status: response.status().as_u16(),
+            total: received.elapsed(),
+            upstream: None,
+            bytes_in,
+            bytes_out: declared(response.body()),
+        });
         response
     }
 }

@@ -116,7 +116,8 @@ fn audit(state: &mut State, index: u64, proposal: &Proposal, actor: &str, applie
         Command::Heartbeat { .. }
         | Command::ExpireInstances
         | Command::RecordUsage { .. }
-        | Command::RecordAiUsage { .. } => {
+        | Command::RecordAiUsage { .. }
+        | Command::RecordTraffic { .. } => {
             return;
         }
     };
@@ -242,6 +243,10 @@ fn change(state: &mut State, index: u64, proposal: &Proposal) -> Applied {
                     at.ms,
                 );
             }
+            done(index)
+        }
+        Command::RecordTraffic { deltas } => {
+            Arc::make_mut(&mut state.traffic).apply(deltas, at.ms);
             done(index)
         }
         // Only the audit entry, written by `apply`.

@@ -3,9 +3,10 @@
 //! are sealed with, and its usage replicated in batches.
 //!
 //! Usage: each call's record goes on an unbounded channel (no lock, no I/O on the request
-//! path); a background task counts it in the node's metrics, adds the records up per hour,
-//! consumer, key, model and provider, and proposes one [`Command::RecordAiUsage`] per interval
-//! when there is something to report. A report that fails is kept and sent with the next one.
+//! path); the [`AiUsageReporter`] counts it in the node's metrics, adds the records up per
+//! hour, consumer, key, model and provider, and proposes one [`Command::RecordAiUsage`] per
+//! interval when there is something to report. A report that fails is kept and sent with the
+//! next one.
 //!
 //! Cooldowns: when this node's gateway cools a failing deployment down (a rare event), the
 //! cooldown travels on the same channel and rides with the next report; every node's gateway
@@ -15,12 +16,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use raftgate_ai::{Gateway, GatewayConfig, UsageRecord, UsageSink};
-use raftgate_cluster::Node;
 use raftgate_metrics::{AiCallUsage, AiLabels, Metrics};
 use raftgate_model::ai::{AiCooldown, AiUsage, AiUsageDelta, HOUR_MS};
+use raftgate_model::report::{Moment, Reporter};
 use raftgate_model::{Command, State};
 use raftgate_secrets::SecretsKey;
 use tokio::sync::{mpsc, watch};
@@ -94,70 +94,73 @@ fn count(metrics: &Metrics, r: UsageRecord) {
     );
 }
 
-/// Replicates this node's AI usage: one Raft entry per `interval` with traffic, until the
-/// gateway is dropped; counts every call in `metrics` as it arrives.
-pub async fn report_usage(
-    node: Node,
-    mut records: mpsc::UnboundedReceiver<Event>,
-    interval: Duration,
+/// Replicates this node's AI usage: one [`Command::RecordAiUsage`] per interval with calls or
+/// cooldowns to report (see [`crate::report::run`]); counts every call in the node's metrics
+/// as it is collected.
+pub struct AiUsageReporter {
+    records: mpsc::UnboundedReceiver<Event>,
     metrics: Arc<Metrics>,
-) {
-    let now_ms = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
-    let mut pending = Pending::new();
-    let mut cooldowns: Vec<AiCooldown> = Vec::new();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            event = records.recv() => match event {
-                Some(Event::Usage(r)) => {
-                    add(&mut pending, &r, now_ms());
-                    count(&metrics, r);
-                }
-                Some(Event::Cooldown(c)) => cooldowns.push(c),
-                None => return,
-            },
-            _ = tick.tick() => {
-                if pending.is_empty() && cooldowns.is_empty() {
-                    continue;
-                }
-                let deltas: Vec<AiUsageDelta> = pending
-                    .iter()
-                    .map(|((hour_ms, consumer, key, model, provider), usage)| AiUsageDelta {
-                        hour_ms: *hour_ms,
-                        consumer: consumer.clone(),
-                        key: key.clone(),
-                        model: model.clone(),
-                        provider: provider.clone(),
-                        usage: *usage,
-                    })
-                    .collect();
-                let command = Command::RecordAiUsage {
-                    deltas,
-                    cooldowns: cooldowns.clone(),
-                };
-                match node.write(command).await {
-                    Ok(_) => {
-                        pending.clear();
-                        cooldowns.clear();
-                        failures = 0;
-                    }
-                    Err(error) => {
-                        failures += 1;
-                        // Once, then every 100th time: a partitioned node fails every interval.
-                        if failures % 100 == 1 {
-                            tracing::warn!(%error, failures, "AI usage report failed; it is kept for the next one");
-                        }
-                    }
-                }
-            }
+    pending: Pending,
+    cooldowns: Vec<AiCooldown>,
+}
+
+impl AiUsageReporter {
+    /// The reporter of what the gateway sends on `records`.
+    pub fn new(records: mpsc::UnboundedReceiver<Event>, metrics: Arc<Metrics>) -> Self {
+        AiUsageReporter {
+            records,
+            metrics,
+            pending: Pending::new(),
+            cooldowns: Vec::new(),
         }
     }
+}
+
+impl Reporter for AiUsageReporter {
+    fn name(&self) -> &'static str {
+        "AI usage"
+    }
+
+    fn collect(&mut self, moment: Moment<'_>) -> Option<Command> {
+        while let Ok(event) = self.records.try_recv() {
+            match event {
+                Event::Usage(r) => {
+                    add(&mut self.pending, &r, moment.now_ms);
+                    count(&self.metrics, r);
+                }
+                Event::Cooldown(c) => self.cooldowns.push(c),
+            }
+        }
+        if self.pending.is_empty() && self.cooldowns.is_empty() {
+            return None;
+        }
+        let deltas: Vec<AiUsageDelta> = self
+            .pending
+            .iter()
+            .map(
+                |((hour_ms, consumer, key, model, provider), usage)| AiUsageDelta {
+                    hour_ms: *hour_ms,
+                    consumer: consumer.clone(),
+                    key: key.clone(),
+                    model: model.clone(),
+                    provider: provider.clone(),
+                    usage: *usage,
+                },
+            )
+            .collect();
+        Some(Command::RecordAiUsage {
+            deltas,
+            cooldowns: self.cooldowns.clone(),
+        })
+    }
+
+    fn applied(&mut self, _: &State) {
+        self.pending.clear();
+        self.cooldowns.clear();
+    }
+
+    /// Kept: the next report carries it with what came since.
+    fn failed(&mut self) {}
 }
 
 /// The key provider credentials are sealed with: from `--secrets-key-file` when given, else

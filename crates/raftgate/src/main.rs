@@ -4,9 +4,11 @@
 
 mod admin_cli;
 mod ai;
+mod app;
+mod config;
 mod dev;
 mod memory;
-mod serve;
+mod report;
 
 use std::process::ExitCode;
 
@@ -26,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node of a cluster.
-    Serve(Box<serve::ServeArgs>),
+    Serve(Box<config::ServeArgs>),
     /// Run a local three-node cluster on loopback with an example upstream and route.
     Dev(dev::DevArgs),
     /// Inspect or change the cluster membership.
@@ -74,7 +76,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(*args).await,
+            Command::Serve(args) => app::run(*args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Cluster(args) => admin_cli::cluster(args).await,
             Command::Get(args) => admin_cli::get(args).await,

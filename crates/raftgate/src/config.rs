@@ -1,11 +1,12 @@
-//! `raftgate serve`: one node — Raft, the admin API and the proxy — from flags or a TOML file.
+//! `raftgate serve`'s settings: the flags, the same names in a TOML file, and the checks made
+//! before anything starts ([`Settings::resolve`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use raftgate_cluster::{Node, NodeConfig, RaftTuning, Security, TlsFiles};
+use raftgate_cluster::{NodeConfig, RaftTuning, Security, TlsFiles};
 use raftgate_model::{NodeId, NodeInfo};
 use serde::Deserialize;
 
@@ -113,6 +114,11 @@ pub struct ServeArgs {
     /// Build a snapshot every this many log entries.
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Milliseconds between two reports of this node's proxied traffic to the cluster's
+    /// analytics (`GET /analytics`): one Raft entry each, never one per request. Must divide a
+    /// minute; 0 keeps no analytics (and records nothing for them). Default 10000.
+    #[arg(long)]
+    pub analytics_interval_ms: Option<u64>,
     /// Log filter (tracing syntax), e.g. `info` or `raftgate=debug,openraft=info`.
     #[arg(long, env = "RAFTGATE_LOG")]
     pub log: Option<String>,
@@ -226,213 +232,156 @@ fn security(flags: &ServeArgs, file: &ServeArgs) -> Result<Security, CliError> {
     Ok(Security { tls, secret })
 }
 
-/// Runs a node until SIGINT or SIGTERM.
-pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
-    let file: ServeArgs = match &flags.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(CliError::io(format!("reading {}", path.display())))?;
-            toml::from_str(&text)
-                .map_err(|e| CliError::Config(format!("{}: {e}", path.display())))?
-        }
-        None => ServeArgs::default(),
-    };
-    let limits = listener_limits(&flags, &file);
-    let filter = flags
-        .log
-        .clone()
-        .or(file.log.clone())
-        .unwrap_or_else(|| "info,openraft=warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .map_err(|e| CliError::Config(format!("--log: {e}")))?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
-    let security = security(&flags, &file)?;
-    let secrets = crate::ai::secrets_key(
-        flags
-            .secrets_key_file
-            .as_deref()
-            .or(file.secrets_key_file.as_deref()),
-        security.secret.as_deref(),
-    )?;
-    let id = if flags.id_from_hostname || file.id_from_hostname {
-        id_from_hostname(&hostname()?)?
-    } else {
-        or(flags.id, file.id, "id")?
-    };
-    if id == 0 {
-        return Err(CliError::Config("--id must be a positive integer".into()));
-    }
-    let data_dir = or(flags.data_dir, file.data_dir, "data-dir")?;
-    let cluster_addr = or(flags.cluster_addr, file.cluster_addr, "cluster-addr")?;
-    let admin_addr = or(flags.admin_addr, file.admin_addr, "admin-addr")?;
-    let proxy_addr = or(flags.proxy_addr, file.proxy_addr, "proxy-addr")?;
-    let token = flags.admin_token.or(file.admin_token);
-    if token.is_none() && !admin_addr.ip().is_loopback() {
-        return Err(CliError::Config(format!(
-            "refusing to serve the admin API on {admin_addr} without a token: set --admin-token (or RAFTGATE_ADMIN_TOKEN), or bind it to 127.0.0.1"
-        )));
-    }
-    let host = match flags.advertise_host.or(file.advertise_host) {
-        Some(h) if h.contains("{hostname}") => Some(h.replace("{hostname}", &hostname()?)),
-        other => other,
-    };
-    let peer_specs = if flags.peers.is_empty() {
-        file.peers
-    } else {
-        flags.peers
-    };
-    let peers: BTreeMap<NodeId, String> = peer_specs
-        .iter()
-        .map(|p| parse_peer(p))
-        .collect::<Result<_, _>>()?;
-    let mut tuning = RaftTuning::default();
-    if let Some(h) = flags.heartbeat_ms.or(file.heartbeat_ms) {
-        tuning.heartbeat_ms = h;
-    }
-    if let Some(range) = flags.election_ms.or(file.election_ms) {
-        let parsed = range
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-        let (min, max) = parsed.ok_or_else(|| {
-            CliError::Config(format!("--election-ms '{range}' must look like 250-500"))
-        })?;
-        tuning.election_min_ms = min;
-        tuning.election_max_ms = max;
-    }
-    if let Some(n) = flags.snapshot_every.or(file.snapshot_every) {
-        tuning.snapshot_every = n;
-    }
-
-    let info = NodeInfo {
-        cluster_addr: advertised(cluster_addr, host.as_deref()),
-        admin_addr: advertised(admin_addr, host.as_deref()),
-        proxy_addr: advertised(proxy_addr, host.as_deref()),
-    };
-    // Bind the client-facing ports first, so a port conflict is reported before joining Raft.
-    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
-        .await
-        .map_err(CliError::io(format!(
-            "cannot listen on admin address {admin_addr}"
-        )))?;
-    let proxy_listener = tokio::net::TcpListener::bind(proxy_addr)
-        .await
-        .map_err(CliError::io(format!(
-            "cannot listen on proxy address {proxy_addr}"
-        )))?;
-    let tls_listener = match flags.proxy_tls_addr.or(file.proxy_tls_addr) {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(CliError::io(format!(
-                    "cannot listen on proxy TLS address {addr}"
-                )))?,
-        ),
-        None => None,
-    };
-    let proxy_config = raftgate_proxy::ProxyConfig {
-        limits,
-        max_body_bytes: flags.max_body_bytes.or(file.max_body_bytes),
-        ..raftgate_proxy::ProxyConfig::default()
-    };
-    let node = Node::start(NodeConfig {
-        id,
-        data_dir,
-        cluster_listen: cluster_addr,
-        info,
-        peers,
-        tuning,
-        security,
-    })
-    .await?;
-
-    let metrics = std::sync::Arc::new(raftgate_metrics::Metrics::new());
-    node.export_raft_metrics(metrics.raft().clone());
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let usage_sync = flags
-        .usage_sync_ms
-        .or(file.usage_sync_ms)
-        .map_or(raftgate_policy::DEFAULT_SYNC_INTERVAL, |ms| {
-            std::time::Duration::from_millis(ms.max(10))
-        });
-    let policies = std::sync::Arc::new(
-        raftgate_policy::Engine::new(node.id(), usage_sync).with_secrets(secrets.clone()),
-    );
-    let usage_task = tokio::spawn(report_usage(node.clone(), policies.clone()));
-    let (ai_usage, ai_records) = crate::ai::UsageChannel::new();
-    let answer_memory = flags
-        .ai_answer_memory_mib
-        .or(file.ai_answer_memory_mib)
-        .map_or(raftgate_ai::memory::DEFAULT_ANSWER_MEMORY, |mib| {
-            usize::try_from(mib.max(1).saturating_mul(1 << 20)).unwrap_or(usize::MAX)
-        });
-    let gateway = std::sync::Arc::new(
-        raftgate_ai::Gateway::new(&raftgate_ai::GatewayConfig::default(), ai_usage)
-            .map_err(|e| CliError::Config(e.to_string()))?
-            .with_answer_memory(answer_memory),
-    );
-    let ai_usage_task = tokio::spawn(crate::ai::report_usage(
-        node.clone(),
-        ai_records,
-        usage_sync,
-        metrics.clone(),
-    ));
-    let ai_task = tokio::spawn(crate::ai::follow(
-        node.subscribe(),
-        gateway.clone(),
-        secrets.clone(),
-    ));
-    let trim_task = tokio::spawn(crate::memory::trim_after_changes(node.subscribe()));
-    let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config)
-        .with_policies(policies)
-        .with_ai(gateway)
-        .with_metrics(metrics.clone());
-    let health = proxy.health();
-    let health: raftgate_admin::HealthSource = std::sync::Arc::new(move || health.all());
-    let proxy_task = match tls_listener {
-        Some(tls) => tokio::spawn(proxy.serve_with_tls(proxy_listener, tls, stopped())),
-        None => tokio::spawn(proxy.serve(proxy_listener, stopped())),
-    };
-    let admin_task = tokio::spawn(raftgate_admin::serve(
-        admin_listener,
-        limits,
-        node.clone(),
-        token.clone(),
-        Some(health),
-        secrets,
-        metrics,
-        stopped(),
-    ));
-    tracing::info!(id, %admin_addr, %proxy_addr, %cluster_addr, "admin API listening");
-
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    usage_task.abort();
-    ai_task.abort();
-    ai_usage_task.abort();
-    trim_task.abort();
-    let _ = stop_tx.send(true);
-    if let Ok(Err(e)) = proxy_task.await {
-        tracing::warn!(error = %e, "proxy stopped with an error");
-    }
-    if let Ok(Err(e)) = admin_task.await {
-        tracing::warn!(error = %e, "admin API stopped with an error");
-    }
-    node.shutdown().await;
-    Ok(())
+/// A node's settings, resolved from the flags and the `--config` file (flags win).
+pub struct Settings {
+    /// Log filter.
+    pub log: String,
+    /// The client-facing listeners' limits.
+    pub limits: raftgate_listener::Limits,
+    /// The cluster secret, from which the secrets key is derived without a key file.
+    pub cluster_secret: Option<String>,
+    /// `--secrets-key-file`.
+    pub secrets_key_file: Option<PathBuf>,
+    /// This node's Raft settings.
+    pub node: NodeConfig,
+    /// Admin API address.
+    pub admin_addr: SocketAddr,
+    /// Proxy address.
+    pub proxy_addr: SocketAddr,
+    /// TLS proxy address.
+    pub proxy_tls_addr: Option<SocketAddr>,
+    /// The admin token.
+    pub admin_token: Option<String>,
+    /// The proxy's request limits.
+    pub max_body_bytes: Option<u64>,
+    /// Interval of the rate-limit and AI usage reports.
+    pub usage_sync: std::time::Duration,
+    /// Interval of the traffic analytics reports; `None` when the node keeps none.
+    pub analytics: Option<std::time::Duration>,
+    /// Memory for AI answers being read.
+    pub ai_answer_memory: usize,
 }
+
+impl Settings {
+    /// Reads `--config` and merges it under `flags`; checks what can be checked before
+    /// anything starts.
+    pub fn resolve(flags: ServeArgs) -> Result<Settings, CliError> {
+        let file: ServeArgs = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(CliError::io(format!("reading {}", path.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| CliError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => ServeArgs::default(),
+        };
+        let limits = listener_limits(&flags, &file);
+        let log = flags
+            .log
+            .clone()
+            .or(file.log.clone())
+            .unwrap_or_else(|| "info,openraft=warn".into());
+        let security = security(&flags, &file)?;
+        let cluster_secret = security.secret.clone();
+        let id = if flags.id_from_hostname || file.id_from_hostname {
+            id_from_hostname(&hostname()?)?
+        } else {
+            or(flags.id, file.id, "id")?
+        };
+        if id == 0 {
+            return Err(CliError::Config("--id must be a positive integer".into()));
+        }
+        let data_dir = or(flags.data_dir, file.data_dir, "data-dir")?;
+        let cluster_addr = or(flags.cluster_addr, file.cluster_addr, "cluster-addr")?;
+        let admin_addr = or(flags.admin_addr, file.admin_addr, "admin-addr")?;
+        let proxy_addr = or(flags.proxy_addr, file.proxy_addr, "proxy-addr")?;
+        let admin_token = flags.admin_token.or(file.admin_token);
+        if admin_token.is_none() && !admin_addr.ip().is_loopback() {
+            return Err(CliError::Config(format!(
+                "refusing to serve the admin API on {admin_addr} without a token: set --admin-token (or RAFTGATE_ADMIN_TOKEN), or bind it to 127.0.0.1"
+            )));
+        }
+        let host = match flags.advertise_host.or(file.advertise_host) {
+            Some(h) if h.contains("{hostname}") => Some(h.replace("{hostname}", &hostname()?)),
+            other => other,
+        };
+        let peer_specs = if flags.peers.is_empty() {
+            file.peers
+        } else {
+            flags.peers
+        };
+        let peers: BTreeMap<NodeId, String> = peer_specs
+            .iter()
+            .map(|p| parse_peer(p))
+            .collect::<Result<_, _>>()?;
+        let mut tuning = RaftTuning::default();
+        if let Some(h) = flags.heartbeat_ms.or(file.heartbeat_ms) {
+            tuning.heartbeat_ms = h;
+        }
+        if let Some(range) = flags.election_ms.or(file.election_ms) {
+            let parsed = range
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+            let (min, max) = parsed.ok_or_else(|| {
+                CliError::Config(format!("--election-ms '{range}' must look like 250-500"))
+            })?;
+            tuning.election_min_ms = min;
+            tuning.election_max_ms = max;
+        }
+        if let Some(n) = flags.snapshot_every.or(file.snapshot_every) {
+            tuning.snapshot_every = n;
+        }
+        let info = NodeInfo {
+            cluster_addr: advertised(cluster_addr, host.as_deref()),
+            admin_addr: advertised(admin_addr, host.as_deref()),
+            proxy_addr: advertised(proxy_addr, host.as_deref()),
+        };
+        let ms = std::time::Duration::from_millis;
+        let analytics_ms = flags
+            .analytics_interval_ms
+            .or(file.analytics_interval_ms)
+            .unwrap_or(DEFAULT_ANALYTICS_MS);
+        if analytics_ms != 0 && 60_000 % analytics_ms != 0 {
+            return Err(CliError::Config(format!(
+                "--analytics-interval-ms {analytics_ms} must divide a minute (60000), e.g. 10000, or be 0 to keep no analytics"
+            )));
+        }
+        Ok(Settings {
+            log,
+            limits,
+            cluster_secret,
+            secrets_key_file: flags.secrets_key_file.or(file.secrets_key_file),
+            node: NodeConfig {
+                id,
+                data_dir,
+                cluster_listen: cluster_addr,
+                info,
+                peers,
+                tuning,
+                security,
+            },
+            admin_addr,
+            proxy_addr,
+            proxy_tls_addr: flags.proxy_tls_addr.or(file.proxy_tls_addr),
+            admin_token,
+            max_body_bytes: flags.max_body_bytes.or(file.max_body_bytes),
+            usage_sync: flags
+                .usage_sync_ms
+                .or(file.usage_sync_ms)
+                .map_or(raftgate_policy::DEFAULT_SYNC_INTERVAL, |v| ms(v.max(10))),
+            analytics: (analytics_ms > 0).then(|| ms(analytics_ms)),
+            ai_answer_memory: flags
+                .ai_answer_memory_mib
+                .or(file.ai_answer_memory_mib)
+                .map_or(raftgate_ai::memory::DEFAULT_ANSWER_MEMORY, |mib| {
+                    usize::try_from(mib.max(1).saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+                }),
+        })
+    }
+}
+
+/// Default interval of the traffic analytics reports: six Raft entries a minute per node.
+const DEFAULT_ANALYTICS_MS: u64 = 10_000;
 
 /// The connection limits of the client-facing listeners, from the flags or the file.
 fn listener_limits(flags: &ServeArgs, file: &ServeArgs) -> raftgate_listener::Limits {
@@ -453,47 +402,6 @@ fn listener_limits(flags: &ServeArgs, file: &ServeArgs) -> raftgate_listener::Li
             .map_or(defaults.max_connections, |v| v.max(1)),
         ..defaults
     }
-}
-
-/// Reports this node's rate-limit usage through Raft every sync interval, and keeps the number
-/// of members, between which each limit's remaining budget is divided, current.
-async fn report_usage(node: Node, engine: std::sync::Arc<raftgate_policy::Engine>) {
-    let members = async {
-        loop {
-            if let Ok(status) = node.status().await
-                && !status.members.is_empty()
-            {
-                engine.counters().set_nodes(status.members.len() as u64);
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-    };
-    let report = raftgate_policy::sync_loop(engine.clone(), |deltas| {
-        let node = node.clone();
-        async move {
-            let command = raftgate_model::Command::RecordUsage {
-                node: node.id(),
-                deltas,
-            };
-            node.write(command).await.map(|_| node.state())
-        }
-    });
-    tokio::join!(members, report);
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

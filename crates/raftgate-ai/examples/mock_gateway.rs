@@ -76,6 +76,7 @@ async fn serve(
         caller: Caller {
             consumer: Some("demo".into()),
             key: Some("sk-consumer".into()),
+            trace: None,
         },
         allowed: &|model: &str| Denied::unless(model != "secret"),
         admission: None,

@@ -82,12 +82,30 @@ const BLOCKING_PARSE: usize = 1024 * 1024;
 const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
 
 /// Who made a call, copied into its usage record for accounting.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Caller {
     /// The consumer.
     pub consumer: Option<String>,
     /// The consumer's key id.
     pub key: Option<String>,
+    /// Told of each provider call made for the caller, when the request is traced.
+    pub trace: Option<Arc<dyn CallTrace>>,
+}
+
+/// Two callers are the same consumer and key (their traces do not matter for accounting).
+impl PartialEq for Caller {
+    fn eq(&self, other: &Caller) -> bool {
+        self.consumer == other.consumer && self.key == other.key
+    }
+}
+
+impl Eq for Caller {}
+
+/// Where the spans of a traced request's provider calls go (the proxy's trace): told of each
+/// call when it ends (a stream when it is read to the end), with when it started.
+pub trait CallTrace: Send + Sync + std::fmt::Debug {
+    /// A provider call that started at `started` ended now with `record`'s usage.
+    fn provider_call(&self, record: &UsageRecord, started: std::time::SystemTime);
 }
 
 /// What kind of call a usage record is for.
@@ -675,6 +693,7 @@ impl Core {
         req: EmbeddingsRequest,
         budget: Option<Box<dyn Settle>>,
     ) -> Result<EmbeddingsResponse, ApiError> {
+        let started = std::time::SystemTime::now();
         let compiled = self.compiled.load_full();
         let (mut resp, target) = self
             .route(&compiled, &req.model, |t| self.embed(t, &req))
@@ -695,6 +714,7 @@ impl Core {
             target,
             prompt_estimate: prompt,
             budget,
+            started,
         };
         report.send(
             Operation::Embeddings,
@@ -1190,6 +1210,8 @@ struct Report {
     prompt_estimate: u64,
     /// What the call reserved, settled here with what it used.
     budget: Option<Box<dyn Settle>>,
+    /// When the call started, for its trace span.
+    started: std::time::SystemTime,
 }
 
 impl Report {
@@ -1211,6 +1233,7 @@ impl Report {
             target,
             prompt_estimate,
             budget,
+            started: std::time::SystemTime::now(),
         }
     }
 
@@ -1222,7 +1245,7 @@ impl Report {
         if let Some(budget) = self.budget {
             budget.settle(usage.total_tokens, cost_usd);
         }
-        self.sink.record(UsageRecord {
+        let record = UsageRecord {
             caller: self.caller,
             model: self.model,
             provider: self.target.provider.name.clone(),
@@ -1234,7 +1257,11 @@ impl Report {
             cost_usd,
             completed: done,
             cached: false,
-        });
+        };
+        if let Some(trace) = &record.caller.trace {
+            trace.provider_call(&record, self.started);
+        }
+        self.sink.record(record);
     }
 }
 

@@ -41,7 +41,7 @@ pub mod tokens;
 
 pub use config::GatewayConfig;
 pub use engine::{
-    Caller, ChatOutcome, ChatStream, Gateway, Reservation, Settle, StreamItem, UsageRecord,
-    UsageSink,
+    CallTrace, Caller, ChatOutcome, ChatStream, Gateway, Operation, Reservation, Settle,
+    StreamItem, UsageRecord, UsageSink,
 };
 pub use error::ApiError;

@@ -67,6 +67,7 @@ fn caller() -> Caller {
     Caller {
         consumer: Some("team-a".into()),
         key: Some("key-1".into()),
+        trace: None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! | `raftgate_request_latency_seconds` | histogram | `route`, `service` | the proxy: request received → response head ready |
 //! | `raftgate_upstream_latency_seconds` | histogram | `route`, `service` | the proxy: upstream call → its response head, retries included |
 //! | `raftgate_rate_limit_refusals_total` | counter | `limit` | the policies, per 429 |
+//! | `raftgate_access_log_dropped_total` | counter | | the access log, per line dropped because its writer's queue was full |
 //! | `raftgate_connections_refused_total` | counter | `listener` (`proxy`, `proxy_tls`, `admin`) | the listeners, per connection closed at once because the listener was full |
 //! | `raftgate_upstream_target_health` | gauge | `service`, `target`, `address` | read from the proxy's health view at scrape time: 1 when the target gets traffic (healthy, not ejected) |
 //! | `raftgate_raft_term`, `_leader_id`, `_last_log_index`, `_applied_index`, `_is_leader` | gauges | | the cluster, from openraft's metrics |
@@ -62,6 +63,7 @@ pub struct Metrics {
     upstream_latency: Family<RouteLabels, LatencyHistogram>,
     refusals: Family<LimitLabels, Counter>,
     connections_refused: Family<ListenerLabels, Counter>,
+    access_log_dropped: Counter,
     ai: AiFamilies,
     raft: RaftGauges,
     health: Arc<UpstreamHealthGauge>,
@@ -119,6 +121,12 @@ impl Metrics {
             "Client connections closed on accept because the listener held its most connections, by listener",
             connections_refused.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the log writer's queue was full (the proxy never waits for it)",
+            access_log_dropped.clone(),
+        );
         let ai = AiFamilies::default();
         ai.register(&mut registry);
         let raft = RaftGauges::default();
@@ -132,6 +140,7 @@ impl Metrics {
             upstream_latency,
             refusals,
             connections_refused,
+            access_log_dropped,
             ai,
             raft,
             health,
@@ -159,6 +168,11 @@ impl Metrics {
     /// the next, never lost.
     pub fn take_traffic(&self) -> Vec<RouteTraffic> {
         self.requests.take_traffic()
+    }
+
+    /// The counter of access log lines dropped.
+    pub fn access_log_drops(&self) -> Drops {
+        Drops(self.access_log_dropped.clone())
     }
 
     /// The refusal counter of rate limit `limit`, resolved when a route's policies are compiled.
@@ -232,6 +246,17 @@ struct LimitLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ListenerLabels {
     listener: Arc<str>,
+}
+
+/// Counts access log lines dropped because the writer fell behind; cloning shares the count.
+#[derive(Debug, Clone)]
+pub struct Drops(Counter);
+
+impl Drops {
+    /// Counts one dropped line.
+    pub fn dropped(&self) {
+        self.0.inc();
+    }
 }
 
 /// Counts refusals (of one rate limit, or of one listener's connections); cloning shares the

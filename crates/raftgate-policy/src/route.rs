@@ -131,6 +131,12 @@ impl RoutePolicies {
         self.cors.is_some()
     }
 
+    /// Whether any rate limit or quota applies to the route's requests (for the access log's
+    /// rate-limit outcome).
+    pub fn has_limits(&self) -> bool {
+        !self.limits.is_empty()
+    }
+
     /// The effective policies of route `name` (behind the `gate` of its API version, if it is
     /// one's), or `None` when it has none (then the proxy skips the policy step). Rate limits
     /// that do not exist are skipped with a warning. Refusals are counted in `metrics`.

@@ -29,21 +29,24 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use raftgate_ai::api::{self, Access, Admission, AiBody, Denied, Route};
 use raftgate_ai::prompt::PromptApi;
-use raftgate_ai::{ApiError, Caller, Gateway, Reservation, Settle};
+use raftgate_ai::{
+    ApiError, CallTrace, Caller, Gateway, Operation, Reservation, Settle, UsageRecord,
+};
 use raftgate_model::State;
 use raftgate_model::ai::{AiLimitKind, micro_usd};
 use raftgate_model::catalog::{ApiVersionSpec, Backend, Lifecycle, SubscriptionMode, api_of};
 use raftgate_policy::auth::{Identity, bearer};
 use raftgate_policy::counter::now_ms;
 use raftgate_policy::{Answer, Counters, Engine, Limit, Refusal};
+use raftgate_trace::{AiParent, RequestSpan};
 
 /// Largest AI request body read when the proxy itself sets no limit: the body is buffered, so
 /// it needs a bound (a long chat with images fits).
@@ -292,6 +295,7 @@ pub(crate) async fn serve(
     target: Target,
     request: Request<Incoming>,
     max_body_bytes: Option<u64>,
+    trace: Option<Arc<dyn CallTrace>>,
 ) -> Response<AiBody> {
     let (parts, body) = request.into_parts();
     let key = bearer(&parts.headers).or_else(|| {
@@ -320,6 +324,7 @@ pub(crate) async fn serve(
         identity: &identity,
         max_body_bytes,
         allowed: &offered,
+        trace,
     };
     call.answer(gateway, &target, body).await
 }
@@ -331,10 +336,11 @@ pub(crate) async fn serve_version(
     counters: &Counters,
     version: &AiVersion,
     identity: Option<&Identity>,
-    parts: &Parts,
-    body: Incoming,
+    request: Request<Incoming>,
     max_body_bytes: Option<u64>,
+    trace: Option<Arc<dyn CallTrace>>,
 ) -> Response<AiBody> {
+    let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let dialect = version.dialect(path);
     let Some(identity) = identity else {
@@ -355,6 +361,7 @@ pub(crate) async fn serve_version(
         identity,
         max_body_bytes,
         allowed: &only,
+        trace,
     };
     call.answer(gateway, &target, body).await
 }
@@ -392,6 +399,38 @@ struct Call<'a> {
     identity: &'a Identity,
     max_body_bytes: Option<u64>,
     allowed: &'a (dyn Fn(&str) -> Result<(), Denied> + Sync),
+    /// The request's trace, when it is traced.
+    trace: Option<Arc<dyn CallTrace>>,
+}
+
+/// Gives each provider call of a traced request its `gen_ai` span, a child of the request's.
+#[derive(Debug)]
+pub(crate) struct AiTrace(AiParent);
+
+impl AiTrace {
+    /// The provider calls' trace of the request `span` is about; `None` when it is not
+    /// recorded.
+    pub(crate) fn of(span: &RequestSpan) -> Option<Arc<dyn CallTrace>> {
+        span.ai_parent()
+            .map(|parent| Arc::new(AiTrace(parent)) as Arc<dyn CallTrace>)
+    }
+}
+
+impl CallTrace for AiTrace {
+    fn provider_call(&self, record: &UsageRecord, started: SystemTime) {
+        let operation = match record.operation {
+            Operation::Chat => "chat",
+            Operation::Embeddings => "embeddings",
+        };
+        self.0
+            .ai_call_at(operation, &record.model, &record.provider, started)
+            .finish(
+                Some(&record.provider_model),
+                record.usage.prompt_tokens,
+                record.usage.completion_tokens,
+                (!record.completed).then_some("incomplete"),
+            );
+    }
 }
 
 impl Call<'_> {
@@ -436,6 +475,7 @@ impl Call<'_> {
             caller: Caller {
                 consumer: Some(consumer.name.to_string()),
                 key: key.map(|k| k.id.to_string()),
+                trace: self.trace.clone(),
             },
             allowed: &allowed,
             admission: limited.then_some(&limits as &dyn Admission),

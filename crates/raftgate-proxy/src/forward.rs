@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::ProxyConfig;
-use crate::ai::{AiVersion, Target as AiTarget};
+use crate::ai::{AiTrace, AiVersion, Target as AiTarget};
 use crate::client_body::ClientBody;
+use crate::observe::{Observability, Observed, Outcome};
 use crate::request_id::{RequestIds, X_REQUEST_ID};
 use crate::router::{Route, Router, Target};
 use crate::upgrade::{self, Upgrade};
@@ -202,6 +203,8 @@ pub(crate) struct Forwarder {
     metrics: Arc<Metrics>,
     /// Where requests that matched no route are counted.
     unrouted: RouteMetrics,
+    /// The access log and the tracer, either of which may be off.
+    observe: Observability,
 }
 
 impl Forwarder {
@@ -220,7 +223,14 @@ impl Forwarder {
             ai: None,
             unrouted: metrics.route("", ""),
             metrics,
+            observe: Observability::default(),
         }
+    }
+
+    /// Logs and traces requests as `observe` says.
+    pub(crate) fn with_observability(mut self, observe: Observability) -> Forwarder {
+        self.observe = observe;
+        self
     }
 
     /// Serves the unified AI API with `gateway`.
@@ -253,16 +263,20 @@ impl Forwarder {
     ) -> Result<Response<Body>, Infallible> {
         let received = Instant::now();
         let request_id = self.ids.for_request(request.headers());
+        let mut observed = self.observe.start(peer, &request, &request_id);
         if let Err(failure) = check_request(&mut request) {
             debug!(request_id = ?request_id, error = %failure, "request refused before routing");
+            let code = failure.status_and_code().1;
             let mut response = failure.into_response(&request_id);
             response.headers_mut().insert(&X_REQUEST_ID, request_id);
-            self.unrouted.record(&Exchange {
+            let exchange = Exchange {
                 status: response.status().as_u16(),
                 total: received.elapsed(),
                 bytes_out: declared(response.body()),
                 ..Exchange::default()
-            });
+            };
+            self.unrouted.record(&exchange);
+            self.observed(observed, &exchange, None, 0, Some(code));
             return Ok(response);
         }
         if let Some(gateway) = &self.ai
@@ -274,6 +288,11 @@ impl Forwarder {
             if !guards.routed(&target, request.uri().path()) {
                 // Boxed: the AI gateway's future is large, and inline it would be carried (and
                 // moved) by every proxied request.
+                let bytes_in = declared(request.body());
+                let trace = observed
+                    .as_ref()
+                    .and_then(|o| o.span())
+                    .and_then(AiTrace::of);
                 let response = Box::pin(crate::ai::serve(
                     gateway,
                     &self.policies,
@@ -281,10 +300,19 @@ impl Forwarder {
                     target,
                     request,
                     self.max_body_bytes,
+                    trace,
                 ))
                 .await;
                 let mut response = response.map(|b| Either::Right(Either::Right(b)));
                 response.headers_mut().insert(&X_REQUEST_ID, request_id);
+                let exchange = Exchange {
+                    status: response.status().as_u16(),
+                    total: received.elapsed(),
+                    bytes_in,
+                    bytes_out: declared(response.body()),
+                    ..Exchange::default()
+                };
+                self.observed(observed, &exchange, None, 0, None);
                 return Ok(response);
             }
         }
@@ -303,8 +331,12 @@ impl Forwarder {
             .and_then(|()| self.prepare(&mut parts, peer, &request_id))
         {
             Ok(Prepared::Ai { route, version }) => {
+                if let Some(o) = &mut observed {
+                    o.routed(&route);
+                }
                 // Boxed for the same reason as the gateway's own entrance.
-                let served = self.serve_ai(route, &version, parts, body, peer, received);
+                let request = Request::from_parts(parts, body);
+                let served = self.serve_ai(route, &version, request, peer, received, &mut observed);
                 let mut response = Box::pin(served).await;
                 response.headers_mut().insert(&X_REQUEST_ID, request_id);
                 return Ok(response);
@@ -321,6 +353,11 @@ impl Forwarder {
                 {
                     upgrade = None;
                 }
+                // Kept apart for the upstream span, only when the request is observed.
+                let traced = observed.as_mut().map(|o| {
+                    o.routed(&matched);
+                    matched.clone()
+                });
                 let policies = route.insert(matched).policies.as_deref();
                 match self.admit(policies, &mut parts, peer, &body).await {
                     Ok(ok) => {
@@ -337,9 +374,22 @@ impl Forwarder {
                         } else {
                             received
                         };
+                        let span = traced.and_then(|r| {
+                            observed
+                                .as_ref()?
+                                .upstream(r.target_label(), &mut parts.headers)
+                        });
                         let forwarded = pool
                             .forward(parts, body, &peer.ip, sent, added.as_ref())
                             .await;
+                        if let Some(span) = span {
+                            match &forwarded {
+                                Ok(r) => {
+                                    span.finish(Some(r.status().as_u16()), r.body().retries(), None)
+                                }
+                                Err(e) => span.finish(None, 0, Some(e.status_and_code().1)),
+                            }
+                        }
                         let now = Instant::now();
                         upstream_time = Some(now.duration_since(sent));
                         answered = Some(now);
@@ -365,8 +415,16 @@ impl Forwarder {
             (None, Err(Failure::Policy(answer))) => answer.consumer.take(),
             _ => None,
         };
+        // For the access log, only when there is one.
+        let mut target: Option<Arc<str>> = None;
+        let mut retries = 0;
+        let mut error = None;
         let mut response = match result {
             Ok(mut response) => {
+                if observed.is_some() {
+                    target = response.body().target().cloned();
+                    retries = response.body().retries();
+                }
                 let switched = upgrade.and_then(|upgrade| upgrade.splice(&mut response));
                 let hop_by_hop_left = response.body().hop_by_hop_left();
                 let mut response = response.map(Either::Left);
@@ -396,24 +454,61 @@ impl Forwarder {
                 debug!(request_id = ?request_id, consumer = consumer.as_deref(), error = %failure,
                     source = ?std::error::Error::source(&failure), upstream = failure_target(&failure),
                     "request not forwarded");
+                if let Some(o) = &mut observed {
+                    let (status, code) = failure.status_and_code();
+                    if matches!(failure, Failure::Policy(_)) {
+                        o.refused(code, status.as_u16());
+                    }
+                    error = Some(code);
+                    target = failure_target(&failure).map(Arc::from);
+                }
                 failure.into_response(&request_id)
             }
         };
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
+        let exchange = Exchange {
+            consumer,
+            status: response.status().as_u16(),
+            total: answered
+                .unwrap_or_else(Instant::now)
+                .duration_since(received),
+            upstream: upstream_time,
+            bytes_in,
+            bytes_out: declared(response.body()),
+        };
         route
             .as_ref()
             .map_or(&self.unrouted, |r| r.metrics())
-            .record(&Exchange {
-                consumer,
-                status: response.status().as_u16(),
-                total: answered
-                    .unwrap_or_else(Instant::now)
-                    .duration_since(received),
-                upstream: upstream_time,
-                bytes_in,
-                bytes_out: declared(response.body()),
-            });
+            .record(&exchange);
+        self.observed(observed, &exchange, target.as_deref(), retries, error);
         Ok(response)
+    }
+
+    /// Ends an observed request's span and queues its log line.
+    fn observed(
+        &self,
+        observed: Option<Observed>,
+        exchange: &Exchange,
+        target: Option<&str>,
+        retries: u32,
+        error: Option<&'static str>,
+    ) {
+        if let Some(observed) = observed {
+            observed.finish(
+                &self.observe,
+                Outcome {
+                    status: exchange.status,
+                    consumer: exchange.consumer.as_ref(),
+                    total: exchange.total,
+                    upstream: exchange.upstream,
+                    bytes_in: exchange.bytes_in,
+                    bytes_out: exchange.bytes_out,
+                    target,
+                    retries,
+                    error,
+                },
+            );
+        }
     }
 
     /// Runs the route's policies, if it has any, on a request about to be forwarded.
@@ -533,11 +628,12 @@ impl Forwarder {
         &self,
         route: Arc<Route>,
         version: &AiVersion,
-        mut parts: Parts,
-        body: Incoming,
+        request: Request<Incoming>,
         peer: &Peer,
         received: Instant,
+        observed: &mut Option<Observed>,
     ) -> Response<Body> {
+        let (mut parts, body) = request.into_parts();
         let bytes_in = declared(&body);
         let checked = match route.policies.as_deref() {
             Some(policies) => {
@@ -551,6 +647,9 @@ impl Forwarder {
         let (response, consumer) = match (checked, &self.ai) {
             (Err(mut answer), _) => {
                 let consumer = answer.consumer.take();
+                if let (Some(o), Some((code, _))) = (observed.as_mut(), &answer.error) {
+                    o.refused(code, answer.status.as_u16());
+                }
                 let dialect = version.dialect(parts.uri.path());
                 (crate::ai::refusal(dialect, *answer), consumer)
             }
@@ -561,9 +660,12 @@ impl Forwarder {
                     self.policies.counters(),
                     version,
                     admitted.identity.as_ref(),
-                    &parts,
-                    body,
+                    Request::from_parts(parts, body),
                     limit,
+                    observed
+                        .as_ref()
+                        .and_then(|o| o.span())
+                        .and_then(AiTrace::of),
                 )
                 .await;
                 response.headers_mut().extend(admitted.response_headers);
@@ -580,14 +682,16 @@ impl Forwarder {
             }
         };
         let response = response.map(|b| Either::Right(Either::Right(b)));
-        route.metrics().record(&Exchange {
+        let exchange = Exchange {
             consumer,
             status: response.status().as_u16(),
             total: received.elapsed(),
             upstream: None,
             bytes_in,
             bytes_out: declared(response.body()),
-        });
+        };
+        route.metrics().record(&exchange);
+        self.observed(observed.take(), &exchange, None, 0, None);
         response
     }
 }

@@ -79,6 +79,7 @@ mod ai;
 mod client_body;
 mod forward;
 mod header_ops;
+mod observe;
 mod request_id;
 pub mod router;
 mod tls;
@@ -99,6 +100,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 pub use forward::ErrorBody;
+pub use observe::Observability;
 pub use raftgate_listener::Limits;
 pub use upstream::HealthView;
 
@@ -165,6 +167,7 @@ pub struct Proxy {
     policies: Arc<raftgate_policy::Engine>,
     ai: Option<Arc<raftgate_ai::Gateway>>,
     metrics: Arc<Metrics>,
+    observe: Observability,
 }
 
 impl Proxy {
@@ -177,7 +180,15 @@ impl Proxy {
             policies: Arc::new(raftgate_policy::Engine::standalone()),
             ai: None,
             metrics: Arc::new(Metrics::new()),
+            observe: Observability::default(),
         }
+    }
+
+    /// Writes an access log line for, and traces, the requests `observe` says (neither by
+    /// default).
+    pub fn with_observability(mut self, observe: Observability) -> Proxy {
+        self.observe = observe;
+        self
     }
 
     /// Records requests, latencies and rate-limit refusals in `metrics` — the node's, which
@@ -268,7 +279,9 @@ impl Proxy {
             "proxy routes compiled"
         );
         let forwarder = Arc::new(
-            Forwarder::new(router, &self.config, self.policies, self.metrics).with_ai(self.ai),
+            Forwarder::new(router, &self.config, self.policies, self.metrics)
+                .with_ai(self.ai)
+                .with_observability(self.observe),
         );
         let reload = tokio::spawn(reload(
             self.states,

@@ -207,6 +207,8 @@ pub struct Route {
     pub(crate) policies: Option<Arc<RoutePolicies>>,
     /// Protocols a client may upgrade to through this route, lower case.
     pub(crate) upgrades: Box<[Box<str>]>,
+    /// The API version the route belongs to, for the access log.
+    api_version: Option<ApiVersionRef>,
     /// The node's metrics, where [`Route::metrics`] finds the route's series.
     registry: Arc<Metrics>,
     /// Where its requests are counted and timed: resolved at the route's first request and kept,
@@ -257,6 +259,16 @@ impl Route {
     pub(crate) fn metrics(&self) -> &RouteMetrics {
         self.metrics
             .get_or_init(|| self.registry.route(&self.name, self.target.label()))
+    }
+
+    /// The name of what the route sends to: its service, or its AI API version.
+    pub(crate) fn target_label(&self) -> &str {
+        self.target.label()
+    }
+
+    /// The API version the route belongs to.
+    pub(crate) fn api_version(&self) -> Option<&ApiVersionRef> {
+        self.api_version.as_ref()
     }
 
     fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
@@ -480,6 +492,7 @@ impl Router {
                 .iter()
                 .map(|p| p.to_ascii_lowercase().into())
                 .collect(),
+            api_version: spec.api_version.clone(),
             registry: metrics.clone(),
             metrics: OnceLock::new(),
         });

@@ -53,5 +53,5 @@ pub mod receiver;
 mod spans;
 mod tracer;
 
-pub use spans::{AiSpan, RequestSpan, UpstreamSpan};
+pub use spans::{AiParent, AiSpan, RequestSpan, UpstreamSpan};
 pub use tracer::{TraceConfig, TraceError, Tracer};

@@ -2,6 +2,7 @@
 //! so that an unsampled request builds no attribute and allocates no name.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::uri::Authority;
 use http::{HeaderMap, Method, header};
@@ -197,18 +198,23 @@ impl RequestSpan {
     /// `{operation} {model}`, with the GenAI semantic-convention request attributes.
     /// `operation` is e.g. `chat` or `embeddings`, `provider` e.g. `openai`.
     pub fn ai_call(&self, operation: &str, model: &str, provider: &str) -> AiSpan {
-        let mut span = start(&self.inner, "gen_ai", SpanKind::Client, &parent(&self.span));
-        if span.is_recording() {
-            span.update_name(format!("{operation} {model}"));
-            span.set_attributes([
-                KeyValue::new("gen_ai.operation.name", operation.to_owned()),
-                KeyValue::new("gen_ai.request.model", model.to_owned()),
-                KeyValue::new("gen_ai.provider.name", provider.to_owned()),
-                // The attribute's name before GenAI conventions 1.37, still read by backends.
-                KeyValue::new("gen_ai.system", provider.to_owned()),
-            ]);
-        }
-        AiSpan { span }
+        ai_span(
+            &self.inner,
+            &parent(&self.span),
+            operation,
+            model,
+            provider,
+            SystemTime::now(),
+        )
+    }
+
+    /// A handle for spans of AI provider calls that may end after this span (a stream read
+    /// by the client after the answer's head); `None` when this request is not recorded.
+    pub fn ai_parent(&self) -> Option<AiParent> {
+        self.span.is_recording().then(|| AiParent {
+            inner: self.inner.clone(),
+            parent: parent(&self.span),
+        })
     }
 
     /// Ends the span with the status the client got; 5xx marks it as an error.
@@ -268,6 +274,68 @@ impl UpstreamSpan {
     }
 }
 
+/// Starts the span of an AI provider call at `started`, a child of `parent`.
+fn ai_span(
+    inner: &Inner,
+    parent: &Context,
+    operation: &str,
+    model: &str,
+    provider: &str,
+    started: SystemTime,
+) -> AiSpan {
+    let mut span = inner.tracer.build_with_context(
+        SpanBuilder::from_name("gen_ai")
+            .with_kind(SpanKind::Client)
+            .with_start_time(started),
+        parent,
+    );
+    if span.is_recording() {
+        span.update_name(format!("{operation} {model}"));
+        span.set_attributes([
+            KeyValue::new("gen_ai.operation.name", operation.to_owned()),
+            KeyValue::new("gen_ai.request.model", model.to_owned()),
+            KeyValue::new("gen_ai.provider.name", provider.to_owned()),
+            // The attribute's name before GenAI conventions 1.37, still read by backends.
+            KeyValue::new("gen_ai.system", provider.to_owned()),
+        ]);
+    }
+    AiSpan { span }
+}
+
+/// Where the spans of a request's AI provider calls hang: cheap to clone, and usable after the
+/// request's own span ended.
+#[derive(Clone)]
+pub struct AiParent {
+    inner: Arc<Inner>,
+    parent: Context,
+}
+
+impl std::fmt::Debug for AiParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiParent").finish_non_exhaustive()
+    }
+}
+
+impl AiParent {
+    /// Starts the span of a provider call that began at `started`.
+    pub fn ai_call_at(
+        &self,
+        operation: &str,
+        model: &str,
+        provider: &str,
+        started: SystemTime,
+    ) -> AiSpan {
+        ai_span(
+            &self.inner,
+            &self.parent,
+            operation,
+            model,
+            provider,
+            started,
+        )
+    }
+}
+
 /// The span of a call to an AI provider, from [`RequestSpan::ai_call`]. Dropping it without
 /// [`AiSpan::finish`] ends it without usage.
 pub struct AiSpan {
@@ -279,11 +347,29 @@ impl AiSpan {
     /// (`gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`) and the error code if the
     /// call failed, which marks it as an error.
     pub fn finish(
+        self,
+        response_model: Option<&str>,
+        input_tokens: u64,
+        output_tokens: u64,
+        error: Option<&str>,
+    ) {
+        self.finish_at(
+            response_model,
+            input_tokens,
+            output_tokens,
+            error,
+            SystemTime::now(),
+        );
+    }
+
+    /// [`AiSpan::finish`] for a call that ended at `ended`.
+    pub fn finish_at(
         mut self,
         response_model: Option<&str>,
         input_tokens: u64,
         output_tokens: u64,
         error: Option<&str>,
+        ended: SystemTime,
     ) {
         if self.span.is_recording() {
             let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -299,6 +385,6 @@ impl AiSpan {
                 set_error(&mut self.span, error.to_owned(), error.to_owned());
             }
         }
-        self.span.end();
+        self.span.end_with_timestamp(ended);
     }
 }

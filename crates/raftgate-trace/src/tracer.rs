@@ -62,6 +62,14 @@ pub struct Tracer {
     provider: SdkTracerProvider,
 }
 
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What every span of the node needs, shared with the spans in flight.
 pub(crate) struct Inner {
     pub(crate) tracer: SdkTracer,

@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use raftgate_accesslog::{AccessLog, DEFAULT_QUEUE};
 use raftgate_cluster::Node;
 use raftgate_metrics::Metrics;
+use raftgate_proxy::Observability;
+use raftgate_trace::{TraceConfig, Tracer};
 use tokio::net::TcpListener;
 
 use crate::CliError;
@@ -47,12 +50,30 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     };
     let id = settings.node.id;
     let cluster_addr = settings.node.cluster_listen;
-    let node = Node::start(settings.node).await?;
-
     let metrics = Arc::new(match settings.analytics {
         Some(_) => Metrics::with_analytics(),
         None => Metrics::new(),
     });
+    let access_log = match settings.access_log {
+        Some((output, sample)) => Some(Arc::new(
+            AccessLog::start(output, sample, DEFAULT_QUEUE, metrics.access_log_drops())
+                .map_err(|e| CliError::Config(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let tracer = match &settings.tracing {
+        Some((endpoint, ratio)) => Some(Arc::new(
+            Tracer::start(&TraceConfig {
+                endpoint: endpoint.clone(),
+                sampling_ratio: *ratio,
+                service_name: "raftgate".into(),
+                node: id,
+            })
+            .map_err(|e| CliError::Config(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let node = Node::start(settings.node).await?;
     node.export_raft_metrics(metrics.raft().clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -100,6 +121,9 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         )),
         tokio::spawn(crate::memory::trim_after_changes(node.subscribe())),
     ];
+    if let Some(log) = &access_log {
+        tasks.push(tokio::spawn(reopen_on_hangup(log.clone())));
+    }
     if let Some(interval) = settings.analytics {
         tasks.push(tokio::spawn(report::run(
             node.clone(),
@@ -112,7 +136,12 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
     let proxy = raftgate_proxy::Proxy::new(node.subscribe(), proxy_config)
         .with_policies(policies)
         .with_ai(gateway)
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_observability(Observability {
+            node: id,
+            access_log,
+            tracer: tracer.clone(),
+        });
     let health = proxy.health();
     let health: raftgate_admin::HealthSource = Arc::new(move || health.all());
     let proxy_task = match tls_listener {
@@ -145,7 +174,28 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
         tracing::warn!(error = %e, "admin API stopped with an error");
     }
     node.shutdown().await;
+    if let Some(tracer) = tracer {
+        tracer.shutdown().await;
+    }
     Ok(())
+}
+
+/// Reopens the access log file on every SIGHUP (logrotate's signal).
+async fn reopen_on_hangup(log: Arc<AccessLog>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    log.reopen();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; the access log will not be reopened")
+            }
+        }
+    }
 }
 
 /// Keeps the number of members, between which each rate limit's remaining budget is divided,

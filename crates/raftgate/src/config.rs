@@ -119,6 +119,21 @@ pub struct ServeArgs {
     /// minute; 0 keeps no analytics (and records nothing for them). Default 10000.
     #[arg(long)]
     pub analytics_interval_ms: Option<u64>,
+    /// Access log: `stdout` or a file path, one JSON line per proxied request (and per AI
+    /// call); off when absent. A file is reopened on SIGHUP (for logrotate).
+    #[arg(long)]
+    pub access_log: Option<String>,
+    /// Share of requests written to the access log, 0 to 1. Default 1 (every request).
+    #[arg(long)]
+    pub access_log_sample: Option<f64>,
+    /// OTLP gRPC endpoint spans are exported to (e.g. `http://127.0.0.1:4317`); no tracing
+    /// when absent. Requests carrying a W3C `traceparent` continue their trace.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// Share of the traces started here that are recorded, 0 to 1 (a sampled parent's
+    /// decision is followed). Default 1.
+    #[arg(long)]
+    pub trace_sample: Option<f64>,
     /// Log filter (tracing syntax), e.g. `info` or `raftgate=debug,openraft=info`.
     #[arg(long, env = "RAFTGATE_LOG")]
     pub log: Option<String>,
@@ -260,6 +275,10 @@ pub struct Settings {
     pub analytics: Option<std::time::Duration>,
     /// Memory for AI answers being read.
     pub ai_answer_memory: usize,
+    /// The access log's output and sampling ratio; `None`: no access log.
+    pub access_log: Option<(raftgate_accesslog::Output, f64)>,
+    /// The OTLP endpoint and sampling ratio; `None`: no tracing.
+    pub tracing: Option<(String, f64)>,
 }
 
 impl Settings {
@@ -346,7 +365,24 @@ impl Settings {
                 "--analytics-interval-ms {analytics_ms} must divide a minute (60000), e.g. 10000, or be 0 to keep no analytics"
             )));
         }
+        let access_log = flags.access_log.or(file.access_log).map(|out| {
+            (
+                raftgate_accesslog::Output::parse(&out),
+                flags
+                    .access_log_sample
+                    .or(file.access_log_sample)
+                    .unwrap_or(1.0),
+            )
+        });
+        let tracing = flags.otlp_endpoint.or(file.otlp_endpoint).map(|endpoint| {
+            (
+                endpoint,
+                flags.trace_sample.or(file.trace_sample).unwrap_or(1.0),
+            )
+        });
         Ok(Settings {
+            access_log,
+            tracing,
             log,
             limits,
             cluster_secret,

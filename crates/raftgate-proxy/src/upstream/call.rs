@@ -290,6 +290,7 @@ impl Pool {
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
                 idle: None,
                 stalled: false,
+                retries: u8::try_from(tried.len().saturating_sub(1)).unwrap_or(u8::MAX),
             }));
         }
     }
@@ -393,9 +394,21 @@ pub(crate) struct UpstreamBody {
     idle: Option<Pin<Box<Sleep>>>,
     /// Whether `idle` runs, i.e. nothing came since the body last waited.
     stalled: bool,
+    /// Attempts before the one that answered.
+    retries: u8,
 }
 
 impl UpstreamBody {
+    /// The target that answered, as configured (`http://host:port`), for the access log.
+    pub(crate) fn target(&self) -> Option<&Arc<str>> {
+        self.pool.endpoints().get(self.index).map(|e| &e.url)
+    }
+
+    /// Attempts before the one that answered.
+    pub(crate) fn retries(&self) -> u32 {
+        u32::from(self.retries)
+    }
+
     /// Whether the answer's headers may still hold hop-by-hop ones: the upstream codec leaves
     /// them out of most answers.
     pub(crate) fn hop_by_hop_left(&self) -> bool {

@@ -1,0 +1,430 @@
+//! The access log: one JSON line per proxied request (and per AI call), as Kong's file-log and
+//! nginx's `access_log` give, for log shippers and for answering "what happened to request X".
+//!
+//! The proxy must never wait for the log, so [`AccessLog::log`] only hands the [`Entry`] to a
+//! bounded queue (`try_send`: no lock held while writing, no I/O, no JSON on the request path)
+//! and a dedicated writer thread serializes and writes it, flushing whenever the queue runs
+//! dry. When the queue is full the line is dropped and counted in
+//! `raftgate_access_log_dropped_total`: a disk that stalls costs log lines, not requests.
+//!
+//! Output goes to a file or to stdout. A file is reopened (by path) after [`AccessLog::reopen`]
+//! — the node calls it on `SIGHUP` — so logrotate can move it away and signal. With a sampling
+//! ratio below 1, [`AccessLog::sampled`] picks which requests are logged.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use raftgate_metrics::Drops;
+use serde::Serialize;
+
+/// Lines the queue holds before it drops: about a second of a busy node's traffic.
+pub const DEFAULT_QUEUE: usize = 65_536;
+
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The process's standard output.
+    Stdout,
+    /// A file, appended to, reopened on [`AccessLog::reopen`].
+    File(PathBuf),
+}
+
+impl Output {
+    /// `stdout` or a path, as the `--access-log` flag takes it.
+    pub fn parse(value: &str) -> Output {
+        match value {
+            "stdout" | "-" => Output::Stdout,
+            path => Output::File(PathBuf::from(path)),
+        }
+    }
+}
+
+/// The access log could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    /// The file could not be opened for appending.
+    #[error(
+        "cannot open the access log {path} for appending: {source}; check the directory exists and is writable, or use --access-log stdout"
+    )]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The sampling ratio is not in 0..=1.
+    #[error("--access-log-sample {0} must be between 0 and 1 (1 logs every request)")]
+    Sample(f64),
+    /// The writer thread could not start.
+    #[error("cannot start the access log writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// One proxied request, as logged. Names are empty when they do not apply (a request that
+/// matched no route has no route; an unauthenticated one no consumer).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Entry {
+    /// When the request was received.
+    #[serde(serialize_with = "rfc3339")]
+    pub time: Option<SystemTime>,
+    /// `X-Request-Id`, as sent upstream and to the client.
+    pub request_id: String,
+    /// The trace id, when the request is traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The node that served it.
+    pub node: u64,
+    /// The client's address.
+    pub client: String,
+    /// HTTP method.
+    pub method: String,
+    /// Host the client asked for.
+    pub host: String,
+    /// Path (without the query string, which may hold secrets).
+    pub path: String,
+    /// The route matched.
+    pub route: Arc<str>,
+    /// The route's service.
+    pub service: Arc<str>,
+    /// The route's API.
+    pub api: Arc<str>,
+    /// The API version.
+    pub version: Arc<str>,
+    /// The authenticated consumer (application).
+    pub consumer: Option<Arc<str>>,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Request body bytes, as declared.
+    pub bytes_in: u64,
+    /// Response body bytes, as declared.
+    pub bytes_out: u64,
+    /// Milliseconds from receiving the request to having the response head.
+    pub latency_ms: f64,
+    /// Milliseconds the upstream took, retries included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_latency_ms: Option<f64>,
+    /// The upstream target that answered (or failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Arc<str>>,
+    /// Attempts beyond the first.
+    pub retries: u32,
+    /// Cache outcome (`hit`, `miss`), when a cache was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    /// `refused` when a rate limit or quota refused the request, `passed` when the route has
+    /// limits and they let it through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<&'static str>,
+    /// The proxy's own error code, when it answered itself (`no_route`, `upstream_timeout`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+/// `2026-12-07T23:59:01.123Z`.
+fn rfc3339<S: serde::Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    let ms = time
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    s.collect_str(&format_args!("{}", Rfc3339(ms)))
+}
+
+/// Unix milliseconds shown as an RFC 3339 UTC time.
+struct Rfc3339(u64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (secs, ms) = (self.0 / 1000, self.0 % 1000);
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60
+        )
+    }
+}
+
+/// The node's access log; cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct AccessLog {
+    queue: SyncSender<Entry>,
+    /// Requests are logged when a uniform draw falls below this (`u64::MAX` logs all).
+    threshold: u64,
+    reopen: Arc<AtomicBool>,
+    drops: Drops,
+}
+
+impl AccessLog {
+    /// Opens `output` and starts the writer thread; `sample` (0..=1) is the share of requests
+    /// logged, `queue` the lines held before dropping, `drops` where drops are counted.
+    pub fn start(
+        output: Output,
+        sample: f64,
+        queue: usize,
+        drops: Drops,
+    ) -> Result<AccessLog, AccessLogError> {
+        if !(0.0..=1.0).contains(&sample) {
+            return Err(AccessLogError::Sample(sample));
+        }
+        let sink = Sink::open(output)?;
+        let (tx, rx) = sync_channel(queue.max(1));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, sink, &flag))
+            .map_err(AccessLogError::Thread)?;
+        Ok(AccessLog {
+            queue: tx,
+            threshold: if sample >= 1.0 {
+                u64::MAX
+            } else {
+                (sample * u64::MAX as f64) as u64
+            },
+            reopen,
+            drops,
+        })
+    }
+
+    /// Whether this request is one to log (always, unless sampling).
+    pub fn sampled(&self) -> bool {
+        self.threshold == u64::MAX || rand::random::<u64>() < self.threshold
+    }
+
+    /// Queues `entry` for the writer, or drops it (counted) when the queue is full. Never
+    /// blocks.
+    pub fn log(&self, entry: Entry) {
+        match self.queue.try_send(entry) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.drops.dropped(),
+            // The writer is gone (it failed to write); what it said is in the node's log.
+            Err(TrySendError::Disconnected(_)) => self.drops.dropped(),
+        }
+    }
+
+    /// Reopens the file by its path before the next line (after logrotate moved it).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+}
+
+/// Where the writer writes.
+enum Sink {
+    Stdout(BufWriter<std::io::Stdout>),
+    File(PathBuf, BufWriter<File>),
+}
+
+fn open_file(path: &Path) -> Result<BufWriter<File>, AccessLogError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(|f| BufWriter::with_capacity(64 * 1024, f))
+        .map_err(|source| AccessLogError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+impl Sink {
+    fn open(output: Output) -> Result<Sink, AccessLogError> {
+        Ok(match output {
+            Output::Stdout => Sink::Stdout(BufWriter::with_capacity(64 * 1024, std::io::stdout())),
+            Output::File(path) => {
+                let file = open_file(&path)?;
+                Sink::File(path, file)
+            }
+        })
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Stdout(w) => w,
+            Sink::File(_, w) => w,
+        }
+    }
+
+    /// Flushes and reopens a file by its path; stdout stays.
+    fn reopen(&mut self) {
+        let _ = self.writer().flush();
+        if let Sink::File(path, file) = self {
+            match open_file(path) {
+                Ok(reopened) => {
+                    *file = reopened;
+                    tracing::info!(path = %path.display(), "access log reopened");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "access log not reopened; still writing the old file")
+                }
+            }
+        }
+    }
+}
+
+/// Writes every entry as a JSON line, flushing when the queue runs dry, until the log is
+/// dropped.
+fn write_loop(queue: Receiver<Entry>, mut sink: Sink, reopen: &AtomicBool) {
+    let mut line = Vec::with_capacity(1024);
+    let mut failures = 0u64;
+    loop {
+        if reopen.swap(false, Ordering::AcqRel) {
+            sink.reopen();
+        }
+        let entry = match queue.try_recv() {
+            Ok(entry) => entry,
+            Err(_) => {
+                if let Err(error) = sink.writer().flush() {
+                    failures += 1;
+                    if failures % 1000 == 1 {
+                        tracing::error!(%error, "access log write failed; lines are lost until it works again");
+                    }
+                }
+                // Wakes up now and then to see a reopen request on an idle node.
+                match queue.recv_timeout(Duration::from_millis(500)) {
+                    Ok(entry) => entry,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        };
+        line.clear();
+        if serde_json::to_writer(&mut line, &entry).is_ok() {
+            line.push(b'\n');
+            if let Err(error) = sink.writer().write_all(&line) {
+                failures += 1;
+                if failures % 1000 == 1 {
+                    tracing::error!(%error, "access log write failed; lines are lost until it works again");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(Rfc3339(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Rfc3339(1_796_687_941_123).to_string(),
+            "2026-12-07T23:59:01.123Z"
+        );
+        assert_eq!(
+            Rfc3339(951_825_600_000).to_string(),
+            "2000-02-29T12:00:00.000Z",
+            "a leap day"
+        );
+    }
+
+    fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect()
+    }
+
+    fn wait_for(path: &Path, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..200 {
+            let lines = read_lines(path);
+            if lines.len() >= n {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        read_lines(path)
+    }
+
+    #[test]
+    fn lines_are_written_and_the_file_reopened_after_a_move() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("access.log");
+        let metrics = raftgate_metrics::Metrics::new();
+        let log = AccessLog::start(
+            Output::File(path.clone()),
+            1.0,
+            16,
+            metrics.access_log_drops(),
+        )
+        .expect("start");
+        log.log(Entry {
+            request_id: "a".into(),
+            status: 200,
+            route: "r".into(),
+            time: Some(UNIX_EPOCH),
+            ..Entry::default()
+        });
+        let lines = wait_for(&path, 1);
+        assert_eq!(lines[0]["request_id"], "a");
+        assert_eq!(lines[0]["route"], "r");
+        assert_eq!(lines[0]["time"], "1970-01-01T00:00:00.000Z");
+        assert!(lines[0].get("trace_id").is_none());
+
+        // logrotate: move the file, then signal.
+        let rotated = dir.path().join("access.log.1");
+        std::fs::rename(&path, &rotated).expect("rotate");
+        log.reopen();
+        std::thread::sleep(Duration::from_millis(600));
+        log.log(Entry {
+            request_id: "b".into(),
+            ..Entry::default()
+        });
+        assert_eq!(wait_for(&path, 1)[0]["request_id"], "b");
+        assert_eq!(read_lines(&rotated).len(), 1, "the old file keeps its line");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let metrics = raftgate_metrics::Metrics::new();
+        // A writer that cannot keep up: a FIFO nobody reads would block it; a queue of one
+        // and a burst far larger than it does the same job portably.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = AccessLog::start(
+            Output::File(dir.path().join("a.log")),
+            1.0,
+            1,
+            metrics.access_log_drops(),
+        )
+        .expect("start");
+        let started = std::time::Instant::now();
+        for _ in 0..100_000 {
+            log.log(Entry::default());
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never waits");
+        let text = metrics.encode().expect("encode");
+        let dropped: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("raftgate_access_log_dropped_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("the drop counter");
+        assert!(dropped > 0.0, "{text}");
+    }
+
+    #[test]
+    fn sampling_logs_about_the_share_asked() {
+        let metrics = raftgate_metrics::Metrics::new();
+        let log =
+            AccessLog::start(Output::Stdout, 0.25, 1, metrics.access_log_drops()).expect("start");
+        let n = (0..100_000).filter(|_| log.sampled()).count();
+        assert!((20_000..30_000).contains(&n), "{n}");
+        assert!(AccessLog::start(Output::Stdout, 1.5, 1, metrics.access_log_drops()).is_err());
+    }
+}

@@ -23,6 +23,10 @@ pub struct LoadArgs {
     /// Routes in raftgate's table during the run (raftgate only).
     #[arg(long)]
     pub routes: Option<usize>,
+    /// The raftgate variant measured (settings beyond the defaults, e.g. `access-log`);
+    /// none for raftgate as it ships.
+    #[arg(long)]
+    pub variant: Option<String>,
     /// Round number, for per-round ratios.
     #[arg(long, default_value_t = 1)]
     pub round: usize,
@@ -100,6 +104,9 @@ pub struct LoadReport {
     pub path: ProxyPath,
     /// Routes in raftgate's table (raftgate only).
     pub routes: Option<usize>,
+    /// The raftgate variant (none: raftgate as it ships).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     /// Round number.
     pub round: usize,
     /// wrk threads.
@@ -220,6 +227,7 @@ fn measure(args: &LoadArgs, script: &std::path::Path) -> Result<LoadReport, Benc
     Ok(LoadReport {
         path: args.path,
         routes: args.routes,
+        variant: args.variant.clone(),
         round: args.round,
         threads: args.threads,
         connections: args.connections,

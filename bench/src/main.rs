@@ -13,11 +13,13 @@ mod failover;
 mod limits;
 mod load;
 mod mock_llm;
+mod otlp_sink;
 mod proxy_report;
 mod report;
 mod routes;
 mod stats;
 mod system;
+mod wal_stats;
 mod writes;
 
 use std::path::PathBuf;
@@ -78,6 +80,11 @@ enum Command {
     /// Serves a mock OpenAI provider on loopback until stopped (the AI gateway benchmark's
     /// upstream).
     MockLlm(mock_llm::MockLlmArgs),
+    /// Serves an OTLP trace collector that counts and drops spans, until stopped (the proxy
+    /// benchmark's collector for raftgate with tracing on).
+    OtlpSink(otlp_sink::OtlpSinkArgs),
+    /// Prints the records and bytes of a node's Raft log directory, as one JSON line.
+    WalStats(wal_stats::WalStatsArgs),
     /// Prints `count` currently free loopback TCP ports, space-separated.
     FreePorts {
         /// How many ports.
@@ -143,6 +150,8 @@ fn run(command: Command) -> Result<String, BenchError> {
         Command::LimitsReport { file } => limits::report(&file),
         Command::FreePorts { count } => free_ports(count),
         Command::MockLlm(args) => runtime()?.block_on(mock_llm::run(args)),
+        Command::OtlpSink(args) => runtime()?.block_on(otlp_sink::run(args)),
+        Command::WalStats(args) => wal_stats::run(&args),
     }
 }
 

@@ -22,14 +22,27 @@ const DISTURBED_CORES: f64 = 0.25;
 /// machine itself slowed down or sped up in between (a shared host), not the proxy.
 const SAME_SPEED: f64 = 0.10;
 
-/// Runs grouped by path and route count; within a group, by round.
-type Groups<'a> = BTreeMap<(ProxyPath, Option<usize>), Vec<&'a LoadReport>>;
+/// Runs grouped by path, route count and raftgate variant; within a group, by round.
+type Groups<'a> = BTreeMap<(ProxyPath, Option<usize>, Option<String>), Vec<&'a LoadReport>>;
+
+/// The raftgate variants `bench/proxy` can measure beside raftgate as it ships, and how each
+/// is compared with it: (variant, what the ratio says, whether the variant is the numerator,
+/// the least ratio accepted).
+const VARIANTS: [(&str, &str, bool, Option<f64>); 3] = [
+    // Analytics are on by default: the variant turns them off, so shipped/variant is the cost.
+    ("no-analytics", "analytics on/off", false, Some(0.97)),
+    ("access-log", "access log to a file/off", true, Some(0.95)),
+    ("tracing", "tracing at 100% (OTLP)/off", true, None),
+];
 
 /// The proxy section of the report.
 pub fn table(runs: &[&LoadReport]) -> String {
     let mut groups: Groups = BTreeMap::new();
     for run in runs {
-        groups.entry((run.path, run.routes)).or_default().push(run);
+        groups
+            .entry((run.path, run.routes, run.variant.clone()))
+            .or_default()
+            .push(run);
     }
     let mut out = String::new();
     let first = runs[0];
@@ -40,7 +53,7 @@ pub fn table(runs: &[&LoadReport]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<9} {:>6} {:>4} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "{:<12} {:>6} {:>4} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}",
         "path",
         "routes",
         "runs",
@@ -58,17 +71,17 @@ pub fn table(runs: &[&LoadReport]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<9} {:>6} {:>4} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "{:<12} {:>6} {:>4} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}",
         "", "", "", "", "", "", "", "", "", "us/req", "us/req", "us/req", "RSS MiB", "cores"
     );
-    for ((path, routes), runs) in &groups {
+    for ((path, routes, variant), runs) in &groups {
         let opt = |v: Option<f64>, decimals: usize| {
             v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
         };
         let _ = writeln!(
             out,
-            "{:<9} {:>6} {:>4} {:>8.0} {:>7.2} {:>7.2} {:>7.1} {:>6} {:>6.0} {:>8} {:>8} {:>8} {:>8} {:>6}",
-            path.name(),
+            "{:<12} {:>6} {:>4} {:>8.0} {:>7.2} {:>7.2} {:>7.1} {:>6} {:>6.0} {:>8} {:>8} {:>8} {:>8} {:>6}",
+            variant.as_deref().unwrap_or(path.name()),
             routes.map_or("-".to_owned(), |r| r.to_string()),
             runs.len(),
             mean(runs.iter().map(|r| r.req_per_s)),
@@ -87,11 +100,11 @@ pub fn table(runs: &[&LoadReport]) -> String {
 
     let route_counts: Vec<usize> = groups
         .keys()
-        .filter(|(path, _)| *path == ProxyPath::Raftgate)
-        .filter_map(|(_, routes)| *routes)
+        .filter(|(path, _, variant)| *path == ProxyPath::Raftgate && variant.is_none())
+        .filter_map(|(_, routes, _)| *routes)
         .collect();
-    let nginx = groups.get(&(ProxyPath::Nginx, None));
-    let raftgate = |routes: usize| groups.get(&(ProxyPath::Raftgate, Some(routes)));
+    let nginx = groups.get(&(ProxyPath::Nginx, None, None));
+    let raftgate = |routes: usize| groups.get(&(ProxyPath::Raftgate, Some(routes), None));
     if let Some(nginx) = nginx {
         for (i, &routes) in route_counts.iter().enumerate() {
             let Some(raftgate) = raftgate(routes) else {
@@ -168,6 +181,38 @@ pub fn table(runs: &[&LoadReport]) -> String {
             let _ = write!(line, "; nginx {rss:.1} MiB (master + worker)");
         }
         let _ = writeln!(out, "{line}");
+    }
+    for (name, what, numerator, least) in VARIANTS {
+        let Some((routes, variant)) = groups
+            .iter()
+            .find(|((path, _, v), _)| *path == ProxyPath::Raftgate && v.as_deref() == Some(name))
+            .map(|((_, routes, _), runs)| (*routes, runs))
+        else {
+            continue;
+        };
+        let Some(shipped) = routes.and_then(raftgate) else {
+            continue;
+        };
+        let (a, b) = if numerator {
+            (variant, shipped)
+        } else {
+            (shipped, variant)
+        };
+        let _ = writeln!(
+            out,
+            "raftgate {what} req/s: {}",
+            ratio(
+                a,
+                b,
+                Figure::Rate(|r| Some(r.req_per_s)),
+                Some(least.map_or(Better::None, Better::AtLeast))
+            )
+        );
+        let _ = writeln!(
+            out,
+            "raftgate {what} p99: {}",
+            ratio(a, b, Figure::Latency(|r| Some(r.p99_ms)), None)
+        );
     }
     let disturbed = runs
         .iter()
@@ -400,5 +445,38 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("*: a round whose two runs"), "{table}");
+    }
+
+    #[test]
+    fn variants_are_compared_with_raftgate_as_it_ships() {
+        let variant = |name: &str, round: usize, rps: f64| {
+            line("raftgate", Some(10), round, rps, 2.0, 30_000).replacen(
+                "\"round\"",
+                &format!("\"variant\":\"{name}\",\"round\""),
+                1,
+            )
+        };
+        let table = table_of(&[
+            line("nginx", None, 1, 100.0, 2.0, 5_000),
+            line("raftgate", Some(10), 1, 100.0, 2.0, 30_000),
+            variant("no-analytics", 1, 102.0),
+            variant("access-log", 1, 90.0),
+            variant("tracing", 1, 80.0),
+        ]);
+        assert!(
+            table.contains(
+                "raftgate analytics on/off req/s: 0.98 (rounds: 0.98) (target >= 0.97: met)"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("raftgate access log to a file/off req/s: 0.90 (rounds: 0.90) (target >= 0.95: NOT met)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("raftgate tracing at 100% (OTLP)/off req/s: 0.80 (rounds: 0.80)\n"),
+            "{table}"
+        );
+        assert!(table.contains("access-log"), "a row per variant: {table}");
     }
 }

@@ -128,6 +128,9 @@ fn hex(bytes: &[u8]) -> String {
 struct Store {
     spans: Mutex<Vec<ReceivedSpan>>,
     arrived: Notify,
+    /// Whether spans are kept (tests) or only counted (benchmarks, where millions arrive).
+    keep: bool,
+    counted: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -148,8 +151,21 @@ impl TraceService for Collector {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let request = request.into_inner();
+        if !self.0.keep {
+            let n: usize = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            self.0
+                .counted
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            return Ok(Response::new(ExportTraceServiceResponse::default()));
+        }
         let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let service_name =
                 resource_spans.resource.as_ref().and_then(|resource| {
                     match attribute(&resource.attributes, "service.name")? {
@@ -188,9 +204,32 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver on `127.0.0.1` with a free port, returning its address.
     pub async fn start() -> Result<(SocketAddr, Receiver), ReceiverError> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Receiver::start_on((Ipv4Addr::LOCALHOST, 0).into(), true).await
+    }
+
+    /// A receiver on `addr` that only counts what it is sent ([`Receiver::counted`]), for a
+    /// benchmark's collector that must not grow with its load.
+    pub async fn start_counting(addr: SocketAddr) -> Result<(SocketAddr, Receiver), ReceiverError> {
+        Receiver::start_on(addr, false).await
+    }
+
+    /// Spans received by a counting receiver.
+    pub fn counted(&self) -> u64 {
+        self.store
+            .counted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn start_on(
+        addr: SocketAddr,
+        keep: bool,
+    ) -> Result<(SocketAddr, Receiver), ReceiverError> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let store = Arc::new(Store::default());
+        let store = Arc::new(Store {
+            keep,
+            ..Store::default()
+        });
         let service = TraceServiceServer::new(Collector(store.clone()));
         let server = tokio::spawn(async move {
             let served = Server::builder()

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method, StatusCode, header};
 use raftgate_client::AdminClient;
 use raftgate_model::policy::{AuthPolicy, KeyAuth, LimitScope, Policies};
-use raftgate_model::{ConsumerSpec, NodeId, RateLimitSpec, RateWindow, RouteSpec};
-use support::{Cluster, ProxyClient, Upstream, eventually, route, service};
+use raftgate_model::{ConsumerSpec, NodeId, RouteSpec};
+use support::{Cluster, ProxyClient, Upstream, eventually, per_minute, route, service};
 
 const TOKEN: &str = "metrics-test-admin-token";
 
@@ -54,14 +54,7 @@ async fn proxied_traffic_limits_and_raft_show_in_metrics() {
     c.put("svc", &service(&upstream.url()), None)
         .await
         .expect("PUT service");
-    let one_per_minute = RateLimitSpec {
-        limit: 1,
-        window: RateWindow::Minute,
-        scope: LimitScope::Consumer,
-        fixed: false,
-        fail_open: false,
-        team: None,
-    };
+    let one_per_minute = per_minute(1, LimitScope::Consumer);
     c.put("one-per-minute", &one_per_minute, None)
         .await
         .expect("PUT rate limit");

@@ -20,10 +20,10 @@ use hyper_util::rt::TokioExecutor;
 use raftgate_ai::mock::{MOCK_KEY, MockProvider};
 use raftgate_model::ai::ProviderKind;
 use raftgate_model::policy::{AuthPolicy, KeyAuth, LimitScope, Policies};
-use raftgate_model::{ConsumerSpec, RateLimitSpec, RateWindow, RouteSpec};
+use raftgate_model::{ConsumerSpec, RouteSpec};
 use raftgate_trace::receiver::{ReceivedSpan, Receiver};
 use serde_json::{Value, json};
-use support::{Cluster, Echo, ProxyClient, eventually, route, service};
+use support::{Cluster, Echo, ProxyClient, eventually, per_minute, route, service};
 
 const SECRET: &str = "observability-test-cluster-secret";
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -83,20 +83,9 @@ async fn traces_continue_through_the_proxy_and_every_request_is_logged() {
     c.put("svc", &service(&echo.url()), None)
         .await
         .expect("PUT service");
-    c.put(
-        "one-a-minute",
-        &RateLimitSpec {
-            limit: 1,
-            window: RateWindow::Minute,
-            scope: LimitScope::Consumer,
-            fixed: false,
-            fail_open: false,
-            team: None,
-        },
-        None,
-    )
-    .await
-    .expect("PUT rate limit");
+    c.put("one-a-minute", &per_minute(1, LimitScope::Consumer), None)
+        .await
+        .expect("PUT rate limit");
     let keyed = RouteSpec {
         policies: Policies {
             auth: Some(AuthPolicy {

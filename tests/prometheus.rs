@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use raftgate_model::policy::{LimitScope, Policies};
-use raftgate_model::{NodeId, RateLimitSpec, RateWindow, RouteSpec};
+use raftgate_model::{NodeId, RouteSpec};
 use serde_json::Value;
-use support::{Cluster, ProxyClient, Upstream, eventually, free_ports, route, service};
+use support::{Cluster, ProxyClient, Upstream, eventually, free_ports, per_minute, route, service};
 
 const TOKEN: &str = "prometheus-test-admin-token";
 
@@ -308,14 +308,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_works() {
     c.put("dead", &service(&dead), None)
         .await
         .expect("PUT dead service");
-    let one_per_minute = RateLimitSpec {
-        limit: 1,
-        window: RateWindow::Minute,
-        scope: LimitScope::Route,
-        fixed: false,
-        fail_open: false,
-        team: None,
-    };
+    let one_per_minute = per_minute(1, LimitScope::Route);
     c.put("one-per-minute", &one_per_minute, None)
         .await
         .expect("PUT rate limit");

@@ -26,7 +26,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use raftgate_client::{AdminClient, ClientError};
 use raftgate_model::api::{AddMember, ClusterStatus, ErrorBody};
-use raftgate_model::{Entity, NodeId, RouteSpec, ServiceSpec, Target};
+use raftgate_model::policy::LimitScope;
+use raftgate_model::{Entity, NodeId, RateLimitSpec, RateWindow, RouteSpec, ServiceSpec, Target};
 
 /// The binary under test, built by cargo for this integration test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftgate");
@@ -745,5 +746,17 @@ pub fn route(service: &str, path: &str) -> RouteSpec {
         methods: vec![],
         strip_path: false,
         ..Default::default()
+    }
+}
+
+/// A rate limit of `limit` requests a minute per `scope`, sliding, failing closed.
+pub fn per_minute(limit: u64, scope: LimitScope) -> RateLimitSpec {
+    RateLimitSpec {
+        limit,
+        window: RateWindow::Minute,
+        scope,
+        fixed: false,
+        fail_open: false,
+        team: None,
     }
 }

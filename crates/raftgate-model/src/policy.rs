@@ -754,8 +754,9 @@ impl RateWindow {
     }
 }
 
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (i64, u32, u32) {
+/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (Howard Hinnant's algorithm):
+/// for calendar-month windows here, and for the access log's timestamps.
+pub fn civil_from_days(days: u64) -> (i64, u32, u32) {
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -57,6 +57,12 @@ async fn top(
     );
     let Query(query) = q.map_err(|e| bad_query(&e, &expected))?;
     let Query(filter) = filter.map_err(|e| bad_query(&e, &expected))?;
+    if query.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return Err(ApiError::BadRequest {
+            field: Some("limit".into()),
+            message: "limit must be between 1 and 1000 rows".into(),
+        });
+    }
     Ok(axum::Json(s.node.state().traffic.top(
         &query,
         &filter,

@@ -467,18 +467,18 @@ mod tests {
     fn traffic_is_taken_once_and_only_with_analytics() {
         let off = Metrics::new();
         off.route("r", "s")
-            .record(&call(None, 200, Duration::from_millis(1), None));
+            .record(call(None, 200, Duration::from_millis(1), None));
         assert!(off.take_traffic().is_empty());
 
         let on = Metrics::with_analytics();
         let route = on.route("r", "s");
-        route.record(&Exchange {
+        route.record(Exchange {
             bytes_in: 10,
             bytes_out: 100,
             ..call(Some("alice"), 200, Duration::from_millis(2), None)
         });
-        route.record(&call(Some("alice"), 503, Duration::from_millis(40), None));
-        route.record(&call(None, 404, Duration::from_micros(50), None));
+        route.record(call(Some("alice"), 503, Duration::from_millis(40), None));
+        route.record(call(None, 404, Duration::from_micros(50), None));
         let mut taken = on.take_traffic();
         taken.sort_by(|a, b| a.consumer.cmp(&b.consumer));
         assert_eq!(taken.len(), 2);
@@ -499,16 +499,16 @@ mod tests {
     fn every_family_encodes_with_its_labels() {
         let metrics = Metrics::new();
         let route = metrics.route("orders", "orders-svc");
-        route.record(&call(
+        route.record(call(
             Some("alice"),
             200,
             Duration::from_millis(3),
             Some(Duration::from_millis(2)),
         ));
-        route.record(&call(Some("alice"), 200, Duration::from_millis(1), None));
-        route.record(&call(None, 401, Duration::from_micros(50), None));
+        route.record(call(Some("alice"), 200, Duration::from_millis(1), None));
+        route.record(call(None, 401, Duration::from_micros(50), None));
         // A recompile gets the same series.
-        metrics.route("orders", "orders-svc").record(&call(
+        metrics.route("orders", "orders-svc").record(call(
             Some("alice"),
             200,
             Duration::ZERO,
@@ -589,7 +589,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics
             .route("r", "s")
-            .record(&call(Some("a\"b\\c\nd"), 200, Duration::ZERO, None));
+            .record(call(Some("a\"b\\c\nd"), 200, Duration::ZERO, None));
         let text = metrics.encode().unwrap();
         assert!(
             text.contains(r#"consumer="a\"b\\c\nd""#),

@@ -79,19 +79,30 @@ impl Default for TrafficCells {
     }
 }
 
+/// What the traffic cells take of one request.
+struct Sample {
+    status: u16,
+    bucket: usize,
+    ns: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
 impl TrafficCells {
-    fn record(&self, exchange: &Exchange, bucket: usize, ns: u64) {
-        let class = usize::from(exchange.status / 100).clamp(1, 5) - 1;
+    fn record(&self, sample: &Sample) {
+        let class = usize::from(sample.status / 100).clamp(1, 5) - 1;
         self.status[class].fetch_add(1, Ordering::Relaxed);
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(ns / 1000, Ordering::Relaxed);
-        if exchange.bytes_in > 0 {
-            self.bytes_in
-                .fetch_add(exchange.bytes_in, Ordering::Relaxed);
+        if let Some(cell) = self.latency.get(sample.bucket) {
+            cell.fetch_add(1, Ordering::Relaxed);
         }
-        if exchange.bytes_out > 0 {
+        self.latency_sum_us
+            .fetch_add(sample.ns / 1000, Ordering::Relaxed);
+        if sample.bytes_in > 0 {
+            self.bytes_in.fetch_add(sample.bytes_in, Ordering::Relaxed);
+        }
+        if sample.bytes_out > 0 {
             self.bytes_out
-                .fetch_add(exchange.bytes_out, Ordering::Relaxed);
+                .fetch_add(sample.bytes_out, Ordering::Relaxed);
         }
     }
 
@@ -130,24 +141,30 @@ struct RouteRequests {
 }
 
 impl RouteRequests {
-    fn count(&self, exchange: &Exchange, bucket: usize, ns: u64) {
-        let key = (exchange.consumer.clone(), exchange.status);
+    /// Counts one request; the consumer's name is moved into the key, not copied.
+    fn count(&self, exchange: Exchange, bucket: usize, ns: u64) {
+        let sample = Sample {
+            status: exchange.status,
+            bucket,
+            ns,
+            bytes_in: exchange.bytes_in,
+            bytes_out: exchange.bytes_out,
+        };
+        let key = (exchange.consumer, exchange.status);
         {
             let counts = self.by_call.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(cells) = counts.get(&key) {
                 cells.count.fetch_add(1, Ordering::Relaxed);
                 if let Some(traffic) = &cells.traffic {
-                    traffic.record(exchange, bucket, ns);
+                    traffic.record(&sample);
                 }
                 return;
             }
         }
-        let traffic = self.traffic.as_ref().map(|by_consumer| {
-            lock(by_consumer)
-                .entry(exchange.consumer.clone())
-                .or_default()
-                .clone()
-        });
+        let traffic = self
+            .traffic
+            .as_ref()
+            .map(|by_consumer| lock(by_consumer).entry(key.0.clone()).or_default().clone());
         let mut counts = self.by_call.write().unwrap_or_else(PoisonError::into_inner);
         let cells = counts.entry(key).or_insert_with(|| CallCells {
             count: AtomicU64::new(0),
@@ -155,7 +172,7 @@ impl RouteRequests {
         });
         cells.count.fetch_add(1, Ordering::Relaxed);
         if let Some(traffic) = &cells.traffic {
-            traffic.record(exchange, bucket, ns);
+            traffic.record(&sample);
         }
     }
 
@@ -214,14 +231,14 @@ pub struct RouteMetrics {
 
 impl RouteMetrics {
     /// Records one answered request. See the module documentation for the cost.
-    pub fn record(&self, exchange: &Exchange) {
+    pub fn record(&self, exchange: Exchange) {
         let ns = nanos(exchange.total);
         let bucket = latency_bucket(ns);
-        self.requests.count(exchange, bucket, ns);
         self.latency.observe_in(bucket, ns);
         if let Some(upstream) = exchange.upstream {
             self.upstream_latency.observe(upstream);
         }
+        self.requests.count(exchange, bucket, ns);
     }
 }
 

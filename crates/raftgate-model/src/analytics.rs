@@ -334,7 +334,12 @@ impl TrafficTable {
         let expired: Vec<(Resolution, u64)> = self
             .series
             .keys()
-            .filter(|(r, start)| start + r.millis() + r.retention_ms() <= now_ms)
+            .filter(|(r, start)| {
+                start
+                    .saturating_add(r.millis())
+                    .saturating_add(r.retention_ms())
+                    <= now_ms
+            })
             .copied()
             .collect();
         for (resolution, start_ms) in expired {
@@ -494,7 +499,12 @@ impl AnalyticsQuery {
         let step = self.step.unwrap_or_else(|| {
             Resolution::ALL
                 .into_iter()
-                .find(|r| from_ms + r.millis() + r.retention_ms() > now_ms)
+                .find(|r| {
+                    from_ms
+                        .saturating_add(r.millis())
+                        .saturating_add(r.retention_ms())
+                        > now_ms
+                })
                 .unwrap_or(Resolution::Day)
         });
         (from_ms, to_ms, step)

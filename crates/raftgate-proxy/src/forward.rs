@@ -275,8 +275,8 @@ impl Forwarder {
                 bytes_out: declared(response.body()),
                 ..Exchange::default()
             };
-            self.unrouted.record(&exchange);
             self.observed(observed, &exchange, None, 0, Some(code));
+            self.unrouted.record(exchange);
             return Ok(response);
         }
         if let Some(gateway) = &self.ai
@@ -476,11 +476,11 @@ impl Forwarder {
             bytes_in,
             bytes_out: declared(response.body()),
         };
+        self.observed(observed, &exchange, target.as_deref(), retries, error);
         route
             .as_ref()
             .map_or(&self.unrouted, |r| r.metrics())
-            .record(&exchange);
-        self.observed(observed, &exchange, target.as_deref(), retries, error);
+            .record(exchange);
         Ok(response)
     }
 
@@ -690,8 +690,8 @@ impl Forwarder {
             bytes_in,
             bytes_out: declared(response.body()),
         };
-        route.metrics().record(&exchange);
         self.observed(observed.take(), &exchange, None, 0, None);
+        route.metrics().record(exchange);
         response
     }
 }

@@ -129,7 +129,7 @@ pub async fn run(flags: ServeArgs) -> Result<(), CliError> {
             node.clone(),
             interval,
             true,
-            TrafficReporter::new(metrics.clone()),
+            TrafficReporter::new(metrics.clone(), interval),
         )));
     }
 

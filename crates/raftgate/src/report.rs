@@ -32,7 +32,12 @@ pub async fn run(node: Node, interval: Duration, aligned: bool, mut reporter: im
         tokio::time::Instant::now()
     };
     let mut tick = tokio::time::interval_at(start, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Aligned ticks stay on their multiples when a report takes longer than the interval.
+    tick.set_missed_tick_behavior(if aligned {
+        tokio::time::MissedTickBehavior::Skip
+    } else {
+        tokio::time::MissedTickBehavior::Delay
+    });
     let mut failures = 0u32;
     loop {
         tick.tick().await;
@@ -68,15 +73,19 @@ pub async fn run(node: Node, interval: Duration, aligned: bool, mut reporter: im
 /// API version as the state has it when the report is made.
 pub struct TrafficReporter {
     metrics: Arc<Metrics>,
+    /// How often it reports (on multiples of it since the epoch).
+    interval: Duration,
     /// Deltas of a report that failed, sent again with the next one.
     unsent: Vec<TrafficDelta>,
 }
 
 impl TrafficReporter {
-    /// The reporter of the traffic `metrics` keeps (see [`Metrics::with_analytics`]).
-    pub fn new(metrics: Arc<Metrics>) -> TrafficReporter {
+    /// The reporter of the traffic `metrics` keeps (see [`Metrics::with_analytics`]), run
+    /// every `interval` by [`run`] with aligned ticks.
+    pub fn new(metrics: Arc<Metrics>, interval: Duration) -> TrafficReporter {
         TrafficReporter {
             metrics,
+            interval,
             unsent: Vec::new(),
         }
     }
@@ -141,8 +150,11 @@ impl Reporter for TrafficReporter {
     }
 
     fn collect(&mut self, moment: Moment<'_>) -> Option<Command> {
-        // Ticks are aligned, so what was taken was served in the minute that just ran.
-        let minute_ms = Resolution::Minute.start(moment.now_ms.saturating_sub(1));
+        // Ticks are aligned and the interval divides a minute, so what was taken was served in
+        // the interval that just ended, all of it in one minute: the one of its middle (the
+        // tick may come a little late).
+        let half = u64::try_from(self.interval.as_millis() / 2).unwrap_or(u64::MAX);
+        let minute_ms = Resolution::Minute.start(moment.now_ms.saturating_sub(half.max(1)));
         let taken = self.metrics.take_traffic();
         let mut deltas = deltas(taken, moment.state, minute_ms);
         if self.unsent.len() < 4 * MAX_REPORT_SERIES {

@@ -476,7 +476,7 @@ impl Forwarder {
             bytes_in,
             bytes_out: declared(response.body()),
         };
-        self.observed(observed, &exchange, target.as_deref(), retries, error);
+        self.observed(observed, &exchange, target.as_ref(), retries, error);
         route
             .as_ref()
             .map_or(&self.unrouted, |r| r.metrics())
@@ -489,7 +489,7 @@ impl Forwarder {
         &self,
         observed: Option<Observed>,
         exchange: &Exchange,
-        target: Option<&str>,
+        target: Option<&Arc<str>>,
         retries: u32,
         error: Option<&'static str>,
     ) {

@@ -51,7 +51,7 @@ pub(crate) struct Outcome<'a> {
     pub(crate) upstream: Option<Duration>,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
-    pub(crate) target: Option<&'a str>,
+    pub(crate) target: Option<&'a Arc<str>>,
     pub(crate) retries: u32,
     pub(crate) error: Option<&'static str>,
 }
@@ -78,7 +78,7 @@ impl Observability {
                 time: Some(SystemTime::now()),
                 request_id: request_id.to_str().unwrap_or_default().to_string(),
                 node: self.node,
-                client: peer.addr.to_string(),
+                client: Some(peer.addr),
                 method: request.method().as_str().to_string(),
                 host: host(request.uri(), request.headers()),
                 path: path.to_string(),
@@ -89,7 +89,7 @@ impl Observability {
     }
 
     /// Queues `observed`'s line, if it is logged.
-    fn log(&self, entry: Entry) {
+    fn log(&self, entry: Box<Entry>) {
         if let Some(log) = &self.access_log {
             log.log(entry);
         }
@@ -170,9 +170,9 @@ impl Observed {
         entry.upstream_latency_ms = outcome.upstream.map(|d| d.as_secs_f64() * 1e3);
         entry.bytes_in = outcome.bytes_in;
         entry.bytes_out = outcome.bytes_out;
-        entry.upstream = outcome.target.map(Arc::from);
+        entry.upstream = outcome.target.cloned();
         entry.retries = outcome.retries;
         entry.error = outcome.error;
-        observability.log(*entry);
+        observability.log(entry);
     }
 }

@@ -7,6 +7,7 @@
 //! `bench/cluster` and `bench/proxy` start the systems and call it; each measuring mode prints
 //! one JSON line, and `report` turns those lines into the tables.
 
+mod analytics_table;
 mod conn;
 mod error;
 mod failover;
@@ -83,6 +84,8 @@ enum Command {
     /// Serves an OTLP trace collector that counts and drops spans, until stopped (the proxy
     /// benchmark's collector for raftgate with tracing on).
     OtlpSink(otlp_sink::OtlpSinkArgs),
+    /// Fills the replicated analytics table to its bound; prints its rows, RSS and encoded size.
+    AnalyticsTable,
     /// Prints the records and bytes of a node's Raft log directory, as one JSON line.
     WalStats(wal_stats::WalStatsArgs),
     /// Prints `count` currently free loopback TCP ports, space-separated.
@@ -152,6 +155,7 @@ fn run(command: Command) -> Result<String, BenchError> {
         Command::MockLlm(args) => runtime()?.block_on(mock_llm::run(args)),
         Command::OtlpSink(args) => runtime()?.block_on(otlp_sink::run(args)),
         Command::WalStats(args) => wal_stats::run(&args),
+        Command::AnalyticsTable => analytics_table::run(),
     }
 }
 

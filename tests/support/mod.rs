@@ -472,6 +472,12 @@ pub struct Upstream {
 impl Upstream {
     /// Starts an upstream on an ephemeral loopback port.
     pub async fn start(name: &str) -> Upstream {
+        Upstream::start_with_delay(name, Duration::ZERO).await
+    }
+
+    /// Like [`Upstream::start`], answering each request after `delay`: a latency that
+    /// dominates the measurement noise of a loaded machine.
+    pub async fn start_with_delay(name: &str, delay: Duration) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -487,6 +493,9 @@ impl Upstream {
                     let service = service_fn(move |_req: Request<Incoming>| {
                         let body = body.clone();
                         async move {
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
                         }
                     });

@@ -3,13 +3,12 @@
 //! has the sum). `GET /analytics/ai` is the AI gateway's usage, the same report as
 //! `GET /ai/usage`, so that all analytics are reachable from one place.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use raftgate_model::analytics::{AnalyticsQuery, AnalyticsReport, TopQuery, TopReport};
+use raftgate_policy::counter::now_ms;
 
 use crate::{ApiError, Shared};
 
@@ -19,12 +18,6 @@ pub fn routes() -> Router<Shared> {
         .route("/analytics", get(report))
         .route("/analytics/top", get(top))
         .route("/analytics/ai", get(crate::ai::usage))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn bad_query(e: &QueryRejection, expected: &str) -> ApiError {

@@ -90,7 +90,7 @@ pub struct AiVersion {
     base_path: Box<str>,
     backend: AiBackend,
     /// The `service` label of the route's metrics: `ai_model:{alias}` or `prompt:{name}`.
-    label: Box<str>,
+    label: Arc<str>,
 }
 
 /// What an AI API version serves.
@@ -118,7 +118,7 @@ impl AiVersion {
     }
 
     /// The `service` label of the route's metrics.
-    pub(crate) fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &Arc<str> {
         &self.label
     }
 

@@ -116,8 +116,8 @@ impl Observed {
             span.set_route(&route.name, route.target_label());
         }
         if let Some(entry) = &mut self.entry {
-            entry.route = Arc::from(&*route.name);
-            entry.service = Arc::from(route.target_label());
+            entry.route = route.name.clone();
+            entry.service = route.target_label().clone();
             if let Some(owner) = route.api_version() {
                 entry.api = Arc::from(owner.api.as_str());
                 entry.version = Arc::from(owner.version.as_str());

@@ -184,8 +184,8 @@ struct RegexPath {
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
-    /// Route name, for logs.
-    pub name: Box<str>,
+    /// Route name, for logs (shared, so an access log line takes it without a copy).
+    pub name: Arc<str>,
     /// Methods accepted; empty accepts all.
     methods: Box<[Method]>,
     /// Request headers required.
@@ -228,7 +228,7 @@ pub enum Target {
 
 impl Target {
     /// The `service` label of the route's metrics.
-    fn label(&self) -> &str {
+    fn label(&self) -> &Arc<str> {
         match self {
             Target::Service(service) => &service.name,
             Target::Ai(version) => version.label(),
@@ -262,7 +262,7 @@ impl Route {
     }
 
     /// The name of what the route sends to: its service, or its AI API version.
-    pub(crate) fn target_label(&self) -> &str {
+    pub(crate) fn target_label(&self) -> &Arc<str> {
         self.target.label()
     }
 
@@ -399,13 +399,11 @@ impl Router {
             let Some(version) = AiVersion::of(&entity.spec) else {
                 continue;
             };
-            let Some(gate) = split_key(&entity.name).and_then(|(api, version)| {
-                let owner = ApiVersionRef {
-                    api: api.into(),
-                    version: version.into(),
-                };
-                gates.of(state, &owner, metrics)
-            }) else {
+            let owner = split_key(&entity.name).map(|(api, version)| ApiVersionRef {
+                api: api.into(),
+                version: version.into(),
+            });
+            let Some(gate) = owner.as_ref().and_then(|o| gates.of(state, o, metrics)) else {
                 warn!(api_version = %entity.name, "AI API version's API does not exist; not served");
                 continue;
             };
@@ -419,6 +417,7 @@ impl Router {
             );
             let route = RouteSpec {
                 paths: vec![entity.spec.base_path.clone()],
+                api_version: owner,
                 ..RouteSpec::default()
             };
             let route = Entity::new(&entity.name, route);

@@ -5,19 +5,15 @@
 //! from the proxy's metrics) and instance expiry (decided by the leader).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use raftgate_cluster::Node;
 use raftgate_metrics::{Metrics, RouteTraffic};
 use raftgate_model::analytics::{MAX_REPORT_SERIES, Resolution, Series, TrafficDelta};
+use raftgate_model::catalog::split_key;
 use raftgate_model::report::{Moment, Reporter};
 use raftgate_model::{Command, State};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use raftgate_policy::counter::now_ms;
 
 /// Asks `reporter` for its report every `interval` and proposes it, until the task is dropped.
 /// With `aligned`, ticks fall on multiples of `interval` since the Unix epoch, so that a report
@@ -102,7 +98,7 @@ fn owner(state: &State, route: &str) -> (String, String) {
             .map(|v| (v.api.clone(), v.version.clone()))
             .unwrap_or_default();
     }
-    match route.split_once('/') {
+    match split_key(route) {
         Some((api, version)) if state.api_versions.contains_key(route) => {
             (api.to_string(), version.to_string())
         }

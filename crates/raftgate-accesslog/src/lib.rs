@@ -21,7 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use raftgate_metrics::Drops;
 use raftgate_model::policy::civil_from_days;
-use serde::Serialize;
 
 /// Lines the queue holds before it drops: about a second of a busy node's traffic.
 pub const DEFAULT_QUEUE: usize = 65_536;
@@ -68,26 +67,23 @@ pub enum AccessLogError {
 
 /// One proxied request, as logged. Names are empty when they do not apply (a request that
 /// matched no route has no route; an unauthenticated one no consumer).
-#[derive(Debug, Clone, Default, Serialize)]
+///
+/// The request's own strings (id, method, host, path) are copied into one allocation by
+/// [`Entry::new`]: the request moves on before the line is written, and one copy costs the
+/// proxy less than four.
+#[derive(Debug, Clone, Default)]
 pub struct Entry {
     /// When the request was received.
-    #[serde(serialize_with = "rfc3339")]
     pub time: Option<SystemTime>,
-    /// `X-Request-Id`, as sent upstream and to the client.
-    pub request_id: String,
+    /// Request id, method, host and path, one after another; `ends` says where each stops.
+    head: String,
+    ends: [usize; 3],
     /// The trace id, when the request is traced.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
     /// The node that served it.
     pub node: u64,
     /// The client's address.
     pub client: Option<std::net::SocketAddr>,
-    /// HTTP method.
-    pub method: String,
-    /// Host the client asked for.
-    pub host: String,
-    /// Path (without the query string, which may hold secrets).
-    pub path: String,
     /// The route matched.
     pub route: Arc<str>,
     /// The route's service.
@@ -104,51 +100,201 @@ pub struct Entry {
     pub bytes_in: u64,
     /// Response body bytes, as declared.
     pub bytes_out: u64,
-    /// Milliseconds from receiving the request to having the response head.
-    pub latency_ms: f64,
-    /// Milliseconds the upstream took, retries included.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_latency_ms: Option<f64>,
+    /// From receiving the request to having the response head.
+    pub latency: Duration,
+    /// What the upstream took, retries included.
+    pub upstream_latency: Option<Duration>,
     /// The upstream target that answered (or failed).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<Arc<str>>,
     /// Attempts beyond the first.
     pub retries: u32,
     /// Cache outcome (`hit`, `miss`), when a cache was asked.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
     /// `refused` when a rate limit or quota refused the request, `passed` when the route has
     /// limits and they let it through.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<&'static str>,
     /// The proxy's own error code, when it answered itself (`no_route`, `upstream_timeout`…).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
 }
 
-/// `2026-12-07T23:59:01.123Z`.
-fn rfc3339<S: serde::Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    let ms = time
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64);
-    s.collect_str(&format_args!("{}", Rfc3339(ms)))
+impl Entry {
+    /// A line for the request received at `time`; the path is without its query string, which
+    /// may hold secrets.
+    pub fn new(
+        time: SystemTime,
+        node: u64,
+        client: std::net::SocketAddr,
+        request: [&str; 4],
+    ) -> Box<Entry> {
+        let [request_id, method, host, path] = request;
+        let mut head = String::with_capacity(request.iter().map(|s| s.len()).sum());
+        let mut ends = [0; 3];
+        for (end, part) in ends.iter_mut().zip([request_id, method, host]) {
+            head.push_str(part);
+            *end = head.len();
+        }
+        head.push_str(path);
+        Box::new(Entry {
+            time: Some(time),
+            head,
+            ends,
+            node,
+            client: Some(client),
+            ..Entry::default()
+        })
+    }
+
+    /// `X-Request-Id`, as sent upstream and to the client.
+    pub fn request_id(&self) -> &str {
+        self.head.get(..self.ends[0]).unwrap_or_default()
+    }
+
+    fn part(&self, i: usize) -> &str {
+        self.head
+            .get(self.ends[i - 1]..self.ends[i])
+            .unwrap_or_default()
+    }
+
+    /// The JSON line, without its newline, appended to `out`.
+    fn write(&self, out: &mut Vec<u8>, clock: &mut Clock) {
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"time\":\"");
+        clock.write(self.time, out);
+        out.extend_from_slice(b"\",\"request_id\":");
+        string(out, self.request_id());
+        if let Some(trace_id) = &self.trace_id {
+            out.extend_from_slice(b",\"trace_id\":");
+            string(out, trace_id);
+        }
+        out.extend_from_slice(b",\"node\":");
+        out.extend_from_slice(n.format(self.node).as_bytes());
+        out.extend_from_slice(b",\"client\":");
+        match self.client {
+            Some(std::net::SocketAddr::V4(addr)) => {
+                out.push(b'"');
+                for (i, octet) in addr.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    out.extend_from_slice(n.format(octet).as_bytes());
+                }
+                out.push(b':');
+                out.extend_from_slice(n.format(addr.port()).as_bytes());
+                out.push(b'"');
+            }
+            Some(addr) => {
+                let _ = write!(out, "\"{addr}\"");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        for (key, value) in [
+            (&b",\"method\":"[..], self.part(1)),
+            (b",\"host\":", self.part(2)),
+            (
+                b",\"path\":",
+                self.head.get(self.ends[2]..).unwrap_or_default(),
+            ),
+            (b",\"route\":", &self.route),
+            (b",\"service\":", &self.service),
+            (b",\"api\":", &self.api),
+            (b",\"version\":", &self.version),
+        ] {
+            out.extend_from_slice(key);
+            string(out, value);
+        }
+        out.extend_from_slice(b",\"consumer\":");
+        match &self.consumer {
+            Some(consumer) => string(out, consumer),
+            None => out.extend_from_slice(b"null"),
+        }
+        for (key, value) in [
+            (&b",\"status\":"[..], u64::from(self.status)),
+            (b",\"bytes_in\":", self.bytes_in),
+            (b",\"bytes_out\":", self.bytes_out),
+        ] {
+            out.extend_from_slice(key);
+            out.extend_from_slice(n.format(value).as_bytes());
+        }
+        out.extend_from_slice(b",\"latency_ms\":");
+        millis(out, self.latency);
+        if let Some(upstream_latency) = self.upstream_latency {
+            out.extend_from_slice(b",\"upstream_latency_ms\":");
+            millis(out, upstream_latency);
+        }
+        if let Some(upstream) = &self.upstream {
+            out.extend_from_slice(b",\"upstream\":");
+            string(out, upstream);
+        }
+        out.extend_from_slice(b",\"retries\":");
+        out.extend_from_slice(n.format(self.retries).as_bytes());
+        for (key, value) in [
+            (&b",\"cache\":"[..], self.cache),
+            (b",\"rate_limit\":", self.rate_limit),
+            (b",\"error\":", self.error),
+        ] {
+            if let Some(value) = value {
+                out.extend_from_slice(key);
+                string(out, value);
+            }
+        }
+        out.push(b'}');
+    }
 }
 
-/// Unix milliseconds shown as an RFC 3339 UTC time.
-struct Rfc3339(u64);
+/// `value` as a JSON string (quoted and escaped).
+fn string(out: &mut Vec<u8>, value: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
 
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (secs, ms) = (self.0 / 1000, self.0 % 1000);
-        let (days, rest) = (secs / 86_400, secs % 86_400);
-        let (year, month, day) = civil_from_days(days);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            rest / 3600,
-            rest % 3600 / 60,
-            rest % 60
-        )
+/// A duration in milliseconds with microsecond precision (`12.345`), without going through
+/// floating point.
+fn millis(out: &mut Vec<u8>, duration: Duration) {
+    let us = duration.as_micros();
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(n.format(us / 1000).as_bytes());
+    let frac = (us % 1000) as u16;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// Formats line times: the date and time down to the second are formatted once per second
+/// (`2026-12-07T23:59:01.`), a line adds its milliseconds.
+#[derive(Debug, Default)]
+struct Clock {
+    second: Option<u64>,
+    prefix: String,
+}
+
+impl Clock {
+    /// `time` as `2026-12-07T23:59:01.123Z` (the Unix epoch when unknown).
+    fn write(&mut self, time: Option<SystemTime>, out: &mut Vec<u8>) {
+        let ms = time
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        let (secs, ms) = (ms / 1000, ms % 1000);
+        if self.second != Some(secs) {
+            let (days, rest) = (secs / 86_400, secs % 86_400);
+            let (year, month, day) = civil_from_days(days);
+            self.prefix = format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+                rest / 3600,
+                rest % 3600 / 60,
+                rest % 60
+            );
+            self.second = Some(secs);
+        }
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(&[
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
     }
 }
 
@@ -278,6 +424,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// Writes every entry as a JSON line, one `write` per batch, until the log is dropped.
 fn write_loop(queue: Receiver<Box<Entry>>, mut sink: Sink, reopen: &AtomicBool) {
     let mut line = Vec::with_capacity(1024);
+    let mut clock = Clock::default();
     let mut failures = 0u64;
     let mut report = |error: std::io::Error| {
         failures += 1;
@@ -293,11 +440,10 @@ fn write_loop(queue: Receiver<Box<Entry>>, mut sink: Sink, reopen: &AtomicBool) 
             match queue.try_recv() {
                 Ok(entry) => {
                     line.clear();
-                    if serde_json::to_writer(&mut line, &entry).is_ok() {
-                        line.push(b'\n');
-                        if let Err(error) = sink.writer().write_all(&line) {
-                            report(error);
-                        }
+                    entry.write(&mut line, &mut clock);
+                    line.push(b'\n');
+                    if let Err(error) = sink.writer().write_all(&line) {
+                        report(error);
                     }
                 }
                 Err(TryRecvError::Empty) => break true,
@@ -318,18 +464,84 @@ fn write_loop(queue: Receiver<Box<Entry>>, mut sink: Sink, reopen: &AtomicBool) 
 mod tests {
     use super::*;
 
+    fn time(ms: u64, clock: &mut Clock) -> String {
+        let mut out = Vec::new();
+        clock.write(Some(UNIX_EPOCH + Duration::from_millis(ms)), &mut out);
+        String::from_utf8(out).expect("ASCII")
+    }
+
     #[test]
     fn times_are_rfc3339_utc() {
-        assert_eq!(Rfc3339(0).to_string(), "1970-01-01T00:00:00.000Z");
+        let mut clock = Clock::default();
+        assert_eq!(time(0, &mut clock), "1970-01-01T00:00:00.000Z");
         assert_eq!(
-            Rfc3339(1_796_687_941_123).to_string(),
+            time(1_796_687_941_123, &mut clock),
             "2026-12-07T23:59:01.123Z"
         );
         assert_eq!(
-            Rfc3339(951_825_600_000).to_string(),
+            time(1_796_687_941_999, &mut clock),
+            "2026-12-07T23:59:01.999Z",
+            "the same second, from the cached prefix"
+        );
+        assert_eq!(
+            time(1_796_687_942_005, &mut clock),
+            "2026-12-07T23:59:02.005Z",
+            "the next second"
+        );
+        assert_eq!(
+            time(951_825_600_000, &mut clock),
             "2000-02-29T12:00:00.000Z",
             "a leap day"
         );
+    }
+
+    #[test]
+    fn lines_are_json_with_every_field_escaped() {
+        let mut entry = Entry::new(
+            UNIX_EPOCH + Duration::from_millis(1_500),
+            3,
+            "10.0.0.7:4242".parse().expect("address"),
+            ["id-1", "GET", "a\"b.test", "/p/\u{1}ü"],
+        );
+        entry.route = "r".into();
+        entry.consumer = Some("alice".into());
+        entry.status = 503;
+        entry.latency = Duration::from_micros(12_345);
+        entry.upstream_latency = Some(Duration::from_micros(7));
+        entry.error = Some("upstream_timeout");
+        let mut out = Vec::new();
+        entry.write(&mut out, &mut Clock::default());
+        let line: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "time": "1970-01-01T00:00:01.500Z",
+                "request_id": "id-1",
+                "node": 3,
+                "client": "10.0.0.7:4242",
+                "method": "GET",
+                "host": "a\"b.test",
+                "path": "/p/\u{1}ü",
+                "route": "r",
+                "service": "",
+                "api": "",
+                "version": "",
+                "consumer": "alice",
+                "status": 503,
+                "bytes_in": 0,
+                "bytes_out": 0,
+                "latency_ms": 12.345,
+                "upstream_latency_ms": 0.007,
+                "retries": 0,
+                "error": "upstream_timeout",
+            })
+        );
+        let mut out = Vec::new();
+        let v6 = Entry::new(UNIX_EPOCH, 1, "[::1]:80".parse().expect("address"), [""; 4]);
+        v6.write(&mut out, &mut Clock::default());
+        let line: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(line["client"], "[::1]:80");
+        assert!(line.get("trace_id").is_none() && line.get("upstream").is_none());
     }
 
     fn read_lines(path: &Path) -> Vec<serde_json::Value> {
@@ -363,13 +575,14 @@ mod tests {
             metrics.access_log_drops(),
         )
         .expect("start");
-        log.log(Box::new(Entry {
-            request_id: "a".into(),
-            status: 200,
-            route: "r".into(),
-            time: Some(UNIX_EPOCH),
-            ..Entry::default()
-        }));
+        let mut entry = Entry::new(
+            UNIX_EPOCH,
+            1,
+            "127.0.0.1:1".parse().expect("address"),
+            ["a", "GET", "h", "/"],
+        );
+        entry.route = "r".into();
+        log.log(entry);
         let lines = wait_for(&path, 1);
         assert_eq!(lines[0]["request_id"], "a");
         assert_eq!(lines[0]["route"], "r");
@@ -381,10 +594,12 @@ mod tests {
         std::fs::rename(&path, &rotated).expect("rotate");
         log.reopen();
         std::thread::sleep(Duration::from_millis(600));
-        log.log(Box::new(Entry {
-            request_id: "b".into(),
-            ..Entry::default()
-        }));
+        log.log(Entry::new(
+            UNIX_EPOCH,
+            1,
+            "127.0.0.1:1".parse().expect("address"),
+            ["b", "GET", "h", "/"],
+        ));
         assert_eq!(wait_for(&path, 1)[0]["request_id"], "b");
         assert_eq!(read_lines(&rotated).len(), 1, "the old file keeps its line");
     }

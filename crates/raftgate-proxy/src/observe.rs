@@ -74,16 +74,17 @@ impl Observability {
             .as_ref()
             .map(|t| t.request(request.headers(), request.method(), path));
         let entry = logged.then(|| {
-            Box::new(Entry {
-                time: Some(SystemTime::now()),
-                request_id: request_id.to_str().unwrap_or_default().to_string(),
-                node: self.node,
-                client: Some(peer.addr),
-                method: request.method().as_str().to_string(),
-                host: host(request.uri(), request.headers()),
-                path: path.to_string(),
-                ..Entry::default()
-            })
+            Entry::new(
+                SystemTime::now(),
+                self.node,
+                peer.addr,
+                [
+                    request_id.to_str().unwrap_or_default(),
+                    request.method().as_str(),
+                    host(request.uri(), request.headers()),
+                    path,
+                ],
+            )
         });
         Some(Observed { span, entry })
     }
@@ -97,14 +98,13 @@ impl Observability {
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.
-fn host(uri: &http::Uri, headers: &HeaderMap) -> String {
+fn host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
     uri.authority()
-        .map(|a| a.host().to_string())
+        .map(|a| a.host())
         .or_else(|| {
             headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
         })
         .unwrap_or_default()
 }
@@ -166,8 +166,8 @@ impl Observed {
         entry.trace_id = trace_id;
         entry.status = outcome.status;
         entry.consumer = outcome.consumer.cloned();
-        entry.latency_ms = outcome.total.as_secs_f64() * 1e3;
-        entry.upstream_latency_ms = outcome.upstream.map(|d| d.as_secs_f64() * 1e3);
+        entry.latency = outcome.total;
+        entry.upstream_latency = outcome.upstream;
         entry.bytes_in = outcome.bytes_in;
         entry.bytes_out = outcome.bytes_out;
         entry.upstream = outcome.target.cloned();

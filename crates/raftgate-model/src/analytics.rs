@@ -14,7 +14,9 @@
 //! is applied. Each bucket holds at most [`Resolution::max_series`] series; the traffic of
 //! series past that is added to one [`OTHER`] series of the bucket, so totals stay exact while
 //! memory, snapshots and the log stay bounded however many routes and consumers are busy.
-//! A node's report is bounded the same way ([`MAX_REPORT_SERIES`]).
+//! A node's report is bounded the same way ([`MAX_REPORT_SERIES`]). The bound is a lot of rows,
+//! so a row is small: its series is shared with every other bucket of the series, its counters
+//! are packed (see [`TrafficTable`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -23,6 +25,8 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
+
+mod packed;
 
 /// Upper bounds of the latency buckets in nanoseconds: from 100 µs, where a proxy's own work
 /// lies, to a minute, past which an upstream is broken rather than slow. The node's Prometheus
@@ -109,7 +113,8 @@ impl Resolution {
     }
 
     /// Most series one bucket holds (plus [`OTHER`]). With every bucket full the table holds
-    /// 1,440 × 100 + 720 × 250 + 400 × 500 ≈ 524,000 rows.
+    /// 1,440 × 101 + 720 × 251 + 400 × 501 ≈ 527,000 rows: about 17 MiB of memory and a 10 MiB
+    /// snapshot with the series of `raftgate-bench analytics-table`.
     pub fn max_series(self) -> u32 {
         match self {
             Resolution::Minute => 100,
@@ -270,8 +275,9 @@ pub struct TrafficDelta {
 struct Bucket {
     /// Interned (see [`TrafficTable`]).
     series: Box<[Arc<Series>]>,
-    /// What each of `series` did, in the same order.
-    traffic: Box<[Traffic]>,
+    /// What each of `series` did, in the same order, [`packed`] one after another: a
+    /// [`Traffic`] is 224 bytes, mostly zeros.
+    counters: Box<[u8]>,
 }
 
 /// A bucket opened by [`TrafficTable::apply`]: its rows, to add to, in series order.
@@ -279,27 +285,39 @@ type Rows = Vec<(Arc<Series>, Traffic)>;
 
 impl Bucket {
     fn new(rows: Rows) -> Bucket {
-        let (series, traffic): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        let mut counters = Vec::new();
+        let series = rows
+            .into_iter()
+            .map(|(series, traffic)| {
+                packed::pack(&traffic, &mut counters);
+                series
+            })
+            .collect();
         Bucket {
-            series: series.into(),
-            traffic: traffic.into(),
+            series,
+            counters: counters.into(),
         }
     }
 
     fn rows(&self) -> impl Iterator<Item = (&Arc<Series>, Traffic)> {
-        self.series.iter().zip(self.traffic.iter().cloned())
+        let mut counters = &self.counters[..];
+        // Every row unpacks: `new` packed them, or `TrafficTable::from_wire` checked them.
+        self.series
+            .iter()
+            .map_while(move |series| Some((series, packed::unpack(&mut counters).ok()?)))
     }
 }
 
 /// The replicated analytics: every bucket's rows.
 ///
 /// The same routes and consumers recur in every minute, hour and day, so a series is stored
-/// once, in `interned`, and the buckets share it; naming it in every row was most of the
-/// table's memory. With each series is the number of buckets holding it, so that it goes when
-/// the last of them expires: counted here rather than read from the `Arc`, whose count the
-/// clones of the state a node happens to hold (snapshots, readers) raise differently on every
-/// node. Buckets are behind an `Arc` so that the copy-on-write of a map leaf, after the state
-/// was cloned, copies pointers rather than rows.
+/// once, in `interned`, and a row holds a pointer to it and its counters, packed; owned names
+/// and unpacked counters in every row took 27 times the memory. With each series is the number
+/// of buckets holding it, so that it goes when the last of them expires: counted here rather
+/// than read from the `Arc`, whose count the clones of the state a node happens to hold
+/// (snapshots, readers) raise differently on every node. Buckets are behind an `Arc` so that
+/// the copy-on-write of a map leaf, after the state was cloned, copies pointers rather than
+/// rows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrafficTable {
     buckets: OrdMap<(Resolution, u64), Arc<Bucket>>,
@@ -521,13 +539,13 @@ struct Wire<'a> {
     buckets: Vec<WireBucket<'a>>,
 }
 
-/// One bucket of a [`Wire`].
+/// One bucket of a [`Wire`]: its series' indexes, and their counters as the bucket holds them.
 #[derive(Serialize, Deserialize)]
 struct WireBucket<'a> {
     resolution: Resolution,
     start_ms: u64,
     series: Vec<u32>,
-    traffic: Cow<'a, [Traffic]>,
+    counters: Cow<'a, [u8]>,
 }
 
 /// Why a written [`TrafficTable`] is refused (or, for [`TableError::NotInterned`], cannot be
@@ -546,14 +564,12 @@ enum TableError {
     /// A listed series no bucket holds.
     #[error("traffic analytics: series {0} is in no bucket")]
     SeriesUnused(usize),
-    /// A bucket with more or fewer counts than series.
-    #[error("traffic analytics: a bucket of {series} series has {traffic} counts")]
-    RowCount {
-        /// Series of the bucket.
-        series: usize,
-        /// Counts of the bucket.
-        traffic: usize,
-    },
+    /// A row's counters that do not unpack.
+    #[error("traffic analytics: {0}")]
+    Counters(#[from] packed::PackError),
+    /// Counters past a bucket's last row.
+    #[error("traffic analytics: {0} bytes after a bucket's last row")]
+    Trailing(usize),
     /// A bucket's series missing from the intern map (a bug).
     #[error("traffic analytics: a bucket's series is not interned")]
     NotInterned,
@@ -581,7 +597,7 @@ impl Serialize for TrafficTable {
                     resolution,
                     start_ms,
                     series: bucket.series.iter().map(index).collect::<Result<_, _>>()?,
-                    traffic: Cow::Borrowed(&bucket.traffic),
+                    counters: Cow::Borrowed(&bucket.counters),
                 })
             })
             .collect::<Result<Vec<_>, TableError>>()
@@ -623,11 +639,12 @@ impl TrafficTable {
             if !b.series.windows(2).all(|w| w[0] < w[1]) {
                 return Err(TableError::Unordered("a bucket's series"));
             }
-            if b.series.len() != b.traffic.len() {
-                return Err(TableError::RowCount {
-                    series: b.series.len(),
-                    traffic: b.traffic.len(),
-                });
+            let mut counters = &b.counters[..];
+            for _ in &b.series {
+                packed::unpack(&mut counters)?;
+            }
+            if !counters.is_empty() {
+                return Err(TableError::Trailing(counters.len()));
             }
             let rows = b
                 .series
@@ -642,7 +659,7 @@ impl TrafficTable {
                 .collect::<Result<_, TableError>>()?;
             let bucket = Bucket {
                 series: rows,
-                traffic: b.traffic.into_owned().into(),
+                counters: b.counters.into_owned().into(),
             };
             buckets.insert(at, Arc::new(bucket));
         }
@@ -1167,38 +1184,68 @@ mod tests {
                 ..Series::default()
             })
         };
-        let bucket = |start_ms, series: Vec<u32>| WireBucket {
-            resolution: Resolution::Minute,
-            start_ms,
-            traffic: Cow::Owned(vec![traffic(1, 200, 1); series.len()]),
-            series,
+        let bucket = |start_ms, series: Vec<u32>| {
+            let mut counters = Vec::new();
+            for _ in &series {
+                packed::pack(&traffic(1, 200, 1), &mut counters);
+            }
+            WireBucket {
+                resolution: Resolution::Minute,
+                start_ms,
+                series,
+                counters: Cow::Owned(counters),
+            }
         };
         let load = |series: Vec<Cow<'static, Series>>, buckets| {
             decode::<TrafficTable>(&encode(&Wire { series, buckets }).unwrap())
         };
-        assert!(load(vec![series("a"), series("b")], vec![bucket(0, vec![0, 1])]).is_ok());
-        for (series, buckets) in [
-            (vec![series("b"), series("a")], vec![bucket(0, vec![0, 1])]),
-            (vec![series("a"), series("b")], vec![bucket(0, vec![1, 0])]),
+        let ab = || vec![series("a"), series("b")];
+        assert!(load(ab(), vec![bucket(0, vec![0, 1])]).is_ok());
+        let mut short = bucket(0, vec![0, 1]);
+        short.counters.to_mut().pop();
+        let mut long = bucket(0, vec![0, 1]);
+        long.counters.to_mut().push(0);
+        let mut bad = bucket(0, vec![0, 1]);
+        // A count of zero named by the mask.
+        bad.counters = Cow::Owned(vec![1, 0, 0]);
+        for (series, buckets, why) in [
             (
-                vec![series("a"), series("b")],
+                vec![series("b"), series("a")],
+                vec![bucket(0, vec![0, 1])],
+                "analytics: series not in",
+            ),
+            (
+                ab(),
+                vec![bucket(0, vec![1, 0])],
+                "a bucket's series not in",
+            ),
+            (
+                ab(),
                 vec![bucket(0, vec![0, 0, 1])],
-            ),
-            (vec![series("a"), series("b")], vec![bucket(0, vec![0, 2])]),
-            (vec![series("a"), series("b")], vec![bucket(0, vec![0])]),
-            (
-                vec![series("a")],
-                vec![bucket(0, vec![0]), bucket(0, vec![0])],
+                "a bucket's series not in",
             ),
             (
-                vec![series("a")],
-                vec![bucket(0, vec![0]), bucket(MINUTE_MS, vec![])],
+                ab(),
+                vec![bucket(0, vec![0, 2])],
+                "series 2 named, 2 listed",
             ),
+            (ab(), vec![bucket(0, vec![0])], "series 1 is in no bucket"),
+            (
+                ab(),
+                vec![bucket(0, vec![0]), bucket(0, vec![1])],
+                "buckets not in",
+            ),
+            (
+                ab(),
+                vec![bucket(0, vec![0, 1]), bucket(1, vec![])],
+                "empty bucket",
+            ),
+            (ab(), vec![short], "ends early"),
+            (ab(), vec![long], "1 bytes after"),
+            (ab(), vec![bad], "marks a counter"),
         ] {
-            assert!(load(series, buckets).is_err());
+            let error = load(series, buckets).unwrap_err().to_string();
+            assert!(error.contains(why), "{error}");
         }
-        let mut short = bucket(0, vec![0]);
-        short.traffic = Cow::Owned(Vec::new());
-        assert!(load(vec![series("a")], vec![short]).is_err());
     }
 }

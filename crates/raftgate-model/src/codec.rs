@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 /// version's `deprecated_at` and `policies` (those of an AI version) and the `if_version` of
 /// `ReplaceVersionRoutes`; 7 added the traffic analytics (`RecordTraffic`, the state's
 /// `traffic`); 8 writes the analytics table with each series once, its rows naming them by
-/// index.
+/// index, with their counters packed.
 pub const FORMAT_VERSION: u8 = 8;
 
 /// Largest value [`decode`] accepts; larger input is refused rather than allocated.

@@ -299,12 +299,11 @@ impl Bucket {
         }
     }
 
-    fn rows(&self) -> impl Iterator<Item = (&Arc<Series>, Traffic)> {
+    fn rows(&self) -> impl Iterator<Item = (&Arc<Series>, packed::Row<'_>)> {
         let mut counters = &self.counters[..];
-        // Every row unpacks: `new` packed them, or `TrafficTable::from_wire` checked them.
         self.series
             .iter()
-            .map_while(move |series| Some((series, packed::unpack(&mut counters).ok()?)))
+            .map_while(move |series| Some((series, packed::split(&mut counters)?)))
     }
 }
 
@@ -356,7 +355,9 @@ impl TrafficTable {
                 let at = (resolution, resolution.start(d.minute_ms));
                 let rows = open.entry(at).or_insert_with(|| {
                     self.buckets.get(&at).map_or_else(Vec::new, |b| {
-                        b.rows().map(|(s, t)| (Arc::clone(s), t)).collect()
+                        b.rows()
+                            .map(|(s, row)| (Arc::clone(s), row.traffic()))
+                            .collect()
                     })
                 });
                 self.add(resolution, rows, d);
@@ -440,14 +441,14 @@ impl TrafficTable {
         resolution: Resolution,
         from_ms: u64,
         to_ms: u64,
-    ) -> impl Iterator<Item = (u64, &Series, Traffic)> {
+    ) -> impl Iterator<Item = (u64, &Series, packed::Row<'_>)> {
         self.buckets
             .range((resolution, resolution.start(from_ms))..)
             .take_while(move |((r, start), _)| *r == resolution && *start < to_ms)
             .flat_map(|(&(_, start_ms), bucket)| {
                 bucket
                     .rows()
-                    .map(move |(series, traffic)| (start_ms, series.as_ref(), traffic))
+                    .map(move |(series, row)| (start_ms, series.as_ref(), row))
             })
     }
 
@@ -457,10 +458,11 @@ impl TrafficTable {
         let mut points: Vec<AnalyticsPoint> = Vec::new();
         let mut total = Traffic::default();
         let mut current: Option<(u64, Traffic)> = None;
-        for (start_ms, series, traffic) in self.window(step, from_ms, to_ms) {
+        for (start_ms, series, row) in self.window(step, from_ms, to_ms) {
             if !query.selects(series) {
                 continue;
             }
+            let traffic = row.traffic();
             total.add(&traffic);
             match &mut current {
                 Some((start, sum)) if *start == start_ms => sum.add(&traffic),
@@ -488,7 +490,7 @@ impl TrafficTable {
     pub fn top(&self, query: &TopQuery, filter: &AnalyticsQuery, now_ms: u64) -> TopReport {
         let (from_ms, to_ms, step) = filter.window(now_ms);
         let mut groups: std::collections::BTreeMap<String, Traffic> = Default::default();
-        for (_, s, traffic) in self.window(step, from_ms, to_ms) {
+        for (_, s, row) in self.window(step, from_ms, to_ms) {
             if !filter.selects(s) {
                 continue;
             }
@@ -499,7 +501,7 @@ impl TrafficTable {
                 TopBy::Api if s.api.is_empty() => continue,
                 TopBy::Api => format!("{}/{}", s.api, s.version),
             };
-            groups.entry(name).or_default().add(&traffic);
+            groups.entry(name).or_default().add(&row.traffic());
         }
         let mut rows: Vec<TopRow> = groups
             .into_iter()

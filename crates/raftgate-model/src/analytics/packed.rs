@@ -70,6 +70,30 @@ pub(super) fn pack(traffic: &Traffic, out: &mut Vec<u8>) {
     }
 }
 
+/// One packed row, as [`split`] found it: unpacked only when read, so that a query pays for
+/// the rows it selects, and only finds the end of the others.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Row<'a>(&'a [u8]);
+
+impl Row<'_> {
+    /// What the row holds. Rows are split from counters that [`pack`] wrote or [`unpack`]
+    /// checked, so they unpack; were one not to, it would read as no traffic.
+    pub(super) fn traffic(self) -> Traffic {
+        unpack(&mut &self.0[..]).unwrap_or_default()
+    }
+}
+
+/// Takes the first row off `input`, unchecked but for its length; `None` when it ends early.
+pub(super) fn split<'a>(input: &mut &'a [u8]) -> Option<Row<'a>> {
+    let all = *input;
+    let mask = take(input).ok()?;
+    for _ in 0..mask.count_ones() {
+        let end = input.iter().position(|byte| byte & 0x80 == 0)?;
+        *input = &input[end + 1..];
+    }
+    Some(Row(&all[..all.len() - input.len()]))
+}
+
 /// Takes one traffic off the front of `input`.
 pub(super) fn unpack(input: &mut &[u8]) -> Result<Traffic, PackError> {
     let mask = take(input)?;
@@ -77,13 +101,14 @@ pub(super) fn unpack(input: &mut &[u8]) -> Result<Traffic, PackError> {
         return Err(PackError::Field);
     }
     let mut fields = [0; FIELDS];
-    for (i, v) in fields.iter_mut().enumerate() {
-        if (mask >> i) & 1 == 1 {
-            *v = take(input)?;
-            if *v == 0 {
-                return Err(PackError::Field);
-            }
+    let mut left = mask;
+    while left != 0 {
+        let v = take(input)?;
+        if v == 0 {
+            return Err(PackError::Field);
         }
+        fields[left.trailing_zeros() as usize] = v;
+        left &= left - 1;
     }
     Ok(from_fields(&fields))
 }
@@ -98,10 +123,11 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
 
 fn take(input: &mut &[u8]) -> Result<u64, PackError> {
     let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
+    let mut shift = 0;
+    loop {
         let (&byte, rest) = input.split_first().ok_or(PackError::Truncated)?;
         *input = rest;
-        // The tenth byte holds only the 64th bit.
+        // The tenth byte holds only the 64th bit (and so ends the varint).
         if shift == 63 && byte > 1 {
             return Err(PackError::Varint);
         }
@@ -114,8 +140,8 @@ fn take(input: &mut &[u8]) -> Result<u64, PackError> {
                 Ok(v)
             };
         }
+        shift += 7;
     }
-    Err(PackError::Varint)
 }
 
 #[cfg(test)]
@@ -172,6 +198,11 @@ mod tests {
             assert_eq!(unpack(&mut input).as_ref(), Ok(t));
         }
         assert!(input.is_empty());
+        let mut input = &bytes[..];
+        for t in [&max, &Traffic::default(), &sparse] {
+            assert_eq!(split(&mut input).map(Row::traffic).as_ref(), Some(t));
+        }
+        assert!(input.is_empty());
     }
 
     #[test]
@@ -209,6 +240,7 @@ mod tests {
         );
         for cut in 0..bytes.len() {
             assert_eq!(refused(&bytes[..cut]), Some(PackError::Truncated));
+            assert!(split(&mut &bytes[..cut]).is_none());
         }
     }
 }

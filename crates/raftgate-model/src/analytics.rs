@@ -14,11 +14,19 @@
 //! is applied. Each bucket holds at most [`Resolution::max_series`] series; the traffic of
 //! series past that is added to one [`OTHER`] series of the bucket, so totals stay exact while
 //! memory, snapshots and the log stay bounded however many routes and consumers are busy.
-//! A node's report is bounded the same way ([`MAX_REPORT_SERIES`]).
+//! A node's report is bounded the same way ([`MAX_REPORT_SERIES`]). The bound is a lot of rows,
+//! so a row is small: its series is shared with every other bucket of the series, its counters
+//! are packed (see [`TrafficTable`]).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use imbl::OrdMap;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
+
+mod packed;
 
 /// Upper bounds of the latency buckets in nanoseconds: from 100 µs, where a proxy's own work
 /// lies, to a minute, past which an upstream is broken rather than slow. The node's Prometheus
@@ -105,7 +113,8 @@ impl Resolution {
     }
 
     /// Most series one bucket holds (plus [`OTHER`]). With every bucket full the table holds
-    /// 1,440 × 100 + 720 × 250 + 400 × 500 ≈ 524,000 rows.
+    /// 1,440 × 101 + 720 × 251 + 400 × 501 ≈ 527,000 rows: about 17 MiB of memory and a 10 MiB
+    /// snapshot with the series of `raftgate-bench analytics-table`.
     pub fn max_series(self) -> u32 {
         match self {
             Resolution::Minute => 100,
@@ -260,28 +269,64 @@ pub struct TrafficDelta {
     pub traffic: Traffic,
 }
 
-/// The key of one bucket of one series.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct BucketKey {
-    /// Minute, hour or day.
-    pub resolution: Resolution,
-    /// Start of the bucket, Unix milliseconds.
-    pub start_ms: u64,
-    /// The series.
-    pub series: Series,
+/// One bucket's rows, in series order: the order the queries read them in, and the one that
+/// finds a series by binary search when a report is added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bucket {
+    /// Interned (see [`TrafficTable`]).
+    series: Box<[Arc<Series>]>,
+    /// What each of `series` did, in the same order, [`packed`] one after another: a
+    /// [`Traffic`] is 224 bytes, mostly zeros.
+    counters: Box<[u8]>,
 }
 
-/// The replicated analytics: every bucket, and how many series each holds (for the bound).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A bucket opened by [`TrafficTable::apply`]: its rows, to add to, in series order.
+type Rows = Vec<(Arc<Series>, Traffic)>;
+
+impl Bucket {
+    fn new(rows: Rows) -> Bucket {
+        let mut counters = Vec::new();
+        let series = rows
+            .into_iter()
+            .map(|(series, traffic)| {
+                packed::pack(&traffic, &mut counters);
+                series
+            })
+            .collect();
+        Bucket {
+            series,
+            counters: counters.into(),
+        }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = (&Arc<Series>, packed::Row<'_>)> {
+        let mut counters = &self.counters[..];
+        self.series
+            .iter()
+            .map_while(move |series| Some((series, packed::split(&mut counters)?)))
+    }
+}
+
+/// The replicated analytics: every bucket's rows.
+///
+/// The same routes and consumers recur in every minute, hour and day, so a series is stored
+/// once, in `interned`, and a row holds a pointer to it and its counters, packed; owned names
+/// and unpacked counters in every row took 27 times the memory. With each series is the number
+/// of buckets holding it, so that it goes when the last of them expires: counted here rather
+/// than read from the `Arc`, whose count the clones of the state a node happens to hold
+/// (snapshots, readers) raise differently on every node. Buckets are behind an `Arc` so that
+/// the copy-on-write of a map leaf, after the state was cloned, copies pointers rather than
+/// rows.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrafficTable {
-    buckets: OrdMap<BucketKey, Traffic>,
-    series: OrdMap<(Resolution, u64), u32>,
+    buckets: OrdMap<(Resolution, u64), Arc<Bucket>>,
+    interned: OrdMap<Arc<Series>, u32>,
 }
 
 impl TrafficTable {
     /// Rows held, all resolutions together.
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.buckets.values().map(|b| b.series.len()).sum()
     }
 
     /// Whether nothing is held.
@@ -291,93 +336,120 @@ impl TrafficTable {
 
     /// Series held by the bucket of `resolution` starting at `start_ms`.
     pub fn series_in(&self, resolution: Resolution, start_ms: u64) -> u32 {
-        self.series
+        self.buckets
             .get(&(resolution, start_ms))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |b| u32::try_from(b.series.len()).unwrap_or(u32::MAX))
     }
 
     /// Adds a node's report to its minute, hour and day buckets, and drops the buckets past
     /// their retention at `now_ms` (the proposal's time). Deterministic: the same on every node.
     pub fn apply(&mut self, deltas: &[TrafficDelta], now_ms: u64) {
+        // A report's deltas mostly share a minute: each bucket is opened once and stored again
+        // once, however many of them it gets.
+        let mut open: BTreeMap<(Resolution, u64), Rows> = BTreeMap::new();
         for d in deltas {
             if d.minute_ms > now_ms.saturating_add(MAX_CLOCK_AHEAD_MS) {
                 continue;
             }
             for resolution in Resolution::ALL {
-                self.add(resolution, d);
+                let at = (resolution, resolution.start(d.minute_ms));
+                let rows = open.entry(at).or_insert_with(|| {
+                    self.buckets.get(&at).map_or_else(Vec::new, |b| {
+                        b.rows()
+                            .map(|(s, row)| (Arc::clone(s), row.traffic()))
+                            .collect()
+                    })
+                });
+                self.add(resolution, rows, d);
             }
+        }
+        for (at, rows) in open {
+            self.buckets.insert(at, Arc::new(Bucket::new(rows)));
         }
         self.expire(now_ms);
     }
 
-    fn add(&mut self, resolution: Resolution, d: &TrafficDelta) {
-        let start_ms = resolution.start(d.minute_ms);
-        let mut key = BucketKey {
-            resolution,
-            start_ms,
-            series: d.series.clone(),
+    fn add(&mut self, resolution: Resolution, rows: &mut Rows, d: &TrafficDelta) {
+        let find =
+            |rows: &Rows, series: &Series| rows.binary_search_by(|(s, _)| s.as_ref().cmp(series));
+        let mut found = find(rows, &d.series);
+        let other;
+        let series = if found.is_err() && rows.len() >= resolution.max_series() as usize {
+            other = Series::other();
+            found = find(rows, &other);
+            &other
+        } else {
+            &d.series
         };
-        if !self.buckets.contains_key(&key) {
-            let held = self.series.entry((resolution, start_ms)).or_default();
-            if *held >= resolution.max_series() {
-                key.series = Series::other();
-            }
-            if !self.buckets.contains_key(&key) {
-                *held += 1;
-            }
+        let i = found.unwrap_or_else(|i| {
+            rows.insert(i, (self.intern(series), Traffic::default()));
+            i
+        });
+        rows[i].1.add(&d.traffic);
+    }
+
+    /// The shared copy of `series`, for one bucket more.
+    fn intern(&mut self, series: &Series) -> Arc<Series> {
+        if let Some((shared, held)) = self.interned.get_key_value_mut(series) {
+            *held += 1;
+            return Arc::clone(shared);
         }
-        self.buckets.entry(key).or_default().add(&d.traffic);
+        let shared = Arc::new(series.clone());
+        self.interned.insert(Arc::clone(&shared), 1);
+        shared
+    }
+
+    /// Forgets one bucket holding `series`.
+    fn release(&mut self, series: &Series) {
+        match self.interned.get_mut(series) {
+            Some(held) if *held > 1 => *held -= 1,
+            Some(_) => {
+                self.interned.remove(series);
+            }
+            None => {}
+        }
     }
 
     fn expire(&mut self, now_ms: u64) {
-        let expired: Vec<(Resolution, u64)> = self
-            .series
-            .keys()
-            .filter(|(r, start)| {
-                start
-                    .saturating_add(r.millis())
-                    .saturating_add(r.retention_ms())
-                    <= now_ms
+        let expired: Vec<(Resolution, u64)> = Resolution::ALL
+            .into_iter()
+            .flat_map(|r| {
+                self.buckets
+                    .range((r, 0)..=(r, u64::MAX))
+                    .map(|(at, _)| *at)
+                    .take_while(move |(r, start)| {
+                        start
+                            .saturating_add(r.millis())
+                            .saturating_add(r.retention_ms())
+                            <= now_ms
+                    })
             })
-            .copied()
             .collect();
-        for (resolution, start_ms) in expired {
-            self.series.remove(&(resolution, start_ms));
-            let doomed: Vec<BucketKey> = self
-                .buckets
-                .range(
-                    BucketKey {
-                        resolution,
-                        start_ms,
-                        series: Series::default(),
-                    }..,
-                )
-                .take_while(|(k, _)| k.resolution == resolution && k.start_ms == start_ms)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in doomed {
-                self.buckets.remove(&key);
+        for at in expired {
+            if let Some(bucket) = self.buckets.remove(&at) {
+                for series in bucket.series.iter() {
+                    self.release(series);
+                }
             }
         }
     }
 
-    /// The buckets of `resolution` from `from_ms` (inclusive) to `to_ms` (exclusive).
+    /// The rows of `resolution` from `from_ms` (inclusive) to `to_ms` (exclusive), with the
+    /// start of their bucket.
     fn window(
         &self,
         resolution: Resolution,
         from_ms: u64,
         to_ms: u64,
-    ) -> impl Iterator<Item = (&BucketKey, &Traffic)> {
+    ) -> impl Iterator<Item = (u64, &Series, packed::Row<'_>)> {
         self.buckets
-            .range(
-                BucketKey {
-                    resolution,
-                    start_ms: resolution.start(from_ms),
-                    series: Series::default(),
-                }..,
-            )
-            .take_while(move |(k, _)| k.resolution == resolution && k.start_ms < to_ms)
+            .range((resolution, resolution.start(from_ms))..)
+            .take_while(move |((r, start), _)| *r == resolution && *start < to_ms)
+            .flat_map(|(&(_, start_ms), bucket)| {
+                bucket
+                    .rows()
+                    .map(move |(series, row)| (start_ms, series.as_ref(), row))
+            })
     }
 
     /// `GET /analytics`: the matching series added up per step.
@@ -386,18 +458,19 @@ impl TrafficTable {
         let mut points: Vec<AnalyticsPoint> = Vec::new();
         let mut total = Traffic::default();
         let mut current: Option<(u64, Traffic)> = None;
-        for (key, traffic) in self.window(step, from_ms, to_ms) {
-            if !query.selects(&key.series) {
+        for (start_ms, series, row) in self.window(step, from_ms, to_ms) {
+            if !query.selects(series) {
                 continue;
             }
-            total.add(traffic);
+            let traffic = row.traffic();
+            total.add(&traffic);
             match &mut current {
-                Some((start, sum)) if *start == key.start_ms => sum.add(traffic),
+                Some((start, sum)) if *start == start_ms => sum.add(&traffic),
                 _ => {
                     if let Some((start_ms, sum)) = current.take() {
                         points.push(AnalyticsPoint::new(start_ms, &sum));
                     }
-                    current = Some((key.start_ms, traffic.clone()));
+                    current = Some((start_ms, traffic));
                 }
             }
         }
@@ -417,11 +490,10 @@ impl TrafficTable {
     pub fn top(&self, query: &TopQuery, filter: &AnalyticsQuery, now_ms: u64) -> TopReport {
         let (from_ms, to_ms, step) = filter.window(now_ms);
         let mut groups: std::collections::BTreeMap<String, Traffic> = Default::default();
-        for (key, traffic) in self.window(step, from_ms, to_ms) {
-            if !filter.selects(&key.series) {
+        for (_, s, row) in self.window(step, from_ms, to_ms) {
+            if !filter.selects(s) {
                 continue;
             }
-            let s = &key.series;
             let name = match query.by {
                 TopBy::Consumer => s.consumer.clone(),
                 TopBy::Route => s.route.clone(),
@@ -429,7 +501,7 @@ impl TrafficTable {
                 TopBy::Api if s.api.is_empty() => continue,
                 TopBy::Api => format!("{}/{}", s.api, s.version),
             };
-            groups.entry(name).or_default().add(traffic);
+            groups.entry(name).or_default().add(&row.traffic());
         }
         let mut rows: Vec<TopRow> = groups
             .into_iter()
@@ -457,6 +529,152 @@ impl TrafficTable {
             metric: query.metric,
             rows,
         }
+    }
+}
+
+/// How a [`TrafficTable`] is written: each series once, sorted, and a bucket's rows as indexes
+/// into that list, so that a snapshot does not name a series in every row. Index order is series
+/// order, so a bucket's indexes are increasing; loading interns the series again.
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    series: Vec<Cow<'a, Series>>,
+    buckets: Vec<WireBucket<'a>>,
+}
+
+/// One bucket of a [`Wire`]: its series' indexes, and their counters as the bucket holds them.
+#[derive(Serialize, Deserialize)]
+struct WireBucket<'a> {
+    resolution: Resolution,
+    start_ms: u64,
+    series: Vec<u32>,
+    counters: Cow<'a, [u8]>,
+}
+
+/// Why a written [`TrafficTable`] is refused (or, for [`TableError::NotInterned`], cannot be
+/// written).
+#[derive(Debug, thiserror::Error)]
+enum TableError {
+    /// Series, buckets or a bucket's rows out of order or repeated.
+    #[error("traffic analytics: {0} not in increasing order")]
+    Unordered(&'static str),
+    /// A bucket without rows.
+    #[error("traffic analytics: an empty bucket")]
+    EmptyBucket,
+    /// A row naming a series past the list.
+    #[error("traffic analytics: series {0} named, {1} listed")]
+    SeriesIndex(u32, usize),
+    /// A listed series no bucket holds.
+    #[error("traffic analytics: series {0} is in no bucket")]
+    SeriesUnused(usize),
+    /// A row's counters that do not unpack.
+    #[error("traffic analytics: {0}")]
+    Counters(#[from] packed::PackError),
+    /// Counters past a bucket's last row.
+    #[error("traffic analytics: {0} bytes after a bucket's last row")]
+    Trailing(usize),
+    /// A bucket's series missing from the intern map (a bug).
+    #[error("traffic analytics: a bucket's series is not interned")]
+    NotInterned,
+}
+
+impl Serialize for TrafficTable {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let series: Vec<Cow<'_, Series>> = self
+            .interned
+            .keys()
+            .map(|s| Cow::Borrowed(s.as_ref()))
+            .collect();
+        let index = |s: &Arc<Series>| {
+            series
+                .binary_search_by(|listed| listed.as_ref().cmp(s))
+                .ok()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or(TableError::NotInterned)
+        };
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(&(resolution, start_ms), bucket)| {
+                Ok(WireBucket {
+                    resolution,
+                    start_ms,
+                    series: bucket.series.iter().map(index).collect::<Result<_, _>>()?,
+                    counters: Cow::Borrowed(&bucket.counters),
+                })
+            })
+            .collect::<Result<Vec<_>, TableError>>()
+            .map_err(serde::ser::Error::custom)?;
+        Wire { series, buckets }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for TrafficTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        TrafficTable::from_wire(Wire::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TrafficTable {
+    /// The table `wire` was written from. Refuses anything [`Serialize`] would not have
+    /// written, so that equal tables stay equal after a snapshot is installed.
+    fn from_wire(wire: Wire<'_>) -> Result<TrafficTable, TableError> {
+        let series: Vec<Arc<Series>> = wire
+            .series
+            .into_iter()
+            .map(|s| Arc::new(s.into_owned()))
+            .collect();
+        if !series.windows(2).all(|w| w[0] < w[1]) {
+            return Err(TableError::Unordered("series"));
+        }
+        let mut held = vec![0u32; series.len()];
+        let mut buckets = OrdMap::new();
+        let mut last = None;
+        for b in wire.buckets {
+            let at = (b.resolution, b.start_ms);
+            if last.is_some_and(|last| last >= at) {
+                return Err(TableError::Unordered("buckets"));
+            }
+            last = Some(at);
+            if b.series.is_empty() {
+                return Err(TableError::EmptyBucket);
+            }
+            if !b.series.windows(2).all(|w| w[0] < w[1]) {
+                return Err(TableError::Unordered("a bucket's series"));
+            }
+            let mut counters = &b.counters[..];
+            for _ in &b.series {
+                packed::unpack(&mut counters)?;
+            }
+            if !counters.is_empty() {
+                return Err(TableError::Trailing(counters.len()));
+            }
+            let rows = b
+                .series
+                .iter()
+                .map(|&i| {
+                    let shared = series
+                        .get(i as usize)
+                        .ok_or(TableError::SeriesIndex(i, series.len()))?;
+                    held[i as usize] += 1;
+                    Ok(Arc::clone(shared))
+                })
+                .collect::<Result<_, TableError>>()?;
+            let bucket = Bucket {
+                series: rows,
+                counters: b.counters.into_owned().into(),
+            };
+            buckets.insert(at, Arc::new(bucket));
+        }
+        let interned = series
+            .into_iter()
+            .zip(held)
+            .enumerate()
+            .map(|(i, (s, held))| match held {
+                0 => Err(TableError::SeriesUnused(i)),
+                _ => Ok((s, held)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(TrafficTable { buckets, interned })
     }
 }
 
@@ -861,5 +1079,175 @@ mod tests {
             top(TopBy::Api, TopMetric::Requests),
             vec![("orders/v2".into(), 9.0)]
         );
+    }
+
+    #[test]
+    fn buckets_share_a_series_and_forget_it_when_the_last_expires() {
+        let mut table = TrafficTable::default();
+        table.apply(&[delta(T0, "r", "app", traffic(1, 200, 1))], T0);
+        table.apply(
+            &[delta(T0 + HOUR_MS, "r", "app", traffic(1, 200, 1))],
+            T0 + HOUR_MS,
+        );
+        table.apply(
+            &[delta(T0 + HOUR_MS, "q", "app", traffic(1, 200, 1))],
+            T0 + HOUR_MS,
+        );
+        let held: Vec<&Arc<Series>> = table
+            .buckets
+            .values()
+            .flat_map(|b| b.series.iter())
+            .filter(|s| s.route == "r")
+            .collect();
+        // Two minutes, two hours, one day.
+        assert_eq!(held.len(), 5);
+        assert!(held.iter().all(|s| Arc::ptr_eq(s, held[0])));
+        assert_eq!(table.interned.len(), 2);
+        assert_eq!(
+            table
+                .interned
+                .get(&delta(T0, "r", "app", traffic(0, 200, 0)).series),
+            Some(&5)
+        );
+        // Past the day of T0 + 1 h: its minutes are gone, "r" is still in the hours and day.
+        table.apply(&[], T0 + HOUR_MS + DAY_MS + MINUTE_MS);
+        assert_eq!(table.interned.len(), 2);
+        assert_eq!(
+            table.interned.values().copied().collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        // Past every retention: nothing is left, series included.
+        table.apply(&[], T0 + 402 * DAY_MS);
+        assert!(table.is_empty());
+        assert!(table.interned.is_empty());
+    }
+
+    /// A table with minutes, hours, days, several series, [`OTHER`] and large counts.
+    fn busy_table() -> TrafficTable {
+        let big = u64::MAX / 4;
+        let mut huge = Traffic {
+            requests: big,
+            latency_sum_us: big,
+            bytes_out: big,
+            ..Traffic::default()
+        };
+        huge.status[4] = big;
+        huge.latency[LATENCY_BUCKETS - 1] = big;
+        let mut table = TrafficTable::default();
+        for minute in 0..3 {
+            let at = T0 + minute * MINUTE_MS;
+            let deltas: Vec<TrafficDelta> = (0..120)
+                .map(|i| delta(at, &format!("route-{i}"), "app", traffic(i + 1, 200, i)))
+                .chain([delta(at, "r", "", huge.clone())])
+                .collect();
+            table.apply(&deltas, at);
+        }
+        table
+    }
+
+    #[test]
+    fn the_table_roundtrips_through_the_codec() {
+        use crate::codec::{decode, encode};
+        let table = busy_table();
+        assert_eq!(table.series_in(Resolution::Minute, T0), 101);
+        let bytes = encode(&table).unwrap();
+        let mut back: TrafficTable = decode(&bytes).unwrap();
+        assert_eq!(back, table);
+        assert_eq!(back.len(), table.len());
+        assert_eq!(back.interned, table.interned);
+        // Loading interns again: one copy of a series for all its buckets.
+        let r: Vec<&Arc<Series>> = back
+            .buckets
+            .values()
+            .flat_map(|b| b.series.iter())
+            .filter(|s| s.route == "route-0")
+            .collect();
+        assert_eq!(r.len(), 5);
+        assert!(r.iter().all(|s| Arc::ptr_eq(s, r[0])));
+        // And goes on as the original would.
+        let more = [delta(T0 + DAY_MS, "route-7", "app", traffic(3, 404, 2))];
+        let mut table = table;
+        table.apply(&more, T0 + DAY_MS + MINUTE_MS);
+        back.apply(&more, T0 + DAY_MS + MINUTE_MS);
+        assert_eq!(back, table);
+        assert_eq!(encode(&back).unwrap(), encode(&table).unwrap());
+        assert_eq!(
+            decode::<TrafficTable>(&encode(&TrafficTable::default()).unwrap()).unwrap(),
+            TrafficTable::default()
+        );
+    }
+
+    #[test]
+    fn a_table_out_of_shape_is_refused() {
+        use crate::codec::{decode, encode};
+        let series = |route: &str| {
+            Cow::Owned(Series {
+                route: route.into(),
+                ..Series::default()
+            })
+        };
+        let bucket = |start_ms, series: Vec<u32>| {
+            let mut counters = Vec::new();
+            for _ in &series {
+                packed::pack(&traffic(1, 200, 1), &mut counters);
+            }
+            WireBucket {
+                resolution: Resolution::Minute,
+                start_ms,
+                series,
+                counters: Cow::Owned(counters),
+            }
+        };
+        let load = |series: Vec<Cow<'static, Series>>, buckets| {
+            decode::<TrafficTable>(&encode(&Wire { series, buckets }).unwrap())
+        };
+        let ab = || vec![series("a"), series("b")];
+        assert!(load(ab(), vec![bucket(0, vec![0, 1])]).is_ok());
+        let mut short = bucket(0, vec![0, 1]);
+        short.counters.to_mut().pop();
+        let mut long = bucket(0, vec![0, 1]);
+        long.counters.to_mut().push(0);
+        let mut bad = bucket(0, vec![0, 1]);
+        // A count of zero named by the mask.
+        bad.counters = Cow::Owned(vec![1, 0, 0]);
+        for (series, buckets, why) in [
+            (
+                vec![series("b"), series("a")],
+                vec![bucket(0, vec![0, 1])],
+                "analytics: series not in",
+            ),
+            (
+                ab(),
+                vec![bucket(0, vec![1, 0])],
+                "a bucket's series not in",
+            ),
+            (
+                ab(),
+                vec![bucket(0, vec![0, 0, 1])],
+                "a bucket's series not in",
+            ),
+            (
+                ab(),
+                vec![bucket(0, vec![0, 2])],
+                "series 2 named, 2 listed",
+            ),
+            (ab(), vec![bucket(0, vec![0])], "series 1 is in no bucket"),
+            (
+                ab(),
+                vec![bucket(0, vec![0]), bucket(0, vec![1])],
+                "buckets not in",
+            ),
+            (
+                ab(),
+                vec![bucket(0, vec![0, 1]), bucket(1, vec![])],
+                "empty bucket",
+            ),
+            (ab(), vec![short], "ends early"),
+            (ab(), vec![long], "1 bytes after"),
+            (ab(), vec![bad], "marks a counter"),
+        ] {
+            let error = load(series, buckets).unwrap_err().to_string();
+            assert!(error.contains(why), "{error}");
+        }
     }
 }

@@ -15,8 +15,10 @@ use serde::de::DeserializeOwned;
 /// `team` of the owned kinds, the API catalog (APIs, versions, subscriptions, a route's
 /// `api_version`), its commands and rejections, and the audit entries' `detail`; 6 added an API
 /// version's `deprecated_at` and `policies` (those of an AI version) and the `if_version` of
-/// `ReplaceVersionRoutes`.
-pub const FORMAT_VERSION: u8 = 7;
+/// `ReplaceVersionRoutes`; 7 added the traffic analytics (`RecordTraffic`, the state's
+/// `traffic`); 8 writes the analytics table with each series once, its rows naming them by
+/// index, with their counters packed.
+pub const FORMAT_VERSION: u8 = 8;
 
 /// Largest value [`decode`] accepts; larger input is refused rather than allocated.
 pub const MAX_DECODE_BYTES: usize = 256 << 20;

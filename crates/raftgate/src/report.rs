@@ -108,7 +108,20 @@ fn owner(state: &State, route: &str) -> (String, String) {
 
 /// Merges `taken` into deltas for the minute of `minute_ms`, at most [`MAX_REPORT_SERIES`]
 /// series (the rest in [`Series::other`]).
-fn deltas(taken: Vec<RouteTraffic>, state: &State, minute_ms: u64) -> Vec<TrafficDelta> {
+///
+/// The busiest series come first, so that they are the ones with their own rows when the
+/// report is cut, and the first to take a bucket's places (see
+/// [`Resolution::max_series`]): what lands in `~other` is the quiet traffic. Ties go by name,
+/// so the report does not depend on the order the metrics hold the series in.
+fn deltas(mut taken: Vec<RouteTraffic>, state: &State, minute_ms: u64) -> Vec<TrafficDelta> {
+    taken.sort_by(|a, b| {
+        b.traffic
+            .requests
+            .cmp(&a.traffic.requests)
+            .then_with(|| a.labels.route.cmp(&b.labels.route))
+            .then_with(|| a.labels.service.cmp(&b.labels.service))
+            .then_with(|| a.consumer.cmp(&b.consumer))
+    });
     let mut out: Vec<TrafficDelta> = Vec::with_capacity(taken.len().min(MAX_REPORT_SERIES + 1));
     let mut other: Option<TrafficDelta> = None;
     for t in taken {
@@ -223,5 +236,36 @@ mod tests {
         let total: u64 = d.iter().map(|d| d.traffic.requests).sum();
         assert_eq!(total, (MAX_REPORT_SERIES + 500) as u64);
         assert!(d.iter().all(|d| d.minute_ms == 60_000));
+    }
+
+    #[test]
+    fn the_busiest_series_get_their_own_rows() {
+        let state = State::default();
+        // r{i} made i requests, but r0 and r1 made as many as r2: the quietest come first, so
+        // cutting in the order taken would keep them.
+        let mut t = taken(MAX_REPORT_SERIES + 2);
+        for (i, t) in t.iter_mut().enumerate() {
+            t.traffic.requests = (i as u64).max(2);
+        }
+        let d = deltas(t.clone(), &state, 60_000);
+        assert_eq!(d.len(), MAX_REPORT_SERIES + 1);
+        let busiest = format!("r{}", MAX_REPORT_SERIES + 1);
+        assert_eq!(d[0].series.route, busiest);
+        assert_eq!(d[0].traffic.requests, MAX_REPORT_SERIES as u64 + 1);
+        assert!(
+            d.windows(2)
+                .take(MAX_REPORT_SERIES - 1)
+                .all(|w| { w[0].traffic.requests >= w[1].traffic.requests })
+        );
+        // Of the three with 2 requests, the first by name has the last row of its own.
+        assert_eq!(d[MAX_REPORT_SERIES - 1].series.route, "r0");
+        let other = &d[MAX_REPORT_SERIES];
+        assert_eq!(other.series, Series::other());
+        assert_eq!(other.traffic.requests, 4, "r1 and r2");
+        let total: u64 = d.iter().map(|d| d.traffic.requests).sum();
+        assert_eq!(total, t.iter().map(|t| t.traffic.requests).sum::<u64>());
+        // Whatever order the metrics hold them in.
+        t.reverse();
+        assert_eq!(deltas(t, &state, 60_000), d);
     }
 }

@@ -190,29 +190,32 @@ impl Default for Traffic {
 impl Traffic {
     /// Adds `other` to this.
     pub fn add(&mut self, other: &Traffic) {
-        self.requests += other.requests;
+        // Saturating: a report is a node's claim, and a counter that cannot grow further is
+        // better than an apply that panics on one node and not another.
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.requests, other.requests);
         for (a, b) in self.status.iter_mut().zip(other.status) {
-            *a += b;
+            add(a, b);
         }
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
-            *a += b;
+            add(a, b);
         }
-        self.latency_sum_us += other.latency_sum_us;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
+        add(&mut self.latency_sum_us, other.latency_sum_us);
+        add(&mut self.bytes_in, other.bytes_in);
+        add(&mut self.bytes_out, other.bytes_out);
     }
 
     /// The latency at quantile `q` (0..=1) in milliseconds, interpolated within its bucket as
     /// Prometheus's `histogram_quantile` does; `None` without requests.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let count: u64 = self.latency.iter().sum();
+        let count = self.latency.iter().fold(0u64, |a, &b| a.saturating_add(b));
         if count == 0 {
             return None;
         }
         let rank = q.clamp(0.0, 1.0) * count as f64;
         let mut below = 0u64;
         for (i, &n) in self.latency.iter().enumerate() {
-            if n > 0 && (below + n) as f64 >= rank {
+            if n > 0 && below.saturating_add(n) as f64 >= rank {
                 let lower = if i == 0 { 0 } else { LATENCY_BOUNDS_NS[i - 1] };
                 // Above the last bound nothing is known but that bound.
                 let Some(&upper) = LATENCY_BOUNDS_NS.get(i) else {
@@ -221,14 +224,14 @@ impl Traffic {
                 let within = (rank - below as f64) / n as f64;
                 return Some((lower as f64 + (upper - lower) as f64 * within) / 1e6);
             }
-            below += n;
+            below = below.saturating_add(n);
         }
         Some(LATENCY_BOUNDS_NS[LATENCY_BOUNDS_NS.len() - 1] as f64 / 1e6)
     }
 
     /// The summary shown to users.
     pub fn summary(&self) -> Summary {
-        let errors = self.status[3] + self.status[4];
+        let errors = self.status[3].saturating_add(self.status[4]);
         Summary {
             requests: self.requests,
             errors,

@@ -421,8 +421,27 @@ impl Sink {
 /// both one per batch. Lines reach the file at most this late.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
+/// Puts the calling thread (the writer) in `SCHED_BATCH`, so that waking up never preempts a
+/// proxy worker: it waits for the worker's time slice to end or for an idle core. Woken every
+/// 20 ms with normal priority, the writer took the core from a busy worker for its whole
+/// drain, and every connection waited: under `wrk -c64` the cores sat idle 5% of the time
+/// instead of 3%, and the node served 14% fewer requests. Its share of the CPU is unchanged.
+fn never_preempt() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` outlives the call, and pid 0 is the calling thread.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(%error, "access log writer keeps the default scheduling policy");
+        }
+    }
+}
+
 /// Writes every entry as a JSON line, one `write` per batch, until the log is dropped.
 fn write_loop(queue: Receiver<Box<Entry>>, mut sink: Sink, reopen: &AtomicBool) {
+    never_preempt();
     let mut line = Vec::with_capacity(1024);
     let mut clock = Clock::default();
     let mut failures = 0u64;

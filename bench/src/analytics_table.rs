@@ -3,6 +3,10 @@
 //! state without end. Fills a table through the state machine's own apply (minutes of the last
 //! 24 hours, hours of the last 30 days, days of the last 400, each with one series more than
 //! its bound) and prints its rows, the process's RSS growth and the table's encoded size.
+//!
+//! By default the same routes stay busy, so every bucket holds the same series: what a real
+//! gateway sees. With `--distinct` every bucket holds series no other bucket has (routes that
+//! change every minute), the worst case for a table that stores each series' names once.
 
 use raftgate_model::analytics::{Resolution, Series, Traffic, TrafficDelta, TrafficTable};
 
@@ -19,9 +23,18 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// `n` series for the bucket starting at `start_ms`, named like real routes and consumers.
-fn deltas(start_ms: u64, n: u32) -> Vec<TrafficDelta> {
-    (0..n)
+/// What to fill the table with.
+#[derive(Debug, clap::Args)]
+pub struct AnalyticsTableArgs {
+    /// Give every bucket its own series instead of the same busy routes everywhere.
+    #[arg(long)]
+    distinct: bool,
+}
+
+/// `n` series for the bucket starting at `start_ms`, named like real routes and consumers;
+/// numbered from `first`.
+fn deltas(start_ms: u64, first: u64, n: u64) -> Vec<TrafficDelta> {
+    (first..first + n)
         .map(|i| {
             let mut traffic = Traffic {
                 requests: 1000,
@@ -50,23 +63,29 @@ fn deltas(start_ms: u64, n: u32) -> Vec<TrafficDelta> {
 }
 
 /// Fills a table to its bound and reports what it takes.
-pub fn run() -> Result<String, BenchError> {
+pub fn run(args: &AnalyticsTableArgs) -> Result<String, BenchError> {
     let day = Resolution::Day.millis();
     let now = 20_000 * day;
     let before = rss_kib();
     let mut table = TrafficTable::default();
+    let mut first = 0;
     for r in [Resolution::Day, Resolution::Hour, Resolution::Minute] {
         let buckets = r.retention_ms() / r.millis();
+        let n = u64::from(r.max_series()) + 1;
         for b in (0..buckets).rev() {
             let start = now - b * r.millis();
-            table.apply(&deltas(start, r.max_series() + 1), now);
+            table.apply(&deltas(start, first, n), now);
+            if args.distinct {
+                first += n;
+            }
         }
     }
     let after = rss_kib();
     let encoded = raftgate_model::codec::encode(&table)
         .map_err(|e| BenchError::Args(format!("encoding the table: {e}")))?;
     Ok(format!(
-        "{{\"rows\":{},\"rss_growth_mib\":{:.1},\"encoded_mib\":{:.1}}}",
+        "{{\"series\":\"{}\",\"rows\":{},\"rss_growth_mib\":{:.1},\"encoded_mib\":{:.1}}}",
+        if args.distinct { "distinct" } else { "same" },
         table.len(),
         after.saturating_sub(before) as f64 / 1024.0,
         encoded.len() as f64 / (1024.0 * 1024.0)

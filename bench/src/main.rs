@@ -85,7 +85,7 @@ enum Command {
     /// benchmark's collector for raftgate with tracing on).
     OtlpSink(otlp_sink::OtlpSinkArgs),
     /// Fills the replicated analytics table to its bound; prints its rows, RSS and encoded size.
-    AnalyticsTable,
+    AnalyticsTable(analytics_table::AnalyticsTableArgs),
     /// Prints the records and bytes of a node's Raft log directory, as one JSON line.
     WalStats(wal_stats::WalStatsArgs),
     /// Prints `count` currently free loopback TCP ports, space-separated.
@@ -155,7 +155,7 @@ fn run(command: Command) -> Result<String, BenchError> {
         Command::MockLlm(args) => runtime()?.block_on(mock_llm::run(args)),
         Command::OtlpSink(args) => runtime()?.block_on(otlp_sink::run(args)),
         Command::WalStats(args) => wal_stats::run(&args),
-        Command::AnalyticsTable => analytics_table::run(),
+        Command::AnalyticsTable(args) => analytics_table::run(&args),
     }
 }
 

@@ -181,10 +181,14 @@ fn is_read(method: &Method) -> bool {
 
 /// Rejects requests without a valid token (when a bootstrap token is configured) and writes by
 /// tokens that write nothing; `/health` and `/ready` stay open for load balancers and orchestrators, and `/metrics`
-/// for Prometheus (see the `metrics` module for why). Without a bootstrap token the node is
-/// loopback-only and every caller is an anonymous admin.
+/// for Prometheus (see the `metrics` module for why). The web console's static files stay open
+/// too: they hold no data, and the page they make asks for the token it then sends with every
+/// API call. Without a bootstrap token the node is loopback-only and every caller is an
+/// anonymous admin.
 pub async fn require_token(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
-    if matches!(req.uri().path(), "/health" | "/ready" | "/metrics") {
+    if matches!(req.uri().path(), "/health" | "/ready" | "/metrics")
+        || raftgate_console::is_public(req.method(), req.uri().path())
+    {
         return next.run(req).await;
     }
     let caller = match &s.token {

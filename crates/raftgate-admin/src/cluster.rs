@@ -1,14 +1,21 @@
-//! Cluster status and membership: `GET /cluster`, adding and removing members, snapshots, and
-//! the node's liveness (`/health`) and readiness (`/ready`).
+//! Cluster status and membership: `GET /cluster`, every member's health (`GET /cluster/nodes`),
+//! adding and removing members, snapshots, and the node's liveness (`/health`) and readiness
+//! (`/ready`).
+
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
+use raftgate_client::{AdminClient, ClientError};
 use raftgate_cluster::WriteError;
+use raftgate_cluster::node::READY_WAIT;
 use raftgate_model::access::AuditOperation;
-use raftgate_model::api::{AddMember, ClusterStatus, Health, Ready};
+use raftgate_model::api::{
+    AddMember, ClusterNodes, ClusterStatus, Health, Member, NodeHealth, NodeState, Ready,
+};
 use raftgate_model::{Command, NodeId};
 use serde::Serialize;
 
@@ -27,6 +34,7 @@ pub struct SnapshotTaken {
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/cluster", get(status))
+        .route("/cluster/nodes", get(nodes))
         .route("/cluster/members", post(add))
         .route("/cluster/members/{id}", delete(remove))
         .route("/cluster/snapshot", post(snapshot))
@@ -48,6 +56,82 @@ pub async fn ready(State(s): State<Shared>) -> Result<axum::Json<Ready>, ApiErro
 
 async fn status(State(s): State<Shared>) -> Result<axum::Json<ClusterStatus>, ApiError> {
     Ok(axum::Json(s.node.status().await?))
+}
+
+/// How long a member may take to answer its readiness check: a node takes up to
+/// [`READY_WAIT`] to have a leader confirm itself, and a second more covers the connection.
+const PROBE_TIMEOUT: Duration = READY_WAIT.saturating_add(Duration::from_secs(1));
+
+/// Every member with its health: what `GET /cluster` knows of it, and how it answers its own
+/// `GET /ready` (asked of all members at once). A member that does not answer is reported
+/// `down`, so one dead node never turns the answer into an error.
+async fn nodes(State(s): State<Shared>) -> Result<axum::Json<ClusterNodes>, ApiError> {
+    let status = s.node.status().await?;
+    let probes = status.members.iter().map(|m| probe(&s, m));
+    let states = futures_util::future::join_all(probes).await;
+    let leader_applied = status
+        .members
+        .iter()
+        .find(|m| Some(m.id) == status.leader_id)
+        .and_then(|m| m.applied_index);
+    let reference =
+        leader_applied.or_else(|| status.members.iter().filter_map(|m| m.applied_index).max());
+    let nodes = status
+        .members
+        .into_iter()
+        .zip(states)
+        .map(|(m, (state, message))| NodeHealth {
+            leader: Some(m.id) == status.leader_id,
+            lag: reference
+                .zip(m.applied_index)
+                .map(|(r, a)| r.saturating_sub(a)),
+            id: m.id,
+            role: m.role,
+            cluster_addr: m.cluster_addr,
+            admin_addr: m.admin_addr,
+            proxy_addr: m.proxy_addr,
+            applied_index: m.applied_index,
+            state,
+            message,
+        })
+        .collect();
+    Ok(axum::Json(ClusterNodes {
+        node_id: status.node_id,
+        leader_id: status.leader_id,
+        term: status.term,
+        nodes,
+    }))
+}
+
+/// Asks `member` whether it is ready: this node directly, the others through their admin API's
+/// `GET /ready`, which needs no token.
+async fn probe(s: &Shared, member: &Member) -> (NodeState, Option<String>) {
+    if member.id == s.node.id() {
+        return match s.node.ready().await {
+            Ok(_) => (NodeState::Ready, None),
+            Err(e) => (NodeState::NotReady, Some(e.to_string())),
+        };
+    }
+    // Members named by `--peer` are known by their cluster address only, until they answer
+    // there with the rest.
+    if member.admin_addr.is_empty() {
+        return (
+            NodeState::Down,
+            Some(format!(
+                "no answer at its cluster address {}",
+                member.cluster_addr
+            )),
+        );
+    }
+    let client = match AdminClient::new(&member.admin_addr, None) {
+        Ok(c) => c.with_timeout(PROBE_TIMEOUT),
+        Err(e) => return (NodeState::Down, Some(e.to_string())),
+    };
+    match client.ready().await {
+        Ok(_) => (NodeState::Ready, None),
+        Err(ClientError::Api { body, .. }) => (NodeState::NotReady, Some(body.message)),
+        Err(e) => (NodeState::Down, Some(e.to_string())),
+    }
 }
 
 /// Records a cluster operation in the replicated audit log. The operation is over by now, so a

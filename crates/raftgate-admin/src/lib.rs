@@ -60,9 +60,10 @@ struct AdminState {
 
 type Shared = Arc<AdminState>;
 
-/// Builds the admin API for `node`. With `token` (the bootstrap token, role admin), every
-/// request but `GET /health`, `GET /ready` and `GET /metrics` must carry `Authorization: Bearer <token>` with
-/// it or with a token made through `POST /tokens`. `health` is where `GET /upstreams/health`
+/// Builds the admin API for `node`, with the web console ([`raftgate_console`]) at `/ui/`.
+/// With `token` (the bootstrap token, role admin), every request but `GET /health`,
+/// `GET /ready`, `GET /metrics` and the console's own files must carry
+/// `Authorization: Bearer <token>` with it or with a token made through `POST /tokens`. `health` is where `GET /upstreams/health`
 /// reads this node's view of its upstream targets (the proxy's). `secrets` seals AI provider
 /// credentials. `metrics` is the node's registry, served at `GET /metrics`.
 pub fn router(
@@ -81,6 +82,9 @@ pub fn router(
     });
     Router::new()
         .route("/openapi.json", get(openapi::serve))
+        // The console is not the API: it is kept out of the OpenAPI document, and it reads and
+        // writes only through the routes below.
+        .merge(raftgate_console::router())
         .route("/health", get(cluster::health))
         .route("/ready", get(cluster::ready))
         .merge(metrics::routes())

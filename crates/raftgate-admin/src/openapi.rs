@@ -16,8 +16,8 @@ use raftgate_model::analytics::{
     TopReport, TopRow,
 };
 use raftgate_model::api::{
-    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, Member,
-    NodeUpstreams, Ready, Role, TargetHealth, UpstreamHealth,
+    AddMember, ClusterNodes, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings,
+    Member, NodeHealth, NodeState, NodeUpstreams, Ready, Role, TargetHealth, UpstreamHealth,
 };
 use raftgate_model::api::{CreateToken, CreatedToken, Subscribe, TokenInfo, Transition};
 use raftgate_model::catalog::{
@@ -958,6 +958,22 @@ fn cluster_paths(paths: &mut Paths) {
             .response("403", team_forbidden()),
     );
     paths.add_path_operation(
+        "/cluster/nodes",
+        vec![HttpMethod::Get],
+        op(
+            "cluster",
+            "Every member with its health: role, leader, applied index, lag, and whether it answers its readiness check (a node that does not is `down`)",
+        )
+        .response(
+            "200",
+            ok(
+                "Every member as the answering node sees it",
+                Ref::from_schema_name("ClusterNodes"),
+            ),
+        )
+        .response("403", team_forbidden()),
+    );
+    paths.add_path_operation(
         "/cluster/members",
         vec![HttpMethod::Post],
         with_body(
@@ -1299,6 +1315,9 @@ fn build() -> OpenApi {
         .schema_from::<BasicCredential>()
         .schema_from::<ClusterStatus>()
         .schema_from::<Member>()
+        .schema_from::<ClusterNodes>()
+        .schema_from::<NodeHealth>()
+        .schema_from::<NodeState>()
         .schema_from::<Role>()
         .schema_from::<AddMember>()
         .schema_from::<Ready>()

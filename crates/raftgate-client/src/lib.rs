@@ -36,8 +36,8 @@ use raftgate_model::ai::{
 };
 use raftgate_model::analytics::{AnalyticsQuery, AnalyticsReport, TopQuery, TopReport};
 use raftgate_model::api::{
-    AddMember, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings, NodeUpstreams,
-    Ready,
+    AddMember, ClusterNodes, ClusterStatus, CreatedKey, ErrorBody, Health, KeyInfo, KeySettings,
+    NodeUpstreams, Ready,
 };
 use raftgate_model::api::{CreateToken, CreatedToken, Subscribe, TokenInfo, Transition};
 use raftgate_model::catalog::{ApiSpec, ApiVersionSpec, Lifecycle, SubscriptionSpec};
@@ -564,6 +564,13 @@ impl AdminClient {
     /// `GET /cluster`: leader, term and members as the answering node sees them.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
         self.call(Method::GET, "/cluster", NO_BODY, None).await
+    }
+
+    /// Every member with its health (`GET /cluster/nodes`): a member that does not answer is
+    /// reported down rather than failing the call.
+    pub async fn cluster_nodes(&self) -> Result<ClusterNodes, ClientError> {
+        self.call(Method::GET, "/cluster/nodes", NO_BODY, None)
+            .await
     }
 
     /// Adds a running node to the cluster (it catches up as a learner, then votes).

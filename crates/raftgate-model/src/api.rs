@@ -67,6 +67,64 @@ pub struct ClusterStatus {
     pub members: Vec<Member>,
 }
 
+/// How a member answers its own readiness check, as the node asked by `GET /cluster/nodes`
+/// sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// It answers `GET /ready`: it can have writes committed now.
+    Ready,
+    /// It answers, but cannot have writes committed (cut off from the quorum, not a member
+    /// yet, its Raft core stopped); `message` says why.
+    NotReady,
+    /// Its admin API does not answer (the process is down or unreachable from here).
+    Down,
+}
+
+/// One member and its health, in `GET /cluster/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeHealth {
+    /// Node id.
+    #[schema(value_type = u64)]
+    pub id: NodeId,
+    /// Voter or learner.
+    pub role: Role,
+    /// Whether the answering node knows it as the leader.
+    pub leader: bool,
+    /// gRPC address for Raft and forwarding.
+    pub cluster_addr: String,
+    /// Admin API address; empty while unknown (a member named by `--peer` that has not
+    /// answered at its cluster address).
+    pub admin_addr: String,
+    /// Proxy address; empty while unknown, as `admin_addr`.
+    pub proxy_addr: String,
+    /// Last log index it applied (as `GET /cluster` reports it); `None` when it did not answer.
+    pub applied_index: Option<u64>,
+    /// Entries it is behind the leader's applied index (or, without a known leader, the
+    /// highest one reported); `None` when either is unknown.
+    pub lag: Option<u64>,
+    /// Its readiness.
+    pub state: NodeState,
+    /// Why it is not ready or down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `GET /cluster/nodes`: every member with its health, asked by the answering node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterNodes {
+    /// The node that answered.
+    #[schema(value_type = u64)]
+    pub node_id: NodeId,
+    /// Current leader, if one is known.
+    #[schema(value_type = Option<u64>)]
+    pub leader_id: Option<NodeId>,
+    /// Current Raft term, as the answering node knows it.
+    pub term: u64,
+    /// All members, voters and learners, by id.
+    pub nodes: Vec<NodeHealth>,
+}
+
 /// `POST /cluster/members`: a node to add. It must already be running with these addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

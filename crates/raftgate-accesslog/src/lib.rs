@@ -12,7 +12,7 @@
 //! ratio below 1, [`AccessLog::sampled`] picks which requests are logged.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -241,10 +241,23 @@ impl Entry {
     }
 }
 
-/// `value` as a JSON string (quoted and escaped).
+/// `value` as a JSON string (quoted and escaped). Names, paths and ids rarely hold anything
+/// to escape, so they are checked first and copied whole; serde_json's byte-by-byte escaping
+/// cost 1,100 instructions per line, a quarter of the log's cost (callgrind).
 fn string(out: &mut Vec<u8>, value: &str) {
-    // Writing a `str` into a `Vec` cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+    // A fold without an early exit, so the compiler checks many bytes per instruction.
+    let clean = !value.bytes().fold(false, |dirty, b| {
+        dirty | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if clean {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a `str` into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
 }
 
 /// A duration in milliseconds with microsecond precision (`12.345`), without going through
@@ -363,18 +376,17 @@ impl AccessLog {
     }
 }
 
-/// Where the writer writes.
+/// Where the writer writes: unbuffered, as the writer hands it whole batches.
 enum Sink {
-    Stdout(BufWriter<std::io::Stdout>),
-    File(PathBuf, BufWriter<File>),
+    Stdout(std::io::Stdout),
+    File(PathBuf, File),
 }
 
-fn open_file(path: &Path) -> Result<BufWriter<File>, AccessLogError> {
+fn open_file(path: &Path) -> Result<File, AccessLogError> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map(|f| BufWriter::with_capacity(64 * 1024, f))
         .map_err(|source| AccessLogError::Open {
             path: path.to_path_buf(),
             source,
@@ -384,7 +396,7 @@ fn open_file(path: &Path) -> Result<BufWriter<File>, AccessLogError> {
 impl Sink {
     fn open(output: Output) -> Result<Sink, AccessLogError> {
         Ok(match output {
-            Output::Stdout => Sink::Stdout(BufWriter::with_capacity(64 * 1024, std::io::stdout())),
+            Output::Stdout => Sink::Stdout(std::io::stdout()),
             Output::File(path) => {
                 let file = open_file(&path)?;
                 Sink::File(path, file)
@@ -392,16 +404,15 @@ impl Sink {
         })
     }
 
-    fn writer(&mut self) -> &mut dyn Write {
+    fn write_all(&mut self, batch: &[u8]) -> std::io::Result<()> {
         match self {
-            Sink::Stdout(w) => w,
-            Sink::File(_, w) => w,
+            Sink::Stdout(w) => w.lock().write_all(batch).and_then(|()| w.flush()),
+            Sink::File(_, w) => w.write_all(batch),
         }
     }
 
-    /// Flushes and reopens a file by its path; stdout stays.
+    /// Reopens a file by its path; stdout stays.
     fn reopen(&mut self) {
-        let _ = self.writer().flush();
         if let Sink::File(path, file) = self {
             match open_file(path) {
                 Ok(reopened) => {
@@ -415,6 +426,9 @@ impl Sink {
         }
     }
 }
+
+/// Lines are written in batches of about this many bytes (and at the end of every drain).
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// How long the writer sleeps between two drains of the queue. Waking it per line would cost
 /// every request a futex wake-up and the writer a `write` per line; draining on a timer makes
@@ -442,14 +456,17 @@ fn never_preempt() {
 /// Writes every entry as a JSON line, one `write` per batch, until the log is dropped.
 fn write_loop(queue: Receiver<Box<Entry>>, mut sink: Sink, reopen: &AtomicBool) {
     never_preempt();
-    let mut line = Vec::with_capacity(1024);
+    let mut batch = Vec::with_capacity(2 * BATCH_BYTES);
     let mut clock = Clock::default();
     let mut failures = 0u64;
-    let mut report = |error: std::io::Error| {
-        failures += 1;
-        if failures % 1000 == 1 {
-            tracing::error!(%error, "access log write failed; lines are lost until it works again");
+    let mut flush = |sink: &mut Sink, batch: &mut Vec<u8>| {
+        if let Err(error) = sink.write_all(batch) {
+            failures += 1;
+            if failures % 1000 == 1 {
+                tracing::error!(%error, "access log write failed; lines are lost until it works again");
+            }
         }
+        batch.clear();
     };
     loop {
         if reopen.swap(false, Ordering::AcqRel) {
@@ -458,19 +475,18 @@ fn write_loop(queue: Receiver<Box<Entry>>, mut sink: Sink, reopen: &AtomicBool) 
         let open = loop {
             match queue.try_recv() {
                 Ok(entry) => {
-                    line.clear();
-                    entry.write(&mut line, &mut clock);
-                    line.push(b'\n');
-                    if let Err(error) = sink.writer().write_all(&line) {
-                        report(error);
+                    entry.write(&mut batch, &mut clock);
+                    batch.push(b'\n');
+                    if batch.len() >= BATCH_BYTES {
+                        flush(&mut sink, &mut batch);
                     }
                 }
                 Err(TryRecvError::Empty) => break true,
                 Err(TryRecvError::Disconnected) => break false,
             }
         };
-        if let Err(error) = sink.writer().flush() {
-            report(error);
+        if !batch.is_empty() {
+            flush(&mut sink, &mut batch);
         }
         if !open {
             return;

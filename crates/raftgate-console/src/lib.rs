@@ -18,6 +18,7 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use raftgate_model::api::ErrorBody;
 
 /// Where the console is mounted on the admin API.
 pub const MOUNT: &str = "/ui/";
@@ -97,10 +98,14 @@ fn secured(response: impl IntoResponse) -> Response {
 /// The file `name`, in the encoding `headers` accept, or 304 when the browser has it already.
 fn serve(name: &str, headers: &HeaderMap) -> Response {
     let Some(asset) = find(name) else {
+        // The admin API's error shape, like every other answer of the admin port.
         return secured((
             StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "no such console file; open /ui/",
+            axum::Json(ErrorBody {
+                error: "not_found".into(),
+                message: format!("no console file '{name}'; open /ui/"),
+                field: None,
+            }),
         ));
     };
     let gzip = accepts_gzip(headers);
@@ -285,9 +290,12 @@ mod tests {
             assert!(!csp.contains("unsafe-inline"));
             assert_eq!(get(&response, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
         }
+        let missing = serve("missing.js", &HeaderMap::new());
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         assert_eq!(
-            serve("missing.js", &HeaderMap::new()).status(),
-            StatusCode::NOT_FOUND
+            missing.headers()[header::CONTENT_TYPE],
+            "application/json",
+            "errors are JSON, as everywhere on the admin port"
         );
     }
 
